@@ -1,0 +1,45 @@
+"""jupyter_deploy: put a model into production from a notebook.
+
+Write a ``ModelClass`` in a cell, test it in the kernel with ``load_local``,
+serve it with a runner and call it with ``RunnerClient``::
+
+    from jupyter_deploy import ModelClass, load_local
+
+    class Upper(ModelClass):
+        @ModelClass.method
+        def predict(self, text: str) -> str:
+            return text.upper()
+
+Heavy modules (gRPC, the runner, pandas) load on first use, so importing
+jupyter_deploy stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .errors import ConfigError, DeployError, InputError, ModelDefinitionError, ModelError, RunnerError
+from .model import Audio, Concept, Frame, ModelClass, Region, Video
+
+_LAZY = {
+    "load_local": "jupyter_deploy.local",
+    "LocalModel": "jupyter_deploy.local",
+    "RunnerClient": "jupyter_deploy.client",
+}
+
+__all__ = [
+    "Audio", "Concept", "ConfigError", "DeployError", "Frame", "InputError", "LocalModel",
+    "ModelClass", "ModelDefinitionError", "ModelError", "Region", "RunnerClient", "RunnerError",
+    "Video", "__version__", "load_local",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jupyter_deploy' has no attribute {name!r}")

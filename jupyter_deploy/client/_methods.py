@@ -1,0 +1,148 @@
+"""Python functions that mirror a model's methods, over any transport.
+
+A transport moves encoded calls (``unary``, ``server_stream``, ``bidi``); the
+functions built here give each model method its declared signature, encode
+the arguments, and decode what comes back. The runner client, the local test
+and (later) deployments share them, so a method looks and fails the same
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from ..errors import DeployError, InputError, ModelError, RunnerError
+from ..model import MethodSpec
+from ..model.codec import encode_args, encode_value, decoder, Mismatch
+from ..model.signature import BIDI, UNARY, TypeNode
+from ..proto import runner_pb2 as pb
+
+_MEDIA = frozenset({"bytes", "image", "audio", "video"})
+
+
+class Transport(Protocol):
+    def unary(self, request: pb.PredictRequest) -> pb.Value: ...
+    def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]: ...
+    def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]: ...
+
+
+def call_error(code: str, type: str, message: str, traceback: str = "") -> DeployError:
+    """The exception a caller sees for a failed call (from a status or an error frame)."""
+    if code == "INVALID_ARGUMENT":
+        return InputError(message)
+    if code == "UNKNOWN" or type == "ReturnTypeError":
+        return ModelError(type or "Exception", message, traceback)
+    return RunnerError(f"{code}: {message}" if code else message, code)
+
+
+def build_methods(specs: Iterable[MethodSpec], transport: Transport) -> dict[str, Callable[..., Any]]:
+    """One function per method, plus ``<name>_by_url/_by_bytes/_by_filepath`` for media inputs."""
+    out: dict[str, Callable[..., Any]] = {}
+    for spec in specs:
+        fn = _method(spec, transport)
+        out[spec.name] = fn
+        media = _first_media_param(spec)
+        if media is not None:
+            for suffix, wrap in (("url", _url), ("bytes", _bytes), ("filepath", _filepath)):
+                out.setdefault(f"{spec.name}_by_{suffix}", _by(fn, spec, media, suffix, wrap))
+    return out
+
+
+def _method(spec: MethodSpec, transport: Transport) -> Callable[..., Any]:
+    sig = spec.signature()
+    decode_out = decoder(spec.returns)
+    what = f"{spec.name}() output"
+    stream = spec.stream_param
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            arguments = sig.bind(*args, **kwargs).arguments
+        except TypeError as e:
+            raise InputError(f"{spec.name}(): {e}") from None
+        request = pb.PredictRequest(method=spec.name, args=encode_args(spec, arguments))
+        if spec.shape == UNARY:
+            return _decoded(decode_out, transport.unary(request), what)
+        if spec.shape == BIDI:
+            items = _encoded_items(stream.type, arguments.get(stream.name), spec.name, stream.name)
+            return _decoded_stream(decode_out, transport.bidi(request, items), what)
+        return _decoded_stream(decode_out, transport.server_stream(request), what)
+
+    call.__name__ = call.__qualname__ = spec.name
+    call.__signature__ = sig  # type: ignore[attr-defined]
+    call.__doc__ = spec.doc or f"Call the model's {spec.name}{sig}."
+    return call
+
+
+def _decoded(decode: Callable[[pb.Value], Any], value: pb.Value, what: str) -> Any:
+    try:
+        return decode(value)
+    except Mismatch as e:
+        raise InputError(e.describe(what)) from None
+
+
+def _decoded_stream(decode: Callable[[pb.Value], Any], values: Iterator[pb.Value], what: str) -> Iterator[Any]:
+    try:
+        for value in values:
+            yield _decoded(decode, value, what)
+    finally:
+        close = getattr(values, "close", None)
+        if close is not None:
+            close()  # stop the remote generator when the caller stops reading
+
+
+def _encoded_items(node: TypeNode, items: Any, method: str, param: str) -> Iterator[pb.Value]:
+    if items is None or isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise InputError(f"{method}() parameter '{param}': expected an iterable of {node}, "
+                         f"got {type(items).__name__}")
+    for i, item in enumerate(items):
+        yield encode_value(node, item, f"{method}() parameter '{param}' item {i}", media_refs=True)
+
+
+def _first_media_param(spec: MethodSpec) -> Any:
+    for p in spec.params:
+        node = p.type.args[0] if p.type.kind == "optional" else p.type
+        if node.kind in _MEDIA:
+            return p
+    return None
+
+
+def _url(value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise InputError(f"expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _bytes(value: Any) -> Any:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InputError(f"expected bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def _filepath(value: Any) -> Any:
+    if not isinstance(value, (str, os.PathLike)):
+        raise InputError(f"expected a file path, got {type(value).__name__}")
+    from pathlib import Path
+
+    return Path(value)
+
+
+def _by(fn: Callable[..., Any], spec: MethodSpec, param: Any, suffix: str,
+        wrap: Callable[[Any], Any]) -> Callable[..., Any]:
+    def call(value: Any, **kwargs: Any) -> Any:
+        if param.stream:
+            kwargs[param.name] = (wrap(v) for v in value)
+        else:
+            kwargs[param.name] = wrap(value)
+        return fn(**kwargs)
+
+    name = f"{spec.name}_by_{suffix}"
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = (f"Call {spec.name}() with its '{param.name}' parameter given by "
+                    f"{suffix}; other parameters by keyword.")
+    rest = [p for n, p in inspect.signature(fn).parameters.items() if n != param.name]
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(suffix, inspect.Parameter.POSITIONAL_ONLY)]
+        + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest])
+    return call

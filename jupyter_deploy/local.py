@@ -1,0 +1,103 @@
+"""Test a model in this process (the notebook kernel), through the real codec.
+
+``load_local`` loads a model folder, a ``model.py`` or a cell's source here,
+on this process's GPU, and returns an object whose methods mirror the
+model's. Every call is encoded, serialized and decoded exactly as a deployed
+call is, so a type mistake shows up here first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .client._methods import build_methods, call_error
+from .folder import model_folder_for
+from .proto import runner_pb2 as pb
+from .runner import CallFailed, ModelHost
+
+
+class LocalModel:
+    """A model loaded in this process; its methods mirror the model's.
+
+    ``model`` is the ModelClass instance itself, for poking at its state.
+    """
+
+    def __init__(self, host: ModelHost):
+        self._host = host
+        self.model = host.instance
+        self.specs = host.specs
+        self.methods: dict[str, Callable[..., Any]] = build_methods(host.specs.values(),
+                                                                    _LocalTransport(host))
+        for name, fn in self.methods.items():
+            if not hasattr(type(self), name):
+                setattr(self, name, fn)
+
+    def __repr__(self) -> str:
+        return f"<LocalModel {self._host.cls.__name__}: {', '.join(self.specs)}>"
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.methods))
+
+    def test(self) -> bool:
+        """Run the model's own ``test()``; False when it defines none."""
+        return self._host.run_test()
+
+
+class _LocalTransport:
+    """Calls a ModelHost in this process, through bytes, as a runner call does."""
+
+    def __init__(self, host: ModelHost):
+        self._host = host
+
+    def unary(self, request: pb.PredictRequest) -> pb.Value:
+        request = pb.PredictRequest.FromString(request.SerializeToString())
+        try:
+            response = self._host.call(request)
+        except CallFailed as e:
+            raise call_error(e.code, e.type, e.message, e.traceback) from None
+        return pb.PredictResponse.FromString(response.SerializeToString()).output
+
+    def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
+        return self._stream(request, None)
+
+    def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
+        return self._stream(request, (pb.Value.FromString(i.SerializeToString()) for i in items))
+
+    def _stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None) -> Iterator[pb.Value]:
+        request = pb.PredictRequest.FromString(request.SerializeToString())
+        try:
+            outputs = self._host.stream(request, items)
+            try:
+                for value in outputs:
+                    yield pb.Value.FromString(value.SerializeToString())
+            finally:
+                outputs.close()
+        except CallFailed as e:
+            raise call_error(e.code, e.type, e.message, e.traceback) from None
+
+
+def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False) -> LocalModel:
+    """Load a model in this process and return an object mirroring its methods.
+
+    Args:
+        path_or_source: a model folder, its ``1/model.py``, or source code
+            holding one ModelClass subclass (a notebook cell).
+        run_test: also run the model's ``test()`` after ``load_model``.
+
+    Example::
+
+        from jupyter_deploy import load_local
+
+        m = load_local("models/echo")
+        m.predict("hi")           # encoded, decoded and type-checked as a deployment would
+        help(m.predict)           # the model's own signature and docstring
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="jupyter_deploy_local_"))
+    host = ModelHost(model_folder_for(path_or_source, scratch))
+    host.load()
+    if run_test:
+        host.run_test()
+    return LocalModel(host)

@@ -1,0 +1,129 @@
+"""The model contract: ``ModelClass`` and its ``@ModelClass.method`` decorator."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, TypeVar, overload
+
+from ..errors import ModelDefinitionError
+from .signature import ROUTING_KEYWORDS, MethodSpec, describe_method
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MARK = "__jupyter_deploy_method__"
+
+
+class ModelClass:
+    """Base class of every served model; subclass it in ``1/model.py``.
+
+    The contract, in the order a runner uses it:
+
+    ``load_model(self)``
+        Called once, before the first call is served, in the serving process.
+        Load weights here (not in ``__init__``). When it raises, the replica
+        is not served and the error is reported. Optional.
+    ``@ModelClass.method``
+        Marks each method callers may use. Any name works. Parameters and the
+        return value must be annotated; the annotations decide the call shape
+        (a plain return is unary, ``Iterator[T]`` is server streaming, an
+        ``Iterator[T]`` parameter plus an ``Iterator[U]`` return is
+        bidirectional) and how values cross the wire. ``async def`` methods
+        and async generators work too.
+    ``test(self)``
+        Optional self-check run after ``load_model`` by ``run-locally`` and by
+        the first replica of a deployment; raise (or fail an assert) to fail.
+
+    Before ``load_model`` runs, the runner sets ``self.model_path`` (the model
+    folder), ``self.config`` (its parsed config.yaml, or None) and
+    ``self.checkpoint_path`` (the resolved ``checkpoints`` folder, or None).
+
+    Example::
+
+        from typing import Iterator
+        from jupyter_deploy import ModelClass
+
+        class Echo(ModelClass):
+            def load_model(self):
+                self.prefix = "echo: "
+
+            @ModelClass.method
+            def predict(self, text: str) -> str:
+                return self.prefix + text
+
+            @ModelClass.method
+            def generate(self, text: str, n: int = 3) -> Iterator[str]:
+                for i in range(n):
+                    yield f"{i}: {text}"
+
+            def test(self):
+                assert self.predict("hi") == "echo: hi"
+    """
+
+    model_path: Any = None
+    config: Any = None
+    checkpoint_path: Any = None
+    _method_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = dict.fromkeys(cls._method_names)  # inherited ones first, in order
+        for name, attr in vars(cls).items():
+            if getattr(attr, _MARK, False):
+                names[name] = None
+            elif name in names:  # overridden without the decorator: no longer served
+                del names[name]
+        cls._method_names = tuple(names)
+
+    def load_model(self) -> None:
+        """Load weights and anything else the methods need. Called once per replica."""
+
+    @overload
+    @staticmethod
+    def method(func: F) -> F: ...
+
+    @overload
+    @staticmethod
+    def method() -> Callable[[F], F]: ...
+
+    @staticmethod
+    def method(func: Any = None) -> Any:
+        """Mark a method of a ModelClass subclass as callable by clients.
+
+        Use it bare (``@ModelClass.method``) or called (``@ModelClass.method()``).
+        """
+        def mark(f: F) -> F:
+            if not callable(f):
+                raise ModelDefinitionError(f"@ModelClass.method decorates a function, got {f!r}")
+            clash = ROUTING_KEYWORDS & set(f.__code__.co_varnames[: f.__code__.co_argcount
+                                                                   + f.__code__.co_kwonlyargcount])
+            if clash:
+                name = sorted(clash)[0]
+                raise ModelDefinitionError(
+                    f"{f.__name__}() parameter '{name}': '{name}' is a routing keyword of the "
+                    f"client ({', '.join(sorted(ROUTING_KEYWORDS))}); rename the parameter")
+            setattr(f, _MARK, True)
+            return f
+
+        return mark if func is None else mark(func)
+
+    @classmethod
+    def method_specs(cls) -> dict[str, MethodSpec]:
+        """The description of every ``@ModelClass.method``, by name (not cached: cheap)."""
+        if not cls._method_names:
+            raise ModelDefinitionError(
+                f"{cls.__name__} has no @ModelClass.method; decorate at least one method")
+        specs = {}
+        for name in cls._method_names:
+            spec = describe_method(name, getattr(cls, name))
+            _check_defaults(spec)
+            specs[name] = spec
+        return specs
+
+
+def _check_defaults(spec: MethodSpec) -> None:
+    from .codec import Mismatch, encoder
+
+    for p in spec.params:
+        if p.has_default:
+            try:
+                encoder(p.type)(p.default)
+            except Mismatch as e:
+                raise ModelDefinitionError(e.describe(f"{spec.name}() default of '{p.name}'")) from None

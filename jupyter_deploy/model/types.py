@@ -1,0 +1,68 @@
+"""Small data types that model methods take and return.
+
+They cross the wire with their fields intact (see ``codec``), so a client on
+another machine gets back the same objects the model returned::
+
+    from jupyter_deploy import Concept, ModelClass
+
+    class Classifier(ModelClass):
+        @ModelClass.method
+        def predict(self, text: str) -> list[Concept]:
+            return [Concept(id="pos", name="positive", value=0.93)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # Pillow is imported only by the models whose types need it
+    from PIL.Image import Image
+
+
+@dataclass
+class Concept:
+    """A labelled score: ``Concept(id="cat", name="Cat", value=0.9)``."""
+
+    id: str
+    name: str = ""
+    value: float = 0.0
+
+
+@dataclass
+class Region:
+    """A box ``(x0, y0, x1, y1)`` with the concepts found in it."""
+
+    box: tuple[float, float, float, float]
+    concepts: list[Concept] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.box = tuple(float(v) for v in self.box)  # type: ignore[assignment]
+        if len(self.box) != 4:
+            raise ValueError(f"Region.box needs 4 numbers (x0, y0, x1, y1), got {len(self.box)}")
+
+
+@dataclass
+class Frame:
+    """One video frame: an image and its time in seconds."""
+
+    image: "Image"
+    time: float = 0.0
+
+
+@dataclass
+class Audio:
+    """Encoded audio: the file's bytes and its MIME type (``"audio/wav"``)."""
+
+    bytes: bytes
+    mime: str = ""
+
+
+@dataclass
+class Video:
+    """Encoded video: the file's bytes and its MIME type (``"video/mp4"``)."""
+
+    bytes: bytes
+    mime: str = ""
+
+

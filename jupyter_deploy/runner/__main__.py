@@ -1,0 +1,123 @@
+"""``python -m jupyter_deploy.runner``: serve one model folder until stopped.
+
+It prints ``listening on HOST:PORT`` once the port is bound (health is
+NOT_SERVING while ``load_model`` runs), then ``serving`` once the model is
+loaded (health SERVING). A model that fails to import or load makes it exit
+non-zero after printing the reason. SIGTERM or SIGINT stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+EXIT_BAD_MODEL = 2
+EXIT_LOAD_FAILED = 3
+EXIT_TEST_FAILED = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jupyter_deploy.runner", description=__doc__.split("\n")[0])
+    p.add_argument("--model-path", required=True, help="the model folder (config.yaml, 1/model.py)")
+    p.add_argument("--address", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0: any free one)")
+    p.add_argument("--max-concurrency", type=int, default=32, help="calls served at once; more wait")
+    p.add_argument("--max-message-mb", type=float, default=64, help="largest request accepted, in MiB")
+    p.add_argument("--run-test", action="store_true", help="run the model's test() before serving")
+    p.add_argument("--no-env", action="store_true",
+                   help="use this interpreter even if requirements.txt asks for more")
+    return p
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
+    fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if not _is_loopback(args.address):
+        fail(f"refusing to listen on {args.address}: a runner without a signing key serves "
+             "without tokens, so it listens on loopback only (use 127.0.0.1:PORT)")
+        return EXIT_BAD_MODEL
+    model_dir = Path(args.model_path)
+
+    if not args.no_env:
+        from ..environment import ensure_environment
+        from ..errors import EnvironmentSetupError
+
+        try:
+            python = ensure_environment(model_dir / "requirements.txt", log=say)
+        except EnvironmentSetupError as e:
+            fail(str(e))
+            return EXIT_BAD_MODEL
+        if os.path.realpath(python) != os.path.realpath(sys.executable):
+            # Start over inside the model's environment (it sees this one's packages too).
+            argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
+            os.execv(python, argv)
+
+    from ..errors import ConfigError, ModelDefinitionError
+    from ._host import ModelHost
+    from ._service import make_server
+
+    try:
+        host = ModelHost(model_dir)
+    except (ModelDefinitionError, ConfigError) as e:
+        fail(f"cannot serve {model_dir}: {e}")
+        return EXIT_BAD_MODEL
+    try:
+        server, service, health_servicer, port = make_server(
+            host, args.address, max_concurrency=args.max_concurrency,
+            max_message_bytes=int(args.max_message_mb * 2**20))
+    except (OSError, RuntimeError) as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    say(f"listening on {args.address.rsplit(':', 1)[0]}:{port}")
+
+    try:
+        host.load()
+    except Exception as e:
+        failure = host.model_failure(e)
+        fail(f"load_model failed: {failure.type}: {failure.message}\n{failure.traceback}")
+        server.stop(0)
+        return EXIT_LOAD_FAILED
+    if args.run_test:
+        try:
+            host.run_test()
+        except Exception as e:
+            failure = host.model_failure(e)
+            fail(f"test() failed: {failure.type}: {failure.message}\n{failure.traceback}")
+            server.stop(0)
+            return EXIT_TEST_FAILED
+
+    from grpc_health.v1 import health_pb2
+
+    service.ready.set()
+    for name in ("", "jupyter_deploy.v1.Runner"):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    say("serving")
+    while not stop.wait(3600):
+        pass
+    health_servicer.enter_graceful_shutdown()
+    server.stop(grace=5).wait()
+    host.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""One loaded model and the calls into it, independent of gRPC.
+
+``ModelHost`` decodes a request against the method's spec, calls the model
+(sync or async, unary or streaming) and encodes what it returns. The gRPC
+service (``_service``) and the in-kernel local test (``jupyter_deploy.local``)
+both call models through it, so they behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError, InputError, ModelDefinitionError
+from ..folder import load_model_class
+from ..model import MethodSpec, ModelClass
+from ..model.codec import decode_args, decode_value, encode_value
+from ..model.signature import UNARY, method_to_proto
+from ..proto import runner_pb2 as pb
+
+
+class CallFailed(Exception):
+    """A call failed; ``code`` is the gRPC status name a remote caller gets."""
+
+    def __init__(self, code: str, type: str, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.code, self.type, self.message, self.traceback = code, type, message, traceback
+
+    def to_proto(self) -> pb.Error:
+        return pb.Error(code=self.code, type=self.type, message=self.message, traceback=self.traceback)
+
+
+def invalid(message: str) -> CallFailed:
+    return CallFailed("INVALID_ARGUMENT", "InputError", message)
+
+
+class ModelHost:
+    """Loads one model folder and serves calls into it.
+
+    Example::
+
+        host = ModelHost("models/echo")
+        host.load()
+        host.call(pb.PredictRequest(method="predict", args=[...]))
+    """
+
+    def __init__(self, model_dir: str | Path, model_cls: type[ModelClass] | None = None):
+        self.model_dir = Path(model_dir)
+        self.cls = model_cls or load_model_class(self.model_dir)
+        self.specs: dict[str, MethodSpec] = self.cls.method_specs()
+        self.config = self._read_config()
+        self.instance: ModelClass | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+
+    def _read_config(self) -> Any:
+        from ..config import load_config
+
+        if not (self.model_dir / "config.yaml").is_file():
+            return None
+        return load_config(self.model_dir)
+
+    def describe(self) -> pb.ModelDescription:
+        model_id = self.config.model.id if self.config is not None else self.cls.__name__.lower()
+        return pb.ModelDescription(
+            model_id=model_id, class_name=self.cls.__name__, doc=inspect.getdoc(self.cls) or "",
+            methods=[method_to_proto(s) for s in self.specs.values()])
+
+    # ------------------------------------------------------------ lifecycle
+
+    def load(self) -> None:
+        """Create the model object and run its ``load_model`` (raises what it raises)."""
+        from ..checkpoints import resolve_checkpoint
+
+        instance = self.cls()
+        instance.model_path = self.model_dir
+        instance.config = self.config
+        instance.checkpoint_path = (resolve_checkpoint(self.config.checkpoints, self.model_dir)
+                                    if self.config is not None else None)
+        instance.load_model()
+        self.instance = instance
+
+    def run_test(self) -> bool:
+        """Run the model's ``test()`` if it defines one; return whether it did."""
+        test = getattr(self.instance, "test", None)
+        if test is None or getattr(type(self.instance), "test", None) is None:
+            return False
+        result = test()
+        if inspect.iscoroutine(result):
+            self._run_coroutine(result)
+        return True
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # ------------------------------------------------------------ calls
+
+    def spec(self, name: str, shape: str | None = None) -> MethodSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise invalid(f"unknown method '{name}' (methods: {', '.join(self.specs)})")
+        if shape is not None and spec.shape != shape:
+            rpc = {"unary": "Predict", "server_stream": "Generate", "bidi": "Stream"}[spec.shape]
+            raise invalid(f"method '{name}' is {spec.shape.replace('_', '-')}; call it with {rpc}")
+        return spec
+
+    def _kwargs(self, spec: MethodSpec, request: pb.PredictRequest) -> dict[str, Any]:
+        try:
+            return decode_args(spec, request.args)
+        except InputError as e:
+            raise invalid(str(e)) from None
+
+    def call(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
+        """Serve one unary call."""
+        spec = self.spec(request.method, UNARY)
+        kwargs = self._kwargs(spec, request)
+        fn = getattr(self.instance, spec.name)
+        try:
+            if spec.is_async:
+                out = self._run_coroutine(fn(**kwargs), timeout)
+            else:
+                out = fn(**kwargs)
+        except CallFailed:
+            raise
+        except Exception as e:
+            raise self.model_failure(e) from None
+        return pb.PredictResponse(output=self._encode_output(spec, out))
+
+    def stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None = None,
+               shape: str | None = None) -> Iterator[pb.Value]:
+        """Serve a streaming call: yields encoded outputs.
+
+        ``items`` are the encoded stream inputs of a bidirectional call. Closing
+        the returned generator closes the model's generator (its ``finally`` runs).
+        """
+        spec = self.spec(request.method, shape)
+        if spec.shape == UNARY:
+            raise invalid(f"method '{spec.name}' is unary; call it with Predict")
+        kwargs = self._kwargs(spec, request)
+        sp = spec.stream_param
+        if sp is not None:
+            decoded = _decoded_items(sp.type, items if items is not None else iter(()), spec.name, sp.name)
+            kwargs[sp.name] = self._async_iter(decoded) if spec.is_async else decoded
+        return self._outputs(spec, kwargs)
+
+    def _outputs(self, spec: MethodSpec, kwargs: dict[str, Any]) -> Iterator[pb.Value]:
+        try:
+            gen = getattr(self.instance, spec.name)(**kwargs)
+            if spec.is_async:
+                gen = self._sync_iter(gen)
+            elif not hasattr(gen, "__next__"):
+                gen = iter(gen)
+        except Exception as e:
+            raise self.model_failure(e) from None
+        try:
+            while True:
+                try:
+                    out = next(gen)
+                except StopIteration:
+                    return
+                except CallFailed:
+                    raise
+                except Exception as e:
+                    raise self.model_failure(e) from None
+                yield self._encode_output(spec, out)
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
+
+    def _encode_output(self, spec: MethodSpec, out: Any) -> pb.Value:
+        try:
+            return encode_value(spec.returns, out, f"{spec.name}() returned a value that")
+        except InputError as e:
+            raise CallFailed("INTERNAL", "ReturnTypeError",
+                             str(e).replace("that: ", "that does not fit its annotation: ", 1)) from None
+
+    def model_failure(self, e: BaseException) -> CallFailed:
+        """A model exception as a CallFailed, its traceback trimmed to the model's own frames."""
+        frames = traceback.extract_tb(e.__traceback__)
+        root = self.model_dir.resolve()
+        own = [f for f in frames if _is_under(f.filename, root)] or frames[-1:]
+        text = "".join(traceback.format_list(own))
+        return CallFailed("UNKNOWN", type(e).__name__, str(e),
+                          f"Traceback (model frames):\n{text}{type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------ async methods
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        # One loop thread for all async methods, started only for models that have them.
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="model-asyncio", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def _run_coroutine(self, coro: Any, timeout: float | None = None) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._event_loop())
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed") from None
+
+    def _sync_iter(self, agen: Any) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    yield self._run_coroutine(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run_coroutine(agen.aclose())
+
+    def _async_iter(self, items: Iterator[Any]) -> Any:
+        async def agen():
+            loop = asyncio.get_running_loop()
+            end = object()
+            while True:
+                # Reading the next input blocks on the network: do it off the event loop.
+                item = await loop.run_in_executor(None, next, items, end)
+                if item is end:
+                    return
+                yield item
+        return agen()
+
+
+def _decoded_items(node: Any, items: Iterator[pb.Value], method: str, param: str) -> Iterator[Any]:
+    for i, item in enumerate(items):
+        try:
+            yield decode_value(node, item, f"{method}() parameter '{param}' item {i}")
+        except InputError as e:
+            raise invalid(str(e)) from None
+
+
+def _is_under(filename: str, root: Path) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+_SMALL = frozenset({"int", "float", "bool", "none"})
+
+
+class Pump:
+    """Runs a stream's producer in its own thread, so items pile up while the
+    consumer sends, and the consumer takes all waiting items at once.
+
+    ``batches()`` yields lists of items (never empty) with no added wait: the
+    first item goes out as soon as it exists. ``stop()`` makes the producer
+    close the model's generator after its current item.
+    """
+
+    def __init__(self, source: Iterator[pb.Value], max_items: int = 4096, max_bytes: int = 1 << 20,
+                 max_queue: int = 16384):
+        self._source = source
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._done = False
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._max_items, self._max_bytes, self._max_queue = max_items, max_bytes, max_queue
+        self._thread = threading.Thread(target=self._produce, name="stream-producer", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for item in self._source:
+                with self._cond:
+                    while len(self._items) >= self._max_queue and not self._stopped:
+                        self._cond.wait(0.1)  # the consumer is slower: hold the model back
+                    if self._stopped:
+                        break
+                    self._items.append(item)
+                    self._cond.notify_all()
+        except BaseException as e:  # handed to the consumer, which reports it
+            self._error = e
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # the model's finally raised while being cancelled: nobody to tell
+                    pass
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def batches(self, wait: float = 0.5) -> Iterator[list[pb.Value]]:
+        """Yield waiting items in groups; raise the producer's error at the end."""
+        while True:
+            with self._cond:
+                while not self._items and not self._done and not self._stopped:
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                batch, size = [], 0
+                while self._items and len(batch) < self._max_items and size < self._max_bytes:
+                    item = self._items.popleft()
+                    batch.append(item)
+                    kind = item.WhichOneof("kind")
+                    size += (len(item.str) if kind == "str" else 16 if kind in _SMALL
+                             else item.ByteSize())
+                done = self._done and not self._items
+                self._cond.notify_all()
+            if batch:
+                yield batch
+            if done:
+                if self._error is not None:
+                    raise self._error
+                return

@@ -1,0 +1,167 @@
+"""The ``Runner`` gRPC service over a ModelHost, plus the standard health service."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from typing import Any, Callable, Iterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ..proto import runner_pb2 as pb
+from ._host import CallFailed, ModelHost, Pump, invalid
+
+SERVICE = "jupyter_deploy.v1.Runner"
+#: Trailing metadata of a failed unary call: the exception class and the model's traceback.
+ERROR_TYPE_KEY = "jd-error-type"
+ERROR_TRACEBACK_KEY = "jd-error-traceback-bin"
+
+
+class _Rejected:
+    """What a request deserializer returns for bytes it will not parse."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _reader(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
+    # Parse here rather than in grpc: an oversize or malformed message then gets
+    # INVALID_ARGUMENT with a readable reason instead of grpc's generic failures.
+    from_string = message_type.FromString
+
+    def read(data: bytes) -> Any:
+        if len(data) > max_bytes:
+            return _Rejected(f"request of {len(data)} bytes is over the runner's limit of "
+                             f"{max_bytes} bytes (start the runner with a larger --max-message-mb)")
+        try:
+            return from_string(data)
+        except Exception:
+            return _Rejected(f"malformed {message_type.__name__} message ({len(data)} bytes)")
+    return read
+
+
+class RunnerService:
+    """Serves Describe, Predict, Generate and Stream for one ModelHost."""
+
+    def __init__(self, host: ModelHost, max_concurrency: int):
+        self.host = host
+        self.ready = threading.Event()
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+
+    def handlers(self, max_bytes: int) -> dict[str, grpc.RpcMethodHandler]:
+        write = pb.StreamResponse.SerializeToString
+        return {
+            "Describe": grpc.unary_unary_rpc_method_handler(
+                self.describe, _reader(pb.DescribeRequest, max_bytes),
+                pb.ModelDescription.SerializeToString),
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                self.predict, _reader(pb.PredictRequest, max_bytes), pb.PredictResponse.SerializeToString),
+            "Generate": grpc.unary_stream_rpc_method_handler(
+                self.generate, _reader(pb.PredictRequest, max_bytes), write),
+            "Stream": grpc.stream_stream_rpc_method_handler(
+                self.stream, _reader(pb.StreamRequest, max_bytes), write),
+        }
+
+    # ------------------------------------------------------------ handlers
+
+    def describe(self, request: Any, context: grpc.ServicerContext) -> pb.ModelDescription:
+        return self.host.describe()
+
+    def predict(self, request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
+        try:
+            self._admit(request, context)
+            with self._slots:
+                return self.host.call(request, context.time_remaining())
+        except CallFailed as e:
+            _abort(context, e)
+
+    def generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
+        try:
+            self._admit(request, context)
+            with self._slots:
+                source = self.host.stream(request, shape="server_stream")
+                yield from _pumped(source, context)
+        except CallFailed as e:
+            _abort(context, e)
+
+    def stream(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
+        try:
+            first = next(requests, None)
+            if first is None:
+                raise invalid("a Stream call must start with a message naming the method")
+            self._admit(first, context)
+            if not first.HasField("start"):
+                raise invalid("the first message of a Stream call must set 'start' (the method and its arguments)")
+            with self._slots:
+                source = self.host.stream(first.start, _items(first, requests), shape="bidi")
+                yield from _pumped(source, context)
+        except CallFailed as e:
+            _abort(context, e)
+
+    def _admit(self, request: Any, context: grpc.ServicerContext) -> None:
+        if isinstance(request, _Rejected):
+            raise invalid(request.message)
+        if not self.ready.is_set():
+            raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+
+
+def _items(first: pb.StreamRequest, rest: Iterator[Any]) -> Iterator[pb.Value]:
+    yield from first.items
+    for msg in rest:
+        if isinstance(msg, _Rejected):
+            raise invalid(msg.message)
+        yield from msg.items
+
+
+def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
+    """Send a stream's items as they come, waiting ones together, then its end or error."""
+    pump = Pump(source)
+    context.add_callback(pump.stop)  # cancelled, deadline passed, or connection lost
+    count = 0
+    try:
+        for batch in pump.batches():
+            count += len(batch)
+            yield pb.StreamResponse(items=batch)
+    except CallFailed as e:
+        yield pb.StreamResponse(error=e.to_proto())
+        return
+    finally:
+        pump.stop()
+    if context.is_active():
+        yield pb.StreamResponse(end=pb.End(count=count))
+
+
+def _abort(context: grpc.ServicerContext, e: CallFailed) -> None:
+    metadata = [(ERROR_TYPE_KEY, e.type)]
+    if e.traceback:
+        metadata.append((ERROR_TRACEBACK_KEY, e.traceback.encode()))
+    context.set_trailing_metadata(metadata)
+    context.abort(getattr(grpc.StatusCode, e.code), e.message)
+
+
+def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
+                max_message_bytes: int = 64 << 20) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
+    """A started-not-yet server bound to ``address``; returns it, the service, health and the port."""
+    service = RunnerService(host, max_concurrency)
+    server = grpc.server(
+        # Headroom beyond the model's slots so health checks and Describe never queue behind calls.
+        futures.ThreadPoolExecutor(max_workers=max_concurrency + 4, thread_name_prefix="runner"),
+        options=[
+            ("grpc.max_receive_message_length", 2 * max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    server.add_registered_method_handlers(SERVICE, service.handlers(max_message_bytes))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address} (is the port in use?)")
+    return server, service, health_servicer, port
