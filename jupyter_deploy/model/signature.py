@@ -108,6 +108,19 @@ class MethodSpec:
     def stream_param(self) -> ParamSpec | None:
         return next((p for p in self.params if p.stream), None)
 
+    @property
+    def signature_text(self) -> str:
+        """A short form for tables: ``(text: str, n: int = 3) -> Iterator[str]``."""
+        params = []
+        for p in self.params:
+            text = f"{p.name}: {f'Iterator[{p.type}]' if p.stream else p.type}"
+            params.append(text + (f" = {p.default!r}" if p.has_default else ""))
+        if any(p.keyword_only for p in self.params):
+            first_kw = next(i for i, p in enumerate(self.params) if p.keyword_only)
+            params.insert(first_kw, "*")
+        ret = f"Iterator[{self.returns}]" if self.shape != UNARY else str(self.returns)
+        return f"({', '.join(params)}) -> {ret}"
+
     def signature(self) -> inspect.Signature:
         """The method's signature as the model declared it, without ``self``."""
         params = []

@@ -1,0 +1,193 @@
+"""The ``jupyter-deploy`` command line (also ``python -m jupyter_deploy``).
+
+    jupyter-deploy init PATH [--template text|image|stream]
+    jupyter-deploy run-locally PATH
+
+Failures print one short ``error:`` message (with the model's own traceback
+where it helps) and exit non-zero; no stack of ours is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import os
+import re
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import DeployError
+
+TEMPLATES = ("text", "image", "stream")
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can fix; printed as ``error: ...``."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (CommandError, DeployError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="jupyter-deploy",
+                                     description="Deploy models from notebooks: author, test and serve them.")
+    parser.add_argument("--version", action="version", version=f"jupyter_deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="scaffold a working model folder")
+    p.add_argument("path", help="the folder to create (must not exist or be empty)")
+    p.add_argument("--template", choices=TEMPLATES, default="text", help="what kind of model (default: text)")
+    p.add_argument("--model-id", help="the model id in config.yaml (default: from the folder name)")
+    p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser("run-locally", help="load a model folder here, run its test(), time its methods")
+    p.add_argument("path", help="the model folder")
+    p.add_argument("--no-env", action="store_true",
+                   help="use this interpreter even if requirements.txt asks for more")
+    p.set_defaults(run=cmd_run_locally)
+    return parser
+
+
+# ---------------------------------------------------------------- init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .config import default_config, dump_config
+
+    root = Path(args.path)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise CommandError(f"{root} already exists and is not empty; choose a new folder")
+    model_id = args.model_id or _model_id_from(root.resolve().name)
+    config = dump_config(default_config(model_id))  # validates the id
+    source = resources.files("jupyter_deploy.templates").joinpath(f"{args.template}.py").read_text()
+    (root / "1").mkdir(parents=True, exist_ok=True)
+    (root / "1" / "model.py").write_text(source)
+    (root / "config.yaml").write_text(config)
+    (root / "requirements.txt").write_text("pillow\n" if args.template == "image" else "")
+    print(f"created {root}/ (config.yaml, requirements.txt, 1/model.py) from the {args.template} template")
+    print(f"try it: jupyter-deploy run-locally {root}")
+    return 0
+
+
+def _model_id_from(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-_.")
+    return cleaned or "model"
+
+
+# ---------------------------------------------------------------- run-locally
+
+
+def cmd_run_locally(args: argparse.Namespace) -> int:
+    root = Path(args.path)
+    if not root.exists():
+        raise CommandError(f"no such model folder: {root}")
+    if not args.no_env:
+        from .environment import ensure_environment
+
+        python = ensure_environment(root / "requirements.txt",
+                                    log=lambda line: print(line, file=sys.stderr))
+        if os.path.realpath(python) != os.path.realpath(sys.executable):
+            # The model needs packages this environment lacks: run in its own one.
+            return subprocess.call([python, "-m", "jupyter_deploy", "run-locally", str(root), "--no-env"])
+
+    from .runner import ModelHost
+
+    clock = time.perf_counter()
+    host = ModelHost(root)  # imports model.py: syntax and import errors surface here
+    timings = {"import": time.perf_counter() - clock}
+
+    clock = time.perf_counter()
+    try:
+        host.load()
+    except DeployError:
+        raise
+    except Exception as e:
+        raise CommandError(_failure("load_model() failed", host, e)) from None
+    timings["load_model"] = time.perf_counter() - clock
+
+    stats = {name: _Stats() for name in host.specs}
+    for name, spec in host.specs.items():
+        if not spec.is_async:
+            setattr(host.instance, name, _timed(getattr(host.instance, name), stats[name]))
+    clock = time.perf_counter()
+    try:
+        tested = host.run_test()
+    except Exception as e:
+        raise CommandError(_failure("test() failed", host, e)) from None
+    timings["test"] = time.perf_counter() - clock
+    host.close()
+
+    model_id = host.config.model.id if host.config is not None else host.cls.__name__
+    print(f"\nmodel {model_id} ({host.cls.__name__}) from {root}")
+    for step, seconds in timings.items():
+        if step == "test" and not tested:
+            print(f"  {'test()':<12} none defined (add a test() method to check the model)")
+        else:
+            label = f"{step}()" if step != "import" else "import"
+            print(f"  {label:<12} {seconds * 1000:9.1f} ms{'  passed' if step == 'test' else ''}")
+    rows = [("method", "shape", "signature", "calls in test", "mean")]
+    for name, spec in host.specs.items():
+        s = stats[name]
+        mean = f"{s.total / s.calls * 1000:.2f} ms" if s.calls else "-"
+        rows.append((name, spec.shape.replace("_", "-"), spec.signature_text, str(s.calls), mean))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.total = 0.0
+
+
+def _timed(fn: Callable[..., Any], stats: _Stats) -> Callable[..., Any]:
+    """Wrap a bound method so calls made by test() are counted and timed (streams until exhausted)."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        clock = time.perf_counter()
+        out = fn(*args, **kwargs)
+        if inspect.isgenerator(out):
+            return _timed_iter(out, stats, clock)
+        stats.calls += 1
+        stats.total += time.perf_counter() - clock
+        return out
+    return call
+
+
+def _timed_iter(gen: Any, stats: _Stats, clock: float) -> Any:
+    try:
+        yield from gen
+    finally:
+        stats.calls += 1
+        stats.total += time.perf_counter() - clock
+
+
+def _failure(what: str, host: Any, e: BaseException) -> str:
+    failure = host.model_failure(e)
+    return f"{what}: {failure.type}: {failure.message}\n{failure.traceback.rstrip()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

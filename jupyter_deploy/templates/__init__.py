@@ -1,0 +1,1 @@
+"""Model templates that `jupyter-deploy init --template NAME` copies."""
