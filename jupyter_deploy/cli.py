@@ -105,7 +105,7 @@ def cmd_run_locally(args: argparse.Namespace) -> int:
 
         python = ensure_environment(root / "requirements.txt",
                                     log=lambda line: print(line, file=sys.stderr))
-        if os.path.realpath(python) != os.path.realpath(sys.executable):
+        if python != sys.executable:  # not realpath: a venv's python links to its base
             # The model needs packages this environment lacks: run in its own one.
             return subprocess.call([python, "-m", "jupyter_deploy", "run-locally", str(root), "--no-env"])
 

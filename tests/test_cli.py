@@ -134,3 +134,44 @@ def test_run_locally_on_a_missing_folder(tmp_path: Path) -> None:
     ran = cli("run-locally", str(tmp_path / "nope"))
     assert ran.returncode == 1
     assert "no such model folder" in ran.stderr
+
+
+def test_run_locally_runs_a_model_in_its_own_environment(tmp_path: Path, monkeypatch) -> None:
+    from test_environment import build_wheel  # the hand-made wheel: no package index needed
+
+    monkeypatch.setenv("JUPYTER_DEPLOY_HOME", str(tmp_path / "home"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    build_wheel(wheels, "cli_tinypkg", "0.1", "VALUE = 42\n")
+    root = model_folder(tmp_path / "m", HEADER + '''
+import cli_tinypkg
+
+class M(ModelClass):
+    @ModelClass.method
+    def value(self) -> int:
+        return cli_tinypkg.VALUE
+
+    def test(self):
+        print("value ->", self.value())
+''', requirements=f"--no-index\n--find-links {wheels}\ncli_tinypkg==0.1\n")
+    ran = cli("run-locally", str(root))
+    assert ran.returncode == 0, ran.stderr
+    assert "value -> 42" in ran.stdout
+    assert list((tmp_path / "home" / "envs").glob("*/.ready"))
+    with pytest.raises(ImportError):  # this interpreter was left alone
+        __import__("cli_tinypkg")
+
+
+def test_a_runner_for_a_text_model_imports_no_heavy_library(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from jupyter_deploy.runner import ModelHost\n"
+        "from jupyter_deploy.runner._service import make_server\n"
+        "from jupyter_deploy import RunnerClient\n"
+        f"host = ModelHost({str(Path(__file__).parent.parent / 'notebooks/models/echo')!r})\n"
+        "host.load()\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'PIL') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         except EnvironmentSetupError as e:
             fail(str(e))
             return EXIT_BAD_MODEL
-        if os.path.realpath(python) != os.path.realpath(sys.executable):
+        if python != sys.executable:  # not realpath: a venv's python links to its base
             # Start over inside the model's environment (it sees this one's packages too).
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)

@@ -72,7 +72,7 @@ class RunnerService:
         try:
             self._admit(request, context)
             with self._slots:
-                return self.host.call(request, context.time_remaining())
+                return self.host.call(request, _time_left(context))
         except CallFailed as e:
             _abort(context, e)
 
@@ -107,6 +107,16 @@ class RunnerService:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+
+
+def _time_left(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    # grpc reports a call without a deadline as one that ends centuries from now,
+    # which overflows a thread wait: treat it as no deadline.
+    return remaining if remaining is not None and remaining < _NO_DEADLINE else None
+
+
+_NO_DEADLINE = 10 * 365 * 86400
 
 
 def _items(first: pb.StreamRequest, rest: Iterator[Any]) -> Iterator[pb.Value]:
