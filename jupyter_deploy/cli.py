@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import os
 import re
 import subprocess
 import sys

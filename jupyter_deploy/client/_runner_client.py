@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from ..errors import DeployError, RunnerError
+from ..errors import DeployError, InputError, RunnerError
 from ..model import MethodSpec
 from ..model.signature import method_from_proto
 from ..proto import runner_pb2 as pb
@@ -26,8 +26,12 @@ def rpc_error(e: grpc.RpcError) -> DeployError:
     code = e.code() if callable(getattr(e, "code", None)) else None
     meta = dict(e.trailing_metadata() or ()) if callable(getattr(e, "trailing_metadata", None)) else {}
     tb = meta.get(_ERROR_TRACEBACK_KEY, b"")
+    details = e.details() if callable(getattr(e, "details", None)) else ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or ""):
+        # Far over the runner's limit, grpc refuses the request before the runner reads it.
+        return InputError(f"the request is over the runner's size limit ({details})")
     return call_error(code.name if code else "UNKNOWN", meta.get(_ERROR_TYPE_KEY, ""),
-                      (e.details() if callable(getattr(e, "details", None)) else "") or str(code),
+                      details or str(code),
                       tb.decode(errors="replace") if isinstance(tb, bytes) else tb)
 
 

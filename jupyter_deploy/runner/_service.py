@@ -161,7 +161,10 @@ def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
         # Headroom beyond the model's slots so health checks and Describe never queue behind calls.
         futures.ThreadPoolExecutor(max_workers=max_concurrency + 4, thread_name_prefix="runner"),
         options=[
-            ("grpc.max_receive_message_length", 2 * max_message_bytes),
+            # grpc's own cap only bounds memory: it sits well above ours so that an oversize
+            # request reaches _reader and gets its readable INVALID_ARGUMENT, not
+            # RESOURCE_EXHAUSTED (twice a small limit is reached by ordinary requests).
+            ("grpc.max_receive_message_length", max(2 * max_message_bytes, max_message_bytes + (64 << 20))),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
         ],

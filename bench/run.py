@@ -1,0 +1,516 @@
+"""Benchmarks W1, W2 and W5 (shared/BENCHMARKS.md): a jupyter_deploy runner beside its floor.
+
+    python bench/run.py [--quick] [--record] [--repeats N]
+
+In one run it starts two server processes on 127.0.0.1, the floor (``bench/floor.py``,
+a bare grpcio server: bytes in, bytes out) and a jupyter_deploy runner serving
+``bench/models/bench``, and measures them from this process (the client). It also
+measures, in this process, the direct Python call of the model (the limit) and the
+same call through ``load_local`` (the codec with no network), which helps tell the
+codec's cost from gRPC's. Every measurement is repeated (floor and runner alternate
+which goes first), the table shows the median across repeats with the spread
+(min-max), and runner/floor is the median of the per-repeat ratios.
+
+The table is printed, written to ``bench/out/latest.md``, and with ``--record``
+appended to ``bench/RESULTS.md`` with the date and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+BENCH = Path(__file__).resolve().parent
+MODEL_DIR = BENCH / "models" / "bench"
+OUT_DIR = BENCH / "out"
+RESULTS = BENCH / "RESULTS.md"
+
+PAYLOAD = "x" * 100            # W1: a 100-byte string
+N_CHUNKS = 1000                # W2: chunks per request
+CALL_TIMEOUT = 10.0            # seconds, every unary call
+STREAM_TIMEOUT = 30.0          # seconds, every streaming call
+IMAGE_TIMEOUT = 30.0           # seconds, every W5 call
+START_TIMEOUT = 120.0          # seconds for a server to say it serves
+PHASE_CAP = 120.0              # seconds any single count-bounded loop may run
+LOAD_CAP_PER_THREAD = 5_000_000  # requests a W1b thread may send at most
+
+TARGETS_W1 = 1.3    # W1 p50: runner within 1.3x of the floor
+TARGET_W2 = 20_000  # W2: runner at least 20,000 chunks/s
+TARGET_W5 = 1.1     # W5 p50: runner within 1.1x of the floor
+
+
+@dataclass
+class Settings:
+    repeats: int
+    w1a_warm: int
+    w1a_calls: int
+    w1b_clients: int
+    w1b_warm_s: float
+    w1b_window_s: float
+    w2_requests: int
+    w5_warm: int
+    w5_calls: int
+
+
+FULL = Settings(repeats=3, w1a_warm=200, w1a_calls=2000, w1b_clients=16, w1b_warm_s=2.0,
+                w1b_window_s=10.0, w2_requests=5, w5_warm=10, w5_calls=200)
+QUICK = Settings(repeats=2, w1a_warm=50, w1a_calls=300, w1b_clients=16, w1b_warm_s=0.5,
+                 w1b_window_s=2.0, w2_requests=5, w5_warm=3, w5_calls=30)
+
+
+# ---------------------------------------------------------------- server processes
+
+class ServerProcess:
+    """A server in its own process; its output is drained into ``lines``."""
+
+    def __init__(self, name: str, argv: list[str], ready: str):
+        self.name = name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, text=True, cwd=BENCH.parent)
+        self._ready = re.compile(ready)
+        threading.Thread(target=self._drain, daemon=True, name=f"{name}-output").start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.proc.poll() is not None and seen == len(self.lines):
+                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n" + "\n".join(self.lines))
+                if left <= 0:
+                    raise TimeoutError(f"{self.name} did not print /{pattern}/ in {timeout:g} s:\n"
+                                       + "\n".join(self.lines))
+                self._cond.wait(min(left, 0.5))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_floor() -> tuple[ServerProcess, str]:
+    srv = ServerProcess("floor", [sys.executable, str(BENCH / "floor.py"), "--address", "127.0.0.1:0"], "")
+    m = srv.wait_for(r"floor: listening on (\S+)", START_TIMEOUT)
+    return srv, m.group(1)
+
+
+def start_runner() -> tuple[ServerProcess, str]:
+    srv = ServerProcess("runner", [sys.executable, "-m", "jupyter_deploy.runner", "--model-path",
+                                   str(MODEL_DIR), "--address", "127.0.0.1:0"], "")
+    m = srv.wait_for(r"jupyter_deploy runner: listening on (\S+)", START_TIMEOUT)
+    srv.wait_for(r"jupyter_deploy runner: serving", START_TIMEOUT)
+    return srv, m.group(1)
+
+
+# ---------------------------------------------------------------- targets (what a workload calls)
+
+class Target:
+    """echo(str) -> str, chunks(n) -> iterator of 4-byte str, image_size(bytes) -> (w, h)."""
+
+    name = ""
+
+    def echo(self, text: str) -> str: raise NotImplementedError
+    def chunks(self, n: int) -> Iterator[Any]: raise NotImplementedError
+    def image_size(self, data: bytes) -> tuple[int, int]: raise NotImplementedError
+    def close(self) -> None: pass
+
+
+class FloorTarget(Target):
+    name = "floor"
+
+    def __init__(self, address: str):
+        import grpc
+
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+        grpc.channel_ready_future(self._channel).result(timeout=START_TIMEOUT)
+        self._echo = self._channel.unary_unary("/bench.Floor/Echo")
+        self._chunks = self._channel.unary_stream("/bench.Floor/Chunks")
+        self._image = self._channel.unary_unary("/bench.Floor/ImageSize")
+
+    def echo(self, text: str) -> str:
+        return self._echo(text.encode(), timeout=CALL_TIMEOUT).decode()
+
+    def chunks(self, n: int) -> Iterator[bytes]:
+        return self._chunks(str(n).encode(), timeout=STREAM_TIMEOUT)
+
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        w, h = self._image(data, timeout=IMAGE_TIMEOUT).split(b",")
+        return int(w), int(h)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class RunnerTarget(Target):
+    name = "runner"
+
+    def __init__(self, address: str):
+        from jupyter_deploy import RunnerClient
+
+        self._client = RunnerClient(address, timeout=CALL_TIMEOUT, connect_timeout=START_TIMEOUT)
+        self._client.wait_ready(START_TIMEOUT)
+        self._echo = self._client.echo
+        self._chunks = self._client.chunks
+        self._image = self._client.image_size
+
+    def echo(self, text: str) -> str:
+        return self._echo(text)
+
+    def chunks(self, n: int) -> Iterator[str]:
+        return self._chunks(n)
+
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        out = self._image(data)
+        return out["width"], out["height"]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class DirectTarget(Target):
+    """The limit: the model's own methods, called in this process."""
+
+    name = "direct"
+
+    def __init__(self, instance: Any):
+        self._m = instance
+
+    def echo(self, text: str) -> str:
+        return self._m.echo(text)
+
+    def chunks(self, n: int) -> Iterator[str]:
+        return self._m.chunks(n)
+
+    def image_size(self, data: bytes) -> tuple[int, int]:
+        out = self._m.image_size(data)
+        return out["width"], out["height"]
+
+
+class LocalTarget(DirectTarget):
+    """``load_local``: the runner's codec and ModelHost in this process, no gRPC."""
+
+    name = "local"
+
+
+# ---------------------------------------------------------------- workloads
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def w1a(t: Target, s: Settings) -> dict[str, float]:
+    """One client: warm-up, then timed unary echo calls; p50/p99 in µs."""
+    deadline = time.monotonic() + PHASE_CAP
+    for _ in range(s.w1a_warm):
+        assert t.echo(PAYLOAD) == PAYLOAD
+        if time.monotonic() > deadline:
+            break
+    lat: list[float] = []
+    clock = time.perf_counter_ns
+    echo = t.echo
+    for _ in range(s.w1a_calls):
+        t0 = clock()
+        out = echo(PAYLOAD)
+        lat.append((clock() - t0) / 1000)
+        if len(out) != 100 or time.monotonic() > deadline:
+            break
+    lat.sort()
+    return {"W1a p50 µs": _percentile(lat, 50), "W1a p99 µs": _percentile(lat, 99)}
+
+
+def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
+    """N threads, each with its own client, back to back; requests/s in the timed window."""
+    n = s.w1b_clients
+    targets = [make() for _ in range(n)]
+    counts = [0] * n
+    errors = [0] * n
+    barrier = threading.Barrier(n + 1)
+    box: dict[str, float] = {}
+
+    def work(i: int) -> None:
+        t = targets[i]
+        barrier.wait()
+        start, end = box["start"], box["end"]
+        clock = time.perf_counter
+        done = 0
+        for _ in range(LOAD_CAP_PER_THREAD):
+            t0 = clock()
+            if t0 >= end:
+                break
+            try:
+                t.echo(PAYLOAD)
+            except Exception:
+                errors[i] += 1
+                continue
+            if t0 >= start:
+                done += 1
+        counts[i] = done
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
+    for th in threads:
+        th.start()
+    now = time.perf_counter()
+    box["start"] = now + s.w1b_warm_s
+    box["end"] = box["start"] + s.w1b_window_s
+    barrier.wait(timeout=60)
+    for th in threads:
+        th.join(s.w1b_warm_s + s.w1b_window_s + CALL_TIMEOUT + 30)
+    for t in targets:
+        t.close()
+    if sum(errors):
+        print(f"  W1b {make.__name__}: {sum(errors)} failed calls", file=sys.stderr)
+    return {"W1b req/s": sum(counts) / s.w1b_window_s}
+
+
+def w2(t: Target, s: Settings) -> dict[str, float]:
+    """One request for 1000 chunks; time to first chunk (µs) and chunks/s, median of N requests."""
+    def one() -> tuple[float, float]:
+        clock = time.perf_counter
+        t0 = clock()
+        it = t.chunks(N_CHUNKS)
+        first = None
+        count = 0
+        for _ in it:
+            if first is None:
+                first = clock()
+            count += 1
+            if count > N_CHUNKS:
+                break
+        t1 = clock()
+        assert count == N_CHUNKS, f"{t.name}: {count} chunks"
+        return (first - t0) * 1e6, count / (t1 - t0)
+
+    one()  # warm-up
+    runs = [one() for _ in range(s.w2_requests)]
+    return {"W2 first chunk µs": statistics.median(r[0] for r in runs),
+            "W2 chunks/s": statistics.median(r[1] for r in runs)}
+
+
+def w5(t: Target, s: Settings, jpeg: bytes) -> dict[str, float]:
+    """Decode a 1024x1024 JPEG sent as bytes; p50/p99 in ms."""
+    deadline = time.monotonic() + PHASE_CAP
+    for _ in range(s.w5_warm):
+        assert t.image_size(jpeg) == (1024, 1024)
+    lat: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(s.w5_calls):
+        t0 = clock()
+        size = t.image_size(jpeg)
+        lat.append((clock() - t0) / 1e6)
+        if size != (1024, 1024) or time.monotonic() > deadline:
+            break
+    lat.sort()
+    return {"W5 p50 ms": _percentile(lat, 50), "W5 p99 ms": _percentile(lat, 99)}
+
+
+def make_jpeg() -> bytes:
+    """1024x1024 RGB: seeded noise plus a gradient, JPEG quality 90."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1234)
+    noise = rng.integers(0, 256, size=(1024, 1024, 3), dtype=np.uint16)
+    ramp = np.linspace(0, 255, 1024, dtype=np.float32)
+    grad = np.stack([ramp[None, :].repeat(1024, 0), ramp[:, None].repeat(1024, 1),
+                     (255 - ramp)[None, :].repeat(1024, 0)], axis=-1)
+    arr = ((noise * 0.5 + grad * 0.5)).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- report
+
+METRICS = [  # (metric, higher is better, decimals)
+    ("W1a p50 µs", False, 0), ("W1a p99 µs", False, 0), ("W1b req/s", True, 0),
+    ("W2 first chunk µs", False, 0), ("W2 chunks/s", True, 0),
+    ("W5 p50 ms", False, 2), ("W5 p99 ms", False, 2),
+]
+COLUMNS = ["direct", "local", "floor", "runner"]
+
+
+def _fmt(values: list[float], decimals: int) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    f = f"{{:,.{decimals}f}}"
+    if len(values) == 1:
+        return f.format(med)
+    return f"{f.format(med)} ({f.format(min(values))}–{f.format(max(values))})"
+
+
+def _target(metric: str, ratio: float | None, runner: float | None) -> str:
+    if metric == "W1a p50 µs" and ratio is not None:
+        return f"≤ {TARGETS_W1}x: {'met' if ratio <= TARGETS_W1 else 'MISSED'}"
+    if metric == "W2 chunks/s" and runner is not None:
+        return f"≥ {TARGET_W2:,}/s: {'met' if runner >= TARGET_W2 else 'MISSED'}"
+    if metric == "W5 p50 ms" and ratio is not None:
+        return f"≤ {TARGET_W5}x: {'met' if ratio <= TARGET_W5 else 'MISSED'}"
+    return ""
+
+
+def table(results: dict[str, dict[str, list[float]]]) -> str:
+    head = ("| metric | direct call (limit) | load_local (codec, no gRPC) | floor (bare grpcio) "
+            "| runner | runner/floor | target |")
+    rows = [head, "| " + " | ".join(["---"] * 7) + " |"]
+    for metric, _higher, dec in METRICS:
+        cells = [_fmt(results.get(c, {}).get(metric, []), dec) for c in COLUMNS]
+        fl = results.get("floor", {}).get(metric, [])
+        rn = results.get("runner", {}).get(metric, [])
+        ratios = [r / f for r, f in zip(rn, fl) if f]
+        ratio = statistics.median(ratios) if ratios else None
+        ratio_s = _fmt(ratios, 2).replace(" (", "x (") if ratios else "-"
+        if ratios and len(ratios) == 1:
+            ratio_s += "x"
+        rows.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio_s} | "
+                    f"{_target(metric, ratio, statistics.median(rn) if rn else None)} |")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    import grpc
+    import google.protobuf
+    import PIL
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"nproc {os.cpu_count()}, {cpu or platform.machine()}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, grpcio {grpc.__version__}, "
+            f"protobuf {google.protobuf.__version__}, Pillow {PIL.__version__}; load average at start {load}")
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not for the record)")
+    p.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (at least 2)")
+    args = p.parse_args(argv)
+    s = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        s.repeats = max(2, args.repeats)
+
+    from jupyter_deploy import load_local
+    from jupyter_deploy.folder import load_model_class
+
+    machine_info = machine()
+    started = datetime.datetime.now().astimezone()
+    jpeg = make_jpeg()
+    direct = DirectTarget(load_model_class(MODEL_DIR)())
+    local = LocalTarget(load_local(MODEL_DIR))
+    results: dict[str, dict[str, list[float]]] = {c: {} for c in COLUMNS}
+
+    def add(col: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            results[col].setdefault(k, []).append(v)
+
+    servers: list[ServerProcess] = []
+    t_start = time.monotonic()
+    try:
+        floor_srv, floor_addr = start_floor()
+        servers.append(floor_srv)
+        runner_srv, runner_addr = start_runner()
+        servers.append(runner_srv)
+        remote = {"floor": FloorTarget(floor_addr), "runner": RunnerTarget(runner_addr)}
+        makers = {"floor": lambda: FloorTarget(floor_addr), "runner": lambda: RunnerTarget(runner_addr),
+                  "direct": lambda: direct, "local": lambda: local}
+        for name, fn in makers.items():
+            fn.__name__ = name
+        in_proc = {"direct": direct, "local": local}
+
+        for rep in range(s.repeats):
+            order = ["floor", "runner"] if rep % 2 == 0 else ["runner", "floor"]
+            print(f"repeat {rep + 1}/{s.repeats} ({' then '.join(order)})", file=sys.stderr, flush=True)
+            for col in order:
+                add(col, w1a(remote[col], s))
+            for col in in_proc:
+                add(col, w1a(in_proc[col], s))
+            for col in order + list(in_proc):
+                add(col, w1b(makers[col], s))
+            for col in order:
+                add(col, w2(remote[col], s))
+            for col in in_proc:
+                add(col, w2(in_proc[col], s))
+            for col in order:
+                add(col, w5(remote[col], s, jpeg))
+            for col in in_proc:
+                add(col, w5(in_proc[col], s, jpeg))
+        for t in remote.values():
+            t.close()
+    finally:
+        for srv in servers:
+            srv.stop()
+
+    elapsed = time.monotonic() - t_start
+    mode = "quick" if args.quick else "full"
+    text = "\n".join([
+        f"Run {started:%Y-%m-%d %H:%M %Z} ({mode}, {s.repeats} repeats, {elapsed:.0f} s). Machine: {machine_info}.",
+        "",
+        table(results),
+        "",
+        f"Each cell: median across repeats (min–max). runner/floor: median of the per-repeat ratios. "
+        f"W1a: {s.w1a_warm} warm-up + {s.w1a_calls} calls of a 100-byte string; "
+        f"W1b: {s.w1b_clients} client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; "
+        f"W2: {N_CHUNKS} chunks of 4 bytes, median of {s.w2_requests} requests; "
+        f"W5: 1024x1024 JPEG ({len(jpeg):,} bytes), {s.w5_warm} warm-up + {s.w5_calls} calls.",
+    ])
+    print(text)
+    OUT_DIR.mkdir(exist_ok=True)
+    (OUT_DIR / "latest.md").write_text(text + "\n")
+    if args.record:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmark results\n\nAppended by `python bench/run.py --record`; "
+                               "see bench/README.md for how to read them.\n")
+        with RESULTS.open("a") as f:
+            f.write(f"\n## {started:%Y-%m-%d %H:%M %Z}\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
