@@ -371,6 +371,10 @@ def _fmt(values: list[float], decimals: int) -> str:
     if not values:
         return "-"
     med = statistics.median(values)
+    if med < 10:
+        decimals = max(decimals, 2)
+    elif med < 100:
+        decimals = max(decimals, 1)
     f = f"{{:,.{decimals}f}}"
     if len(values) == 1:
         return f.format(med)

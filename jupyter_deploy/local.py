@@ -64,9 +64,23 @@ class _LocalTransport:
         return self._stream(request, None)
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
-        return self._stream(request, (pb.Value.FromString(i.SerializeToString()) for i in items))
+        failed: list[BaseException] = []
 
-    def _stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None) -> Iterator[pb.Value]:
+        def copied() -> Iterator[pb.Value]:
+            try:
+                for item in items:
+                    yield pb.Value.FromString(item.SerializeToString())
+            except BaseException as e:
+                # The caller's own inputs broke (an item of the wrong type, a bug in its
+                # generator): here the model pulls them, but the caller must get that
+                # error, as over gRPC, not a ModelError.
+                failed.append(e)
+                raise
+
+        return self._stream(request, copied(), failed)
+
+    def _stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None,
+                failed: list[BaseException] | None = None) -> Iterator[pb.Value]:
         request = pb.PredictRequest.FromString(request.SerializeToString())
         try:
             outputs = self._host.stream(request, items)
@@ -76,6 +90,8 @@ class _LocalTransport:
             finally:
                 outputs.close()
         except CallFailed as e:
+            if failed:
+                raise failed[0] from None
             raise call_error(e.code, e.type, e.message, e.traceback) from None
 
 

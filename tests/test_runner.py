@@ -6,23 +6,20 @@ runner of their own (loading, concurrency, limits, start-up failures) start one.
 
 from __future__ import annotations
 
-import collections.abc
 import importlib.util
 import inspect
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import module_runner, runner_command, wait_for, write_model
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from conftest import module_runner, runner_command, wait_for, write_model
 from jupyter_deploy import Concept, InputError, ModelError, RunnerClient, RunnerError
 from jupyter_deploy.proto import runner_pb2 as pb
 
@@ -260,6 +257,16 @@ def test_bidi_input_generator_is_read_lazily(client):
     assert seen == ["0", "1", "2"]
 
 
+def test_error_in_the_callers_inputs_reaches_the_caller(client):
+    def inputs():
+        yield "a"
+        raise KeyError("caller's own bug")
+
+    with pytest.raises(KeyError, match="caller's own bug"):
+        list(client.stream(inputs()))
+    assert_still_serving(client)
+
+
 def test_types_over_the_wire(client):
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     stats = client.array_stats(a)
@@ -475,6 +482,9 @@ def test_oversize_request(start_runner):
     for size in (15_000, 50_000):
         with pytest.raises(InputError, match="limit"):
             c.echo("x" * size)
+    big = pb.PredictRequest(method="echo", args=[pb.Entry(key="text", value=pb.Value(str="x" * 50_000))])
+    code, details = _rpc_code(lambda: c._stub.Predict(big, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "over the runner's limit" in details
     assert c.echo("small") == "small"
 
 
@@ -582,7 +592,7 @@ def test_health_not_serving_while_loading(start_runner):
     with pytest.raises(RunnerError) as e:
         c.predict("early")
     assert e.value.code == "UNAVAILABLE" and "loading" in str(e.value)
-    assert not any("serving" in line.split("runner:")[-1] for line in r.stdout if "listening" not in line)
+    assert "jupyter_deploy runner: serving\n" not in r.stdout
 
     (r.model_dir / "go").touch()
     c.wait_ready(timeout=30)
@@ -630,3 +640,12 @@ def test_non_loopback_address_is_refused(tmp_path):
         done = _run_to_exit(model, address=address)
         assert done.returncode == 2, address
         assert "loopback" in done.stderr and "listening" not in done.stdout
+
+
+def test_sigterm_stops_the_runner_cleanly(start_runner):
+    r = start_runner(SLEEPER)
+    c = r.client()
+    c.wait_ready(timeout=60)
+    r.proc.terminate()
+    assert r.proc.wait(timeout=20) == 0
+    assert c.health() == "UNREACHABLE"

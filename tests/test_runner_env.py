@@ -52,3 +52,27 @@ class M(ModelClass):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def test_runner_with_run_test_refuses_to_serve_a_model_whose_test_fails(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    (root / "1").mkdir(parents=True)
+    (root / "1" / "model.py").write_text('''
+from jupyter_deploy import ModelClass
+
+class M(ModelClass):
+    @ModelClass.method
+    def predict(self, x: int) -> int:
+        return x + 1
+
+    def test(self):
+        assert self.predict(1) == 3, "off by one"
+''')
+    (root / "config.yaml").write_text("model:\n  id: m\n")
+    (root / "requirements.txt").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(root), "--address",
+         "127.0.0.1:0", "--run-test"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4
+    assert "test() failed: AssertionError: off by one" in done.stderr
+    assert "serving" not in done.stdout

@@ -59,7 +59,7 @@ def _encode_column(label: Any, data: Any) -> pb.Column:
             codes=_array(np.asarray(cat.codes)), ordered=bool(cat.ordered)))
     elif isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
         index = pd.DatetimeIndex(data)
-        unit = np.datetime_data(index.values.dtype)[0]
+        unit = index.unit  # not index.values: pandas 3.1 deprecates it for tz-aware data
         col.datetimes.CopyFrom(pb.Datetimes(values=index.asi8.tolist(), unit=unit,
                                             tz=str(index.tz) if index.tz is not None else ""))
     elif isinstance(dtype, pd.StringDtype) or dtype == object:
@@ -94,13 +94,20 @@ def _array(a: np.ndarray) -> pb.NDArray:
 def decode_dataframe(msg: pb.DataFrame) -> pd.DataFrame:
     from .codec import _decode_json
 
-    index = _decode_column(msg.index, as_index=True) if msg.HasField("index") else None
-    labels = [_decode_json(c.name) for c in msg.columns]
-    data = {i: _decode_column(c, as_index=False) for i, c in enumerate(msg.columns)}
-    df = pd.DataFrame(data, index=index)
-    if len(data) == 0 and index is None:
-        df = pd.DataFrame()
-    df.columns = pd.Index(labels, dtype=object if not labels else None)
+    try:
+        index = _decode_column(msg.index, as_index=True) if msg.HasField("index") else None
+        labels = [_decode_json(c.name) for c in msg.columns]
+        # Each column as a Series of its own dtype: from a bare object array of strings,
+        # pandas 3 would infer its str dtype.
+        data = {i: pd.Series(v, index=index, dtype=v.dtype, copy=False)
+                for i, v in enumerate(_decode_column(c, as_index=False) for c in msg.columns)}
+        df = pd.DataFrame(data, index=index)
+        if len(data) == 0 and index is None:
+            df = pd.DataFrame()
+    except (ValueError, TypeError, KeyError) as e:  # parts that do not fit together
+        raise _mismatch(f"cannot rebuild the DataFrame: {e}") from None
+    # With no labels, pandas' own empty columns (what DataFrame() and DataFrame(index=...) have).
+    df.columns = pd.Index(labels) if labels else pd.RangeIndex(0)
     return df
 
 
@@ -145,5 +152,5 @@ def _decode_column(col: pb.Column, as_index: bool) -> Any:
     else:
         raise _mismatch("a DataFrame column carries no data")
     if as_index:
-        return pd.Index(values, name=name)
+        return pd.Index(values, name=name, dtype=values.dtype)
     return values if not isinstance(values, pd.Index) else values.array

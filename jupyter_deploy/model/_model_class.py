@@ -126,4 +126,4 @@ def _check_defaults(spec: MethodSpec) -> None:
             try:
                 encoder(p.type)(p.default)
             except Mismatch as e:
-                raise ModelDefinitionError(e.describe(f"{spec.name}() default of '{p.name}'")) from None
+                raise ModelDefinitionError(e.describe(f"{spec.name}() default of", p.name)) from None

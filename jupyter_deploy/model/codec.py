@@ -44,13 +44,15 @@ class Mismatch(Exception):
         self.path = ""
         super().__init__(detail)
 
-    def describe(self, what: str) -> str:
+    def describe(self, what: str, param: str | None = None) -> str:
+        # Given ``param``, the path goes inside its quotes: parameter 'x[2]', not 'x'[2].
+        where = f"{what} '{param}{self.path}'" if param is not None else f"{what}{self.path}"
         if self.detail:
-            return f"{what}{self.path}: {self.detail}"
+            return f"{where}: {self.detail}"
         given = self.given
         shown = repr(given)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return f"{what}{self.path}: expected {self.expected}, got {type(given).__name__} {shown}".rstrip()
+        return f"{where}: expected {self.expected}, got {type(given).__name__} {shown}".rstrip()
 
 
 def _at(segment: str, fn: Callable[[], Any]) -> Any:
@@ -89,7 +91,11 @@ def encoder(node: TypeNode, media_refs: bool = False) -> Encoder:
     elif k == "float":
         def enc(v):
             if isinstance(v, (float, int)) and not isinstance(v, bool) or _is_np_number(v, "fiu"):
-                return pb.Value(float=float(v))
+                try:
+                    return pb.Value(float=float(v))
+                except OverflowError:
+                    raise Mismatch(node, v, f"expected float, got an int of {v.bit_length()} bits, "
+                                   "too large for a float") from None
             raise Mismatch(node, v)
     elif k == "bool":
         def enc(v):
@@ -151,13 +157,13 @@ def encoder(node: TypeNode, media_refs: bool = False) -> Encoder:
             if not isinstance(v, dtypes.Frame):
                 raise Mismatch(node, v)
             return pb.Value(frame=pb.Frame(image=_at(".image", lambda: _encode_image(v.image, False)),
-                                           time=float(v.time)))
+                                           time=_field(v, "time", "float")))
     elif k in ("audio", "video"):
         cls = dtypes.Audio if k == "audio" else dtypes.Video
 
         def enc(v):
             if isinstance(v, cls):
-                media = pb.Media(data=bytes(v.bytes), mime=v.mime)
+                media = pb.Media(data=_field(v, "bytes", "bytes"), mime=_field(v, "mime", "str"))
             elif media_refs and _is_media_ref(v, allow_path_str=True):
                 media = pb.Media(data=_read_media_ref(v))
             else:
@@ -167,7 +173,9 @@ def encoder(node: TypeNode, media_refs: bool = False) -> Encoder:
         fields = [(name, encoder(t, media_refs)) for name, t in node.fields]
 
         def enc(v):
-            if not dataclasses.is_dataclass(v) or isinstance(v, type):
+            # Any dataclass with the fields will do: a client holds a class rebuilt from the wire.
+            if not dataclasses.is_dataclass(v) or isinstance(v, type) or not all(
+                    hasattr(v, name) for name, _ in fields):
                 raise Mismatch(node, v)
             return pb.Value(fields=pb.MapValue(entries=[
                 _entry(name, getattr(v, name), f, sep=".") for name, f in fields]))
@@ -181,6 +189,12 @@ def _entry(key: Any, val: Any, enc: Encoder, sep: str = "") -> pb.Entry:
         raise Mismatch("str keys", key, f"dict keys must be str, got {type(key).__name__} {key!r}")
     seg = f".{key}" if sep else f"[{key!r}]"
     return pb.Entry(key=key, value=_at(seg, lambda: enc(val)))
+
+
+def _field(v: Any, name: str, kind: str) -> Any:
+    # The data types are plain dataclasses, so their fields may hold anything; check them
+    # here, where the error can name the field, rather than let protobuf raise TypeError.
+    return _at(f".{name}", lambda: getattr(encoder(TypeNode(kind))(getattr(v, name)), kind))
 
 
 def _is_np_number(v: Any, kinds: str) -> bool:
@@ -219,7 +233,8 @@ def _encode_json(v: Any) -> pb.Value:
 def _encode_concept(v: Any) -> pb.Concept:
     if not isinstance(v, dtypes.Concept):
         raise Mismatch("Concept", v)
-    return pb.Concept(id=v.id, name=v.name, value=float(v.value))
+    return pb.Concept(id=_field(v, "id", "str"), name=_field(v, "name", "str"),
+                      value=_field(v, "value", "float"))
 
 
 def _encode_ndarray(v: Any) -> pb.NDArray:
@@ -268,9 +283,23 @@ def _read_media_ref(v: Any) -> bytes:
 # ------------------------------------------------------------------ decoding
 
 
-@lru_cache(maxsize=1024)
 def decoder(node: TypeNode) -> Decoder:
     """A function that decodes a ``Value`` declared as ``node`` (raises Mismatch)."""
+    return _decoder(node, _classes(node))
+
+
+def _classes(node: TypeNode) -> tuple[Any, ...]:
+    # TypeNode equality ignores the bound classes, so without them in the cache key a
+    # dataclass redefined in a notebook (or another one of the same shape) would decode
+    # into the class first seen.
+    if not node.args and not node.fields:
+        return (node.py,) if node.kind == "dataclass" else ()
+    return (node.py, *(c for a in node.args for c in _classes(a)),
+            *(c for _, t in node.fields for c in _classes(t)))
+
+
+@lru_cache(maxsize=1024)
+def _decoder(node: TypeNode, classes: tuple[Any, ...]) -> Decoder:
     k = node.kind
     if k in ("str", "bytes", "bool"):
         def dec(v):
@@ -283,7 +312,7 @@ def decoder(node: TypeNode) -> Decoder:
             if which == "int":
                 return v.int
             if which == "big_int":
-                return int(v.big_int)
+                return _big_int(v.big_int)
             raise Mismatch(node, _shown(v))
     elif k == "float":
         def dec(v):
@@ -402,12 +431,19 @@ def _decode_json(v: pb.Value) -> Any:
     if which == "none":
         return None
     if which == "big_int":
-        return int(v.big_int)
+        return _big_int(v.big_int)
     if which == "list":
         return [_decode_json(x) for x in v.list.items]
     if which == "map":
         return {e.key: _decode_json(e.value) for e in v.map.entries}
     raise Mismatch("a JSON-like value", _shown(v))
+
+
+def _big_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Mismatch("int", None, f"big_int {text[:40]!r} is not a decimal integer") from None
 
 
 def _decode_concept(c: pb.Concept) -> dtypes.Concept:
@@ -419,7 +455,7 @@ def _decode_ndarray(a: pb.NDArray) -> Any:
 
     try:
         dt = np.dtype(a.dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # numpy raises either, by what is malformed
         raise Mismatch("numpy.ndarray", None, f"unknown ndarray dtype {a.dtype!r}") from None
     if f"{dt.kind}{dt.itemsize}" not in ARRAY_DTYPES:
         raise Mismatch("numpy.ndarray", None, f"unsupported ndarray dtype {a.dtype!r}")
@@ -463,7 +499,7 @@ def encode_args(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = Tru
         try:
             out.append(pb.Entry(key=p.name, value=encoder(p.type, media_refs)(kwargs[p.name])))
         except Mismatch as e:
-            raise InputError(e.describe(f"{spec.name}() parameter '{p.name}'")) from None
+            raise InputError(e.describe(f"{spec.name}() parameter", p.name)) from None
     return out
 
 
@@ -479,7 +515,7 @@ def decode_args(spec: MethodSpec, entries: Any) -> dict[str, Any]:
         try:
             out[e.key] = decoder(p.type)(e.value)
         except Mismatch as m:
-            raise InputError(m.describe(f"{spec.name}() parameter '{p.name}'")) from None
+            raise InputError(m.describe(f"{spec.name}() parameter", p.name)) from None
     missing = [p.name for p in spec.params if not p.stream and not p.has_default and p.name not in out]
     if missing:
         raise InputError(f"{spec.name}() missing required parameter(s): {', '.join(missing)}")

@@ -9,6 +9,7 @@ only, a size cap, a timeout, and no redirect to another scheme.
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,7 +58,7 @@ def fetch_url(url: str, max_bytes: int | None = None, timeout: float = FETCH_TIM
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ValueError(f"{url} is {int(declared)} bytes, over the {limit}-byte limit")
-            body = resp.read(limit + 1)
+            body = _read_until(resp, limit + 1, time.monotonic() + timeout, url)
     except urllib.error.HTTPError as e:
         raise ValueError(f"cannot fetch {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
@@ -66,6 +67,21 @@ def fetch_url(url: str, max_bytes: int | None = None, timeout: float = FETCH_TIM
     if len(body) > limit:
         raise ValueError(f"{url} is over the {limit}-byte limit")
     return body
+
+
+def _read_until(resp: Any, limit: int, deadline: float, url: str) -> bytes:
+    # The socket timeout bounds each read; this bounds the whole download, so a
+    # server trickling a few bytes at a time cannot hold a call open forever.
+    chunks, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise ValueError(f"cannot fetch {url}: timed out")
+        chunk = resp.read1(min(1 << 16, limit - size))  # what has arrived, not a full 64 KiB
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_media(ref: Any) -> bytes:
