@@ -29,9 +29,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 MODEL_DIR = BENCH / "models" / "bench"
@@ -76,13 +77,12 @@ QUICK = Settings(repeats=2, w1a_warm=50, w1a_calls=300, w1b_clients=16, w1b_warm
 class ServerProcess:
     """A server in its own process; its output is drained into ``lines``."""
 
-    def __init__(self, name: str, argv: list[str], ready: str):
+    def __init__(self, name: str, argv: list[str]):
         self.name = name
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, text=True, cwd=BENCH.parent)
-        self._ready = re.compile(ready)
         threading.Thread(target=self._drain, daemon=True, name=f"{name}-output").start()
 
     def _drain(self) -> None:
@@ -123,18 +123,21 @@ class ServerProcess:
                 self.proc.wait(10)
 
 
-def start_floor() -> tuple[ServerProcess, str]:
-    srv = ServerProcess("floor", [sys.executable, str(BENCH / "floor.py"), "--address", "127.0.0.1:0"], "")
-    m = srv.wait_for(r"floor: listening on (\S+)", START_TIMEOUT)
-    return srv, m.group(1)
+def start_floor(servers: list[ServerProcess]) -> str:
+    """Start the floor; it is added to ``servers`` at once, so a caller's finally can stop it."""
+    srv = ServerProcess("floor", [sys.executable, str(BENCH / "floor.py"), "--address", "127.0.0.1:0"])
+    servers.append(srv)
+    return srv.wait_for(r"floor: listening on (\S+)", START_TIMEOUT).group(1)
 
 
-def start_runner() -> tuple[ServerProcess, str]:
+def start_runner(servers: list[ServerProcess]) -> str:
+    """Start a runner serving the bench model; added to ``servers`` at once."""
     srv = ServerProcess("runner", [sys.executable, "-m", "jupyter_deploy.runner", "--model-path",
-                                   str(MODEL_DIR), "--address", "127.0.0.1:0"], "")
+                                   str(MODEL_DIR), "--address", "127.0.0.1:0"])
+    servers.append(srv)
     m = srv.wait_for(r"jupyter_deploy runner: listening on (\S+)", START_TIMEOUT)
     srv.wait_for(r"jupyter_deploy runner: serving", START_TIMEOUT)
-    return srv, m.group(1)
+    return m.group(1)
 
 
 # ---------------------------------------------------------------- targets (what a workload calls)
@@ -277,7 +280,7 @@ def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
                 break
             try:
                 t.echo(PAYLOAD)
-            except Exception:
+            except Exception:  # noqa: BLE001 (a failed call is counted, not fatal)
                 errors[i] += 1
                 continue
             if t0 >= start:
@@ -351,7 +354,7 @@ def make_jpeg() -> bytes:
     ramp = np.linspace(0, 255, 1024, dtype=np.float32)
     grad = np.stack([ramp[None, :].repeat(1024, 0), ramp[:, None].repeat(1024, 1),
                      (255 - ramp)[None, :].repeat(1024, 0)], axis=-1)
-    arr = ((noise * 0.5 + grad * 0.5)).clip(0, 255).astype(np.uint8)
+    arr = (noise * 0.5 + grad * 0.5).clip(0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr, "RGB").save(buf, "JPEG", quality=90)
     return buf.getvalue()
@@ -410,8 +413,8 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 
 
 def machine() -> str:
-    import grpc
     import google.protobuf
+    import grpc
     import PIL
 
     cpu = ""
@@ -457,34 +460,27 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[ServerProcess] = []
     t_start = time.monotonic()
     try:
-        floor_srv, floor_addr = start_floor()
-        servers.append(floor_srv)
-        runner_srv, runner_addr = start_runner()
-        servers.append(runner_srv)
+        floor_addr = start_floor(servers)
+        runner_addr = start_runner(servers)
         remote = {"floor": FloorTarget(floor_addr), "runner": RunnerTarget(runner_addr)}
+        targets: dict[str, Target] = {**remote, "direct": direct, "local": local}
         makers = {"floor": lambda: FloorTarget(floor_addr), "runner": lambda: RunnerTarget(runner_addr),
                   "direct": lambda: direct, "local": lambda: local}
         for name, fn in makers.items():
             fn.__name__ = name
-        in_proc = {"direct": direct, "local": local}
 
         for rep in range(s.repeats):
             order = ["floor", "runner"] if rep % 2 == 0 else ["runner", "floor"]
+            order += ["direct", "local"]  # the in-process limits, after the two servers
             print(f"repeat {rep + 1}/{s.repeats} ({' then '.join(order)})", file=sys.stderr, flush=True)
             for col in order:
-                add(col, w1a(remote[col], s))
-            for col in in_proc:
-                add(col, w1a(in_proc[col], s))
-            for col in order + list(in_proc):
+                add(col, w1a(targets[col], s))
+            for col in order:
                 add(col, w1b(makers[col], s))
             for col in order:
-                add(col, w2(remote[col], s))
-            for col in in_proc:
-                add(col, w2(in_proc[col], s))
+                add(col, w2(targets[col], s))
             for col in order:
-                add(col, w5(remote[col], s, jpeg))
-            for col in in_proc:
-                add(col, w5(in_proc[col], s, jpeg))
+                add(col, w5(targets[col], s, jpeg))
         for t in remote.values():
             t.close()
     finally:
@@ -498,11 +494,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(results),
         "",
-        f"Each cell: median across repeats (min–max). runner/floor: median of the per-repeat ratios. "
+        (f"Each cell: median across repeats (min–max). runner/floor: median of the per-repeat ratios. "
         f"W1a: {s.w1a_warm} warm-up + {s.w1a_calls} calls of a 100-byte string; "
         f"W1b: {s.w1b_clients} client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; "
         f"W2: {N_CHUNKS} chunks of 4 bytes, median of {s.w2_requests} requests; "
-        f"W5: 1024x1024 JPEG ({len(jpeg):,} bytes), {s.w5_warm} warm-up + {s.w5_calls} calls.",
+        f"W5: 1024x1024 JPEG ({len(jpeg):,} bytes), {s.w5_warm} warm-up + {s.w5_calls} calls."),
     ])
     print(text)
     OUT_DIR.mkdir(exist_ok=True)

@@ -252,7 +252,8 @@ class Outputs:
     audio: Audio
 
 
-outputs = st.builds(Outputs, text=st.text(), count=st.integers(), scores=st.dictionaries(st.text(), finite),
+outputs = st.builds(Outputs, text=st.text(), count=st.integers(),
+                    scores=st.dictionaries(st.text(), finite),
                     boxes=st.lists(st.builds(Box, label=st.text(), score=finite), max_size=3),
                     best=st.none() | concepts, audio=st.builds(Audio, st.binary(), st.text()))
 
@@ -262,7 +263,7 @@ outputs = st.builds(Outputs, text=st.text(), count=st.integers(), scores=st.dict
 def test_named_outputs_round_trip_as_the_dataclass(v: Outputs) -> None:
     out = roundtrip(Outputs, v)
     assert type(out) is Outputs and out == v
-    assert type(out.boxes[0]) is Box if v.boxes else True
+    assert all(type(b) is Box for b in out.boxes)
 
 
 @SETTINGS
@@ -326,7 +327,8 @@ def extra_column(draw: Any, n: int) -> Any:
     categories = draw(st.lists(st.text(max_size=3), unique=True, max_size=5)
                       | st.lists(st.integers(-5, 5), unique=True, max_size=5))
     codes = draw(st.lists(st.integers(-1, len(categories) - 1), min_size=n, max_size=n))
-    return pd.Series(pd.Categorical.from_codes(codes, categories=categories, ordered=draw(st.booleans())))
+    ordered = draw(st.booleans())
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories, ordered=ordered))
 
 
 @st.composite
@@ -431,8 +433,10 @@ def an_output(**changes: Any) -> Outputs:
     ({"out": an_output(text=5)}, "parameter 'out.text': expected str, got int 5"),
     ({"out": an_output(boxes=[Box("a", 1.0), Box("b", "high")])},
      "parameter 'out.boxes[1].score': expected float, got str 'high'"),
-    ({"out": an_output(scores={"a": None})}, "parameter 'out.scores['a']': expected float, got NoneType None"),
-    ({"out": an_output(audio=Audio("not bytes"))}, "parameter 'out.audio.bytes': expected bytes, got str"),
+    ({"out": an_output(scores={"a": None})},
+     "parameter 'out.scores['a']': expected float, got NoneType None"),
+    ({"out": an_output(audio=Audio("not bytes"))},
+     "parameter 'out.audio.bytes': expected bytes, got str"),
     ({"out": Box("a", 1.0)}, "parameter 'out': expected Outputs, got Box"),
     ({"out": {"text": "t"}}, "parameter 'out': expected Outputs, got dict"),
     ({"arr": [1, 2]}, "parameter 'arr': expected numpy.ndarray, got list [1, 2]"),
@@ -448,7 +452,8 @@ def an_output(**changes: Any) -> Outputs:
     ({"c": Concept(id=3)}, "parameter 'c.id': expected str, got int 3"),
     ({"c": Concept("a", value="high")}, "parameter 'c.value': expected float, got str 'high'"),
 ])
-def test_a_wrong_value_names_the_parameter_the_type_and_what_was_given(kwargs: dict, message: str) -> None:
+def test_a_wrong_value_names_the_parameter_the_type_and_what_was_given(kwargs: dict,
+                                                                       message: str) -> None:
     with pytest.raises(InputError) as e:
         encode_args(SPEC, kwargs)
     assert message in str(e.value)
@@ -460,7 +465,8 @@ def test_a_float_too_large_is_an_input_error() -> None:
 
 
 def test_encode_value_names_what_it_encodes() -> None:
-    with pytest.raises(InputError, match=r"predict\(\) returned a value that\[1\]: expected str, got int 2"):
+    with pytest.raises(InputError,
+                       match=r"predict\(\) returned a value that\[1\]: expected str, got int 2"):
         encode_value(type_node(list[str], "r"), ["a", 2], "predict() returned a value that")
     assert decode_value(type_node(list[str], "r"), encode_value(type_node(list[str], "r"), ["a"], "r"),
                         "r") == ["a"]
@@ -473,7 +479,7 @@ def test_valid_arguments_encode_and_decode_by_name() -> None:
     entries = [pb.Entry.FromString(e.SerializeToString()) for e in encode_args(SPEC, kwargs)]
     assert [e.key for e in entries] == list(kwargs)
     out = decode_args(SPEC, entries)
-    assert set(out) == set(kwargs) and "flag" not in out  # defaults are applied by the caller of decode_args
+    assert set(out) == set(kwargs) and "flag" not in out  # defaults: the caller of decode_args
     assert out["out"] == kwargs["out"] and out["c"] == kwargs["c"] and out["x"] == [1, 2]
     np.testing.assert_array_equal(out["arr"], kwargs["arr"])
 
@@ -526,7 +532,8 @@ def test_required_entries_decode() -> None:
      "parameter 'img': cannot decode the image"),
     ({"n": pb.Value(big_int="12x")}, "parameter 'n': big_int '12x' is not a decimal integer"),
     ({"df": pb.Value(dataframe=pb.DataFrame(
-        columns=[pb.Column(name=pb.Value(str="a"), array=pb.NDArray(dtype="<i8", shape=[3], data=b"\0" * 24))],
+        columns=[pb.Column(name=pb.Value(str="a"),
+                           array=pb.NDArray(dtype="<i8", shape=[3], data=b"\0" * 24))],
         index=pb.Column(range=pb.RangeIndex(start=0, stop=2, step=1))))},
      "parameter 'df': cannot rebuild the DataFrame"),
     ({"df": pb.Value(dataframe=pb.DataFrame(columns=[pb.Column(name=pb.Value(str="a"))]))},
@@ -550,7 +557,8 @@ def test_a_corrupt_encoded_image_is_an_input_error() -> None:
 
 
 def test_an_unknown_parameter_is_refused() -> None:
-    with pytest.raises(InputError, match=r"predict\(\) got an unexpected parameter 'zz' \(parameters: n, x,"):
+    with pytest.raises(InputError,
+                       match=r"predict\(\) got an unexpected parameter 'zz' \(parameters: n, x,"):
         decode_args(SPEC, [*required(), pb.Entry(key="zz", value=pb.Value(int=1))])
 
 
@@ -571,7 +579,8 @@ def png(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def media_args(**kwargs: Any) -> dict[str, Any]:
-    return decode_args(MEDIA, [pb.Entry.FromString(e.SerializeToString()) for e in encode_args(MEDIA, kwargs)])
+    wire = [pb.Entry.FromString(e.SerializeToString()) for e in encode_args(MEDIA, kwargs)]
+    return decode_args(MEDIA, wire)
 
 
 def test_images_by_path_path_string_and_bytes(png: pathlib.Path) -> None:
@@ -586,7 +595,8 @@ def test_audio_video_and_bytes_by_reference(tmp_path: pathlib.Path) -> None:
     sound.write_bytes(b"RIFF....WAVE")
     clip.write_bytes(b"\0\0\0\x18ftypmp42")
     blob.write_bytes(b"\x00\xff")
-    for audio, video in ((sound, clip), (str(sound), str(clip)), (sound.read_bytes(), clip.read_bytes())):
+    refs = ((sound, clip), (str(sound), str(clip)), (sound.read_bytes(), clip.read_bytes()))
+    for audio, video in refs:
         out = media_args(img=Image.new("L", (1, 1)), audio=audio, video=video, raw=blob)
         assert out["audio"] == Audio(b"RIFF....WAVE", "")
         assert out["video"] == Video(b"\0\0\0\x18ftypmp42", "")

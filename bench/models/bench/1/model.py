@@ -1,7 +1,7 @@
 """The benchmark model (workloads W1, W2, W5 of shared/BENCHMARKS.md)."""
 
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 from PIL import Image
 
