@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from ..errors import DeployError, InputError, ModelError, RunnerError
 from ..model import MethodSpec
-from ..model.codec import encode_args, encode_value, decoder, Mismatch
+from ..model.codec import Mismatch, decoder, encode_request, encode_value
 from ..model.signature import BIDI, UNARY, TypeNode
 from ..proto import runner_pb2 as pb
 
@@ -61,7 +61,7 @@ def _method(spec: MethodSpec, transport: Transport) -> Callable[..., Any]:
             arguments = sig.bind(*args, **kwargs).arguments
         except TypeError as e:
             raise InputError(f"{spec.name}(): {e}") from None
-        request = pb.PredictRequest(method=spec.name, args=encode_args(spec, arguments))
+        request = encode_request(spec, arguments)
         if spec.shape == UNARY:
             return _decoded(decode_out, transport.unary(request), what)
         if spec.shape == BIDI:

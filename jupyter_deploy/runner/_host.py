@@ -12,6 +12,7 @@ import asyncio
 import collections
 import inspect
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
@@ -280,7 +281,12 @@ class Pump:
                     if self._stopped:
                         break
                     self._items.append(item)
+                    first = len(self._items) == 1
                     self._cond.notify_all()
+                if first:
+                    # Give up the GIL now, or a fast generator makes every item before
+                    # the sender wakes, and the first item waits for the last.
+                    time.sleep(0)
         except BaseException as e:  # handed to the consumer, which reports it
             self._error = e
         finally:
