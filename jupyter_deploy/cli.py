@@ -113,6 +113,8 @@ def cmd_run_locally(args: argparse.Namespace) -> int:
     clock = time.perf_counter()
     host = ModelHost(root)  # imports model.py: syntax and import errors surface here
     timings = {"import": time.perf_counter() - clock}
+    for note in host.config.notes if host.config is not None else ():
+        print(f"note: {note}", file=sys.stderr)
 
     clock = time.perf_counter()
     try:

@@ -76,7 +76,7 @@ class RunnerProcess:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise RuntimeError(f"runner did not listen within {timeout} s: {self.stderr()}")
+                raise RuntimeError(f"runner did not listen within {timeout} s: {self.stderr()}") from None
             if line is None:
                 self.stop()
                 raise RuntimeError(f"runner exited with {self.proc.returncode}: {self.stderr()}")

@@ -175,3 +175,16 @@ def test_a_runner_for_a_text_model_imports_no_heavy_library(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_run_locally_notes_the_sections_it_ignores(tmp_path: Path) -> None:
+    root = model_folder(tmp_path / "m", HEADER + '''
+class M(ModelClass):
+    @ModelClass.method
+    def predict(self, x: str) -> str:
+        return x
+''')
+    (root / "config.yaml").write_text("model:\n  id: m\nbuild_info:\n  python_version: '3.11'\n")
+    ran = cli("run-locally", str(root))
+    assert ran.returncode == 0, ran.stderr
+    assert "note:" in ran.stderr and "build_info" in ran.stderr

@@ -361,7 +361,7 @@ def test_closing_a_stream_stops_the_models_generator(client, tmp_path, method):
 
 def test_breaking_out_of_a_bidi_stream_stops_the_model(client, tmp_path):
     marker = tmp_path / "closed"
-    for i, item in enumerate(client.endless_bidi(iter([7, 8]), marker=str(marker))):
+    for i, _ in enumerate(client.endless_bidi(iter([7, 8]), marker=str(marker))):
         if i == 4:
             break
     wait_for(marker.exists, timeout=15, what="the model's finally")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import numbers
 import os
 from functools import lru_cache
 from typing import Any, Callable

@@ -14,7 +14,7 @@ another machine gets back the same objects the model returned::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Pillow is imported only by the models whose types need it
     from PIL.Image import Image

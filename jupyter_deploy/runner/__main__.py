@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
         return EXIT_BAD_MODEL
+    for note in host.config.notes if host.config is not None else ():
+        say(f"note: {note}")
     try:
         server, service, health_servicer, port = make_server(
             host, args.address, max_concurrency=args.max_concurrency,

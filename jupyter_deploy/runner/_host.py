@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ConfigError, InputError, ModelDefinitionError
+from ..errors import InputError
 from ..folder import load_model_class
 from ..model import MethodSpec, ModelClass
 from ..model.codec import decode_args, decode_value, encode_value
