@@ -1,0 +1,195 @@
+"""The control plane's state: one SQLite file, WAL, foreign keys on.
+
+Every state change runs inside ``Store.tx()``, one transaction, so a crash
+(even SIGKILL) leaves either all of a change or none of it. The schema has a
+version; ``MIGRATIONS[i]`` takes a database from version i to i + 1 and runs
+at open time, in the same transaction as the version bump.
+
+Example::
+
+    store = Store(home / "state.db")
+    with store.tx() as db:
+        db.execute("INSERT INTO apps (user_id, id, created_at) VALUES (?, ?, ?)", ("local", "x", now()))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        digest TEXT NOT NULL UNIQUE,          -- a keyed hash of the token, never the token
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE apps (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE models (
+        user_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        visibility TEXT NOT NULL DEFAULT 'private',
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, app_id, id),
+        FOREIGN KEY (user_id, app_id) REFERENCES apps(user_id, id)
+    );
+    CREATE TABLE versions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+        description BLOB NOT NULL,            -- a serialized runner.ModelDescription
+        config_json TEXT NOT NULL,
+        python TEXT NOT NULL,                 -- the uploading interpreter
+        created_at REAL NOT NULL,
+        UNIQUE (user_id, app_id, model_id, number),
+        FOREIGN KEY (user_id, app_id, model_id) REFERENCES models(user_id, app_id, id) ON DELETE CASCADE
+    );
+    CREATE TABLE compute_clusters (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        id TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE TABLE nodepools (
+        user_id TEXT NOT NULL,
+        compute_cluster_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, compute_cluster_id, id),
+        FOREIGN KEY (user_id, compute_cluster_id) REFERENCES compute_clusters(user_id, id)
+    );
+    CREATE TABLE deployments (
+        user_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        compute_cluster_id TEXT NOT NULL,
+        nodepool_id TEXT NOT NULL,
+        model_user_id TEXT NOT NULL,
+        model_app_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        pinned_version_id TEXT REFERENCES versions(id),   -- NULL: follow the latest
+        version_id TEXT NOT NULL REFERENCES versions(id), -- what it serves (or rolls out)
+        config_json TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        desired TEXT NOT NULL DEFAULT 'running',          -- 'running' or 'stopped'
+        state TEXT NOT NULL DEFAULT 'CREATING',
+        reason TEXT NOT NULL DEFAULT '',
+        signing_key TEXT NOT NULL,                        -- hex; signs route tokens
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (user_id, id),
+        UNIQUE (user_id, compute_cluster_id, nodepool_id, model_user_id, model_app_id, model_id),
+        FOREIGN KEY (user_id, compute_cluster_id, nodepool_id)
+            REFERENCES nodepools(user_id, compute_cluster_id, id),
+        FOREIGN KEY (model_user_id, model_app_id, model_id) REFERENCES models(user_id, app_id, id)
+    );
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        version_id TEXT NOT NULL REFERENCES versions(id),
+        pid INTEGER,
+        address TEXT,
+        gpus TEXT NOT NULL DEFAULT '',        -- comma-separated GPU indices it holds
+        state TEXT NOT NULL,                  -- STARTING, READY, DRAINING, STOPPED, CRASHED
+        restarts INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        FOREIGN KEY (user_id, deployment_id) REFERENCES deployments(user_id, id) ON DELETE CASCADE
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> float:
+    return time.time()
+
+
+class Store:
+    """A SQLite database shared by the daemon's threads (one connection, one lock)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
+        # exactly the body of tx() and nothing is committed implicitly.
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.tx() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row["value"]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this jupyter_deploy "
+                    f"understands ({SCHEMA_VERSION}); upgrade jupyter_deploy")
+            for step in MIGRATIONS[version:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query (a consistent snapshot)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def row_dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
