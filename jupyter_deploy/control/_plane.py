@@ -5,16 +5,25 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from . import _auth
+from ._blobs import BlobStore
+from ._compute import Compute
+from ._host_info import detect
+from ._registry import Registry
+from ._router import Router
+from ._scheduler import Scheduler
 from ._store import Store
 
 
 class ControlPlane:
     """Owns the state under ``home`` and the parts that act on it.
 
-    Attributes (each built by its own module):
-        store: the SQLite state (``_store.Store``)
-        blobs, registry: content-addressed archives and model versions (``_blobs``, ``_registry``)
+    Attributes:
+        store: the SQLite state (``_store``)
+        registry: model versions over content-addressed blobs (``_registry``, ``_blobs``)
+        compute: clusters, nodepools and deployments (``_compute``)
         scheduler: starts, supervises and routes to runner replicas (``_scheduler``)
+        router: resolves a call to a runner and signs its route token (``_router``)
         shutdown_requested: set when a client asked the daemon to stop
     """
 
@@ -22,5 +31,22 @@ class ControlPlane:
         self.home = Path(home)
         self.address = address
         self.store = Store(self.home / "state.db")
+        self.secret = _auth.server_secret(self.home)
+        _auth.ensure_local_user(self.store, self.home, self.secret)
+        self.host = detect()
+        self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
+        self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir)
+        self.compute = Compute(self.store, self.host, self.registry, self.scheduler)
+        self.router = Router(self.store, self.registry, self.scheduler)
         self.shutdown_requested = threading.Event()
         self.stop_runners_on_shutdown = True
+
+    def start(self) -> None:
+        """Clean up what a crash left, create the embedded defaults, bring deployments back."""
+        self.registry.startup_cleanup()
+        self.compute.ensure_defaults()
+        self.scheduler.start()
+
+    def stop(self, stop_runners: bool = True) -> None:
+        self.scheduler.stop(stop_runners)
+        self.store.close()

@@ -1,0 +1,286 @@
+"""Compute clusters, nodepools and deployments: create, read, update, delete.
+
+Every change is one transaction; the scheduler then acts on the new desired
+state (``scheduler.kick()``). Deleting a deployment marks it ``deleted`` and
+the scheduler stops its replicas before the row goes, so a crash in between
+never leaves a runner nobody knows about.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from typing import Any
+
+from ..proto import control_pb2 as cpb
+from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
+from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._store import Store, now
+
+LOCAL = "local"
+KINDS = ("compute_cluster", "nodepool", "deployment")
+
+
+class Compute:
+    def __init__(self, store: Store, host: Any, registry: Any, scheduler: Any):
+        self.store, self.host, self.registry, self.scheduler = store, host, registry, scheduler
+
+    # ------------------------------------------------------------ defaults
+
+    def ensure_defaults(self, user_id: str = LOCAL) -> None:
+        """The embedded cluster ``local`` and its nodepool ``local``, describing this host."""
+        with self.store.tx() as db:
+            db.execute("INSERT OR IGNORE INTO compute_clusters (user_id, id, config_json, created_at) "
+                       "VALUES (?, ?, ?, ?)", (user_id, LOCAL, json.dumps(cluster_config({})), now()))
+            db.execute("INSERT OR IGNORE INTO nodepools (user_id, compute_cluster_id, id, config_json, "
+                       "created_at) VALUES (?, ?, ?, ?, ?)",
+                       (user_id, LOCAL, LOCAL, json.dumps(nodepool_config({}, self.host)), now()))
+
+    # ------------------------------------------------------------ create
+
+    def create(self, caller: str, ref: cpb.ResourceRef, config: dict) -> cpb.Resource:
+        owner = ref.user_id or caller
+        if owner != caller:
+            raise PermissionDenied(f"cannot create a {ref.kind.replace('_', ' ')} for user {owner!r}")
+        check_id(ref.kind, ref.id)
+        try:
+            if ref.kind == "compute_cluster":
+                cfg = cluster_config(config)
+                with self.store.tx() as db:
+                    db.execute("INSERT INTO compute_clusters (user_id, id, config_json, created_at) "
+                               "VALUES (?, ?, ?, ?)", (owner, ref.id, json.dumps(cfg), now()))
+            elif ref.kind == "nodepool":
+                self._cluster(owner, ref.compute_cluster_id)
+                cfg = nodepool_config(config, self.host)
+                with self.store.tx() as db:
+                    db.execute("INSERT INTO nodepools (user_id, compute_cluster_id, id, config_json, "
+                               "created_at) VALUES (?, ?, ?, ?, ?)",
+                               (owner, ref.compute_cluster_id, ref.id, json.dumps(cfg), now()))
+            elif ref.kind == "deployment":
+                self._create_deployment(owner, ref, config)
+            else:
+                raise InvalidArgument(f"unknown resource kind {ref.kind!r} (use one of {', '.join(KINDS)})")
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e) and ref.kind == "deployment" and "deployments.model" in str(e):
+                raise AlreadyExists(self._duplicate_model_message(owner, ref, config)) from None
+            if "UNIQUE" in str(e):
+                raise AlreadyExists(f"{ref.kind.replace('_', ' ')} {ref.id!r} already exists") from None
+            raise
+        self.scheduler.kick()
+        return self.get(caller, ref)
+
+    def _create_deployment(self, owner: str, ref: cpb.ResourceRef, config: dict) -> None:
+        self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
+        cfg = deployment_config(config, owner)
+        model = cfg["worker"]["model"]
+        version = self._resolve_version(model)
+        stamp = now()
+        with self.store.tx() as db:
+            if cfg["default"]:
+                db.execute("UPDATE deployments SET is_default = 0 WHERE model_user_id = ? AND "
+                           "model_app_id = ? AND model_id = ?", (model["user_id"], model["app_id"], model["id"]))
+            db.execute(
+                "INSERT INTO deployments (user_id, id, compute_cluster_id, nodepool_id, model_user_id, "
+                "model_app_id, model_id, pinned_version_id, version_id, config_json, is_default, desired, "
+                "state, reason, signing_key, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', 'CREATING', '', ?, ?, ?)",
+                (owner, ref.id, ref.compute_cluster_id, ref.nodepool_id, model["user_id"], model["app_id"],
+                 model["id"], model["model_version"]["id"] or None, version.id, json.dumps(cfg),
+                 int(cfg["default"]), os.urandom(32).hex(), stamp, stamp))
+
+    def _duplicate_model_message(self, owner: str, ref: cpb.ResourceRef, config: dict) -> str:
+        model = deployment_config(config, owner)["worker"]["model"]
+        row = self.store.one(
+            "SELECT id FROM deployments WHERE user_id = ? AND compute_cluster_id = ? AND nodepool_id = ? "
+            "AND model_user_id = ? AND model_app_id = ? AND model_id = ?",
+            (owner, ref.compute_cluster_id, ref.nodepool_id, model["user_id"], model["app_id"], model["id"]))
+        other = row["id"] if row else "?"
+        return (f"model {model['user_id']}/{model['app_id']}/{model['id']} already has a deployment "
+                f"({other}) on nodepool {ref.compute_cluster_id}/{ref.nodepool_id}: one deployment per "
+                f"model per nodepool; update {other} instead")
+
+    def _resolve_version(self, model: dict) -> Any:
+        vref = cpb.VersionRef(model=cpb.ModelRef(user_id=model["user_id"], app_id=model["app_id"],
+                                                  model_id=model["id"]),
+                              version_id=model["model_version"]["id"])
+        return self.registry.get_version(vref)
+
+    # ------------------------------------------------------------ read
+
+    def _cluster(self, owner: str, cluster_id: str) -> sqlite3.Row:
+        row = self.store.one("SELECT * FROM compute_clusters WHERE user_id = ? AND id = ?", (owner, cluster_id))
+        if row is None:
+            raise NotFound(f"compute cluster {cluster_id!r} not found for user {owner!r}")
+        return row
+
+    def _nodepool(self, owner: str, cluster_id: str, nodepool_id: str) -> sqlite3.Row:
+        self._cluster(owner, cluster_id)
+        row = self.store.one("SELECT * FROM nodepools WHERE user_id = ? AND compute_cluster_id = ? AND id = ?",
+                             (owner, cluster_id, nodepool_id))
+        if row is None:
+            raise NotFound(f"nodepool {nodepool_id!r} not found in compute cluster {cluster_id!r}")
+        return row
+
+    def deployment_row(self, owner: str, deployment_id: str) -> sqlite3.Row:
+        row = self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ? AND desired != 'deleted'",
+                             (owner, deployment_id))
+        if row is None:
+            raise NotFound(f"deployment {deployment_id!r} not found for user {owner!r}")
+        return row
+
+    def get(self, caller: str, ref: cpb.ResourceRef) -> cpb.Resource:
+        owner = ref.user_id or caller
+        if ref.kind == "compute_cluster":
+            return self._cluster_resource(self._cluster(owner, ref.id))
+        if ref.kind == "nodepool":
+            return self._nodepool_resource(self._nodepool(owner, ref.compute_cluster_id, ref.id))
+        if ref.kind == "deployment":
+            return self._deployment_resource(self.deployment_row(owner, ref.id))
+        raise InvalidArgument(f"unknown resource kind {ref.kind!r} (use one of {', '.join(KINDS)})")
+
+    def list(self, caller: str, parent: cpb.ResourceRef) -> list[cpb.Resource]:
+        owner = parent.user_id or caller
+        if parent.kind == "compute_cluster":
+            rows = self.store.query("SELECT * FROM compute_clusters WHERE user_id = ? ORDER BY id", (owner,))
+            return [self._cluster_resource(r) for r in rows]
+        if parent.kind == "nodepool":
+            sql, args = "SELECT * FROM nodepools WHERE user_id = ?", [owner]
+            if parent.compute_cluster_id:
+                self._cluster(owner, parent.compute_cluster_id)
+                sql, args = sql + " AND compute_cluster_id = ?", args + [parent.compute_cluster_id]
+            return [self._nodepool_resource(r) for r in self.store.query(sql + " ORDER BY id", tuple(args))]
+        if parent.kind == "deployment":
+            sql, args = "SELECT * FROM deployments WHERE user_id = ? AND desired != 'deleted'", [owner]
+            for column, value in (("compute_cluster_id", parent.compute_cluster_id),
+                                  ("nodepool_id", parent.nodepool_id)):
+                if value:
+                    sql, args = sql + f" AND {column} = ?", args + [value]
+            return [self._deployment_resource(r) for r in self.store.query(sql + " ORDER BY id", tuple(args))]
+        raise InvalidArgument(f"unknown resource kind {parent.kind!r} (use one of {', '.join(KINDS)})")
+
+    def _cluster_resource(self, row: sqlite3.Row) -> cpb.Resource:
+        return cpb.Resource(kind="compute_cluster", id=row["id"], user_id=row["user_id"],
+                            compute_cluster_id=row["id"], config_json=row["config_json"],
+                            status_json="{}", created_at=row["created_at"])
+
+    def _nodepool_resource(self, row: sqlite3.Row) -> cpb.Resource:
+        return cpb.Resource(kind="nodepool", id=row["id"], user_id=row["user_id"],
+                            compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["id"],
+                            config_json=row["config_json"], status_json="{}", created_at=row["created_at"])
+
+    def _deployment_resource(self, row: sqlite3.Row) -> cpb.Resource:
+        version = self.store.one("SELECT number FROM versions WHERE id = ?", (row["version_id"],))
+        replicas = [
+            {"id": r["id"], "state": r["state"], "address": r["address"], "pid": r["pid"],
+             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"]}
+            for r in self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
+                                      "ORDER BY started_at", (row["user_id"], row["id"]))]
+        status = {
+            "state": row["state"], "reason": row["reason"], "desired": row["desired"],
+            "model": f"{row['model_user_id']}/{row['model_app_id']}/models/{row['model_id']}",
+            "version_id": row["version_id"], "version_number": version["number"] if version else None,
+            "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
+            "replicas": replicas, "updated_at": row["updated_at"],
+        }
+        return cpb.Resource(kind="deployment", id=row["id"], user_id=row["user_id"],
+                            compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["nodepool_id"],
+                            config_json=row["config_json"], status_json=json.dumps(status),
+                            created_at=row["created_at"])
+
+    # ------------------------------------------------------------ update, act, delete
+
+    def update(self, caller: str, ref: cpb.ResourceRef, changes: dict) -> cpb.Resource:
+        """Change a deployment's config; an unpinned worker is re-resolved to the latest version."""
+        if ref.kind != "deployment":
+            raise InvalidArgument(f"only deployments can be updated, not a {ref.kind.replace('_', ' ')}")
+        owner = ref.user_id or caller
+        row = self.deployment_row(owner, ref.id)
+        cfg = deployment_config(merge(json.loads(row["config_json"]), changes), owner)
+        model = cfg["worker"]["model"]
+        if (model["user_id"], model["app_id"], model["id"]) != (
+                row["model_user_id"], row["model_app_id"], row["model_id"]):
+            raise InvalidArgument("a deployment keeps its model; create another deployment for "
+                                  f"{model['user_id']}/{model['app_id']}/{model['id']}")
+        version = self._resolve_version(model)
+        with self.store.tx() as db:
+            if cfg["default"]:
+                db.execute("UPDATE deployments SET is_default = 0 WHERE model_user_id = ? AND "
+                           "model_app_id = ? AND model_id = ?", (model["user_id"], model["app_id"], model["id"]))
+            db.execute("UPDATE deployments SET config_json = ?, pinned_version_id = ?, version_id = ?, "
+                       "is_default = ?, updated_at = ? WHERE user_id = ? AND id = ?",
+                       (json.dumps(cfg), model["model_version"]["id"] or None, version.id,
+                        int(cfg["default"]), now(), owner, ref.id))
+        self.scheduler.kick()
+        return self.get(caller, ref)
+
+    def act(self, caller: str, ref: cpb.ResourceRef, action: str) -> cpb.Resource:
+        if ref.kind != "deployment" or action not in ("start", "stop"):
+            raise InvalidArgument(f"unknown action {action!r} on a {ref.kind.replace('_', ' ')} "
+                                  "(deployments take start and stop)")
+        owner = ref.user_id or caller
+        self.deployment_row(owner, ref.id)
+        desired = "running" if action == "start" else "stopped"
+        with self.store.tx() as db:
+            db.execute("UPDATE deployments SET desired = ?, updated_at = ? WHERE user_id = ? AND id = ?",
+                       (desired, now(), owner, ref.id))
+        self.scheduler.kick()
+        return self.get(caller, ref)
+
+    def delete(self, caller: str, refs: list[cpb.ResourceRef], timeout: float = 30.0) -> None:
+        for ref in refs:
+            owner = ref.user_id or caller
+            if owner != caller:
+                raise PermissionDenied(f"cannot delete another user's {ref.kind.replace('_', ' ')}")
+            if ref.kind == "deployment":
+                self.deployment_row(owner, ref.id)
+                with self.store.tx() as db:
+                    db.execute("UPDATE deployments SET desired = 'deleted', updated_at = ? "
+                               "WHERE user_id = ? AND id = ?", (now(), owner, ref.id))
+                self.scheduler.kick()
+                self._wait_gone(owner, ref.id, timeout)
+            elif ref.kind == "nodepool":
+                self._nodepool(owner, ref.compute_cluster_id, ref.id)
+                self._refuse_if_used("nodepool", ref.id, "SELECT id FROM deployments WHERE user_id = ? AND "
+                                     "compute_cluster_id = ? AND nodepool_id = ?",
+                                     (owner, ref.compute_cluster_id, ref.id))
+                with self.store.tx() as db:
+                    db.execute("DELETE FROM nodepools WHERE user_id = ? AND compute_cluster_id = ? AND id = ?",
+                               (owner, ref.compute_cluster_id, ref.id))
+            elif ref.kind == "compute_cluster":
+                self._cluster(owner, ref.id)
+                self._refuse_if_used("compute cluster", ref.id, "SELECT id FROM nodepools WHERE user_id = ? "
+                                     "AND compute_cluster_id = ?", (owner, ref.id), what="nodepools")
+                with self.store.tx() as db:
+                    db.execute("DELETE FROM compute_clusters WHERE user_id = ? AND id = ?", (owner, ref.id))
+            else:
+                raise InvalidArgument(f"unknown resource kind {ref.kind!r} (use one of {', '.join(KINDS)})")
+
+    def _refuse_if_used(self, kind: str, rid: str, sql: str, args: tuple, what: str = "deployments") -> None:
+        users = [r["id"] for r in self.store.query(sql, args)]
+        if users:
+            raise FailedPrecondition(f"{kind} {rid!r} still has {what} ({', '.join(users)}); delete them first")
+
+    def _wait_gone(self, owner: str, deployment_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.store.one("SELECT 1 FROM deployments WHERE user_id = ? AND id = ?", (owner, deployment_id)):
+            if time.monotonic() > deadline:
+                raise FailedPrecondition(f"deployment {deployment_id!r} is still stopping its replicas; "
+                                         "it will be removed when they have stopped")
+            time.sleep(0.05)
+
+    def versions_in_use(self, version_ids: list[str]) -> list[str]:
+        """Deployments that serve or pin any of these versions."""
+        if not version_ids:
+            return []
+        marks = ",".join("?" * len(version_ids))
+        rows = self.store.query(f"SELECT DISTINCT id FROM deployments WHERE desired != 'deleted' AND "
+                                f"(version_id IN ({marks}) OR pinned_version_id IN ({marks}))",
+                                tuple(version_ids) * 2)
+        return [r["id"] for r in rows]
+
+    def logs(self, caller: str, ref: cpb.ResourceRef, lines: int) -> list[str]:
+        owner = ref.user_id or caller
+        self.deployment_row(owner, ref.id)
+        return self.scheduler.logs(owner, ref.id, lines or 200)

@@ -1,0 +1,194 @@
+"""Compute cluster, nodepool and deployment configs: validated in one place.
+
+Each ``*_config(data, ...)`` takes the mapping a user wrote (a YAML file or
+keyword arguments, same keys) and returns it normalized with defaults filled
+in, or raises InvalidArgument listing every problem, one line each, with its
+field path.
+
+Example::
+
+    deployment_config({"worker": {"model": {"id": "echo"}},
+                       "autoscale_config": {"min_replicas": 2}}, caller="local")
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..config import parse_quantity
+from ._errors import InvalidArgument
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Deployment ids: letters and digits only (the Hopsworks rule).
+DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+class _Checker:
+    def __init__(self, what: str):
+        self.what = what
+        self.errors: list[str] = []
+
+    def error(self, path: str, problem: str) -> None:
+        self.errors.append(f"{self.what}: {path}: {problem}")
+
+    def mapping(self, data: Any, path: str, known: set[str]) -> dict:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.error(path or "(top level)", f"expected a mapping, got {type(data).__name__}")
+            return {}
+        for key in data:
+            if key not in known:
+                self.error(f"{path}.{key}" if path else str(key),
+                           f"unknown field (known: {', '.join(sorted(known))})")
+        return data
+
+    def text(self, data: dict, key: str, path: str, default: str = "") -> str:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.error(path, f"expected a string, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+    def ident(self, data: dict, key: str, path: str, default: str = "") -> str:
+        value = self.text(data, key, path, default)
+        if value and not ID_RE.match(value):
+            self.error(path, f"bad id {value!r} (use letters, digits, '-', '_' and '.')")
+        return value
+
+    def integer(self, data: dict, key: str, path: str, default: int, minimum: int = 0) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, f"expected an integer, got {type(value).__name__} {value!r}")
+            return default
+        if value < minimum:
+            self.error(path, f"must be at least {minimum}, got {value}")
+        return value
+
+    def quantity(self, data: dict, key: str, path: str) -> float | None:
+        if data.get(key) is None:
+            return None
+        try:
+            return parse_quantity(data[key])
+        except ValueError as e:
+            self.error(path, str(e))
+            return None
+
+    def done(self) -> None:
+        if self.errors:
+            raise InvalidArgument("\n".join(self.errors))
+
+
+def check_id(kind: str, value: str) -> None:
+    """Refuse a bad resource id with a message that says the rule."""
+    if kind == "deployment":
+        if not DEPLOYMENT_ID_RE.match(value or ""):
+            raise InvalidArgument(f"bad deployment id {value!r}: use letters and digits only "
+                                  "(at most 64), e.g. 'echo1'")
+    elif not ID_RE.match(value or ""):
+        raise InvalidArgument(f"bad {kind.replace('_', ' ')} id {value!r}: use letters, digits, "
+                              "'-', '_' and '.', starting with a letter or digit")
+
+
+def cluster_config(data: Any) -> dict:
+    c = _Checker("compute cluster config")
+    data = c.mapping(data, "", {"cloud_provider", "region", "description", "id"})
+    provider = data.get("cloud_provider") or "local"
+    if isinstance(provider, dict):  # the Clarifai form: cloud_provider: {id: local}
+        provider = provider.get("id", "local")
+    if provider not in ("local", "ray"):
+        c.error("cloud_provider", f"unknown provider {provider!r} (use local; ray is planned)")
+    elif provider == "ray":
+        c.error("cloud_provider", "the ray backend is not available yet; use local")
+    out = {"cloud_provider": provider, "region": c.text(data, "region", "region", "local"),
+           "description": c.text(data, "description", "description")}
+    c.done()
+    return out
+
+
+def nodepool_config(data: Any, host: Any) -> dict:
+    """A nodepool config; every field defaults to this host (``host`` is a HostInfo)."""
+    c = _Checker("nodepool config")
+    data = c.mapping(data, "", {"instance_type", "min_instances", "max_instances", "description", "id"})
+    it = c.mapping(data.get("instance_type"), "instance_type",
+                   {"cpus", "memory", "accelerators", "accelerator_type"})
+    cpus = c.quantity(it, "cpus", "instance_type.cpus")
+    memory = c.quantity(it, "memory", "instance_type.memory")
+    gpus = c.integer(it, "accelerators", "instance_type.accelerators", len(host.gpus))
+    out = {
+        "instance_type": {
+            "cpus": cpus if cpus is not None else float(host.cpus),
+            "memory": memory if memory is not None else float(host.memory),
+            "accelerators": gpus,
+            "accelerator_type": c.text(it, "accelerator_type", "instance_type.accelerator_type",
+                                       host.gpus[0].name if host.gpus else ""),
+        },
+        "min_instances": c.integer(data, "min_instances", "min_instances", 0),
+        "max_instances": c.integer(data, "max_instances", "max_instances", 1, minimum=1),
+        "description": c.text(data, "description", "description"),
+    }
+    # The local backend is this one host: a nodepool cannot promise more than it has.
+    if out["instance_type"]["memory"] > host.memory:
+        c.error("instance_type.memory", f"{out['instance_type']['memory']:.0f} bytes is more than "
+                f"this host has ({host.memory})")
+    if gpus > len(host.gpus):
+        c.error("instance_type.accelerators",
+                f"{gpus} GPU(s) asked, this host has {len(host.gpus)}")
+    c.done()
+    return out
+
+
+def deployment_config(data: Any, caller: str) -> dict:
+    """A deployment config: the model it serves, its scaling and whether it is the default."""
+    c = _Checker("deployment config")
+    data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
+                                "description", "resources", "python", "drain_seconds"})
+    worker = c.mapping(data.get("worker"), "worker", {"model"})
+    model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
+    if not model.get("id"):
+        c.error("worker.model.id", "required: the id of the model to serve")
+    version = c.mapping(model.get("model_version"), "worker.model.model_version", {"id"})
+    scale = c.mapping(data.get("autoscale_config"), "autoscale_config",
+                      {"min_replicas", "max_replicas", "scale_to_zero_delay_seconds"})
+    resources = c.mapping(data.get("resources"), "resources", {"num_accelerators"})
+    out = {
+        "worker": {"model": {
+            "id": c.ident(model, "id", "worker.model.id"),
+            "user_id": c.ident(model, "user_id", "worker.model.user_id", caller),
+            "app_id": c.ident(model, "app_id", "worker.model.app_id", "default"),
+            "model_version": {"id": c.text(version, "id", "worker.model.model_version.id")},
+        }},
+        "autoscale_config": {
+            "min_replicas": c.integer(scale, "min_replicas", "autoscale_config.min_replicas", 1),
+            "max_replicas": c.integer(scale, "max_replicas", "autoscale_config.max_replicas", 1),
+            "scale_to_zero_delay_seconds": c.integer(
+                scale, "scale_to_zero_delay_seconds", "autoscale_config.scale_to_zero_delay_seconds", 300),
+        },
+        "default": bool(data.get("default", False)),
+        "description": c.text(data, "description", "description"),
+        "drain_seconds": c.integer(data, "drain_seconds", "drain_seconds", 5),
+    }
+    if "num_accelerators" in resources:
+        out["resources"] = {"num_accelerators": c.integer(
+            resources, "num_accelerators", "resources.num_accelerators", 0)}
+    if data.get("python"):
+        out["python"] = c.text(data, "python", "python")
+    if not isinstance(data.get("default", False), bool):
+        c.error("default", "expected true or false")
+    scaling = out["autoscale_config"]
+    if scaling["max_replicas"] < scaling["min_replicas"]:
+        c.error("autoscale_config.max_replicas",
+                f"{scaling['max_replicas']} is below min_replicas {scaling['min_replicas']}")
+    c.done()
+    return out
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied key by key (nested mappings merged)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

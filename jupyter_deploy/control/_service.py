@@ -1,0 +1,167 @@
+"""The ControlPlane gRPC service: authenticate, call the plane, map errors to status codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from concurrent import futures
+from typing import Any, Callable
+
+import grpc
+
+from .._version import __version__
+from ..proto import control_pb2 as cpb
+from ..proto import control_pb2_grpc
+from . import _auth
+from ._errors import ControlError, InvalidArgument
+from ._plane import ControlPlane
+
+
+def _json(text: str, what: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _rpc(method: Callable) -> Callable:
+    """Authenticate the caller, pass it in, and turn ControlErrors into statuses."""
+    @functools.wraps(method)
+    def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            caller = self.authenticate(context)
+            return method(self, caller, request, context)
+        except ControlError as e:
+            context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    return handler
+
+
+def _rpc_stream(method: Callable) -> Callable:
+    """_rpc for response-streaming methods: errors raised while streaming are mapped too."""
+    @functools.wraps(method)
+    def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            caller = self.authenticate(context)
+            yield from method(self, caller, request, context)
+        except ControlError as e:
+            context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    return handler
+
+
+class ControlService(control_pb2_grpc.ControlPlaneServicer):
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+
+    def authenticate(self, context: grpc.ServicerContext) -> str:
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        return _auth.authenticate(self.plane.store, self.plane.secret, token)
+
+    # ------------------------------------------------------------ daemon
+
+    @_rpc
+    def GetInfo(self, caller, request, context):
+        return cpb.Info(version=__version__, pid=os.getpid(), home=str(self.plane.home), user_id=caller,
+                        address=self.plane.address)
+
+    @_rpc
+    def Shutdown(self, caller, request, context):
+        self.plane.stop_runners_on_shutdown = request.stop_runners
+        self.plane.shutdown_requested.set()
+        return cpb.ShutdownResponse()
+
+    # ------------------------------------------------------------ registry
+
+    @_rpc
+    def UploadModel(self, caller, request_iterator, context):
+        return self.plane.registry.upload(caller, request_iterator)
+
+    @_rpc
+    def GetModel(self, caller, request, context):
+        return self.plane.registry.get_model(_owned(request.model, caller))
+
+    @_rpc
+    def ListModels(self, caller, request, context):
+        return cpb.ListModelsResponse(models=self.plane.registry.list_models(
+            request.user_id or caller, request.app_id or None))
+
+    @_rpc
+    def ListVersions(self, caller, request, context):
+        return cpb.ListVersionsResponse(versions=self.plane.registry.list_versions(_owned(request.model, caller)))
+
+    @_rpc
+    def GetVersion(self, caller, request, context):
+        request.model.CopyFrom(_owned(request.model, caller))
+        return self.plane.registry.get_version(request)
+
+    @_rpc_stream
+    def ExportVersion(self, caller, request, context):
+        request.model.CopyFrom(_owned(request.model, caller))
+        yield from self.plane.registry.export(request)
+
+    @_rpc
+    def DeleteModel(self, caller, request, context):
+        self.plane.registry.delete(_owned(request.model, caller), request.version_id, request.force,
+                                   in_use=self.plane.compute.versions_in_use)
+        return cpb.DeleteResponse()
+
+    # ------------------------------------------------------------ compute
+
+    @_rpc
+    def Create(self, caller, request, context):
+        return self.plane.compute.create(caller, request.ref, _json(request.config_json, "config"))
+
+    @_rpc
+    def Get(self, caller, request, context):
+        return self.plane.compute.get(caller, request)
+
+    @_rpc
+    def List(self, caller, request, context):
+        return cpb.ListResponse(resources=self.plane.compute.list(caller, request.parent))
+
+    @_rpc
+    def Update(self, caller, request, context):
+        return self.plane.compute.update(caller, request.ref, _json(request.config_json, "config"))
+
+    @_rpc
+    def Delete(self, caller, request, context):
+        self.plane.compute.delete(caller, list(request.refs))
+        return cpb.DeleteResponse()
+
+    @_rpc
+    def Act(self, caller, request, context):
+        return self.plane.compute.act(caller, request.ref, request.action)
+
+    @_rpc
+    def Logs(self, caller, request, context):
+        return cpb.LogsResponse(lines=self.plane.compute.logs(caller, request.ref, request.lines))
+
+    # ------------------------------------------------------------ routing
+
+    @_rpc
+    def ResolveRoute(self, caller, request, context):
+        return self.plane.router.resolve(caller, request)
+
+
+def _owned(ref: cpb.ModelRef, caller: str) -> cpb.ModelRef:
+    return cpb.ModelRef(user_id=ref.user_id or caller, app_id=ref.app_id or "default", model_id=ref.model_id)
+
+
+def make_server(plane: ControlPlane, address: str) -> tuple[grpc.Server, int]:
+    """A server for ``plane`` bound to ``address`` (not started); returns it and its port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="control"),
+        # Off, so a second daemon cannot bind the same port and split the clients.
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
+    )
+    control_pb2_grpc.add_ControlPlaneServicer_to_server(ControlService(plane), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address} (is the port in use?)")
+    return server, port
