@@ -19,19 +19,27 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .errors import ConfigError, DeployError, InputError, ModelDefinitionError, ModelError, RunnerError
+from .errors import (ConfigError, ControlPlaneError, DeployError, DeploymentError, InputError,
+                     ModelDefinitionError, ModelError, NotFoundError, RunnerError)
 from .model import Audio, Concept, Frame, ModelClass, Region, Video
 
 _LAZY = {
     "load_local": "jupyter_deploy.local",
     "LocalModel": "jupyter_deploy.local",
     "RunnerClient": "jupyter_deploy.client",
+    "Client": "jupyter_deploy.client",
+    "ComputeCluster": "jupyter_deploy.client",
+    "Nodepool": "jupyter_deploy.client",
+    "Deployment": "jupyter_deploy.client",
+    "Model": "jupyter_deploy.client",
+    "to_dataframe": "jupyter_deploy.client",
 }
 
 __all__ = [
-    "Audio", "Concept", "ConfigError", "DeployError", "Frame", "InputError", "LocalModel",
-    "ModelClass", "ModelDefinitionError", "ModelError", "Region", "RunnerClient", "RunnerError",
-    "Video", "__version__", "load_local",
+    "Audio", "Client", "ComputeCluster", "Concept", "ConfigError", "ControlPlaneError", "DeployError",
+    "Deployment", "DeploymentError", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
+    "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Region", "RunnerClient",
+    "RunnerError", "Video", "__version__", "load_local", "to_dataframe",
 ]
 
 

@@ -72,3 +72,37 @@ class RunnerError(DeployError):
 
 class EnvironmentSetupError(DeployError):
     """A model's requirements could not be installed into its environment."""
+
+
+class ControlPlaneError(DeployError):
+    """The control plane refused or failed a request.
+
+    ``code`` is the gRPC status name: ``NOT_FOUND``, ``ALREADY_EXISTS``,
+    ``INVALID_ARGUMENT``, ``FAILED_PRECONDITION``, ``PERMISSION_DENIED``,
+    ``UNAUTHENTICATED``, ...
+    """
+
+    def __init__(self, message: str, code: str = ""):
+        self.code = code
+        super().__init__(message)
+
+
+class NotFoundError(ControlPlaneError, LookupError):
+    """What was asked for does not exist (or is not visible to the caller)."""
+
+
+class DeploymentError(DeployError):
+    """A deployment failed or did not become ready in time.
+
+    Attributes:
+        state: the deployment's state when the error was raised.
+        reason: why, as the control plane sees it.
+        log_tail: the last lines of its replicas' logs.
+    """
+
+    def __init__(self, message: str, state: str = "", reason: str = "", log_tail: list[str] | None = None):
+        self.state, self.reason, self.log_tail = state, reason, list(log_tail or [])
+        text = message + (f"\n  state: {state}" if state else "") + (f"\n  reason: {reason}" if reason else "")
+        if self.log_tail:
+            text += "\n  last log lines:\n" + "\n".join(f"    {line}" for line in self.log_tail)
+        super().__init__(text)

@@ -121,18 +121,20 @@ class RunnerClient:
 class GrpcTransport:
     """Moves encoded calls to a runner over gRPC (see ``_methods.Transport``)."""
 
-    def __init__(self, stub: runner_pb2_grpc.RunnerStub, timeout: float | None):
+    def __init__(self, stub: runner_pb2_grpc.RunnerStub, timeout: float | None,
+                 metadata: tuple[tuple[str, str], ...] | None = None):
         self._stub = stub
         self.timeout = timeout
+        self.metadata = metadata  # the route token, for runners started by the control plane
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
         try:
-            return self._stub.Predict(request, timeout=self.timeout).output
+            return self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata).output
         except grpc.RpcError as e:
             raise rpc_error(e) from None
 
     def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
-        return _read_stream(self._stub.Generate(request, timeout=self.timeout))
+        return _read_stream(self._stub.Generate(request, timeout=self.timeout, metadata=self.metadata))
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
         failed: list[BaseException] = []
@@ -151,7 +153,7 @@ class GrpcTransport:
                 if call_box:
                     call_box[0].cancel()
 
-        call = self._stub.Stream(requests(), timeout=self.timeout)
+        call = self._stub.Stream(requests(), timeout=self.timeout, metadata=self.metadata)
         call_box.append(call)
         started.set()
         return _read_stream(call, failed)

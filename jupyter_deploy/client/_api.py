@@ -1,0 +1,627 @@
+"""The public Python API over the control plane: Client, ComputeCluster, Nodepool, Deployment, Model.
+
+Names follow the Clarifai SDK. Objects made without ``client=`` share one
+default ``Client()``, which starts a local daemon when none answers::
+
+    from jupyter_deploy import Client, Model, Nodepool
+
+    client = Client()
+    client.upload_model("notebooks/models/echo")
+    Nodepool("local", compute_cluster_id="local").create_deployment(
+        "echo", worker={"model": {"id": "echo"}}).wait_until_ready()
+    Model("local/default/models/echo").predict("hi")
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import grpc
+
+from ..errors import ControlPlaneError, DeploymentError, NotFoundError, RunnerError
+from ..model import MethodSpec
+from ..model.signature import method_from_proto
+from ..proto import control_pb2 as cpb
+from ..proto import control_pb2_grpc, runner_pb2_grpc
+from ..proto import runner_pb2 as pb
+from ._methods import build_methods
+from ._runner_client import GrpcTransport
+
+ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+
+def _control_error(e: grpc.RpcError) -> ControlPlaneError:
+    code = e.code().name if e.code() else "UNKNOWN"
+    cls = NotFoundError if code == "NOT_FOUND" else ControlPlaneError
+    return cls(e.details() or code, code)
+
+
+def _read_config(config_filepath: str | Path | None, config: dict) -> dict:
+    """A YAML config file's mapping with keyword arguments merged over it."""
+    data: dict = {}
+    if config_filepath is not None:
+        import yaml
+
+        path = Path(config_filepath)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ControlPlaneError(f"no such config file: {path}", "INVALID_ARGUMENT") from None
+        except yaml.YAMLError as e:
+            raise ControlPlaneError(f"{path}: not valid YAML: {e}", "INVALID_ARGUMENT") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ControlPlaneError(f"{path}: expected a mapping at the top level", "INVALID_ARGUMENT")
+        data = dict(loaded or {})
+        # Clarifai's files wrap the fields in the resource's own key.
+        for key in ("compute_cluster", "nodepool", "deployment"):
+            if set(data) == {key} and isinstance(data[key], dict):
+                data = dict(data[key])
+    data.update(config)
+    return data
+
+
+class Client:
+    """A connection to the control plane, as one user.
+
+    Args:
+        pat: a personal access token (default: ``JUPYTER_DEPLOY_PAT``, else the
+            local user's token file).
+        address: the daemon's ``HOST:PORT`` (default: ``JUPYTER_DEPLOY_ADDRESS``,
+            else the discovery file, else a new local daemon).
+
+    Example::
+
+        client = Client()
+        version = client.upload_model("models/echo")
+        print(client.list_deployments().to_dataframe())
+    """
+
+    def __init__(self, pat: str | None = None, address: str | None = None, *, autostart: bool = True):
+        from ._daemon import connect
+
+        self._channel, self.address, self._metadata = connect(address=address, pat=pat, autostart=autostart)
+        self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
+        self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
+        self._runner_channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Client user={self.user_id} at {self.address}>"
+
+    def call(self, method: str, request: Any, timeout: float = 60.0) -> Any:
+        """One control-plane RPC with this client's credentials (errors as ControlPlaneError)."""
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _control_error(e) from None
+
+    def runner_channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._runner_channels.get(address)
+            if channel is None:
+                channel = self._runner_channels[address] = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            return channel
+
+    def close(self) -> None:
+        for channel in self._runner_channels.values():
+            channel.close()
+        self._channel.close()
+
+    # ------------------------------------------------------------ registry
+
+    def upload_model(self, model_path: str | Path, *, model_id: str | None = None,
+                     app_id: str | None = None) -> "ModelVersionInfo":
+        """Upload a model folder as a new immutable version (identical content is not stored twice).
+
+        Signatures are read in this interpreter (the class is imported, ``load_model``
+        is not called), and this interpreter is recorded to run the version.
+        """
+        from ._upload import upload_chunks
+
+        ref = cpb.ModelRef(user_id=self.user_id, app_id=app_id or "", model_id=model_id or "")
+        try:
+            version = self._stub.UploadModel(upload_chunks(model_path, ref), timeout=600,
+                                             metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _control_error(e) from None
+        return ModelVersionInfo(version)
+
+    def model(self, model_id: str, *, app_id: str = "default", user_id: str | None = None) -> "Model":
+        return Model(model_id=model_id, app_id=app_id, user_id=user_id or self.user_id, client=self)
+
+    def list_models(self, app_id: str | None = None) -> "Listing":
+        resp = self.call("ListModels", cpb.ListModelsRequest(user_id=self.user_id, app_id=app_id or ""))
+        return Listing(ModelInfo(m) for m in resp.models)
+
+    # ------------------------------------------------------------ compute
+
+    def create_compute_cluster(self, compute_cluster_id: str, config_filepath: str | Path | None = None,
+                               **config: Any) -> "ComputeCluster":
+        """Create a compute cluster (fields: cloud_provider, region, description)."""
+        ref = cpb.ResourceRef(kind="compute_cluster", id=compute_cluster_id, user_id=self.user_id)
+        res = self.call("Create", cpb.CreateRequest(ref=ref, config_json=json.dumps(
+            _read_config(config_filepath, config))))
+        return ComputeCluster(compute_cluster_id, client=self, _resource=res)
+
+    def compute_cluster(self, compute_cluster_id: str) -> "ComputeCluster":
+        return ComputeCluster(compute_cluster_id, user_id=self.user_id, client=self)
+
+    def list_compute_clusters(self) -> "Listing":
+        resp = self.call("List", cpb.ListRequest(parent=cpb.ResourceRef(kind="compute_cluster")))
+        return Listing(ComputeCluster(r.id, client=self, _resource=r) for r in resp.resources)
+
+    def delete_compute_clusters(self, compute_cluster_ids: list[str]) -> None:
+        self.call("Delete", cpb.DeleteRequest(refs=[
+            cpb.ResourceRef(kind="compute_cluster", id=i) for i in compute_cluster_ids]))
+
+    def list_deployments(self, compute_cluster_id: str | None = None,
+                         nodepool_id: str | None = None) -> "Listing":
+        """All of this user's deployments, optionally of one cluster or nodepool."""
+        parent = cpb.ResourceRef(kind="deployment", compute_cluster_id=compute_cluster_id or "",
+                                 nodepool_id=nodepool_id or "")
+        resp = self.call("List", cpb.ListRequest(parent=parent))
+        return Listing(Deployment(deployment_id=r.id, client=self, _resource=r) for r in resp.resources)
+
+    def deployment(self, deployment_id: str) -> "Deployment":
+        return Deployment(deployment_id=deployment_id, user_id=self.user_id, client=self)
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The Client that objects made without ``client=`` share (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+# ---------------------------------------------------------------- listings
+
+
+class Listing(list):
+    """A list of resources; ``.to_dataframe()`` gives a pandas table of their fields."""
+
+    def to_dataframe(self) -> Any:
+        return to_dataframe(self)
+
+
+def to_dataframe(listing: Any) -> Any:
+    """A pandas DataFrame with one row per resource, one column per field."""
+    import pandas as pd
+
+    return pd.DataFrame([item.to_dict() for item in listing])
+
+
+class _Resource:
+    kind = ""
+
+    def __init__(self, client: Client | None, resource: cpb.Resource | None):
+        self._client = client
+        self._resource = resource
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = default_client()
+        return self._client
+
+    def _ref(self) -> cpb.ResourceRef:
+        raise NotImplementedError
+
+    def refresh(self) -> "_Resource":
+        self._resource = self.client.call("Get", self._ref())
+        return self
+
+    @property
+    def resource(self) -> cpb.Resource:
+        if self._resource is None:
+            self.refresh()
+        return self._resource
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.resource.config_json or "{}")
+
+    def to_dict(self) -> dict:
+        res = self.resource
+        return {"id": res.id, "user_id": res.user_id, "compute_cluster_id": res.compute_cluster_id,
+                "nodepool_id": res.nodepool_id, **self.config, "created_at": res.created_at}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"
+
+
+class ComputeCluster(_Resource):
+    """A compute cluster: ``ComputeCluster(compute_cluster_id="local")``."""
+
+    def __init__(self, compute_cluster_id: str, user_id: str | None = None, *, client: Client | None = None,
+                 _resource: cpb.Resource | None = None):
+        super().__init__(client, _resource)
+        self.id = compute_cluster_id
+        self.user_id = user_id
+
+    def _ref(self) -> cpb.ResourceRef:
+        return cpb.ResourceRef(kind="compute_cluster", id=self.id, user_id=self.user_id or "")
+
+    def create_nodepool(self, nodepool_id: str, config_filepath: str | Path | None = None,
+                        **config: Any) -> "Nodepool":
+        """Create a nodepool; every field defaults to this host (instance_type, min/max_instances)."""
+        ref = cpb.ResourceRef(kind="nodepool", id=nodepool_id, compute_cluster_id=self.id,
+                              user_id=self.user_id or "")
+        res = self.client.call("Create", cpb.CreateRequest(ref=ref, config_json=json.dumps(
+            _read_config(config_filepath, config))))
+        return Nodepool(nodepool_id, self.id, self.user_id, client=self.client, _resource=res)
+
+    def nodepool(self, nodepool_id: str) -> "Nodepool":
+        return Nodepool(nodepool_id, self.id, self.user_id, client=self.client)
+
+    def list_nodepools(self) -> Listing:
+        parent = cpb.ResourceRef(kind="nodepool", compute_cluster_id=self.id, user_id=self.user_id or "")
+        resp = self.client.call("List", cpb.ListRequest(parent=parent))
+        return Listing(Nodepool(r.id, self.id, self.user_id, client=self.client, _resource=r)
+                       for r in resp.resources)
+
+    def delete_nodepools(self, nodepool_ids: list[str]) -> None:
+        self.client.call("Delete", cpb.DeleteRequest(refs=[
+            cpb.ResourceRef(kind="nodepool", id=i, compute_cluster_id=self.id, user_id=self.user_id or "")
+            for i in nodepool_ids]))
+
+
+class Nodepool(_Resource):
+    """A nodepool of a cluster: ``Nodepool(nodepool_id="local", compute_cluster_id="local")``."""
+
+    def __init__(self, nodepool_id: str, compute_cluster_id: str = "local", user_id: str | None = None, *,
+                 client: Client | None = None, _resource: cpb.Resource | None = None):
+        super().__init__(client, _resource)
+        self.id = nodepool_id
+        self.compute_cluster_id = compute_cluster_id
+        self.user_id = user_id
+
+    def _ref(self) -> cpb.ResourceRef:
+        return cpb.ResourceRef(kind="nodepool", id=self.id, compute_cluster_id=self.compute_cluster_id,
+                               user_id=self.user_id or "")
+
+    def create_deployment(self, deployment_id: str, config_filepath: str | Path | None = None,
+                          **config: Any) -> "Deployment":
+        """Deploy a model on this nodepool.
+
+        Config keys (a YAML file or keyword arguments): ``worker: {model: {id, user_id,
+        app_id, model_version: {id}}}``, ``autoscale_config: {min_replicas, max_replicas,
+        scale_to_zero_delay_seconds}``, ``default: true|false``.
+        """
+        ref = cpb.ResourceRef(kind="deployment", id=deployment_id, compute_cluster_id=self.compute_cluster_id,
+                              nodepool_id=self.id, user_id=self.user_id or "")
+        res = self.client.call("Create", cpb.CreateRequest(ref=ref, config_json=json.dumps(
+            _read_config(config_filepath, config))))
+        return Deployment(deployment_id=deployment_id, user_id=self.user_id, client=self.client, _resource=res)
+
+    def list_deployments(self) -> Listing:
+        return self.client.list_deployments(self.compute_cluster_id, self.id)
+
+    def delete_deployments(self, deployment_ids: list[str]) -> None:
+        self.client.call("Delete", cpb.DeleteRequest(refs=[
+            cpb.ResourceRef(kind="deployment", id=i, user_id=self.user_id or "") for i in deployment_ids]))
+
+
+class Deployment(_Resource):
+    """A deployment: ``Deployment(deployment_id="echo")`` (``user_id`` defaults to the caller)."""
+
+    def __init__(self, deployment_id: str, user_id: str | None = None, *, client: Client | None = None,
+                 _resource: cpb.Resource | None = None):
+        super().__init__(client, _resource)
+        self.id = deployment_id
+        self.user_id = user_id
+
+    def _ref(self) -> cpb.ResourceRef:
+        return cpb.ResourceRef(kind="deployment", id=self.id, user_id=self.user_id or "")
+
+    @property
+    def status(self) -> dict:
+        """What the control plane observes now: state, reason, version, replicas."""
+        return json.loads(self.refresh().resource.status_json or "{}")
+
+    @property
+    def state(self) -> str:
+        """CREATING, STARTING, RUNNING, UPDATING, STOPPING, STOPPED or FAILED."""
+        return self.status["state"]
+
+    def to_dict(self) -> dict:
+        status = json.loads(self.resource.status_json or "{}")
+        return {"id": self.id, "compute_cluster_id": self.resource.compute_cluster_id,
+                "nodepool_id": self.resource.nodepool_id, "model": status.get("model"),
+                "version": status.get("version_number"), "state": status.get("state"),
+                "replicas": len(status.get("replicas", [])), "default": status.get("default"),
+                "reason": status.get("reason", "")}
+
+    def start(self) -> "Deployment":
+        self._resource = self.client.call("Act", cpb.ActionRequest(ref=self._ref(), action="start"))
+        return self
+
+    def stop(self) -> "Deployment":
+        self._resource = self.client.call("Act", cpb.ActionRequest(ref=self._ref(), action="stop"))
+        return self
+
+    def update(self, config_filepath: str | Path | None = None, **config: Any) -> "Deployment":
+        """Change the config (same keys as create). An unpinned model rolls out its latest version."""
+        self._resource = self.client.call("Update", cpb.UpdateRequest(ref=self._ref(), config_json=json.dumps(
+            _read_config(config_filepath, config))))
+        return self
+
+    def delete(self) -> None:
+        self.client.call("Delete", cpb.DeleteRequest(refs=[self._ref()]))
+
+    def logs(self, lines: int = 200) -> list[str]:
+        """The last lines of the replicas' stdout and stderr."""
+        return list(self.client.call("Logs", cpb.LogsRequest(ref=self._ref(), lines=lines)).lines)
+
+    def wait_until_ready(self, timeout: float = 120.0) -> "Deployment":
+        """Block until RUNNING; DeploymentError (with state, reason and log tail) on failure or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status
+            if status["state"] == "RUNNING":
+                return self
+            if status["state"] == "FAILED":
+                raise DeploymentError(f"deployment {self.id} failed", status["state"], status.get("reason", ""),
+                                      self.logs(20))
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"deployment {self.id} not ready after {timeout:g} s", status["state"],
+                                      status.get("reason", ""), self.logs(20))
+            time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelVersionInfo:
+    """One immutable version of a model, as the registry stores it."""
+
+    def __init__(self, version: cpb.ModelVersion):
+        self.proto = version
+        self.id = version.id
+        self.number = version.number
+        self.model_id = version.model.model_id
+        self.deduplicated = version.deduplicated
+
+    def to_dict(self) -> dict:
+        v = self.proto
+        return {"id": v.id, "model": f"{v.model.user_id}/{v.model.app_id}/models/{v.model.model_id}",
+                "number": v.number, "sha256": v.sha256[:12], "size": v.size, "created_at": v.created_at,
+                "methods": ", ".join(m.name for m in v.description.methods)}
+
+    def __repr__(self) -> str:
+        return f"<ModelVersion {self.model_id} #{self.number} {self.id[:8]}>"
+
+
+class ModelInfo:
+    def __init__(self, model: cpb.Model):
+        self.proto = model
+        self.id = model.ref.model_id
+
+    def to_dict(self) -> dict:
+        m = self.proto
+        return {"id": m.ref.model_id, "user_id": m.ref.user_id, "app_id": m.ref.app_id,
+                "versions": m.version_count, "latest": m.latest.number if m.HasField("latest") else None,
+                "created_at": m.created_at}
+
+    def __repr__(self) -> str:
+        return f"<Model {self.proto.ref.user_id}/{self.proto.ref.app_id}/models/{self.id}>"
+
+
+def parse_model_url(url: str) -> tuple[str, str, str]:
+    """``user/app/models/id`` or ``user/app/id`` -> (user, app, id)."""
+    parts = url.strip("/").split("/")
+    if len(parts) == 4 and parts[2] == "models":
+        return parts[0], parts[1], parts[3]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise ValueError(f"bad model address {url!r}: use user_id/app_id/models/model_id")
+
+
+class Model:
+    """A registered model whose methods mirror the model's own.
+
+    Each ``@ModelClass.method`` becomes a method with the same name, signature
+    and docstring (read from the registry, so no replica needs to run), plus
+    the routing keywords ``deployment_id=`` or ``compute_cluster_id=`` +
+    ``nodepool_id=``. Without them, the model owner's default deployment serves.
+
+    Example::
+
+        model = Model("local/default/models/echo")
+        model.predict("hi")
+        for token in model.generate("a b c", deployment_id="echo"):
+            print(token)
+    """
+
+    def __init__(self, url: str | None = None, *, model_id: str | None = None, user_id: str | None = None,
+                 app_id: str | None = None, model_version: dict | str | None = None,
+                 client: Client | None = None):
+        if url is not None:
+            user_id, app_id, model_id = parse_model_url(url)
+        if not model_id:
+            raise ValueError("give the model: Model('user/app/models/id') or Model(model_id=...)")
+        self._client = client
+        self.id = model_id
+        self.user_id = user_id
+        self.app_id = app_id or "default"
+        version = model_version.get("id") if isinstance(model_version, dict) else model_version
+        self._version_id = version or ""
+        self._transports: dict[tuple, _RoutedTransport] = {}
+        self._lock = threading.Lock()
+        self._load()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = default_client()
+        return self._client
+
+    def _model_ref(self) -> cpb.ModelRef:
+        return cpb.ModelRef(user_id=self.user_id or self.client.user_id, app_id=self.app_id, model_id=self.id)
+
+    def _load(self) -> None:
+        version = self.client.call("GetVersion", cpb.VersionRef(model=self._model_ref(),
+                                                               version_id=self._version_id))
+        self.version = ModelVersionInfo(version)
+        self.specs: dict[str, MethodSpec] = {
+            m.name: method_from_proto(m) for m in version.description.methods}
+        template = build_methods(self.specs.values(), _RoutedTransport(self, ()))
+        self.methods: dict[str, Callable[..., Any]] = {
+            name: self._routed(name, fn) for name, fn in template.items()}
+        for name, fn in self.methods.items():
+            if not hasattr(type(self), name):
+                setattr(self, name, fn)
+
+    def __repr__(self) -> str:
+        return f"<Model {self.user_id or self.client.user_id}/{self.app_id}/models/{self.id}: {', '.join(self.specs)}>"
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.methods))
+
+    def _routed(self, name: str, template: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, deployment_id: str | None = None, compute_cluster_id: str | None = None,
+                 nodepool_id: str | None = None, **kwargs: Any) -> Any:
+            if deployment_id and (compute_cluster_id or nodepool_id):
+                raise ValueError("give deployment_id, or compute_cluster_id with nodepool_id, not both")
+            if bool(compute_cluster_id) != bool(nodepool_id):
+                raise ValueError("compute_cluster_id and nodepool_id go together; give both")
+            return self._methods_for((deployment_id or "", compute_cluster_id or "", nodepool_id or ""))[name](
+                *args, **kwargs)
+
+        sig = inspect.signature(template)
+        routing = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None")
+                   for k in ROUTING]
+        params = list(sig.parameters.values())
+        call.__signature__ = sig.replace(parameters=params + routing)  # type: ignore[attr-defined]
+        call.__name__ = call.__qualname__ = name
+        call.__doc__ = template.__doc__
+        return call
+
+    def _methods_for(self, route: tuple) -> dict[str, Callable[..., Any]]:
+        with self._lock:
+            transport = self._transports.get(route)
+            if transport is None:
+                transport = self._transports[route] = _RoutedTransport(self, route)
+                transport.methods = build_methods(self.specs.values(), transport)
+        return transport.methods
+
+    # ------------------------------------------------------------ registry
+
+    def list_versions(self) -> Listing:
+        resp = self.client.call("ListVersions", cpb.GetModelRequest(model=self._model_ref()))
+        return Listing(ModelVersionInfo(v) for v in resp.versions)
+
+    def export(self, path: str | Path, version_id: str | None = None) -> Path:
+        """Write a version (default: this one) back to a model folder at ``path``."""
+        from ._upload import unpack_archive
+
+        ref = cpb.VersionRef(model=self._model_ref(), version_id=version_id or self.version.id)
+        try:
+            data = b"".join(c.data for c in self.client._stub.ExportVersion(
+                ref, timeout=600, metadata=self.client._metadata))
+        except grpc.RpcError as e:
+            raise _control_error(e) from None
+        return unpack_archive(data, Path(path))
+
+    def delete(self, version_id: str | None = None, force: bool = False) -> None:
+        """Delete the model (or one version); refused while a deployment uses it unless ``force``."""
+        self.client.call("DeleteModel", cpb.DeleteModelRequest(model=self._model_ref(),
+                                                               version_id=version_id or "", force=force))
+
+
+class _RoutedTransport:
+    """Calls a model through the route the control plane resolves, cached until near expiry.
+
+    When the runner cannot be reached before any message was exchanged, the
+    route is resolved again and the call retried once, for every call shape.
+    """
+
+    def __init__(self, model: Model, route: tuple):
+        self.model = model
+        self.route = route
+        self.methods: dict[str, Callable[..., Any]] = {}
+        self._transport: GrpcTransport | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def _current(self, refresh: bool = False) -> GrpcTransport:
+        with self._lock:
+            # Renew a little before expiry so a call never carries a token that lapses mid-flight.
+            if refresh or self._transport is None or time.time() > self._expires - 30:
+                deployment_id, cluster, nodepool = self.route
+                route = self.model.client.call("ResolveRoute", cpb.RouteRequest(
+                    model=self.model._model_ref(), deployment_id=deployment_id, compute_cluster_id=cluster,
+                    nodepool_id=nodepool))
+                stub = runner_pb2_grpc.RunnerStub(self.model.client.runner_channel(route.address))
+                self._transport = GrpcTransport(stub, None, (("jd-route-token", route.token),))
+                self._expires = route.expires_at
+            return self._transport
+
+    def unary(self, request: pb.PredictRequest) -> pb.Value:
+        try:
+            return self._current().unary(request)
+        except RunnerError as e:
+            if e.code != "UNAVAILABLE":
+                raise
+            return self._current(refresh=True).unary(request)
+
+    def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
+        started = False
+        try:
+            for value in self._current().server_stream(request):
+                started = True
+                yield value
+        except RunnerError as e:
+            if started or e.code != "UNAVAILABLE":
+                raise
+            yield from self._current(refresh=True).server_stream(request)
+
+    def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
+        sent: list[pb.Value] = []
+        replay = _Replay(items, sent)
+        started = False
+        try:
+            for value in self._current().bidi(request, replay):
+                started = True
+                replay.stop_recording()
+                yield value
+        except RunnerError as e:
+            if started or e.code != "UNAVAILABLE":
+                raise
+            # Nothing came back: send again what the first attempt had taken from the caller.
+            yield from self._current(refresh=True).bidi(request, _Replay(replay.rest(), [], sent))
+
+
+class _Replay:
+    """An input iterator that remembers what it handed out until told to stop (for a retry)."""
+
+    def __init__(self, items: Iterator[pb.Value], record: list[pb.Value], first: list[pb.Value] | None = None):
+        self._items = iter(items)
+        self._record: list[pb.Value] | None = record
+        self._first = list(first or [])
+
+    def __iter__(self) -> "_Replay":
+        return self
+
+    def __next__(self) -> pb.Value:
+        item = self._first.pop(0) if self._first else next(self._items)
+        if self._record is not None:
+            self._record.append(item)
+        return item
+
+    def stop_recording(self) -> None:
+        self._record = None
+
+    def rest(self) -> Iterator[pb.Value]:
+        return self._items
