@@ -1,0 +1,273 @@
+"""``jupyter-deploy`` sub-commands over the control plane: they mirror the Python API.
+
+    jupyter-deploy upload PATH
+    jupyter-deploy model list | versions MODEL | export MODEL DEST | delete MODEL
+    jupyter-deploy cluster create|list|get|delete ...
+    jupyter-deploy nodepool create|list|get|delete ... --cluster C
+    jupyter-deploy deployment create|list|get|update|start|stop|delete|wait ...
+    jupyter-deploy predict MODEL [VALUE] [name=value ...]
+    jupyter-deploy logs DEPLOYMENT
+
+A MODEL is ``user/app/models/id`` or just ``id`` (the caller's app ``default``).
+Configs are the same YAML files the Python API takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from typing import Any
+
+from .errors import InputError
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("upload", help="upload a model folder as a new version")
+    p.add_argument("path")
+    p.add_argument("--model-id", help="default: the id in config.yaml")
+    p.add_argument("--app-id")
+    p.set_defaults(run=cmd_upload)
+
+    p = sub.add_parser("model", help="list, inspect, export or delete models")
+    msub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    msub.add_parser("list", help="your models").set_defaults(run=cmd_model)
+    for name, helptext in (("get", "a model and its methods"), ("versions", "a model's versions")):
+        q = msub.add_parser(name, help=helptext)
+        q.add_argument("model")
+        q.set_defaults(run=cmd_model)
+    q = msub.add_parser("export", help="write a version back to a folder")
+    q.add_argument("model")
+    q.add_argument("dest")
+    q.add_argument("--version", help="a version id (default: the latest)")
+    q.set_defaults(run=cmd_model)
+    q = msub.add_parser("delete", help="delete a model or one version")
+    q.add_argument("model")
+    q.add_argument("--version", help="only this version id")
+    q.add_argument("--force", action="store_true", help="even if a deployment uses it")
+    q.set_defaults(run=cmd_model)
+
+    p = sub.add_parser("cluster", help="compute clusters")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = csub.add_parser("create")
+    q.add_argument("id")
+    q.add_argument("--config", help="a compute cluster YAML file")
+    csub.add_parser("list")
+    q = csub.add_parser("get")
+    q.add_argument("id")
+    q = csub.add_parser("delete")
+    q.add_argument("ids", nargs="+")
+    p.set_defaults(run=cmd_cluster)
+
+    p = sub.add_parser("nodepool", help="nodepools of a compute cluster")
+    nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action in ("create", "list", "get", "delete"):
+        q = nsub.add_parser(action)
+        if action == "delete":
+            q.add_argument("ids", nargs="+")
+        elif action != "list":
+            q.add_argument("id")
+        q.add_argument("--cluster", default="local", help="the compute cluster (default: local)")
+        if action == "create":
+            q.add_argument("--config", help="a nodepool YAML file")
+    p.set_defaults(run=cmd_nodepool)
+
+    p = sub.add_parser("deployment", help="deployments of models on nodepools")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = dsub.add_parser("create")
+    q.add_argument("id", help="letters and digits only")
+    q.add_argument("--model", help="the model to serve (or worker.model in --config)")
+    q.add_argument("--cluster", default="local")
+    q.add_argument("--nodepool", default="local")
+    q.add_argument("--config", help="a deployment YAML file")
+    q.add_argument("--min-replicas", type=int)
+    q.add_argument("--wait", action="store_true", help="wait until it is RUNNING")
+    q = dsub.add_parser("list")
+    q.add_argument("--cluster")
+    q.add_argument("--nodepool")
+    for action in ("get", "start", "stop", "wait"):
+        q = dsub.add_parser(action)
+        q.add_argument("id")
+        if action == "wait":
+            q.add_argument("--timeout", type=float, default=120)
+    q = dsub.add_parser("update")
+    q.add_argument("id")
+    q.add_argument("--config", help="a deployment YAML file (the keys to change)")
+    q.add_argument("--min-replicas", type=int)
+    q = dsub.add_parser("delete")
+    q.add_argument("ids", nargs="+")
+    p.set_defaults(run=cmd_deployment)
+
+    p = sub.add_parser("predict", help="call a deployed model")
+    p.add_argument("model")
+    p.add_argument("args", nargs="*", help="a value for the first parameter, and/or name=value "
+                   "(values are Python literals, else text)")
+    p.add_argument("--method", default="predict")
+    p.add_argument("--deployment-id")
+    p.add_argument("--cluster")
+    p.add_argument("--nodepool")
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("logs", help="the last lines of a deployment's runner logs")
+    p.add_argument("deployment")
+    p.add_argument("--lines", type=int, default=200)
+    p.set_defaults(run=cmd_logs)
+
+
+def _client() -> Any:
+    from .client import Client
+
+    return Client()
+
+
+def _model(client: Any, address: str) -> Any:
+    from .client import Model
+    from .client._api import parse_model_url
+
+    if "/" in address:
+        user, app, model_id = parse_model_url(address)
+        return Model(model_id=model_id, user_id=user, app_id=app, client=client)
+    return Model(model_id=address, client=client)
+
+
+def table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as an aligned text table (the CLI's listing format)."""
+    if not rows:
+        return "(none)"
+    columns = columns or list(rows[0])
+    cells = [[str(c) for c in columns]] + [["" if r.get(c) is None else str(r.get(c)) for c in columns]
+                                          for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    version = _client().upload_model(args.path, model_id=args.model_id, app_id=args.app_id)
+    same = " (same content as before: nothing new stored)" if version.deduplicated else ""
+    print(f"uploaded {version.model_id} version {version.number} ({version.id}){same}")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.action == "list":
+        print(table([m.to_dict() for m in client.list_models()]))
+    elif args.action == "get":
+        model = _model(client, args.model)
+        print(f"{model!r}  version {model.version.number} ({model.version.id})")
+        for spec in model.specs.values():
+            print(f"  {spec.name}{spec.signature_text}  [{spec.shape.replace('_', '-')}]")
+    elif args.action == "versions":
+        print(table([v.to_dict() for v in _model(client, args.model).list_versions()]))
+    elif args.action == "export":
+        print(f"exported to {_model(client, args.model).export(args.dest, args.version)}")
+    elif args.action == "delete":
+        _model(client, args.model).delete(args.version, force=args.force)
+        print("deleted")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.action == "create":
+        print(f"created compute cluster {client.create_compute_cluster(args.id, args.config).id}")
+    elif args.action == "list":
+        print(table([c.to_dict() for c in client.list_compute_clusters()]))
+    elif args.action == "get":
+        print(json.dumps(client.compute_cluster(args.id).refresh().to_dict(), indent=2))
+    elif args.action == "delete":
+        client.delete_compute_clusters(args.ids)
+        print(f"deleted {', '.join(args.ids)}")
+    return 0
+
+
+def cmd_nodepool(args: argparse.Namespace) -> int:
+    cluster = _client().compute_cluster(args.cluster)
+    if args.action == "create":
+        print(f"created nodepool {cluster.create_nodepool(args.id, args.config).id} in {args.cluster}")
+    elif args.action == "list":
+        print(table([n.to_dict() for n in cluster.list_nodepools()]))
+    elif args.action == "get":
+        print(json.dumps(cluster.nodepool(args.id).refresh().to_dict(), indent=2))
+    elif args.action == "delete":
+        cluster.delete_nodepools(args.ids)
+        print(f"deleted {', '.join(args.ids)}")
+    return 0
+
+
+def cmd_deployment(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.action == "create":
+        config: dict = {}
+        if args.model:
+            config["worker"] = {"model": _model_config(args.model)}
+        if args.min_replicas is not None:
+            config["autoscale_config"] = {"min_replicas": args.min_replicas,
+                                          "max_replicas": max(args.min_replicas, 1)}
+        nodepool = client.compute_cluster(args.cluster).nodepool(args.nodepool)
+        deployment = nodepool.create_deployment(args.id, args.config, **config)
+        if args.wait:
+            deployment.wait_until_ready()
+        print(f"deployment {deployment.id}: {deployment.state}")
+    elif args.action == "list":
+        print(table([d.to_dict() for d in client.list_deployments(args.cluster, args.nodepool)]))
+    elif args.action == "get":
+        deployment = client.deployment(args.id)
+        print(json.dumps({"config": deployment.config, "status": deployment.status}, indent=2))
+    elif args.action == "update":
+        changes = {"autoscale_config": {"min_replicas": args.min_replicas}} if args.min_replicas is not None else {}
+        print(f"deployment {args.id}: {client.deployment(args.id).update(args.config, **changes).state}")
+    elif args.action in ("start", "stop"):
+        print(f"deployment {args.id}: {getattr(client.deployment(args.id), args.action)().state}")
+    elif args.action == "wait":
+        print(f"deployment {args.id}: {client.deployment(args.id).wait_until_ready(args.timeout).state}")
+    elif args.action == "delete":
+        for deployment_id in args.ids:
+            client.deployment(deployment_id).delete()
+        print(f"deleted {', '.join(args.ids)}")
+    return 0
+
+
+def _model_config(address: str) -> dict:
+    from .client._api import parse_model_url
+
+    if "/" in address:
+        user, app, model_id = parse_model_url(address)
+        return {"id": model_id, "user_id": user, "app_id": app}
+    return {"id": address}
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # plain words are text: `predict echo hello` sends "hello"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = _model(_client(), args.model)
+    method = model.methods.get(args.method)
+    if method is None:
+        raise InputError(f"{args.model} has no method {args.method!r} (methods: {', '.join(model.specs)})")
+    positional, named = [], {}
+    for arg in args.args:
+        name, sep, value = arg.partition("=")
+        if sep and name.isidentifier():
+            named[name] = _literal(value)
+        else:
+            positional.append(_literal(arg))
+    routing = {k: v for k, v in (("deployment_id", args.deployment_id), ("compute_cluster_id", args.cluster),
+                                 ("nodepool_id", args.nodepool)) if v}
+    result = method(*positional, **named, **routing)
+    if model.specs[args.method].shape != "unary":
+        for item in result:
+            print(item, flush=True)
+    else:
+        print(result)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    for line in _client().deployment(args.deployment).logs(args.lines):
+        print(line)
+    return 0
