@@ -2,6 +2,11 @@
 
     jupyter-deploy init PATH [--template text|image|stream]
     jupyter-deploy run-locally PATH
+    jupyter-deploy serve [--address HOST:PORT]
+    jupyter-deploy status
+    jupyter-deploy stop
+    jupyter-deploy upload | model | cluster | nodepool | deployment | predict | logs ...
+                                        (see _cli_platform: they mirror the Python API)
 
 Failures print one short ``error:`` message (with the model's own traceback
 where it helps) and exit non-zero; no stack of ours is shown.
@@ -63,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-env", action="store_true",
                    help="use this interpreter even if requirements.txt asks for more")
     p.set_defaults(run=cmd_run_locally)
+
+    p = sub.add_parser("serve", help="run the control plane daemon in the foreground")
+    p.add_argument("--address", default="127.0.0.1:0",
+                   help="HOST:PORT, loopback only for now (default: 127.0.0.1, a free port)")
+    p.set_defaults(run=cmd_serve)
+    p = sub.add_parser("status", help="show the running control plane daemon")
+    p.set_defaults(run=cmd_status)
+    p = sub.add_parser("stop", help="stop the control plane daemon and its runners")
+    p.set_defaults(run=cmd_stop)
+    from ._cli_platform import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -183,6 +200,58 @@ def _timed_iter(gen: Any, stats: _Stats, clock: float) -> Any:
     finally:
         stats.calls += 1
         stats.total += time.perf_counter() - clock
+
+
+# ---------------------------------------------------------------- daemon
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .control.daemon import main as daemon_main
+
+    return daemon_main(["serve", "--address", args.address])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .client import _daemon
+
+    try:
+        info = _daemon.info()
+    except _daemon.DaemonNotRunning as e:
+        print(e)
+        return 1
+    record = _daemon.discover(Path(info.home))
+    version = info.version
+    if version != __version__:
+        version += f" (this client: {__version__})"
+    rows = [("address", info.address), ("pid", str(info.pid)), ("version", version),
+            ("home", info.home)]
+    if record and record["pid"] == info.pid:
+        rows.append(("uptime", _duration(time.time() - record["started_at"])))
+    for name, value in rows:
+        print(f"{name:<8} {value}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from .client import _daemon
+
+    try:
+        stopped = _daemon.stop()
+    except _daemon.DaemonNotRunning as e:
+        print(e)
+        return 1
+    print(f"stopped the control plane at {stopped.address} (pid {stopped.pid})")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    days, h = divmod(hours, 24)
+    if days:
+        return f"{days}d {h}h {m}m"
+    return f"{h}h {m}m {s}s" if h else f"{m}m {s}s" if m else f"{s}s"
 
 
 def _failure(what: str, host: Any, e: BaseException) -> str:

@@ -107,8 +107,14 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
 
     @_rpc
     def DeleteModel(self, caller, request, context):
-        self.plane.registry.delete(_owned(request.model, caller), request.version_id, request.force,
-                                   in_use=self.plane.compute.versions_in_use)
+        ref = _owned(request.model, caller)
+        registry, compute = self.plane.registry, self.plane.compute
+        if request.force:
+            # Forced: its deployments go first, through compute, so their replicas are stopped.
+            ids = [request.version_id] if request.version_id else [v.id for v in registry.list_versions(ref)]
+            compute.delete(caller, [cpb.ResourceRef(kind="deployment", id=d)
+                                    for d in compute.versions_in_use(ids)])
+        registry.delete(ref, request.version_id, request.force, in_use=compute.versions_in_use)
         return cpb.DeleteResponse()
 
     # ------------------------------------------------------------ compute

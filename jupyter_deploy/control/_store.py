@@ -100,7 +100,7 @@ MIGRATIONS: list[str] = [
         desired TEXT NOT NULL DEFAULT 'running',          -- 'running' or 'stopped'
         state TEXT NOT NULL DEFAULT 'CREATING',
         reason TEXT NOT NULL DEFAULT '',
-        signing_key TEXT NOT NULL,                        -- hex; signs route tokens
+        signing_key TEXT NOT NULL,                        -- hex, signs route tokens
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         PRIMARY KEY (user_id, id),
@@ -159,9 +159,8 @@ class Store:
                     f"{self.path} has schema version {version}, newer than this jupyter_deploy "
                     f"understands ({SCHEMA_VERSION}); upgrade jupyter_deploy")
             for step in MIGRATIONS[version:]:
-                for statement in step.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(step):
+                    db.execute(statement)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
 
@@ -189,6 +188,19 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    # Not executescript(): it commits on its own, and a migration must share the
+    # transaction of the version bump.
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {buffer.strip()[:80]}")
 
 
 def row_dict(row: sqlite3.Row | None) -> dict[str, Any] | None:

@@ -2,8 +2,19 @@
 
 It prints ``listening on HOST:PORT`` once the port is bound (health is
 NOT_SERVING while ``load_model`` runs), then ``serving`` once the model is
-loaded (health SERVING). A model that fails to import or load makes it exit
-non-zero after printing the reason. SIGTERM or SIGINT stop it gracefully.
+loaded (health SERVING). ``--port-file PATH`` also writes the bound port to
+PATH (atomically), so a supervisor learns it without parsing stdout. A model
+that fails to import or load makes it exit non-zero after printing the
+reason. SIGTERM or SIGINT stop it gracefully.
+
+With ``JUPYTER_DEPLOY_SIGNING_KEY`` (hex) and ``DEPLOYMENT_ID`` in its
+environment (the control plane sets both), every call must carry a route
+token signed with that key (see ``jupyter_deploy._tokens``); without them it
+serves anyone who can reach it, so it listens on loopback only.
+
+Example::
+
+    python -m jupyter_deploy.runner --model-path models/echo --port-file /tmp/echo.port
 """
 
 from __future__ import annotations
@@ -14,11 +25,18 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 EXIT_BAD_MODEL = 2
 EXIT_LOAD_FAILED = 3
 EXIT_TEST_FAILED = 4
+#: Seconds a stopping runner refuses new calls before its server stops.
+REFUSE_BEFORE_STOP = 0.5
+#: Seconds calls in flight get to finish once the server stops.
+STOP_GRACE = 5.0
+#: Environment variable holding the hex key that signs this runner's route tokens.
+SIGNING_KEY_ENV = "JUPYTER_DEPLOY_SIGNING_KEY"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +48,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-test", action="store_true", help="run the model's test() before serving")
     p.add_argument("--no-env", action="store_true",
                    help="use this interpreter even if requirements.txt asks for more")
+    p.add_argument("--port-file", help="write the bound port to this file once listening")
     return p
+
+
+def _signing_key() -> tuple[bytes, str] | None:
+    """The route-token key and deployment id from the environment, or None when unset."""
+    key_hex = os.environ.pop(SIGNING_KEY_ENV, "")  # popped: processes the model starts need not see it
+    if not key_hex:
+        return None
+    deployment_id = os.environ.get("DEPLOYMENT_ID", "")
+    if not deployment_id:
+        raise ValueError(f"{SIGNING_KEY_ENV} is set but DEPLOYMENT_ID is not: a route token names "
+                         "its deployment, so the runner needs both")
+    try:
+        return bytes.fromhex(key_hex), deployment_id
+    except ValueError:
+        raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+
+
+def _write_port(path: Path, port: int) -> None:
+    # Temp file + rename: a reader polling for the file never sees it half written.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
 
 
 def _is_loopback(address: str) -> bool:
@@ -47,10 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
     fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    if not _is_loopback(args.address):
-        fail(f"refusing to listen on {args.address}: a runner without a signing key serves "
-             "without tokens, so it listens on loopback only (use 127.0.0.1:PORT)")
-        return EXIT_BAD_MODEL
     model_dir = Path(args.model_path)
 
     if not args.no_env:
@@ -67,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    # After the re-exec above, which must carry the key along to the model's environment.
+    try:
+        auth = _signing_key()
+    except ValueError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    if auth is None and not _is_loopback(args.address):
+        fail(f"refusing to listen on {args.address}: a runner without a signing key serves "
+             "without tokens, so it listens on loopback only (use 127.0.0.1:PORT)")
+        return EXIT_BAD_MODEL
+
     from ..errors import ConfigError, ModelDefinitionError
     from ._host import ModelHost
     from ._service import make_server
@@ -81,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server, service, health_servicer, port = make_server(
             host, args.address, max_concurrency=args.max_concurrency,
-            max_message_bytes=int(args.max_message_mb * 2**20))
+            max_message_bytes=int(args.max_message_mb * 2**20), auth=auth)
     except (OSError, RuntimeError) as e:
         fail(str(e))
         return EXIT_BAD_MODEL
@@ -89,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    if args.port_file:
+        try:
+            _write_port(Path(args.port_file), port)
+        except OSError as e:
+            fail(f"cannot write the port file: {e}")
+            server.stop(0)
+            return EXIT_BAD_MODEL
     say(f"listening on {args.address.rsplit(':', 1)[0]}:{port}")
 
     try:
@@ -116,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(3600):
         pass
     health_servicer.enter_graceful_shutdown()
-    server.stop(grace=5).wait()
+    # Refuse new calls with UNAVAILABLE for a moment before the server stops: a client
+    # takes that as "resolve the route again and retry", whereas a call that reaches
+    # a server in the middle of stopping is cancelled, which no client can safely retry.
+    service.stopping.set()
+    time.sleep(REFUSE_BEFORE_STOP)
+    server.stop(grace=STOP_GRACE).wait()
     host.close()
     return 0
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from typing import Any, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .. import _tokens
 from ..proto import runner_pb2 as pb
 from ._host import CallFailed, ModelHost, Pump, invalid
 
@@ -41,13 +43,53 @@ def _reader(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
     return read
 
 
-class RunnerService:
-    """Serves Describe, Predict, Generate and Stream for one ModelHost."""
+class RouteTokens:
+    """Checks the route token of each call against one deployment's signing key.
 
-    def __init__(self, host: ModelHost, max_concurrency: int):
+    A token that passed is remembered until it expires, so a client reusing its
+    token (the usual case) costs a dict look-up per call, not an HMAC.
+
+    Example::
+
+        tokens = RouteTokens(key, "echo")
+        tokens.check(context)   # raises CallFailed(UNAUTHENTICATED) saying which check failed
+    """
+
+    #: Remembered tokens; past this many the memory starts over (tokens are renewed often).
+    MAX_REMEMBERED = 1024
+
+    def __init__(self, key: bytes, deployment_id: str):
+        self.key, self.deployment_id = key, deployment_id
+        self._good: dict[str, float] = {}  # token -> expiry (epoch seconds)
+
+    def check(self, context: grpc.ServicerContext) -> None:
+        token = next((value for key, value in context.invocation_metadata() if key == _tokens.METADATA_KEY), None)
+        expires = self._good.get(token) if token else None
+        now = time.time()
+        if expires is not None and expires >= now:
+            return
+        try:
+            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now)
+        except _tokens.TokenError as e:
+            raise CallFailed("UNAUTHENTICATED", "Unauthenticated", f"call refused: {e}") from None
+        if len(self._good) >= self.MAX_REMEMBERED:
+            self._good.clear()
+        self._good[token] = float(claims["e"])
+
+
+class RunnerService:
+    """Serves Describe, Predict, Generate and Stream for one ModelHost.
+
+    With ``tokens``, every Predict, Generate and Stream call must carry a valid
+    route token; Describe and health never need one.
+    """
+
+    def __init__(self, host: ModelHost, max_concurrency: int, tokens: RouteTokens | None = None):
         self.host = host
         self.ready = threading.Event()
+        self.stopping = threading.Event()
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._tokens = tokens
 
     def handlers(self, max_bytes: int) -> dict[str, grpc.RpcMethodHandler]:
         write = pb.StreamResponse.SerializeToString
@@ -70,6 +112,7 @@ class RunnerService:
 
     def predict(self, request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
         try:
+            self._authorize(context)
             self._admit(request, context)
             with self._slots:
                 return self.host.call(request, _time_left(context))
@@ -78,6 +121,7 @@ class RunnerService:
 
     def generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
         try:
+            self._authorize(context)
             self._admit(request, context)
             with self._slots:
                 source = self.host.stream(request, shape="server_stream")
@@ -87,6 +131,7 @@ class RunnerService:
 
     def stream(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
         try:
+            self._authorize(context)  # before reading anything the caller sent
             first = next(requests, None)
             if first is None:
                 raise invalid("a Stream call must start with a message naming the method")
@@ -99,11 +144,17 @@ class RunnerService:
         except CallFailed as e:
             _abort(context, e)
 
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        if self._tokens is not None:
+            self._tokens.check(context)
+
     def _admit(self, request: Any, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Rejected):
             raise invalid(request.message)
         if not self.ready.is_set():
             raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
+        if self.stopping.is_set():
+            raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
@@ -154,9 +205,13 @@ def _abort(context: grpc.ServicerContext, e: CallFailed) -> None:
 
 
 def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
-                max_message_bytes: int = 64 << 20) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
-    """A started-not-yet server bound to ``address``; returns it, the service, health and the port."""
-    service = RunnerService(host, max_concurrency)
+                max_message_bytes: int = 64 << 20, auth: tuple[bytes, str] | None = None,
+                ) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
+    """A started-not-yet server bound to ``address``; returns it, the service, health and the port.
+
+    ``auth`` is ``(signing_key, deployment_id)``: calls then need a route token.
+    """
+    service = RunnerService(host, max_concurrency, RouteTokens(*auth) if auth else None)
     server = grpc.server(
         # Headroom beyond the model's slots so health checks and Describe never queue behind calls.
         futures.ThreadPoolExecutor(max_workers=max_concurrency + 4, thread_name_prefix="runner"),

@@ -1,0 +1,388 @@
+"""The model registry: models and their immutable versions, over content-addressed blobs.
+
+A version is an archive (an uncompressed tar of a model folder, packed by the
+client) plus what the client read from it in its own interpreter: the method
+signatures, the checked config and the interpreter's path. The daemon never
+imports model code; it only stores, lists, exports and extracts archives.
+
+A version appears in one transaction, after its blob is complete and verified,
+so an upload cut off half way leaves no version; what it left on disk is
+removed by ``startup_cleanup()``.
+
+Example::
+
+    registry = Registry(store, BlobStore(home / "blobs"), home / "versions")
+    version = registry.upload("local", chunks)        # chunks: header, then data
+    folder = registry.version_dir(version.id)         # extracted once, for runners
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..proto import control_pb2 as cpb
+from ..proto import runner_pb2 as pb
+from ._blobs import BlobStore
+from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._store import Store, now
+
+EXPORT_CHUNK = 1 << 20
+DEFAULT_APP = "default"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_REQUIRED_FILES = ("config.yaml", "1/model.py")
+_VERSION_COLUMNS = ("v.id, v.user_id, v.app_id, v.model_id, v.number, v.sha256, b.size, v.description, "
+                    "v.config_json, v.python, v.created_at")
+
+
+def check_id(value: str, what: str) -> str:
+    """``value`` if it is a valid id, else InvalidArgument naming ``what``.
+
+    >>> check_id("sentiment-v2", "model_id")
+    'sentiment-v2'
+    """
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(f"bad {what} {value[:80]!r}: use letters, digits, '-', '_' and '.' "
+                              "(starting with a letter or digit, at most 128 characters)")
+    return value
+
+
+def check_archive(path: Path) -> None:
+    """Refuse an archive that is not a tar of a model folder or that could escape its folder.
+
+    Example::
+
+        check_archive(blobs.path(sha))   # InvalidArgument: archive member '../evil' ...
+    """
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+            for member in members:
+                # Any absolute folder will do: the filter only checks where members would land.
+                tarfile.data_filter(member, "/version")
+    except tarfile.FilterError as e:
+        raise InvalidArgument(f"unsafe archive: {e} (pack the folder with "
+                              "jupyter_deploy.client._upload.pack_folder)") from None
+    except tarfile.TarError as e:
+        raise InvalidArgument(f"the archive is not an uncompressed tar ({e})") from None
+    names = {m.name for m in members}
+    missing = [n for n in _REQUIRED_FILES if n not in names]
+    if missing:
+        raise InvalidArgument(f"the archive lacks {', '.join(missing)}: a model folder holds "
+                              "config.yaml, requirements.txt and 1/model.py")
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract ``archive`` to ``dest`` atomically (a temp dir beside it, then a rename).
+
+    Members that would land outside ``dest`` (absolute paths, ``..``, links out)
+    are refused with InvalidArgument and nothing is left behind. If ``dest``
+    already exists it is returned as it is.
+
+    Example::
+
+        extract_archive(blobs.path(sha), versions_dir / version_id)
+    """
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            tar.extractall(tmp, filter="data")
+        os.rename(tmp, dest)
+    except tarfile.FilterError as e:
+        raise InvalidArgument(f"{archive}: unsafe archive: {e}") from None
+    except OSError:
+        # Another thread or process extracted the same version first: keep theirs.
+        if not dest.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _version(row: sqlite3.Row, deduplicated: bool = False) -> cpb.ModelVersion:
+    return cpb.ModelVersion(
+        id=row["id"],
+        model=cpb.ModelRef(user_id=row["user_id"], app_id=row["app_id"], model_id=row["model_id"]),
+        number=row["number"], sha256=row["sha256"], size=row["size"],
+        description=pb.ModelDescription.FromString(row["description"]), config_json=row["config_json"],
+        python=row["python"], created_at=row["created_at"], deduplicated=deduplicated)
+
+
+def _name(key: tuple[str, str, str]) -> str:
+    return f"{key[0]}/{key[1]}/models/{key[2]}"
+
+
+class Registry:
+    """Models and immutable versions: upload, read, export, delete, extract for runners.
+
+    Example::
+
+        registry.upload("local", chunks).number                   # 1
+        registry.get_version(cpb.VersionRef(model=ref)).number    # the latest: 1
+        registry.delete(ref, in_use=compute.versions_in_use)
+    """
+
+    def __init__(self, store: Store, blobs: BlobStore, versions_dir: Path):
+        self.store, self.blobs, self.versions_dir = store, blobs, Path(versions_dir)
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        # Held from a blob's rename to its version's commit, and around GC, so that GC
+        # never removes a blob that an upload is about to reference.
+        self._commit_lock = threading.Lock()
+
+    # ------------------------------------------------------------ upload
+
+    def upload(self, caller: str, chunks: Iterator[cpb.UploadChunk]) -> cpb.ModelVersion:
+        """Store an upload (a header chunk, then data chunks) as a new version.
+
+        If the model's latest version has the same content, that version is
+        returned with ``deduplicated=True`` and nothing is added.
+        """
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("an upload starts with a header chunk (model, sha256, size); "
+                                  "upload with Client.upload_model or `jupyter-deploy upload`")
+        header = first.header
+        key = self._key(header.model, caller)
+        if key[0] != caller:
+            raise PermissionDenied(f"user {caller!r} cannot upload into user {key[0]!r}'s models")
+        if header.size <= 0:
+            raise InvalidArgument("the upload header gives no size; upload with Client.upload_model")
+        self.blobs.path(header.sha256)  # checks the sha's form before any byte is stored
+        config_json = header.config_json or "{}"
+        try:
+            config = json.loads(config_json)
+        except ValueError as e:
+            raise InvalidArgument(f"config_json is not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise InvalidArgument("config_json is not a JSON object")
+
+        with self.blobs.writer() as writer:
+            writer.write(first.data)
+            for chunk in chunks:
+                writer.write(chunk.data)
+                if writer.size > header.size:
+                    raise InvalidArgument(f"the upload sent more than the {header.size} bytes "
+                                          "its header announced")
+            if writer.size != header.size:
+                raise InvalidArgument(f"the upload ended after {writer.size} of {header.size} bytes; "
+                                      "upload again")
+            with self._commit_lock:
+                sha = writer.commit(header.sha256)
+                try:
+                    check_archive(self.blobs.path(sha))
+                    return self._commit_version(key, sha, header, config_json)
+                except BaseException:
+                    self._gc()
+                    raise
+
+    def _commit_version(self, key: tuple[str, str, str], sha: str, header: cpb.UploadHeader,
+                        config_json: str) -> cpb.ModelVersion:
+        user, app, _ = key
+        stamp = now()
+        with self.store.tx() as db:
+            latest = db.execute(
+                "SELECT id FROM versions WHERE user_id = ? AND app_id = ? AND model_id = ? "
+                "AND sha256 = ? AND number = (SELECT MAX(number) FROM versions "
+                "WHERE user_id = ? AND app_id = ? AND model_id = ?)", (*key, sha, *key)).fetchone()
+            if latest is not None:
+                version_id, deduplicated = latest["id"], True
+            else:
+                version_id, deduplicated = uuid.uuid4().hex, False
+                db.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user, stamp))
+                db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, ?, ?)",
+                           (user, app, stamp))
+                db.execute("INSERT OR IGNORE INTO models (user_id, app_id, id, created_at) "
+                           "VALUES (?, ?, ?, ?)", (*key, stamp))
+                db.execute("INSERT OR IGNORE INTO blobs (sha256, size, created_at) VALUES (?, ?, ?)",
+                           (sha, header.size, stamp))
+                number = db.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM versions "
+                    "WHERE user_id = ? AND app_id = ? AND model_id = ?", key).fetchone()[0]
+                db.execute(
+                    "INSERT INTO versions (id, user_id, app_id, model_id, number, sha256, description, "
+                    "config_json, python, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (version_id, *key, number, sha, header.description.SerializeToString(),
+                     config_json, header.python, stamp))
+            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN blobs b USING (sha256) "
+                             "WHERE v.id = ?", (version_id,)).fetchone()
+        return _version(row, deduplicated)
+
+    # ------------------------------------------------------------ read
+
+    def get_model(self, ref: cpb.ModelRef) -> cpb.Model:
+        """One model, with its version count and latest version."""
+        return self._model(self._model_row(self._key(ref)))
+
+    def list_models(self, user_id: str, app_id: str | None = None) -> list[cpb.Model]:
+        """A user's models (of one app when ``app_id`` is given), by app and id."""
+        rows = self.store.query(
+            "SELECT * FROM models WHERE user_id = ? AND (? IS NULL OR app_id = ?) ORDER BY app_id, id",
+            (user_id, app_id, app_id))
+        return [self._model(r) for r in rows]
+
+    def list_versions(self, ref: cpb.ModelRef) -> list[cpb.ModelVersion]:
+        """A model's versions, newest first."""
+        key = self._key(ref)
+        self._model_row(key)
+        rows = self.store.query(
+            f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN blobs b USING (sha256) "
+            "WHERE v.user_id = ? AND v.app_id = ? AND v.model_id = ? ORDER BY v.number DESC", key)
+        return [_version(r) for r in rows]
+
+    def get_version(self, ref: cpb.VersionRef) -> cpb.ModelVersion:
+        """A version by id, by number, or the latest when neither is given.
+
+        By id, the model may be left empty (the id is unique across models).
+        """
+        base = f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN blobs b USING (sha256) WHERE "
+        if ref.version_id and not ref.model.model_id:
+            row = self.store.one(base + "v.id = ?", (ref.version_id,))
+            if row is None:
+                raise NotFound(f"model version {ref.version_id!r} not found")
+            return _version(row)
+        key = self._key(ref.model)
+        model_rows = base + "v.user_id = ? AND v.app_id = ? AND v.model_id = ? "
+        if ref.version_id:
+            row = self.store.one(model_rows + "AND v.id = ?", (*key, ref.version_id))
+            wanted = f"version {ref.version_id!r}"
+        elif ref.number:
+            row = self.store.one(model_rows + "AND v.number = ?", (*key, ref.number))
+            wanted = f"version number {ref.number}"
+        else:
+            row = self.store.one(model_rows + "ORDER BY v.number DESC LIMIT 1", key)
+            wanted = "any version"
+        if row is None:
+            versions = self.list_versions(ref.model)  # NotFound when the model itself is missing
+            have = ", ".join(f"#{v.number} {v.id}" for v in versions[:10]) or "none; upload one"
+            raise NotFound(f"model {_name(key)} has no {wanted} (versions: {have})")
+        return _version(row)
+
+    def export(self, ref: cpb.VersionRef) -> Iterator[cpb.ExportChunk]:
+        """A version's archive in 1 MiB chunks; the first carries its sha256.
+
+        The version is looked up at once (NotFound raises here, not on the first chunk).
+        """
+        version = self.get_version(ref)
+        path = self.blobs.path(version.sha256)
+
+        def chunks() -> Iterator[cpb.ExportChunk]:
+            with open(path, "rb") as f:
+                yield cpb.ExportChunk(data=f.read(EXPORT_CHUNK), sha256=version.sha256)
+                while data := f.read(EXPORT_CHUNK):
+                    yield cpb.ExportChunk(data=data)
+
+        return chunks()
+
+    def version_dir(self, version_id: str) -> Path:
+        """The version's folder, extracted once to ``versions_dir/<version_id>/``: runners run from it."""
+        version = self.get_version(cpb.VersionRef(version_id=version_id))
+        return extract_archive(self.blobs.path(version.sha256), self.versions_dir / version.id)
+
+    # ------------------------------------------------------------ delete and clean up
+
+    def delete(self, ref: cpb.ModelRef, version_id: str = "", force: bool = False,
+               in_use: Callable[[list[str]], list[str]] = lambda ids: []) -> list[str]:
+        """Delete a model (or one version of it); return the deleted version ids.
+
+        ``in_use(version_ids)`` names the deployments that use them: the delete is
+        refused while there are any, unless ``force``, which deletes those deployments too.
+        """
+        key = self._key(ref)
+        if version_id:
+            ids = [self.get_version(cpb.VersionRef(model=ref, version_id=version_id)).id]
+            what = f"version {version_id} of model {_name(key)}"
+        else:
+            ids = [v.id for v in self.list_versions(ref)]
+            what = f"model {_name(key)}"
+        users = in_use(ids)
+        if users and not force:
+            raise FailedPrecondition(f"{what} is used by deployment(s) {', '.join(sorted(users))}; "
+                                     "delete them first, or delete with force=True")
+        marks = ",".join("?" * len(ids))
+        try:
+            with self.store.tx() as db:
+                if force:
+                    # The deployments' rows reference the versions (and the model), so they
+                    # cannot outlive them; the scheduler stops replicas whose row is gone.
+                    db.execute(f"DELETE FROM deployments WHERE version_id IN ({marks}) "
+                               f"OR pinned_version_id IN ({marks})", (*ids, *ids))
+                    if not version_id:
+                        db.execute("DELETE FROM deployments WHERE model_user_id = ? "
+                                   "AND model_app_id = ? AND model_id = ?", key)
+                db.execute(f"DELETE FROM versions WHERE id IN ({marks})", tuple(ids))
+                if not version_id:
+                    db.execute("DELETE FROM models WHERE user_id = ? AND app_id = ? AND id = ?", key)
+        except sqlite3.IntegrityError:
+            raise FailedPrecondition(f"{what} is still referenced by a deployment that is stopping; "
+                                     "try again once it is gone, or delete with force=True") from None
+        with self._commit_lock:
+            self._gc()
+        for vid in ids:
+            shutil.rmtree(self.versions_dir / vid, ignore_errors=True)
+        return ids
+
+    def startup_cleanup(self) -> None:
+        """Remove what a crash left: partial uploads, unreferenced blobs, stale extracted folders.
+
+        Call it before serving, when no upload is under way.
+        """
+        self.blobs.cleanup_tmp()
+        with self._commit_lock:
+            self._gc()
+        live = {r["id"] for r in self.store.query("SELECT id FROM versions")}
+        for entry in self.versions_dir.iterdir():
+            if entry.name not in live:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _gc(self) -> None:
+        # Removes the blobs (rows, then files) that no version references. Callers hold
+        # _commit_lock, so no upload is between its blob's rename and its version's commit.
+        with self.store.tx() as db:
+            db.execute("DELETE FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions)")
+            referenced = {r[0] for r in db.execute("SELECT sha256 FROM versions")}
+        self.blobs.gc(referenced)
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, ref: cpb.ModelRef, caller: str = "") -> tuple[str, str, str]:
+        user = ref.user_id or caller
+        if not user:
+            raise InvalidArgument("name the model's owner (user_id)")
+        if not ref.model_id:
+            raise InvalidArgument("name the model (model_id)")
+        return (check_id(user, "user_id"), check_id(ref.app_id or DEFAULT_APP, "app_id"),
+                check_id(ref.model_id, "model_id"))
+
+    def _model_row(self, key: tuple[str, str, str]) -> sqlite3.Row:
+        row = self.store.one("SELECT * FROM models WHERE user_id = ? AND app_id = ? AND id = ?", key)
+        if row is not None:
+            return row
+        others = [r["id"] for r in self.store.query(
+            "SELECT id FROM models WHERE user_id = ? AND app_id = ? ORDER BY id LIMIT 20", key[:2])]
+        have = (f"models in {key[0]}/{key[1]}: {', '.join(others)}" if others
+                else f"{key[0]}/{key[1]} has no models")
+        raise NotFound(f"model {_name(key)} not found ({have}); upload it with Client.upload_model")
+
+    def _model(self, row: sqlite3.Row) -> cpb.Model:
+        key = (row["user_id"], row["app_id"], row["id"])
+        count = self.store.one("SELECT COUNT(*) AS n FROM versions WHERE user_id = ? AND app_id = ? "
+                               "AND model_id = ?", key)["n"]
+        model = cpb.Model(ref=cpb.ModelRef(user_id=key[0], app_id=key[1], model_id=key[2]),
+                          created_at=row["created_at"], version_count=count,
+                          visibility=row["visibility"])
+        if count:
+            model.latest.CopyFrom(self.get_version(cpb.VersionRef(model=model.ref)))
+        return model

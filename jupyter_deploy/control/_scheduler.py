@@ -1,0 +1,760 @@
+"""The local backend: runner replicas as processes on this host, kept at their desired state.
+
+A background thread reconciles, pass after pass (and at once on ``kick()``),
+what the store asks for with what runs:
+
+- a deployment that should run keeps ``autoscale_config.min_replicas`` READY
+  replicas of its ``version_id``. Each replica is ``python -m
+  jupyter_deploy.runner`` with the version's recorded interpreter, in its own
+  session (signals sent to a kernel's process group never reach it), its
+  output appended to ``home/logs/<user>/<deployment>.log``;
+- a replica becomes READY when its gRPC health answers SERVING; one that exits
+  is restarted with exponential backoff, and too many crashes in a window mark
+  the deployment FAILED with the exit code and the log's last lines;
+- GPUs are reserved per replica (never one GPU for two replicas, across all
+  deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is reserved too,
+  CPU may be overcommitted. A replica that does not fit waits, and the
+  deployment says why;
+- a new ``version_id`` rolls out: new replicas start, the route switches to
+  them once they are all READY, the old ones drain for ``drain_seconds`` and
+  stop. When a new replica cannot fit beside the old ones, old ones stop first;
+- a stopped deployment's replicas get SIGTERM (SIGKILL after ``stop_timeout``);
+  a deleted one's too, and then its row goes.
+
+Every state change is one transaction. Replica rows are written before their
+process starts, and each runner's command line names a port file under
+``home/run/`` that holds its replica id, so a daemon restarted after SIGKILL
+finds every runner it left: answering ones are re-adopted, the rest are killed
+and started afresh.
+
+Example::
+
+    scheduler = Scheduler(store, detect(), home, registry.version_dir)
+    scheduler.start()
+    address, version_id = scheduler.route("local", "echo")   # once the deployment is RUNNING
+    scheduler.stop(stop_runners=True)
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ..config import parse_quantity
+from ._errors import FailedPrecondition, NotFound
+from ._host_info import HostInfo
+from ._store import Store, now
+
+log = logging.getLogger("jupyter_deploy.scheduler")
+
+RUNNER_MODULE = "jupyter_deploy.runner"
+
+# Replica states (the replicas.state column).
+STARTING, READY, DRAINING, STOPPING, CRASHED = "STARTING", "READY", "DRAINING", "STOPPING", "CRASHED"
+#: Replicas that serve or are meant to serve; the others are on their way out.
+_LIVE = (STARTING, READY, CRASHED)
+# Deployment states (besides STARTING and STOPPING; CREATING is set by whoever inserts the row).
+RUNNING, UPDATING, STOPPED, FAILED = "RUNNING", "UPDATING", "STOPPED", "FAILED"
+
+
+class _Failed(Exception):
+    """Raised by Scheduler._fail once a deployment is marked FAILED: its pass ends there."""
+
+
+@dataclass(frozen=True)
+class _VersionNeeds:
+    """What one replica of a version asks for (versions are immutable, so this is cached)."""
+
+    python: str
+    num_accelerators: int
+    accelerator_memory: float  # bytes per GPU; 0: any GPU will do
+    memory: float              # bytes reserved on the host; 0: nothing reserved
+
+
+class _Proc:
+    """A runner process: one this scheduler started, or one re-adopted after a daemon restart."""
+
+    def __init__(self, pid: int, marker: str, popen: subprocess.Popen | None = None):
+        self.pid, self.marker, self.popen = pid, marker, popen
+        self.stop_at: float | None = None  # when SIGTERM was sent
+
+    def exit(self) -> str | None:
+        """None while it runs; else how it ended."""
+        if self.popen is not None:
+            code = self.popen.poll()
+            return None if code is None else _describe_exit(code)
+        # Not our child, so no exit status: gone (or a zombie, whose cmdline is empty) is all we learn.
+        return None if self.marker in _cmdline(self.pid) else "exit code unknown (re-adopted after a daemon restart)"
+
+    def signal(self, sig: int) -> None:
+        if self.exit() is not None:
+            return  # its pid may already belong to another process
+        try:
+            # The runner leads its own session, so the group also reaches what the model started.
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Scheduler:
+    """Starts, supervises, restarts and routes to runner replicas on this host.
+
+    Args:
+        store: the control plane's state (deployments, replicas, versions).
+        host: this host's capacity (``_host_info.detect()``).
+        home: the control plane's home folder (logs under ``logs/``, port files under ``run/``).
+        version_dir: the folder of a version, by id (``Registry.version_dir``).
+        crash_limit, crash_window: this many crashes within this many seconds mark a deployment FAILED.
+        backoff, max_backoff: the first restart delay in seconds, doubling per crash up to the max.
+        stop_timeout: seconds between SIGTERM and SIGKILL.
+        interval: seconds between passes when nothing is changing (a pass runs at once on ``kick()``).
+        log_max_bytes: a log file at least this large is rotated (the last two files are kept).
+
+    Example::
+
+        scheduler = Scheduler(store, detect(), home, registry.version_dir, crash_limit=3, backoff=0.05)
+        scheduler.start()
+        scheduler.kick()   # after a deployment changed
+    """
+
+    #: Seconds between passes while replicas are starting, draining or stopping.
+    BUSY_INTERVAL = 0.05
+    #: Seconds a health check may take.
+    HEALTH_TIMEOUT = 1.0
+    #: Log lines put into a FAILED deployment's reason.
+    REASON_LINES = 20
+
+    def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
+                 crash_limit: int = 5, crash_window: float = 300.0, backoff: float = 0.5,
+                 max_backoff: float = 30.0, stop_timeout: float = 10.0, interval: float = 1.0,
+                 log_max_bytes: int = 5 << 20):
+        self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
+        self.crash_limit, self.crash_window = crash_limit, crash_window
+        self.backoff, self.max_backoff, self.stop_timeout = backoff, max_backoff, stop_timeout
+        self.interval, self.log_max_bytes = interval, log_max_bytes
+        self.run_dir = self.home / "run"
+        self._marker_re = re.compile(re.escape(f"{self.run_dir}{os.sep}") + r"([0-9a-f]{12})\.port")
+        self._procs: dict[str, _Proc] = {}                 # replica id -> process
+        self._retry_at: dict[str, float] = {}              # CRASHED replica id -> restart time
+        self._drain_until: dict[str, float] = {}           # DRAINING replica id -> SIGTERM time
+        self._health: dict[str, tuple[grpc.Channel, Any]] = {}
+        self._crashes: dict[tuple[str, str], collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._notes: dict[tuple[str, str], str] = {}       # the latest crash, shown as the reason
+        self._failed_marks: dict[tuple[str, str], float] = {}  # updated_at of a FAILED deployment
+        self._needs: dict[str, _VersionNeeds] = {}
+        self._tested: set[str] = set()                     # versions whose test() passed
+        self._testing: dict[str, str] = {}                 # version id -> the replica running test()
+        self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Re-adopt or replace the runners a previous daemon left, then reconcile in the background."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="jupyter_deploy-scheduler", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Reconcile now rather than at the next interval (after a deployment changed)."""
+        self._wake.set()
+
+    def stop(self, stop_runners: bool = True) -> None:
+        """Stop reconciling; with ``stop_runners``, also stop every replica and forget it.
+
+        Without it the runners keep serving, and the next ``start()`` (of this or
+        a new daemon) re-adopts them.
+        """
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        if stop_runners:
+            for proc in self._procs.values():
+                proc.signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_timeout
+            while any(p.exit() is None for p in self._procs.values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for proc in self._procs.values():
+                proc.signal(signal.SIGKILL)
+                if proc.popen is not None:
+                    proc.popen.wait()
+            with self.store.tx() as db:
+                db.execute("DELETE FROM replicas")
+            self._procs.clear()
+        for channel, _ in self._health.values():
+            channel.close()
+        self._health.clear()
+
+    # ------------------------------------------------------------ routing and logs
+
+    def route(self, user_id: str, deployment_id: str) -> tuple[str, str]:
+        """``(address, version_id)`` of a READY replica, taken in turn; FailedPrecondition when none is.
+
+        During a rollout the old version serves until every new replica is READY.
+
+        Example::
+
+            scheduler.route("local", "echo")  # ('127.0.0.1:40123', 'v-3f2a...')
+        """
+        dep = self.store.one("SELECT state, reason, version_id FROM deployments WHERE user_id = ? AND id = ? "
+                             "AND desired != 'deleted'", (user_id, deployment_id))
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id!r} not found for user {user_id!r}")
+        ready = self.store.query("SELECT address, version_id FROM replicas WHERE user_id = ? AND deployment_id = ? "
+                                 "AND state = ? AND address IS NOT NULL ORDER BY started_at, id",
+                                 (user_id, deployment_id, READY))
+        old = [r for r in ready if r["version_id"] != dep["version_id"]]
+        # Old READY replicas exist only until the switch, when they become DRAINING.
+        pool = old or ready
+        if not pool:
+            why = f": {dep['reason']}" if dep["reason"] else ""
+            raise FailedPrecondition(f"deployment {deployment_id} is {dep['state']}{why}")
+        counter = self._round_robin.setdefault((user_id, deployment_id), itertools.count())
+        replica = pool[next(counter) % len(pool)]
+        return replica["address"], replica["version_id"]
+
+    def logs(self, user_id: str, deployment_id: str, lines: int = 200) -> list[str]:
+        """The last ``lines`` lines its replicas wrote (stdout and stderr), oldest first.
+
+        Example::
+
+            print("\\n".join(scheduler.logs("local", "echo", 20)))
+        """
+        path = self._log_path(user_id, deployment_id)
+        out = _tail(path, lines)
+        if len(out) < lines:
+            out = _tail(_rotated(path), lines - len(out)) + out
+        return out
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                busy = self._pass()
+            except Exception:
+                log.exception("scheduler pass failed; retrying")
+                busy = True
+            self._wake.wait(self.BUSY_INTERVAL if busy else self.interval)
+            self._wake.clear()
+
+    def _pass(self) -> bool:
+        """One reconcile of every deployment; True while something is on its way somewhere."""
+        for dep in self.store.query("SELECT * FROM deployments ORDER BY created_at"):
+            try:
+                self._reconcile(dep)
+            except Exception:
+                # One broken deployment must not keep the others from their desired state.
+                log.exception("deployment %s/%s: reconcile failed", dep["user_id"], dep["id"])
+        rows = self.store.query("SELECT id, state FROM replicas")
+        for rid in set(self._procs) - {r["id"] for r in rows}:
+            # Its row went (a deployment removed behind our back): nothing would ever stop it.
+            self._procs.pop(rid).signal(signal.SIGKILL)
+            self._forget(rid)
+        return any(r["state"] != READY for r in rows)
+
+    def _reconcile(self, dep: Any) -> None:
+        key = (dep["user_id"], dep["id"])
+        if dep["desired"] in ("stopped", "deleted"):
+            self._crashes.pop(key, None)
+            self._notes.pop(key, None)
+            self._failed_marks.pop(key, None)
+            replicas = self._observe(dep, leaving=True)
+            self._stop_all(replicas)
+            if replicas:
+                self._set_state(dep, STOPPING, "")
+            elif dep["desired"] == "deleted":
+                with self.store.tx() as db:
+                    db.execute("DELETE FROM deployments WHERE user_id = ? AND id = ?", key)
+            else:
+                self._set_state(dep, STOPPED, "")
+            return
+        try:
+            self._keep_running(dep, self._observe(dep))
+        except _Failed:
+            pass  # the deployment is FAILED and its replicas are stopping
+
+    def _keep_running(self, dep: Any, replicas: list[Any]) -> None:
+        key = (dep["user_id"], dep["id"])
+        if dep["state"] == FAILED:
+            mark = self._failed_marks.setdefault(key, dep["updated_at"])
+            if mark == dep["updated_at"]:
+                self._stop_all(replicas)  # stays FAILED until the deployment is started or updated again
+                return
+            del self._failed_marks[key]
+            self._crashes.pop(key, None)
+            self._notes.pop(key, None)
+        self._converge(dep, replicas)
+
+    # ------------------------------------------------------------ observing replicas
+
+    def _observe(self, dep: Any, leaving: bool = False) -> list[Any]:
+        """Bring the deployment's replica rows up to date with their processes; return the rows.
+
+        With ``leaving`` (the deployment is being stopped) an exit is no crash.
+        """
+        for r in self._replicas(dep):
+            rid, proc = r["id"], self._procs.get(r["id"])
+            if r["state"] == CRASHED:
+                continue
+            ended = proc.exit() if proc is not None else "its process is unknown to this daemon"
+            if ended is not None:
+                if leaving or r["state"] in (DRAINING, STOPPING):
+                    self._remove(rid)
+                else:
+                    self._crashed(dep, r, ended)
+            elif r["state"] == STARTING:
+                self._check_starting(r)
+            elif r["state"] == DRAINING and time.monotonic() >= self._drain_until.get(rid, 0):
+                self._stop(r)
+            elif r["state"] == STOPPING and proc.stop_at is not None and \
+                    time.monotonic() - proc.stop_at >= self.stop_timeout:
+                proc.signal(signal.SIGKILL)
+        return self._replicas(dep)
+
+    def _check_starting(self, r: Any) -> None:
+        address = r["address"]
+        if address is None:
+            port = _read_port(self._port_file(r["id"]))
+            if port is None:
+                return
+            address = f"127.0.0.1:{port}"
+            with self.store.tx() as db:
+                db.execute("UPDATE replicas SET address = ? WHERE id = ?", (address, r["id"]))
+        if self._check_health(r["id"], address) == health_pb2.HealthCheckResponse.SERVING:
+            with self.store.tx() as db:
+                db.execute("UPDATE replicas SET state = ? WHERE id = ?", (READY, r["id"]))
+            if self._testing.get(r["version_id"]) == r["id"]:
+                self._tested.add(r["version_id"])
+                del self._testing[r["version_id"]]
+
+    def _check_health(self, rid: str, address: str) -> int | None:
+        """The runner's health status, or None when it does not answer."""
+        if rid not in self._health:
+            channel = grpc.insecure_channel(address)
+            self._health[rid] = (channel, health_pb2_grpc.HealthStub(channel))
+        try:
+            return self._health[rid][1].Check(health_pb2.HealthCheckRequest(service=""),
+                                              timeout=self.HEALTH_TIMEOUT).status
+        except grpc.RpcError:
+            return None
+
+    def _crashed(self, dep: Any, r: Any, ended: str) -> None:
+        key = (dep["user_id"], dep["id"])
+        self._procs.pop(r["id"], None)
+        log.warning("deployment %s/%s: replica %s %s", *key, r["id"], ended)
+        if r["version_id"] != dep["version_id"]:
+            self._remove(r["id"])  # an old version's replica, leaving anyway
+            return
+        crashes = self._crashes[key]
+        crashes.append(time.monotonic())
+        while crashes and crashes[0] < time.monotonic() - self.crash_window:
+            crashes.popleft()
+        if len(crashes) >= self.crash_limit:
+            tail = "\n".join(self.logs(*key, lines=self.REASON_LINES))
+            self._fail(dep, f"replica crashed {len(crashes)} times within {self.crash_window:g} s; the last "
+                            f"one ended with {ended}. Last log lines:\n{tail}")
+        delay = min(self.max_backoff, self.backoff * 2 ** (len(crashes) - 1))
+        self._retry_at[r["id"]] = time.monotonic() + delay
+        self._notes[key] = f"replica {r['id']} ended with {ended}; restarting in {delay:g} s"
+        self._close_health(r["id"])
+        with self.store.tx() as db:
+            db.execute("UPDATE replicas SET state = ?, pid = NULL, address = NULL, restarts = restarts + 1 "
+                       "WHERE id = ?", (CRASHED, r["id"]))
+
+    # ------------------------------------------------------------ converging
+
+    def _converge(self, dep: Any, replicas: list[Any]) -> None:
+        """Start, restart, switch and retire replicas towards min_replicas READY of version_id."""
+        key = (dep["user_id"], dep["id"])
+        cfg = json.loads(dep["config_json"])
+        wanted = int(cfg.get("autoscale_config", {}).get("min_replicas", 1))
+        drain = float(cfg.get("drain_seconds", 5))
+        try:
+            needs = self._version_needs(dep["version_id"])
+        except LookupError as e:
+            self._fail(dep, str(e))
+        gpus_each = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
+        impossible = self._never_fits(gpus_each, needs)
+        if impossible:
+            self._fail(dep, impossible)
+
+        current = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] in _LIVE]
+        old = [r for r in replicas if r["version_id"] != dep["version_id"] and r["state"] in _LIVE]
+        # Fewer wanted than there are (min_replicas lowered): retire the least useful first.
+        current.sort(key=lambda r: (r["state"] == READY, r["started_at"]), reverse=True)
+        for r in current[wanted:]:
+            self._retire(r, drain)
+        current = current[:wanted]
+
+        for r in current:
+            if r["state"] == CRASHED and time.monotonic() >= self._retry_at.get(r["id"], 0):
+                self._spawn(dep, r["id"], r["version_id"], r["gpus"])
+        waiting = ""
+        for _ in range(wanted - len(current)):
+            gpus, waiting = self._allocate(dep, gpus_each, needs)
+            if gpus is None:
+                old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
+                break
+            self._new_replica(dep, gpus)
+
+        replicas = self._replicas(dep)
+        ready = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] == READY]
+        if old and len(ready) >= wanted:
+            for r in old:  # the switch: route() now sends every call to the new version
+                self._retire(r, drain)
+            replicas = self._replicas(dep)
+        leaving_version = any(r["version_id"] != dep["version_id"] for r in replicas)
+        if leaving_version:
+            state = UPDATING
+        elif len(ready) >= wanted:
+            state = RUNNING
+            self._notes.pop(key, None)
+        else:
+            state = STARTING
+        self._set_state(dep, state, "" if state == RUNNING else waiting or self._notes.get(key, ""))
+
+    def _make_room(self, dep: Any, count: int, needs: _VersionNeeds, replicas: list[Any], old: list[Any],
+                   drain: float) -> list[Any]:
+        """Retire old-version replicas, one at a time, until a new replica would fit; return those left.
+
+        Only when the new one fits once they are gone, and never while replicas
+        already leaving would free enough.
+        """
+        leaving = {r["id"] for r in replicas if r["state"] in (DRAINING, STOPPING)}
+
+        def fits(ignore: set[str]) -> bool:
+            return self._allocate(dep, count, needs, ignore)[0] is not None
+
+        if fits(leaving) or not fits(leaving | {r["id"] for r in old}):
+            return old
+        for r in old:
+            self._retire(r, drain)
+            leaving.add(r["id"])
+            if fits(leaving):
+                break
+        return [r for r in old if r["id"] not in leaving]
+
+    def _allocate(self, dep: Any, count: int, needs: _VersionNeeds,
+                  ignore: Collection[str] = ()) -> tuple[str | None, str]:
+        """``(gpus, "")`` for one more replica (comma-separated indices), or ``(None, why it must wait)``."""
+        rows = [r for r in self.store.query("SELECT id, user_id, deployment_id, version_id, gpus FROM replicas")
+                if r["id"] not in ignore]
+        holders: dict[int, str] = {}
+        for r in rows:
+            name = r["deployment_id"] if r["user_id"] == dep["user_id"] else f"{r['user_id']}/{r['deployment_id']}"
+            for index in _gpu_list(r["gpus"]):
+                holders[index] = name
+        eligible = [g.index for g in self.host.gpus if g.memory >= needs.accelerator_memory]
+        free = [i for i in eligible if i not in holders]
+        if len(free) < count:
+            users = ", ".join(sorted({holders[i] for i in eligible if i in holders}))
+            if not free:
+                return None, f"waiting for {count} GPU(s): all {len(eligible)} in use by {users}"
+            return None, (f"waiting for {count} GPU(s): only {len(free)} of {len(eligible)} free "
+                          f"(the others are in use by {users})")
+        if needs.memory:
+            reserved = sum(self._version_needs(r["version_id"]).memory for r in rows)
+            if reserved + needs.memory > self.host.memory:
+                return None, (f"waiting for {_gib(needs.memory)} of memory: {_gib(reserved)} of "
+                              f"{_gib(self.host.memory)} is reserved by running replicas")
+        return ",".join(str(i) for i in free[:count]), ""
+
+    def _never_fits(self, count: int, needs: _VersionNeeds) -> str:
+        """Why one replica can never fit on this host, or ""."""
+        eligible = [g for g in self.host.gpus if g.memory >= needs.accelerator_memory]
+        if count > len(eligible):
+            each = f" with {_gib(needs.accelerator_memory)} each" if needs.accelerator_memory else ""
+            return (f"out of capacity: a replica needs {count} GPU(s){each}; this host has {len(eligible)} "
+                    f"such GPU(s) (set JUPYTER_DEPLOY_FAKE_GPUS=N to test without GPUs)")
+        if needs.memory > self.host.memory:
+            return (f"out of capacity: a replica needs {_gib(needs.memory)} of memory; this host has "
+                    f"{_gib(self.host.memory)}")
+        return ""
+
+    def _version_needs(self, version_id: str) -> _VersionNeeds:
+        if version_id not in self._needs:
+            row = self.store.one("SELECT config_json, python FROM versions WHERE id = ?", (version_id,))
+            if row is None:
+                raise LookupError(f"version {version_id} no longer exists")
+            compute = json.loads(row["config_json"] or "{}").get("inference_compute_info") or {}
+            memory = compute.get("cpu_memory_requests", compute.get("cpu_memory"))
+            self._needs[version_id] = _VersionNeeds(
+                python=row["python"], num_accelerators=int(compute.get("num_accelerators") or 0),
+                accelerator_memory=parse_quantity(compute.get("accelerator_memory") or 0),
+                memory=parse_quantity(memory or 0))
+        return self._needs[version_id]
+
+    # ------------------------------------------------------------ starting
+
+    def _new_replica(self, dep: Any, gpus: str) -> None:
+        rid = uuid.uuid4().hex[:12]
+        # The row first: a daemon killed right after the spawn still finds the runner through it.
+        with self.store.tx() as db:
+            db.execute("INSERT INTO replicas (id, user_id, deployment_id, version_id, gpus, state, started_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (rid, dep["user_id"], dep["id"], dep["version_id"], gpus, STARTING, now()))
+        self._spawn(dep, rid, dep["version_id"], gpus)
+
+    def _spawn(self, dep: Any, rid: str, version_id: str, gpus: str) -> None:
+        key = (dep["user_id"], dep["id"])
+        port_file = self._port_file(rid)
+        port_file.unlink(missing_ok=True)
+        needs = self._version_needs(version_id)
+        cfg = json.loads(dep["config_json"])
+        notes = []
+        wanted = cfg.get("python") or needs.python  # the deployment's choice, else the uploading interpreter
+        python = shutil.which(wanted)
+        if python is None:
+            notes.append(f"the interpreter {wanted} is missing or not executable; using the daemon's "
+                         f"{sys.executable}")
+            log.warning("deployment %s/%s: %s", *key, notes[-1])
+            python = sys.executable
+        try:
+            model_path = self.version_dir(version_id)
+        except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
+            self._fail(dep, f"cannot prepare version {version_id}: {e}")
+        # test() runs on one replica per version, until one passed it.
+        tester = self._testing.setdefault(version_id, rid) if version_id not in self._tested else None
+        cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
+               "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
+        env = {**os.environ, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
+               "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
+               "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
+        with self._open_log(*key) as out:
+            for note in notes:
+                out.write(f"jupyter_deploy scheduler: {note}\n".encode())
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} replica {rid} of version {version_id} "
+                      f"starting (GPUs: {gpus or 'none'}) ---\n".encode())
+            out.flush()
+            try:
+                popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+            except OSError as e:
+                out.write(f"jupyter_deploy scheduler: cannot start {python}: {e}\n".encode())
+                replica = self.store.one("SELECT * FROM replicas WHERE id = ?", (rid,))
+                self._crashed(dep, replica, f"a start failure ({e})")
+                return
+        self._procs[rid] = _Proc(popen.pid, str(port_file), popen)
+        self._retry_at.pop(rid, None)
+        with self.store.tx() as db:
+            db.execute("UPDATE replicas SET pid = ?, address = NULL, state = ?, started_at = ? WHERE id = ?",
+                       (popen.pid, STARTING, now(), rid))
+
+    # ------------------------------------------------------------ stopping
+
+    def _retire(self, r: Any, drain: float) -> None:
+        """Take a replica out of service: a READY one drains first, others stop now."""
+        if r["state"] == READY:
+            self._drain_until[r["id"]] = time.monotonic() + drain
+            with self.store.tx() as db:
+                db.execute("UPDATE replicas SET state = ? WHERE id = ?", (DRAINING, r["id"]))
+        else:
+            self._stop(r)
+
+    def _stop(self, r: Any) -> None:
+        proc = self._procs.get(r["id"])
+        if proc is None:  # CRASHED: nothing runs
+            self._remove(r["id"])
+            return
+        if proc.stop_at is None:
+            proc.stop_at = time.monotonic()
+            proc.signal(signal.SIGTERM)
+        if r["state"] != STOPPING:
+            with self.store.tx() as db:
+                db.execute("UPDATE replicas SET state = ? WHERE id = ?", (STOPPING, r["id"]))
+
+    def _stop_all(self, replicas: list[Any]) -> None:
+        for r in replicas:
+            self._stop(r)
+
+    def _fail(self, dep: Any, reason: str) -> NoReturn:
+        """Mark the deployment FAILED and stop its replicas; raises _Failed to end its pass."""
+        key = (dep["user_id"], dep["id"])
+        log.error("deployment %s/%s FAILED: %s", *key, reason)
+        self._failed_marks[key] = dep["updated_at"]
+        self._set_state(dep, FAILED, reason)
+        self._stop_all(self._replicas(dep))
+        raise _Failed(reason)
+
+    def _remove(self, rid: str) -> None:
+        with self.store.tx() as db:
+            db.execute("DELETE FROM replicas WHERE id = ?", (rid,))
+        self._procs.pop(rid, None)
+        self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        for version_id, tester in list(self._testing.items()):
+            if tester == rid:  # it left before passing test(): the next replica of that version runs it
+                del self._testing[version_id]
+        self._retry_at.pop(rid, None)
+        self._drain_until.pop(rid, None)
+        self._close_health(rid)
+        self._port_file(rid).unlink(missing_ok=True)
+
+    def _close_health(self, rid: str) -> None:
+        if rid in self._health:
+            self._health.pop(rid)[0].close()
+
+    # ------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        """Re-adopt the runners a previous daemon left that still answer; kill the rest, drop their rows."""
+        found = {}
+        for pid, cmdline in _processes():
+            match = self._marker_re.search(cmdline)
+            if match and RUNNER_MODULE in cmdline:
+                found[match.group(1)] = pid
+        for r in self.store.query("SELECT * FROM replicas"):
+            pid = found.pop(r["id"], None)
+            if pid is not None and r["state"] in (STARTING, READY) and self._adopt(r, pid):
+                continue
+            if pid is not None:
+                _Proc(pid, str(self._port_file(r["id"]))).signal(signal.SIGKILL)
+            self._remove(r["id"])
+        for rid, pid in found.items():  # ours, but its row is gone
+            _Proc(pid, str(self._port_file(rid))).signal(signal.SIGKILL)
+            self._forget(rid)
+
+    def _adopt(self, r: Any, pid: int) -> bool:
+        port = _read_port(self._port_file(r["id"]))
+        if port is None:
+            return False
+        address = f"127.0.0.1:{port}"
+        status = self._check_health(r["id"], address)
+        if status is None:
+            self._close_health(r["id"])
+            return False
+        state = READY if status == health_pb2.HealthCheckResponse.SERVING else STARTING
+        if state == READY:
+            self._tested.add(r["version_id"])
+        self._procs[r["id"]] = _Proc(pid, str(self._port_file(r["id"])))
+        with self.store.tx() as db:
+            db.execute("UPDATE replicas SET pid = ?, address = ?, state = ? WHERE id = ?",
+                       (pid, address, state, r["id"]))
+        log.info("re-adopted replica %s of %s/%s (pid %d, %s)", r["id"], r["user_id"], r["deployment_id"],
+                 pid, state)
+        return True
+
+    # ------------------------------------------------------------ helpers
+
+    def _replicas(self, dep: Any) -> list[Any]:
+        return self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
+                                "ORDER BY started_at, id", (dep["user_id"], dep["id"]))
+
+    def _set_state(self, dep: Any, state: str, reason: str) -> None:
+        # ``dep`` was read at the start of this pass, and only this thread writes states.
+        if (dep["state"], dep["reason"]) != (state, reason):
+            with self.store.tx() as db:
+                db.execute("UPDATE deployments SET state = ?, reason = ? WHERE user_id = ? AND id = ?",
+                           (state, reason, dep["user_id"], dep["id"]))
+
+    def _port_file(self, rid: str) -> Path:
+        return self.run_dir / f"{rid}.port"
+
+    def _log_path(self, user_id: str, deployment_id: str) -> Path:
+        return self.home / "logs" / user_id / f"{deployment_id}.log"
+
+    def _open_log(self, user_id: str, deployment_id: str) -> Any:
+        path = self._log_path(user_id, deployment_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Rotated at each start: replicas still running keep writing to the file they
+        # opened, which is fine, since logs() reads both files.
+        if path.exists() and path.stat().st_size >= self.log_max_bytes:
+            os.replace(path, _rotated(path))
+        return open(path, "ab")
+
+
+def _rotated(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a file ([] when it is missing), read from the end."""
+    if lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as f:
+            data, pos = b"", f.seek(0, os.SEEK_END)
+            while pos > 0 and data.count(b"\n") <= lines:
+                step = min(pos, 64 << 10)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    text = data.decode(errors="replace").splitlines()
+    return text[-lines:]
+
+
+def _read_port(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _gpu_list(gpus: str) -> list[int]:
+    return [int(i) for i in gpus.split(",") if i]
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB"
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" when it is gone)."""
+    if _HAS_PROC:
+        try:
+            return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    out = subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def _processes() -> Iterator[tuple[int, str]]:
+    """``(pid, command line)`` of every process in sight."""
+    if _HAS_PROC:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                yield int(entry.name), _cmdline(int(entry.name))
+        return
+    out = subprocess.run(["ps", "-axo", "pid=,command="], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        pid, _, cmdline = line.strip().partition(" ")
+        yield int(pid), cmdline
+
+
+_HAS_PROC = Path("/proc/self/cmdline").exists()

@@ -1,0 +1,154 @@
+"""The control plane daemon process: one per home folder, found through a discovery file.
+
+``serve(home, address)`` holds ``home/daemon.lock`` for its whole life (so a
+second daemon on the same home refuses to start), serves the ControlPlane gRPC
+service, and writes ``home/daemon.json`` (address, pid, version, started_at)
+once the service answers. SIGTERM, SIGINT and the Shutdown RPC stop it
+cleanly: the server drains, the plane stops (and its runners, unless the
+Shutdown call asked otherwise), the discovery file is removed.
+
+Clients start it with ``start_new_session=True`` (see ``client._daemon``), so
+the daemon and its runners are out of reach of signals sent to a kernel's
+process group; ``jupyter-deploy serve`` runs it in the foreground instead.
+
+Example::
+
+    python -m jupyter_deploy.control serve --address 127.0.0.1:7700
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from .. import paths
+from .._version import __version__
+from .._address import is_loopback, split_address
+from ..errors import DeployError
+from ..proto import control_pb2 as cpb
+from ..proto import control_pb2_grpc
+from ._auth import write_atomic
+
+DEFAULT_ADDRESS = "127.0.0.1:0"
+#: Seconds in-flight calls get to finish when the daemon stops.
+STOP_GRACE = 5.0
+
+log = logging.getLogger("jupyter_deploy.daemon")
+
+
+def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
+    """Run the daemon for ``home`` on ``address`` until it is told to stop.
+
+    Raises DeployError, before anything starts, for a non-loopback address or
+    when a daemon already runs on this home.
+
+    Example::
+
+        serve(Path("~/.jupyter_deploy").expanduser(), "127.0.0.1:0")  # port 0: any free port
+    """
+    from ._plane import ControlPlane
+    from ._service import make_server
+
+    home = Path(home or paths.home())
+    host, _ = split_address(address)
+    if not is_loopback(host):
+        raise DeployError(f"refusing to listen on {host}: the control plane has no TLS yet, so it "
+                          f"serves only loopback addresses (127.0.0.1, localhost, ::1)")
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = _take_lock(home)
+    signalled: list[int] = []
+    _on_signals(signalled)
+
+    plane = ControlPlane(home, address)
+    try:
+        server, port = make_server(plane, address)
+    except OSError as e:
+        raise DeployError(str(e)) from None
+    plane.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    discovery = home / "daemon.json"
+    try:
+        plane.start()
+        server.start()
+        _wait_answering(plane.address, home)
+        write_atomic(discovery, json.dumps({
+            "address": plane.address, "pid": os.getpid(), "version": __version__,
+            "started_at": time.time()}).encode())
+        log.info("listening on %s (home %s, pid %d)", plane.address, home, os.getpid())
+        # Polled, not waited on: a signal handler must not touch an Event's lock.
+        while not signalled and not plane.shutdown_requested.wait(0.2):
+            pass
+    finally:
+        log.info("stopping")
+        server.stop(STOP_GRACE).wait()
+        plane.stop(stop_runners=plane.stop_runners_on_shutdown)
+        try:
+            if json.loads(discovery.read_text())["pid"] == os.getpid():
+                discovery.unlink()
+        except (OSError, ValueError, KeyError):
+            pass
+        os.close(lock)
+        log.info("stopped")
+
+
+def _take_lock(home: Path) -> int:
+    """An fd holding ``home/daemon.lock``; the kernel drops the lock when the process ends."""
+    lock = os.open(home / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        try:
+            running = json.loads((home / "daemon.json").read_text())
+            where = f" at {running['address']} (pid {running['pid']})"
+        except (OSError, ValueError, KeyError):
+            where = " (still starting or stopping)"
+        raise DeployError(f"a control plane daemon already runs for {home}{where}; "
+                          f"stop it with `jupyter-deploy stop`") from None
+    return lock
+
+
+def _on_signals(signalled: list[int]) -> None:
+    def handler(signum: int, frame: object) -> None:
+        if signalled:  # a second Ctrl-C: the user does not want to wait for the runners
+            os._exit(128 + signum)
+        signalled.append(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _wait_answering(address: str, home: Path, timeout: float = 30.0) -> None:
+    """Return once GetInfo answers on ``address``, as a client would call it."""
+    token = (home / "local.token").read_text().strip()
+    with grpc.insecure_channel(address) as channel:
+        control_pb2_grpc.ControlPlaneStub(channel).GetInfo(
+            cpb.InfoRequest(), timeout=timeout, wait_for_ready=True,
+            metadata=[("authorization", f"Bearer {token}")])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jupyter_deploy.control")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the control plane daemon in the foreground")
+    p.add_argument("--address", default=DEFAULT_ADDRESS,
+                   help="HOST:PORT (default: 127.0.0.1, a free port)")
+    p.add_argument("--home",
+                   help="the state folder (default: $JUPYTER_DEPLOY_HOME or ~/.jupyter_deploy)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        serve(Path(args.home) if args.home else None, args.address)
+    except DeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
