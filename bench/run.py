@@ -1,15 +1,20 @@
-"""Benchmarks W1, W2 and W5 (shared/BENCHMARKS.md): a jupyter_deploy runner beside its floor.
+"""Benchmarks W1, W2, W4 and W5 (shared/BENCHMARKS.md): jupyter_deploy beside its floor.
 
     python bench/run.py [--quick] [--record] [--repeats N]
 
-In one run it starts two server processes on 127.0.0.1, the floor (``bench/floor.py``,
-a bare grpcio server: bytes in, bytes out) and a jupyter_deploy runner serving
-``bench/models/bench``, and measures them from this process (the client). It also
-measures, in this process, the direct Python call of the model (the limit) and the
-same call through ``load_local`` (the codec with no network), which helps tell the
-codec's cost from gRPC's. Every measurement is repeated (floor and runner alternate
-which goes first), the table shows the median across repeats with the spread
-(min-max), and runner/floor is the median of the per-repeat ratios.
+In one run it starts, on 127.0.0.1, the floor (``bench/floor.py``, a bare grpcio
+server: bytes in, bytes out), a bare jupyter_deploy runner serving ``bench/models/bench``,
+and a control plane daemon under a temporary ``JUPYTER_DEPLOY_HOME`` with the same
+model uploaded and deployed (``bench/platform_bench.py``), and measures them from this
+process (the client): "runner" through ``RunnerClient``, "platform" through the full
+client (``Client().model("bench").echo(...)``, route resolved once and cached). W4
+(cold start) is measured on the platform first: ``create_deployment`` to the first
+successful call, with a fresh deployment id each time. It also measures, in this
+process, the direct Python call of the model (the limit) and the same call through
+``load_local`` (the codec with no network), which helps tell the codec's cost from
+gRPC's. Every measurement is repeated (the order of floor, runner and platform flips
+every repeat), the table shows the median across repeats with the spread (min-max),
+and runner/floor and platform/floor are medians of the per-repeat ratios.
 
 The table is printed, written to ``bench/out/latest.md``, and with ``--record``
 appended to ``bench/RESULTS.md`` with the date and the machine.
@@ -51,6 +56,7 @@ LOAD_CAP_PER_THREAD = 5_000_000  # requests a W1b thread may send at most
 TARGETS_W1 = 1.3    # W1 p50: runner within 1.3x of the floor
 TARGET_W2 = 20_000  # W2: runner at least 20,000 chunks/s
 TARGET_W5 = 1.1     # W5 p50: runner within 1.1x of the floor
+TARGET_W4 = 2.0     # W4: platform cold start under 2 s
 
 
 @dataclass
@@ -64,12 +70,13 @@ class Settings:
     w2_requests: int
     w5_warm: int
     w5_calls: int
+    w4_runs: int
 
 
 FULL = Settings(repeats=3, w1a_warm=200, w1a_calls=2000, w1b_clients=16, w1b_warm_s=2.0,
-                w1b_window_s=10.0, w2_requests=5, w5_warm=10, w5_calls=200)
+                w1b_window_s=10.0, w2_requests=5, w5_warm=10, w5_calls=200, w4_runs=3)
 QUICK = Settings(repeats=2, w1a_warm=50, w1a_calls=300, w1b_clients=16, w1b_warm_s=0.5,
-                 w1b_window_s=2.0, w2_requests=5, w5_warm=3, w5_calls=30)
+                 w1b_window_s=2.0, w2_requests=5, w5_warm=3, w5_calls=30, w4_runs=3)
 
 
 # ---------------------------------------------------------------- server processes
@@ -138,6 +145,17 @@ def start_runner(servers: list[ServerProcess]) -> str:
     m = srv.wait_for(r"jupyter_deploy runner: listening on (\S+)", START_TIMEOUT)
     srv.wait_for(r"jupyter_deploy runner: serving", START_TIMEOUT)
     return m.group(1)
+
+
+def bare_runner_start(servers: list[ServerProcess]) -> float:
+    """W4 reference: seconds from launching a bare runner process to its "serving" line."""
+    t0 = time.perf_counter()
+    address = start_runner(servers)
+    took = time.perf_counter() - t0
+    srv = servers.pop()
+    srv.stop()
+    assert address
+    return took
 
 
 # ---------------------------------------------------------------- targets (what a workload calls)
@@ -367,7 +385,8 @@ METRICS = [  # (metric, higher is better, decimals)
     ("W2 first chunk µs", False, 0), ("W2 chunks/s", True, 0),
     ("W5 p50 ms", False, 2), ("W5 p99 ms", False, 2),
 ]
-COLUMNS = ["direct", "local", "floor", "runner"]
+COLUMNS = ["direct", "local", "floor", "runner", "platform"]
+SERVED = ["floor", "runner", "platform"]  # measured from this process, in an order that flips
 
 
 def _fmt(values: list[float], decimals: int) -> str:
@@ -384,31 +403,63 @@ def _fmt(values: list[float], decimals: int) -> str:
     return f"{f.format(med)} ({f.format(min(values))}–{f.format(max(values))})"
 
 
-def _target(metric: str, ratio: float | None, runner: float | None) -> str:
+def _target(metric: str, ratio: float | None, value: float | None) -> str:
     if metric == "W1a p50 µs" and ratio is not None:
         return f"≤ {TARGETS_W1}x: {'met' if ratio <= TARGETS_W1 else 'MISSED'}"
-    if metric == "W2 chunks/s" and runner is not None:
-        return f"≥ {TARGET_W2:,}/s: {'met' if runner >= TARGET_W2 else 'MISSED'}"
+    if metric == "W2 chunks/s" and value is not None:
+        return f"≥ {TARGET_W2:,}/s: {'met' if value >= TARGET_W2 else 'MISSED'}"
     if metric == "W5 p50 ms" and ratio is not None:
         return f"≤ {TARGET_W5}x: {'met' if ratio <= TARGET_W5 else 'MISSED'}"
     return ""
 
 
+def _ratio(results: dict[str, dict[str, list[float]]], col: str, metric: str) -> tuple[str, float | None, str]:
+    """``(cell, median ratio, target check)`` of ``col`` over the floor, per repeat."""
+    fl = results.get("floor", {}).get(metric, [])
+    vals = results.get(col, {}).get(metric, [])
+    ratios = [r / f for r, f in zip(vals, fl) if f]
+    if not ratios:
+        return "-", None, ""
+    ratio = statistics.median(ratios)
+    cell = _fmt(ratios, 2).replace(" (", "x (") + ("x" if len(ratios) == 1 else "")
+    return cell, ratio, _target(metric, ratio, statistics.median(vals))
+
+
 def table(results: dict[str, dict[str, list[float]]]) -> str:
     head = ("| metric | direct call (limit) | load_local (codec, no gRPC) | floor (bare grpcio) "
-            "| runner | runner/floor | target |")
-    rows = [head, "| " + " | ".join(["---"] * 7) + " |"]
+            "| runner | platform (Client → Model) | runner/floor | platform/floor | target: runner; platform |")
+    rows = [head, "| " + " | ".join(["---"] * 9) + " |"]
     for metric, _higher, dec in METRICS:
         cells = [_fmt(results.get(c, {}).get(metric, []), dec) for c in COLUMNS]
-        fl = results.get("floor", {}).get(metric, [])
-        rn = results.get("runner", {}).get(metric, [])
-        ratios = [r / f for r, f in zip(rn, fl) if f]
-        ratio = statistics.median(ratios) if ratios else None
-        ratio_s = _fmt(ratios, 2).replace(" (", "x (") if ratios else "-"
-        if ratios and len(ratios) == 1:
-            ratio_s += "x"
-        rows.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio_s} | "
-                    f"{_target(metric, ratio, statistics.median(rn) if rn else None)} |")
+        r_cell, _, r_target = _ratio(results, "runner", metric)
+        p_cell, _, p_target = _ratio(results, "platform", metric)
+        target = f"{r_target}; {p_target.split(': ')[-1]}" if r_target and p_target else r_target or p_target
+        rows.append(f"| {metric} | " + " | ".join(cells) + f" | {r_cell} | {p_cell} | {target} |")
+    return "\n".join(rows)
+
+
+W4_ROWS = [  # (key, label)
+    ("W4 total s", "**W4 cold start**: `create_deployment` → first successful call"),
+    ("W4 create call s", "… of which the `create_deployment` call"),
+    ("W4 to RUNNING s", "… `create_deployment` → RUNNING seen by `wait_until_ready()` (polls every 0.1 s)"),
+    ("W4 first call s", "… then `client.model()` + first call (ResolveRoute, new channel, call)"),
+    ("bare runner start s", "reference: a bare `python -m jupyter_deploy.runner`, launch → \"serving\""),
+    ("delete s", "deletion: `delete()` → gone from the listing (runner stopped)"),
+    ("daemon start s", "daemon start (first `Client()`), once"),
+    ("upload s", "`upload_model` of the bench model, once"),
+]
+
+
+def w4_table(w4: dict[str, list[float]]) -> str:
+    rows = ["| W4 (seconds) | median (min–max) | runs | target |", "| --- | --- | --- | --- |"]
+    for key, label in W4_ROWS:
+        vals = w4.get(key, [])
+        if not vals:
+            continue
+        target = ""
+        if key == "W4 total s":
+            target = f"< {TARGET_W4:g} s: {'met' if statistics.median(vals) < TARGET_W4 else 'MISSED'}"
+        rows.append(f"| {label} | {_fmt(vals, 3)} | {len(vals)} | {target} |")
     return "\n".join(rows)
 
 
@@ -457,21 +508,43 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in values.items():
             results[col].setdefault(k, []).append(v)
 
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from platform_bench import PlatformSession
+
+    w4: dict[str, list[float]] = {}
     servers: list[ServerProcess] = []
+    plat: PlatformSession | None = None
     t_start = time.monotonic()
     try:
         floor_addr = start_floor(servers)
         runner_addr = start_runner(servers)
-        remote = {"floor": FloorTarget(floor_addr), "runner": RunnerTarget(runner_addr)}
+
+        # W4 first, while no other platform runner runs; then the deployment the
+        # steady-state workloads call (one deployment per model per nodepool).
+        print("platform: daemon, upload, W4 cold starts", file=sys.stderr, flush=True)
+        plat = PlatformSession(MODEL_DIR, call_timeout=STREAM_TIMEOUT, ready_timeout=START_TIMEOUT)
+        for k, v in plat.timings.items():
+            w4.setdefault(k, []).append(v)
+        for i in range(1, s.w4_runs + 1):
+            for k, v in plat.cold_start(f"bench{i}", PAYLOAD).items():
+                w4.setdefault(k, []).append(v)
+            w4.setdefault("delete s", []).append(plat.delete(f"bench{i}"))
+            w4.setdefault("bare runner start s", []).append(bare_runner_start(servers))
+        plat.deploy("bench")
+
+        remote = {"floor": FloorTarget(floor_addr), "runner": RunnerTarget(runner_addr),
+                  "platform": plat.target()}
         targets: dict[str, Target] = {**remote, "direct": direct, "local": local}
+        session = plat
         makers = {"floor": lambda: FloorTarget(floor_addr), "runner": lambda: RunnerTarget(runner_addr),
-                  "direct": lambda: direct, "local": lambda: local}
+                  "platform": lambda: session.target(), "direct": lambda: direct, "local": lambda: local}
         for name, fn in makers.items():
             fn.__name__ = name
 
         for rep in range(s.repeats):
-            order = ["floor", "runner"] if rep % 2 == 0 else ["runner", "floor"]
-            order += ["direct", "local"]  # the in-process limits, after the two servers
+            order = list(SERVED) if rep % 2 == 0 else list(reversed(SERVED))
+            order += ["direct", "local"]  # the in-process limits, after the servers
             print(f"repeat {rep + 1}/{s.repeats} ({' then '.join(order)})", file=sys.stderr, flush=True)
             for col in order:
                 add(col, w1a(targets[col], s))
@@ -484,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in remote.values():
             t.close()
     finally:
+        if plat is not None:
+            plat.close()
         for srv in servers:
             srv.stop()
 
@@ -494,7 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(results),
         "",
-        (f"Each cell: median across repeats (min–max). runner/floor: median of the per-repeat ratios. "
+        w4_table(w4),
+        "",
+        (f"Each cell: median across repeats (min–max). runner/floor, platform/floor: medians of the "
+         f"per-repeat ratios. platform: `Client().model(\"bench\")` calls through the control plane "
+         f"(route cached), one Client per W1b thread. W4: {s.w4_runs} cold starts, a fresh deployment "
+         f"id each (deleted in between), the model already uploaded. "
         f"W1a: {s.w1a_warm} warm-up + {s.w1a_calls} calls of a 100-byte string; "
         f"W1b: {s.w1b_clients} client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; "
         f"W2: {N_CHUNKS} chunks of 4 bytes, median of {s.w2_requests} requests; "

@@ -19,8 +19,17 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .errors import (ConfigError, ControlPlaneError, DeployError, DeploymentError, InputError,
-                     ModelDefinitionError, ModelError, NotFoundError, RunnerError)
+from .errors import (
+    ConfigError,
+    ControlPlaneError,
+    DeployError,
+    DeploymentError,
+    InputError,
+    ModelDefinitionError,
+    ModelError,
+    NotFoundError,
+    RunnerError,
+)
 from .model import Audio, Concept, Frame, ModelClass, Region, Video
 
 _LAZY = {

@@ -99,6 +99,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=cmd_deployment)
 
     p = sub.add_parser("predict", help="call a deployed model")
+    p.__class__ = _IntermixedParser  # `predict echo --method generate text=abc` (values after options)
     p.add_argument("model")
     p.add_argument("args", nargs="*", help="a value for the first parameter, and/or name=value "
                    "(values are Python literals, else text)")
@@ -112,6 +113,25 @@ def add_commands(sub: Any) -> None:
     p.add_argument("deployment")
     p.add_argument("--lines", type=int, default=200)
     p.set_defaults(run=cmd_logs)
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options may come before, between or after the positional values.
+
+    Plain argparse fills a ``nargs="*"`` positional at its first chance, even
+    with nothing, so values after an option were rejected as unrecognized.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _client() -> Any:

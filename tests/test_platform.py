@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(240)
 
 ECHO = '''
 import os
+import time
 from typing import Iterator
 from jupyter_deploy import ModelClass
 
@@ -36,8 +37,9 @@ class Echo(ModelClass):
         return f"{{VERSION}}:{{text}}"
 
     @ModelClass.method
-    def generate(self, text: str, n: int = 3) -> Iterator[str]:
+    def generate(self, text: str, n: int = 3, delay: float = 0.0) -> Iterator[str]:
         for i in range(n):
+            time.sleep(delay)
             yield f"{{text}}{{i}}"
 
     @ModelClass.method
@@ -253,6 +255,35 @@ def test_update_rolls_out_a_new_version_without_failed_requests(client, echo, tm
             t.join(30)
     assert not failures, failures[:3]
     assert "v1:x" in answers and answers[-1] == "v2:x"
+
+
+def test_a_rollout_that_cannot_come_up_is_rolled_back(client, echo, tmp_path):
+    model = client.model("echo")
+    before = model.predict("x")
+    root = write_model(tmp_path / "echo", "echo", version="broken")
+    (root / "1" / "model.py").write_text(
+        ECHO.format(version="broken").replace("class Echo(ModelClass):", "class Echo(ModelClass):\n"
+                                              "    def load_model(self):\n"
+                                              "        raise RuntimeError('bad weights')\n"))
+    client.upload_model(root)
+    deployment = Deployment("echo", client=client).update()
+    with pytest.raises(DeploymentError, match="rolled back") as e:
+        deployment.wait_until_ready(120)
+    assert "bad weights" in e.value.reason + "\n".join(e.value.log_tail)
+    assert model.predict("x") == before  # the previous version never stopped serving
+    assert deployment.state == "RUNNING"
+
+
+def test_a_stream_in_flight_survives_a_rollout(client, echo, tmp_path):
+    model = client.model("echo")
+    stream = model.generate("s", n=40, delay=0.2)  # 8 s: longer than the switch and the drain delay
+    first = next(stream)
+    client.upload_model(write_model(tmp_path / "echo", "echo", version="v3"))
+    deployment = Deployment("echo", client=client).update()
+    deployment.wait_until_ready(120)
+    rest = list(stream)  # the old replica drains: the stream it serves runs to its end
+    assert [first, *rest] == [f"s{i}" for i in range(40)]
+    assert model.predict("x") == "v3:x"
 
 
 def test_wait_until_ready_failure_carries_state_and_logs(client, tmp_path):

@@ -369,7 +369,11 @@ class Deployment(_Resource):
         deadline = time.monotonic() + timeout
         while True:
             status = self.status
-            if status["state"] == "RUNNING":
+            if status.get("rollout_failed"):
+                raise DeploymentError(f"deployment {self.id}: the new version did not come up and was "
+                                      "rolled back", status["state"], status.get("reason", ""), self.logs(20))
+            current = [r for r in status.get("replicas", []) if r["version_id"] == status["version_id"]]
+            if status["state"] == "RUNNING" and all(r["state"] == "READY" for r in current):
                 return self
             if status["state"] == "FAILED":
                 raise DeploymentError(f"deployment {self.id} failed", status["state"], status.get("reason", ""),

@@ -17,6 +17,7 @@ from typing import Any
 from ..proto import control_pb2 as cpb
 from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
 from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._scheduler import ROLLBACK_PREFIX
 from ._store import Store, now
 
 LOCAL = "local"
@@ -183,6 +184,7 @@ class Compute:
             "version_id": row["version_id"], "version_number": version["number"] if version else None,
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
+            "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
         }
         return cpb.Resource(kind="deployment", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["nodepool_id"],
@@ -212,6 +214,10 @@ class Compute:
                        "is_default = ?, updated_at = ? WHERE user_id = ? AND id = ?",
                        (json.dumps(cfg), model["model_version"]["id"] or None, version.id,
                         int(cfg["default"]), now(), owner, ref.id))
+            if version.id != row["version_id"] and row["desired"] == "running":
+                # Say so at once: a wait_until_ready() right after must not see the old RUNNING.
+                db.execute("UPDATE deployments SET state = 'UPDATING', reason = '' WHERE user_id = ? AND id = ?",
+                           (owner, ref.id))
         self.scheduler.kick()
         return self.get(caller, ref)
 
@@ -223,8 +229,9 @@ class Compute:
         self.deployment_row(owner, ref.id)
         desired = "running" if action == "start" else "stopped"
         with self.store.tx() as db:
-            db.execute("UPDATE deployments SET desired = ?, updated_at = ? WHERE user_id = ? AND id = ?",
-                       (desired, now(), owner, ref.id))
+            db.execute("UPDATE deployments SET desired = ?, updated_at = ?, reason = '', state = ? "
+                       "WHERE user_id = ? AND id = ?",
+                       (desired, now(), "STARTING" if action == "start" else "STOPPING", owner, ref.id))
         self.scheduler.kick()
         return self.get(caller, ref)
 

@@ -73,6 +73,8 @@ STARTING, READY, DRAINING, STOPPING, CRASHED = "STARTING", "READY", "DRAINING", 
 _LIVE = (STARTING, READY, CRASHED)
 # Deployment states (besides STARTING and STOPPING; CREATING is set by whoever inserts the row).
 RUNNING, UPDATING, STOPPED, FAILED = "RUNNING", "UPDATING", "STOPPED", "FAILED"
+#: How a RUNNING deployment's reason starts after a failed rollout was rolled back.
+ROLLBACK_PREFIX = "rollout failed"
 
 
 class _Failed(Exception):
@@ -144,7 +146,7 @@ class Scheduler:
 
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
                  crash_limit: int = 5, crash_window: float = 300.0, backoff: float = 0.5,
-                 max_backoff: float = 30.0, stop_timeout: float = 10.0, interval: float = 1.0,
+                 max_backoff: float = 30.0, stop_timeout: float = 45.0, interval: float = 1.0,
                  log_max_bytes: int = 5 << 20):
         self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
         self.crash_limit, self.crash_window = crash_limit, crash_window
@@ -159,6 +161,7 @@ class Scheduler:
         self._crashes: dict[tuple[str, str], collections.deque[float]] = collections.defaultdict(collections.deque)
         self._notes: dict[tuple[str, str], str] = {}       # the latest crash, shown as the reason
         self._failed_marks: dict[tuple[str, str], float] = {}  # updated_at of a FAILED deployment
+        self._rollbacks: dict[tuple[str, str], tuple[str, str]] = {}  # -> (version rolled back to, why)
         self._needs: dict[str, _VersionNeeds] = {}
         self._tested: set[str] = set()                     # versions whose test() passed
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
@@ -434,7 +437,17 @@ class Scheduler:
             self._notes.pop(key, None)
         else:
             state = STARTING
-        self._set_state(dep, state, "" if state == RUNNING else waiting or self._notes.get(key, ""))
+        self._set_state(dep, state, self._rollback_note(dep) if state == RUNNING
+                        else waiting or self._notes.get(key, ""))
+
+    def _rollback_note(self, dep: Any) -> str:
+        """Why a RUNNING deployment serves an older version than asked, until it is updated again."""
+        key = (dep["user_id"], dep["id"])
+        version_id, note = self._rollbacks.get(key, ("", ""))
+        if version_id != dep["version_id"]:
+            self._rollbacks.pop(key, None)
+            return ""
+        return note
 
     def _make_room(self, dep: Any, count: int, needs: _VersionNeeds, replicas: list[Any], old: list[Any],
                    drain: float) -> list[Any]:
@@ -591,8 +604,24 @@ class Scheduler:
             self._stop(r)
 
     def _fail(self, dep: Any, reason: str) -> NoReturn:
-        """Mark the deployment FAILED and stop its replicas; raises _Failed to end its pass."""
+        """Mark the deployment FAILED and stop its replicas; raises _Failed to end its pass.
+
+        In a rollout whose previous version still has ready replicas, roll back
+        instead: a new version that cannot come up must not take the working one down.
+        """
         key = (dep["user_id"], dep["id"])
+        replicas = self._replicas(dep)
+        previous = [r for r in replicas if r["version_id"] != dep["version_id"] and r["state"] == READY]
+        if previous:
+            note = f"{ROLLBACK_PREFIX}; still serving the previous version: {reason}"
+            log.error("deployment %s/%s: %s", *key, note)
+            self._stop_all([r for r in replicas if r["version_id"] == dep["version_id"]])
+            with self.store.tx() as db:
+                db.execute("UPDATE deployments SET version_id = ?, state = ?, reason = ? WHERE user_id = ? AND id = ?",
+                           (previous[0]["version_id"], RUNNING, note, *key))
+            self._rollbacks[key] = (previous[0]["version_id"], note)
+            self._crashes.pop(key, None)
+            raise _Failed(reason)
         log.error("deployment %s/%s FAILED: %s", *key, reason)
         self._failed_marks[key] = dep["updated_at"]
         self._set_state(dep, FAILED, reason)

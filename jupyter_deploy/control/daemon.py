@@ -31,8 +31,8 @@ from pathlib import Path
 import grpc
 
 from .. import paths
-from .._version import __version__
 from .._address import is_loopback, split_address
+from .._version import __version__
 from ..errors import DeployError
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc

@@ -35,6 +35,8 @@ EXIT_TEST_FAILED = 4
 REFUSE_BEFORE_STOP = 0.5
 #: Seconds calls in flight get to finish once the server stops.
 STOP_GRACE = 5.0
+#: Seconds a stopping runner waits for the calls and streams in flight to finish.
+DRAIN_TIMEOUT = 30.0
 #: Environment variable holding the hex key that signs this runner's route tokens.
 SIGNING_KEY_ENV = "JUPYTER_DEPLOY_SIGNING_KEY"
 
@@ -171,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(3600):
         pass
     health_servicer.enter_graceful_shutdown()
-    # Refuse new calls with UNAVAILABLE for a moment before the server stops: a client
-    # takes that as "resolve the route again and retry", whereas a call that reaches
-    # a server in the middle of stopping is cancelled, which no client can safely retry.
-    service.stopping.set()
+    # New calls get UNAVAILABLE while the ones in flight finish: a client takes that as
+    # "resolve the route again and retry", whereas a call that reaches a server in the
+    # middle of stopping is cancelled, which no client can safely retry. Keep refusing a
+    # moment after the drain, for calls already on their way.
+    service.drain(DRAIN_TIMEOUT)
     time.sleep(REFUSE_BEFORE_STOP)
     server.stop(grace=STOP_GRACE).wait()
     host.close()

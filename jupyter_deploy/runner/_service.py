@@ -89,6 +89,7 @@ class RunnerService:
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
         self._tokens = tokens
 
     def handlers(self, max_bytes: int) -> dict[str, grpc.RpcMethodHandler]:
@@ -147,6 +148,21 @@ class RunnerService:
     def _authorize(self, context: grpc.ServicerContext) -> None:
         if self._tokens is not None:
             self._tokens.check(context)
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new calls (UNAVAILABLE: clients resolve again) and wait for those in flight.
+
+        Returns whether every call in flight finished within ``timeout``.
+        """
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        taken = 0
+        # Holding every slot means no call is inside the model any more.
+        while taken < self._max_concurrency and self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            taken += 1
+        for _ in range(taken):
+            self._slots.release()
+        return taken == self._max_concurrency
 
     def _admit(self, request: Any, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Rejected):
