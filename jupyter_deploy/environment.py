@@ -51,6 +51,7 @@ from jupyter_deploy.errors import EnvironmentSetupError
 from jupyter_deploy.paths import home
 
 _READY = ".ready"
+_LAST_USED = ".last_used"
 # Named to sort after the .pth files pip may install into the venv, so that their
 # paths also come before the current environment's.
 _LAYER_PTH = "zz_jupyter_deploy_layer.pth"
@@ -122,7 +123,27 @@ def ensure_environment(req_file: Path, *, log: Callable[[str], object] = print) 
             # Another process may have finished it while we waited for the lock.
             if not (env_dir / _READY).exists():
                 _build(env_dir, req_file, log)
+    (env_dir / _LAST_USED).touch()  # what gc keeps: environments used lately
     return str(venv_python(env_dir))
+
+
+def recently_used(max_idle: float) -> set[str]:
+    """Hashes of the cached environments used within the last ``max_idle`` seconds."""
+    root = _envs_dir()
+    if not root.is_dir():
+        return set()
+    cutoff = time.time() - max_idle
+    out = set()
+    for entry in root.iterdir():
+        stamp = entry / _LAST_USED
+        if not stamp.exists():
+            stamp = entry / _READY
+        try:
+            if stamp.stat().st_mtime >= cutoff:
+                out.add(entry.name)
+        except OSError:
+            continue
+    return out
 
 
 def gc_environments(keep: set[str]) -> list[Path]:

@@ -327,12 +327,13 @@ def test_describe_does_not_call_load_model_nor_import_in_the_caller(tmp_path):
     marker = tmp_path / "loaded"
     source = ECHO.replace('self.prefix = "echo: "', f'open({str(marker)!r}, "w").close()')
     folder = write_model(tmp_path / "m", "print('noise at import')\n" + source)
+    import sys
+    before = set(sys.modules)
     description, config_json = describe_folder(folder)
     assert [m.name for m in description.methods] == ["predict"]
     assert description.model_id == "test" and '"id": "test"' in config_json
     assert not marker.exists()
-    import sys
-    assert not any(name.startswith("jupyter_deploy_model_") for name in sys.modules)
+    assert not any(name.startswith("jupyter_deploy_model_") for name in set(sys.modules) - before)
 
 
 def test_upload_chunks_checks_the_config_first(tmp_path):

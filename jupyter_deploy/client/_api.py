@@ -54,7 +54,10 @@ def _read_config(config_filepath: str | Path | None, config: dict) -> dict:
         except FileNotFoundError:
             raise ControlPlaneError(f"no such config file: {path}", "INVALID_ARGUMENT") from None
         except yaml.YAMLError as e:
-            raise ControlPlaneError(f"{path}: not valid YAML: {e}", "INVALID_ARGUMENT") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ControlPlaneError(f"{path}: {where}not valid YAML: {problem}", "INVALID_ARGUMENT") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ControlPlaneError(f"{path}: expected a mapping at the top level", "INVALID_ARGUMENT")
         data = dict(loaded or {})

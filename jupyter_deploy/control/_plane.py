@@ -15,6 +15,10 @@ from ._scheduler import Scheduler
 from ._store import Store
 
 
+#: Seconds a cached model environment may go unused before the daemon removes it.
+ENV_MAX_IDLE = 7 * 86400
+
+
 class ControlPlane:
     """Owns the state under ``home`` and the parts that act on it.
 
@@ -46,6 +50,22 @@ class ControlPlane:
         self.registry.startup_cleanup()
         self.compute.ensure_defaults()
         self.scheduler.start()
+        self.gc_environments()
+
+    def gc_environments(self) -> list[Path]:
+        """Remove cached model environments no runner uses and nobody used lately."""
+        from ..environment import gc_environments, recently_used
+
+        envs = self.home / "envs"
+        in_use = set()
+        for row in self.store.query("SELECT pid FROM replicas WHERE pid IS NOT NULL"):
+            try:  # a replica in a model's environment was exec'd as <envs>/<hash>/bin/python
+                python = Path(Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")[0].decode())
+            except (OSError, UnicodeDecodeError):
+                continue
+            if envs in python.parents:
+                in_use.add(python.relative_to(envs).parts[0])
+        return gc_environments(in_use | recently_used(ENV_MAX_IDLE))
 
     def stop(self, stop_runners: bool = True) -> None:
         self.scheduler.stop(stop_runners)

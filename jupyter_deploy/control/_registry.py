@@ -310,7 +310,7 @@ class Registry:
         users = in_use(ids)
         if users and not force:
             raise FailedPrecondition(f"{what} is used by deployment(s) {', '.join(sorted(users))}; "
-                                     "delete them first, or delete with force=True")
+                                     "delete them first, or force it (force=True; jupyter-deploy model delete --force)")
         marks = ",".join("?" * len(ids))
         try:
             with self.store.tx() as db:
@@ -327,7 +327,7 @@ class Registry:
                     db.execute("DELETE FROM models WHERE user_id = ? AND app_id = ? AND id = ?", key)
         except sqlite3.IntegrityError:
             raise FailedPrecondition(f"{what} is still referenced by a deployment that is stopping; "
-                                     "try again once it is gone, or delete with force=True") from None
+                                     "try again once it is gone") from None
         with self._commit_lock:
             self._gc()
         for vid in ids:
@@ -374,7 +374,8 @@ class Registry:
             "SELECT id FROM models WHERE user_id = ? AND app_id = ? ORDER BY id LIMIT 20", key[:2])]
         have = (f"models in {key[0]}/{key[1]}: {', '.join(others)}" if others
                 else f"{key[0]}/{key[1]} has no models")
-        raise NotFound(f"model {_name(key)} not found ({have}); upload it with Client.upload_model")
+        raise NotFound(f"model {_name(key)} not found ({have}); upload it with client.upload_model(PATH) "
+                       "or `jupyter-deploy upload PATH`")
 
     def _model(self, row: sqlite3.Row) -> cpb.Model:
         key = (row["user_id"], row["app_id"], row["id"])

@@ -59,6 +59,8 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
     from ._service import make_server
 
     home = Path(home or paths.home())
+    # Runners, their environments and their logs live under the same home as the state.
+    os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
     host, _ = split_address(address)
     if not is_loopback(host):
         raise DeployError(f"refusing to listen on {host}: the control plane has no TLS yet, so it "
