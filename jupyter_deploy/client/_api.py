@@ -77,6 +77,8 @@ class Client:
             local user's token file).
         address: the daemon's ``HOST:PORT`` (default: ``JUPYTER_DEPLOY_ADDRESS``,
             else the discovery file, else a new local daemon).
+        timeout: seconds each model call (a whole stream included) may take;
+            None (the default) sets no deadline.
 
     Example::
 
@@ -85,9 +87,11 @@ class Client:
         print(client.list_deployments().to_dataframe())
     """
 
-    def __init__(self, pat: str | None = None, address: str | None = None, *, autostart: bool = True):
+    def __init__(self, pat: str | None = None, address: str | None = None, *, autostart: bool = True,
+                 timeout: float | None = None):
         from ._daemon import connect
 
+        self.timeout = timeout  # seconds each model call may take (None: no deadline)
         self._channel, self.address, self._metadata = connect(address=address, pat=pat, autostart=autostart)
         self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
         self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
@@ -370,6 +374,7 @@ class Deployment(_Resource):
     def wait_until_ready(self, timeout: float = 120.0) -> "Deployment":
         """Block until RUNNING; DeploymentError (with state, reason and log tail) on failure or timeout."""
         deadline = time.monotonic() + timeout
+        pause = 0.01  # short at first: a replica of a small model is ready in a few tenths of a second
         while True:
             status = self.status
             if status.get("rollout_failed"):
@@ -384,7 +389,8 @@ class Deployment(_Resource):
             if time.monotonic() > deadline:
                 raise DeploymentError(f"deployment {self.id} not ready after {timeout:g} s", status["state"],
                                       status.get("reason", ""), self.logs(20))
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 # ---------------------------------------------------------------- models
@@ -571,7 +577,8 @@ class _RoutedTransport:
                     model=self.model._model_ref(), deployment_id=deployment_id, compute_cluster_id=cluster,
                     nodepool_id=nodepool))
                 stub = runner_pb2_grpc.RunnerStub(self.model.client.runner_channel(route.address))
-                self._transport = GrpcTransport(stub, None, (("jd-route-token", route.token),))
+                self._transport = GrpcTransport(stub, self.model.client.timeout,
+                                                (("jd-route-token", route.token),))
                 self._expires = route.expires_at
             return self._transport
 
