@@ -621,7 +621,7 @@ def test_failed_load_model_exits_3(tmp_path):
         ''')
     done = _run_to_exit(model)
     assert done.returncode == 3
-    assert "load_model failed" in done.stderr
+    assert "load_model() failed" in done.stderr
     assert "FileNotFoundError: weights.bin is missing" in done.stderr
     assert "model.py" in done.stderr
 

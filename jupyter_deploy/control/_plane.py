@@ -14,7 +14,6 @@ from ._router import Router
 from ._scheduler import Scheduler
 from ._store import Store
 
-
 #: Seconds a cached model environment may go unused before the daemon removes it.
 ENV_MAX_IDLE = 7 * 86400
 

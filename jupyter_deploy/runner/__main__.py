@@ -20,13 +20,15 @@ Example::
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+
+from .._address import is_loopback, split_address
+from ..errors import DeployError
 
 EXIT_BAD_MODEL = 2
 EXIT_LOAD_FAILED = 3
@@ -76,16 +78,6 @@ def _write_port(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
@@ -112,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
-    if auth is None and not _is_loopback(args.address):
+    try:
+        listen_host = split_address(args.address)[0]
+    except DeployError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    if auth is None and not is_loopback(listen_host):
         fail(f"refusing to listen on {args.address}: a runner without a signing key serves "
              "without tokens, so it listens on loopback only (use 127.0.0.1:PORT)")
         return EXIT_BAD_MODEL
@@ -148,21 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_MODEL
     say(f"listening on {args.address.rsplit(':', 1)[0]}:{port}")
 
-    try:
-        host.load()
-    except Exception as e:
-        failure = host.model_failure(e)
-        fail(f"load_model failed: {failure.type}: {failure.message}\n{failure.traceback}")
-        server.stop(0)
-        return EXIT_LOAD_FAILED
+    steps = [("load_model", host.load, EXIT_LOAD_FAILED)]
     if args.run_test:
+        steps.append(("test", host.run_test, EXIT_TEST_FAILED))
+    for name, step, code in steps:
         try:
-            host.run_test()
+            step()
         except Exception as e:
             failure = host.model_failure(e)
-            fail(f"test() failed: {failure.type}: {failure.message}\n{failure.traceback}")
+            fail(f"{name}() failed: {failure.type}: {failure.message}\n{failure.traceback}")
             server.stop(0)
-            return EXIT_TEST_FAILED
+            return code
 
     from grpc_health.v1 import health_pb2
 
