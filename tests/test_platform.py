@@ -337,3 +337,23 @@ def test_sigkill_of_the_daemon_loses_nothing(client, echo, home):
     Deployment("echo", client=again).wait_until_ready(60)
     assert again.model("echo").pid() == model_pid  # the running replica was re-adopted
     assert again.model("echo").predict("still").endswith(":still")
+
+
+def test_versions_by_number_and_id_and_a_guarded_delete(client, tmp_path):
+    first = client.upload_model(write_model(tmp_path / "a", "guarded", version="g1"))
+    second = client.upload_model(write_model(tmp_path / "b", "guarded", version="g2"))
+    assert (first.number, second.number) == (1, 2)
+    assert Model(model_id="guarded", model_version=1, client=client).version.id == first.id
+    assert Model(model_id="guarded", model_version={"id": second.id}, client=client).version.number == 2
+    assert [v.number for v in client.model("guarded").list_versions()] == [2, 1]
+    exported = client.model("guarded").export(tmp_path / "out", first.id)
+    assert 'VERSION = "g1"' in (exported / "1" / "model.py").read_text()
+
+    Nodepool("local", client=client).create_deployment(
+        "guarded", worker={"model": {"id": "guarded"}}).wait_until_ready(60)
+    with pytest.raises(ControlPlaneError, match="used by deployment"):
+        client.model("guarded").delete()
+    client.model("guarded").delete(force=True)  # its deployment goes first, replicas stopped
+    assert "guarded" not in [d.id for d in client.list_deployments()]
+    with pytest.raises(NotFoundError):
+        client.model("guarded")

@@ -448,6 +448,8 @@ class Model:
     and docstring (read from the registry, so no replica needs to run), plus
     the routing keywords ``deployment_id=`` or ``compute_cluster_id=`` +
     ``nodepool_id=``. Without them, the model owner's default deployment serves.
+    ``model_version`` picks the version whose signatures are used: an id, or a
+    number (``model_version=2``); the latest by default.
 
     Example::
 
@@ -458,7 +460,7 @@ class Model:
     """
 
     def __init__(self, url: str | None = None, *, model_id: str | None = None, user_id: str | None = None,
-                 app_id: str | None = None, model_version: dict | str | None = None,
+                 app_id: str | None = None, model_version: dict | str | int | None = None,
                  client: Client | None = None):
         if url is not None:
             user_id, app_id, model_id = parse_model_url(url)
@@ -468,8 +470,10 @@ class Model:
         self.id = model_id
         self.user_id = user_id
         self.app_id = app_id or "default"
+        # A version by id ({"id": ...} or the id itself) or by number (an int); default the latest.
         version = model_version.get("id") if isinstance(model_version, dict) else model_version
-        self._version_id = version or ""
+        self._version_number = version if isinstance(version, int) else 0
+        self._version_id = "" if isinstance(version, int) else version or ""
         self._transports: dict[tuple, _RoutedTransport] = {}
         self._lock = threading.Lock()
         self._load()
@@ -484,8 +488,8 @@ class Model:
         return cpb.ModelRef(user_id=self.user_id or self.client.user_id, app_id=self.app_id, model_id=self.id)
 
     def _load(self) -> None:
-        version = self.client.call("GetVersion", cpb.VersionRef(model=self._model_ref(),
-                                                               version_id=self._version_id))
+        version = self.client.call("GetVersion", cpb.VersionRef(
+            model=self._model_ref(), version_id=self._version_id, number=self._version_number))
         self.version = ModelVersionInfo(version)
         self.specs: dict[str, MethodSpec] = {
             m.name: method_from_proto(m) for m in version.description.methods}
