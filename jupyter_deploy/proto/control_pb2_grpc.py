@@ -79,6 +79,11 @@ class ControlPlaneStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.SetVisibility = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/SetVisibility',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.VisibilityRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Model.FromString,
+                _registered_method=True)
         self.Create = channel.unary_unary(
                 '/jupyter_deploy.v1.ControlPlane/Create',
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateRequest.SerializeToString,
@@ -118,6 +123,46 @@ class ControlPlaneStub:
                 '/jupyter_deploy.v1.ControlPlane/ResolveRoute',
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Route.FromString,
+                _registered_method=True)
+        self.CreateUser = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/CreateUser',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.UserWithToken.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/ListUsers',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/CreateToken',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.NewToken.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/ListTokens',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/RevokeToken',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.TokenInfo.FromString,
+                _registered_method=True)
+        self.SetSecret = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/SetSecret',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.SetSecretRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Secret.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/ListSecrets',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/DeleteSecret',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteResponse.FromString,
                 _registered_method=True)
 
 
@@ -178,6 +223,12 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetVisibility(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Create(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -221,6 +272,56 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUser(self, request, context):
+        """admin only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """admin only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +375,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteModelRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteResponse.SerializeToString,
             ),
+            'SetVisibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVisibility,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.VisibilityRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Model.SerializeToString,
+            ),
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateRequest.FromString,
@@ -313,6 +419,46 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ResolveRoute,
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Route.SerializeToString,
+            ),
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateUserRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.UserWithToken.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListUsersRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateTokenRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.NewToken.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListTokensRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.TokenInfo.SerializeToString,
+            ),
+            'SetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecret,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.SetSecretRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Secret.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.DeleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +715,33 @@ class ControlPlane:
             _registered_method=True)
 
     @staticmethod
+    def SetVisibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/SetVisibility',
+            jupyter__deploy_dot_proto_dot_control__pb2.VisibilityRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Create(request,
             target,
             options=(),
@@ -774,6 +947,222 @@ class ControlPlane:
             '/jupyter_deploy.v1.ControlPlane/ResolveRoute',
             jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_control__pb2.Route.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/CreateUser',
+            jupyter__deploy_dot_proto_dot_control__pb2.CreateUserRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.UserWithToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/ListUsers',
+            jupyter__deploy_dot_proto_dot_control__pb2.ListUsersRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/CreateToken',
+            jupyter__deploy_dot_proto_dot_control__pb2.CreateTokenRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.NewToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/ListTokens',
+            jupyter__deploy_dot_proto_dot_control__pb2.ListTokensRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/RevokeToken',
+            jupyter__deploy_dot_proto_dot_control__pb2.RevokeTokenRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/SetSecret',
+            jupyter__deploy_dot_proto_dot_control__pb2.SetSecretRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/ListSecrets',
+            jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/DeleteSecret',
+            jupyter__deploy_dot_proto_dot_control__pb2.DeleteSecretRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
