@@ -7,6 +7,7 @@
     jupyter-deploy deployment create|list|get|update|start|stop|delete|wait ...
     jupyter-deploy predict MODEL [VALUE] [name=value ...]
     jupyter-deploy logs DEPLOYMENT
+    jupyter-deploy secret set NAME [--value V] | list | delete NAME
 
 A MODEL is ``user/app/models/id`` or just ``id`` (the caller's app ``default``).
 Configs are the same YAML files the Python API takes.
@@ -113,6 +114,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("deployment")
     p.add_argument("--lines", type=int, default=200)
     p.set_defaults(run=cmd_logs)
+
+    p = sub.add_parser("secret", help="secrets that deployments expose to their runners as environment variables")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = ssub.add_parser("set", help="create or replace a secret (the value is read from stdin or prompted for)")
+    q.add_argument("name")
+    q.add_argument("--value", help="the value (default: read from stdin, or asked for without echo; "
+                   "a value given here may be seen in the shell's history and the process list)")
+    ssub.add_parser("list", help="your secrets' names (never their values)")
+    q = ssub.add_parser("delete", help="delete a secret")
+    q.add_argument("name")
+    p.set_defaults(run=cmd_secret)
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -291,3 +303,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for line in _client().deployment(args.deployment).logs(args.lines):
         print(line)
     return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    client = _client()
+    if args.action == "set":
+        value = args.value if args.value is not None else _read_secret(args.name)
+        client.set_secret(args.name, value)
+        print(f"secret {args.name} set")
+    elif args.action == "list":
+        names = client.list_secrets()
+        print("\n".join(names) if names else "(none)")
+    elif args.action == "delete":
+        client.delete_secret(args.name)
+        print(f"deleted secret {args.name}")
+    return 0
+
+
+def _read_secret(name: str) -> str:
+    """A secret's value from stdin (one trailing newline dropped), or asked for without echo."""
+    import getpass
+    import sys
+
+    if sys.stdin is not None and not sys.stdin.isatty():
+        value = sys.stdin.read()
+        value = value.removesuffix("\n").removesuffix("\r")
+    else:
+        value = getpass.getpass(f"value of secret {name}: ")
+    if not value:
+        raise InputError(f"no value given for secret {name} (pipe it in, type it, or use --value)")
+    return value

@@ -2,7 +2,9 @@
 
     jupyter-deploy init PATH [--template text|image|stream]
     jupyter-deploy run-locally PATH
-    jupyter-deploy serve [--address HOST:PORT]
+    jupyter-deploy serve [--address HOST:PORT] [--tls-cert FILE --tls-key FILE]
+    jupyter-deploy user create NAME | user list          (the admin, `local`, only)
+    jupyter-deploy token create | token list | token revoke ID
     jupyter-deploy status
     jupyter-deploy stop
     jupyter-deploy upload | model | cluster | nodepool | deployment | predict | logs ...
@@ -71,12 +73,27 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the control plane daemon in the foreground")
     p.add_argument("--address", default="127.0.0.1:0",
-                   help="HOST:PORT, loopback only for now (default: 127.0.0.1, a free port)")
+                   help="HOST:PORT (default: 127.0.0.1, a free port); off loopback it needs TLS")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate (chain)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     p.set_defaults(run=cmd_serve)
     p = sub.add_parser("status", help="show the running control plane daemon")
     p.set_defaults(run=cmd_status)
     p = sub.add_parser("stop", help="stop the control plane daemon and its runners")
     p.set_defaults(run=cmd_stop)
+    p = sub.add_parser("user", help="users of the control plane (the admin, local, only)")
+    usub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = usub.add_parser("create", help="create a user and print its token (shown only once)")
+    q.add_argument("name", help="letters, digits, '-', '_' or '.'")
+    usub.add_parser("list", help="every user")
+    p.set_defaults(run=cmd_user)
+    p = sub.add_parser("token", help="your personal access tokens")
+    tsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tsub.add_parser("create", help="a new token (shown only once)")
+    tsub.add_parser("list", help="your tokens (never their text)")
+    q = tsub.add_parser("revoke", help="revoke one of your tokens; it stops working at once")
+    q.add_argument("id", help="a token id (tok_...), from `token list`")
+    p.set_defaults(run=cmd_token)
     from ._cli_platform import add_commands
 
     add_commands(sub)
@@ -208,7 +225,9 @@ def _timed_iter(gen: Any, stats: _Stats, clock: float) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .control.daemon import main as daemon_main
 
-    return daemon_main(["serve", "--address", args.address])
+    tls = [arg for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)) if value
+           for arg in (flag, value)]
+    return daemon_main(["serve", "--address", args.address, *tls])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -243,6 +262,47 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 1
     print(f"stopped the control plane at {stopped.address} (pid {stopped.pid})")
     return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from ._cli_platform import _client, table
+
+    client = _client()
+    if args.action == "create":
+        user_id, token = client.create_user(args.name)
+        print(f"created user {user_id}; its token:")
+        _print_token(token)
+    else:
+        print(table([{**u, "created_at": _when(u["created_at"])} for u in client.list_users()]))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from ._cli_platform import _client, table
+
+    client = _client()
+    if args.action == "create":
+        token_id, token = client.create_token()
+        print(f"created token {token_id}:")
+        _print_token(token)
+    elif args.action == "list":
+        print(table([{"id": t["id"], "created_at": _when(t["created_at"]),
+                      "revoked_at": _when(t["revoked_at"]) if t["revoked_at"] else ""}
+                     for t in client.list_tokens()]))
+    else:
+        client.revoke_token(args.id)
+        print(f"revoked token {args.id}")
+    return 0
+
+
+def _print_token(token: str) -> None:
+    print(f"  {token}")
+    print("This token is shown only once: keep it now (use it with JUPYTER_DEPLOY_PAT=... or "
+          "Client(pat=...)).")
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def _duration(seconds: float) -> str:

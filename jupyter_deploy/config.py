@@ -118,6 +118,7 @@ class ModelInfo:
     user_id: str = "local"
     app_id: str = "default"
     model_type_id: str = "any-to-any"
+    visibility: str = "private"  # "public": other users may see, call and deploy it
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ _IGNORED_SECTIONS = {
     "the runner uses the model's requirements.txt)",
 }
 _MODEL_FIELDS = ("id", "user_id", "app_id", "model_type_id")
+VISIBILITIES = ("private", "public")
 _QUANTITY_FIELDS = (
     "cpu_limit",
     "cpu_requests",
@@ -358,7 +360,13 @@ def _check_model(report: _Report, value: Any) -> ModelInfo | None:
         if key in section
         and (checked := report.string(section, key, "model", is_id=True)) is not None
     }
-    report.unknown_fields(section, "model", _MODEL_FIELDS)
+    if "visibility" in section:
+        visibility = section["visibility"]
+        if visibility in VISIBILITIES:
+            given["visibility"] = visibility
+        else:
+            report.add("model.visibility", f"must be one of {', '.join(VISIBILITIES)}, got {visibility!r}")
+    report.unknown_fields(section, "model", (*_MODEL_FIELDS, "visibility"))
     return ModelInfo(id=model_id, **given) if model_id is not None else None
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from test_platform import _alive, daemon_pid, kill_everything, wait_for
 
 pytestmark = pytest.mark.timeout(180)

@@ -19,10 +19,21 @@ from PIL import Image
 
 from jupyter_deploy.errors import InputError
 from jupyter_deploy.model import Audio, Concept, Frame, ModelClass, Region, Video
-from jupyter_deploy.model.codec import (decode_args, decode_value, decoder, encode_args,
-                                        encode_value, encoder)
-from jupyter_deploy.model.signature import (TypeNode, type_from_proto, type_node, type_to_proto,
-                                            with_classes)
+from jupyter_deploy.model.codec import (
+    decode_args,
+    decode_value,
+    decoder,
+    encode_args,
+    encode_value,
+    encoder,
+)
+from jupyter_deploy.model.signature import (
+    TypeNode,
+    type_from_proto,
+    type_node,
+    type_to_proto,
+    with_classes,
+)
 from jupyter_deploy.proto import runner_pb2 as pb
 
 SETTINGS = settings(max_examples=40, deadline=None,

@@ -233,7 +233,7 @@ def test_four_mistakes_give_four_lines_each_naming_its_field(tmp_path):
             f"{path}: model.id: bad id 'my model' (use letters, digits, '-', '_' and '.'; "
             "start with a letter or digit)"
         ),
-        f"{path}: model.foo: unknown field (known: id, user_id, app_id, model_type_id)",
+        f"{path}: model.foo: unknown field (known: id, user_id, app_id, model_type_id, visibility)",
         (
             f"{path}: inference_compute_info.cpu_memory: bad quantity '12GB' (use a number >= 0 "
             "with an optional suffix m, k, M, G, T, Ki, Mi, Gi or Ti, e.g. '2', '500m', '13Gi')"

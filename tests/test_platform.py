@@ -7,16 +7,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-import jupyter_deploy
-from jupyter_deploy import (Client, ControlPlaneError, Deployment, DeploymentError, Model, Nodepool,
-                            NotFoundError, to_dataframe)
+from jupyter_deploy import (
+    Client,
+    ControlPlaneError,
+    Deployment,
+    DeploymentError,
+    Model,
+    Nodepool,
+    NotFoundError,
+    to_dataframe,
+)
 from jupyter_deploy.client import _api
 
 pytestmark = pytest.mark.timeout(240)
@@ -339,7 +345,8 @@ def test_sigkill_of_the_daemon_loses_nothing(client, echo, home):
     assert again.model("echo").predict("still").endswith(":still")
 
 
-def test_versions_by_number_and_id_and_a_guarded_delete(client, tmp_path):
+def test_versions_by_number_and_id_and_a_guarded_delete(home, tmp_path):
+    client = Client()  # the module's client may point at a daemon an earlier test killed
     first = client.upload_model(write_model(tmp_path / "a", "guarded", version="g1"))
     second = client.upload_model(write_model(tmp_path / "b", "guarded", version="g2"))
     assert (first.number, second.number) == (1, 2)

@@ -16,10 +16,22 @@ from PIL import Image
 from jupyter_deploy.errors import ModelDefinitionError
 from jupyter_deploy.model import Audio, Concept, Frame, ModelClass, Region, Video
 from jupyter_deploy.model.codec import decoder
-from jupyter_deploy.model.signature import (BIDI, SERVER_STREAM, UNARY, ROUTING_KEYWORDS, MethodSpec,
-                                            TypeNode, describe_method, method_from_proto,
-                                            method_to_proto, to_annotation, type_from_proto,
-                                            type_node, type_to_proto, with_classes)
+from jupyter_deploy.model.signature import (
+    BIDI,
+    ROUTING_KEYWORDS,
+    SERVER_STREAM,
+    UNARY,
+    MethodSpec,
+    TypeNode,
+    describe_method,
+    method_from_proto,
+    method_to_proto,
+    to_annotation,
+    type_from_proto,
+    type_node,
+    type_to_proto,
+    with_classes,
+)
 from jupyter_deploy.proto import runner_pb2 as pb
 
 

@@ -123,15 +123,17 @@ class Client:
     # ------------------------------------------------------------ registry
 
     def upload_model(self, model_path: str | Path, *, model_id: str | None = None,
-                     app_id: str | None = None) -> "ModelVersionInfo":
+                     app_id: str | None = None, user_id: str | None = None) -> "ModelVersionInfo":
         """Upload a model folder as a new immutable version (identical content is not stored twice).
 
         Signatures are read in this interpreter (the class is imported, ``load_model``
         is not called), and this interpreter is recorded to run the version.
+        ``user_id="platform"`` (the admin only) installs a model every user may call,
+        served on demand by the shared nodepool.
         """
         from ._upload import upload_chunks
 
-        ref = cpb.ModelRef(user_id=self.user_id, app_id=app_id or "", model_id=model_id or "")
+        ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
         try:
             version = self._stub.UploadModel(upload_chunks(model_path, ref), timeout=600,
                                              metadata=self._metadata)
@@ -142,8 +144,10 @@ class Client:
     def model(self, model_id: str, *, app_id: str = "default", user_id: str | None = None) -> "Model":
         return Model(model_id=model_id, app_id=app_id, user_id=user_id or self.user_id, client=self)
 
-    def list_models(self, app_id: str | None = None) -> "Listing":
-        resp = self.call("ListModels", cpb.ListModelsRequest(user_id=self.user_id, app_id=app_id or ""))
+    def list_models(self, app_id: str | None = None, user_id: str | None = None) -> "Listing":
+        """This user's models, or another user's public ones (``user_id=``)."""
+        resp = self.call("ListModels", cpb.ListModelsRequest(user_id=user_id or self.user_id,
+                                                             app_id=app_id or ""))
         return Listing(ModelInfo(m) for m in resp.models)
 
     # ------------------------------------------------------------ compute
@@ -177,6 +181,57 @@ class Client:
 
     def deployment(self, deployment_id: str) -> "Deployment":
         return Deployment(deployment_id=deployment_id, user_id=self.user_id, client=self)
+
+    # ------------------------------------------------------------ users and tokens
+
+    def create_user(self, user_id: str) -> tuple[str, str]:
+        """Admin only: a new user (with its app ``default``); returns ``(user_id, token)``.
+
+        The token is shown only here, once: give it to the user (``Client(pat=...)`` or
+        ``JUPYTER_DEPLOY_PAT``).
+        """
+        resp = self.call("CreateUser", cpb.CreateUserRequest(user_id=user_id))
+        return resp.user.id, resp.token.token
+
+    def list_users(self) -> list[dict]:
+        """Admin only: every user as ``{"id", "created_at", "admin"}``."""
+        return [{"id": u.id, "created_at": u.created_at, "admin": u.admin}
+                for u in self.call("ListUsers", cpb.ListUsersRequest()).users]
+
+    def create_token(self) -> tuple[str, str]:
+        """A new token for this user; returns ``(token_id, token)`` (the token is shown only here)."""
+        resp = self.call("CreateToken", cpb.CreateTokenRequest())
+        return resp.id, resp.token
+
+    def list_tokens(self) -> list[dict]:
+        """This user's tokens as ``{"id", "created_at", "revoked_at"}`` (None while valid), never their text."""
+        return [_token_dict(t) for t in self.call("ListTokens", cpb.ListTokensRequest()).tokens]
+
+    def revoke_token(self, token_id: str) -> dict:
+        """Revoke one of this user's tokens; it stops working at once."""
+        return _token_dict(self.call("RevokeToken", cpb.RevokeTokenRequest(token_id=token_id)))
+
+    # ------------------------------------------------------------ secrets
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Create or replace a secret; deployments expose it with ``secrets=[{"id": name, "env_var": VAR}]``.
+
+        The value is stored on the daemon's host in a file only its user can read,
+        and is never returned, listed or logged.
+        """
+        self.call("SetSecret", cpb.SetSecretRequest(name=name, value=value))
+
+    def list_secrets(self) -> list[str]:
+        """The names of this user's secrets (never their values)."""
+        return [s.name for s in self.call("ListSecrets", cpb.ListSecretsRequest()).secrets]
+
+    def delete_secret(self, name: str) -> None:
+        """Delete a secret (NotFoundError if there is none by that name)."""
+        self.call("DeleteSecret", cpb.DeleteSecretRequest(name=name))
+
+
+def _token_dict(t: cpb.TokenInfo) -> dict:
+    return {"id": t.id, "user_id": t.user_id, "created_at": t.created_at, "revoked_at": t.revoked_at or None}
 
 
 _default: Client | None = None
@@ -551,6 +606,10 @@ class Model:
             raise _control_error(e) from None
         return unpack_archive(data, Path(path))
 
+    def set_visibility(self, visibility: str) -> None:
+        """``"public"``: every user may see, call and deploy it; ``"private"``: only its owner."""
+        self.client.call("SetVisibility", cpb.VisibilityRequest(model=self._model_ref(), visibility=visibility))
+
     def delete(self, version_id: str | None = None, force: bool = False) -> None:
         """Delete the model (or one version); refused while a deployment uses it unless ``force``."""
         self.client.call("DeleteModel", cpb.DeleteModelRequest(model=self._model_ref(),
@@ -569,13 +628,12 @@ class _RoutedTransport:
         self.route = route
         self.methods: dict[str, Callable[..., Any]] = {}
         self._transport: GrpcTransport | None = None
-        self._expires = 0.0
+        self._renew_at = 0.0
         self._lock = threading.Lock()
 
     def _current(self, refresh: bool = False) -> GrpcTransport:
         with self._lock:
-            # Renew a little before expiry so a call never carries a token that lapses mid-flight.
-            if refresh or self._transport is None or time.time() > self._expires - 30:
+            if refresh or self._transport is None or time.time() > self._renew_at:
                 deployment_id, cluster, nodepool = self.route
                 route = self.model.client.call("ResolveRoute", cpb.RouteRequest(
                     model=self.model._model_ref(), deployment_id=deployment_id, compute_cluster_id=cluster,
@@ -583,7 +641,8 @@ class _RoutedTransport:
                 stub = runner_pb2_grpc.RunnerStub(self.model.client.runner_channel(route.address))
                 self._transport = GrpcTransport(stub, self.model.client.timeout,
                                                 (("jd-route-token", route.token),))
-                self._expires = route.expires_at
+                # Renew at 80% of the token's life, so no call carries one that lapses mid-flight.
+                self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
             return self._transport
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:

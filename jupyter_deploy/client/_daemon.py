@@ -7,6 +7,10 @@ on a loopback address, in its own session (a kernel interrupt or restart
 signals the kernel's process group, never the daemon), and under a lock so
 that clients starting at the same moment end up with one daemon.
 
+The channel is TLS for a non-loopback address, for a daemon whose discovery
+file says it serves TLS, or whenever ``JUPYTER_DEPLOY_TLS_CA`` is set: the PEM
+file of roots the daemon's certificate is checked against (unset: the system's).
+
 Example::
 
     channel, address, metadata = connect()
@@ -37,6 +41,7 @@ from ..proto import control_pb2_grpc
 
 ADDRESS_ENV = "JUPYTER_DEPLOY_ADDRESS"
 PAT_ENV = "JUPYTER_DEPLOY_PAT"
+TLS_CA_ENV = "JUPYTER_DEPLOY_TLS_CA"
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 #: Seconds a daemon gets to answer after it was started, and a stop to finish.
 START_TIMEOUT = 30.0
@@ -66,14 +71,21 @@ def connect(address: str | None = None, pat: str | None = None, autostart: bool 
     home = paths.home()
     wanted = address or os.environ.get(ADDRESS_ENV) or None
     host = split_address(wanted)[0] if wanted else "127.0.0.1"
-    found = _try(wanted or _discovered_address(home), pat, home, timeout=1.0)
+    found = _try(wanted or _discovered_address(home), pat, home, timeout=1.0,
+                 tls=None if wanted else _discovered_tls(home))
     if found is None:
         if not autostart:
             where = f"answers at {wanted}" if wanted else f"running for {home}"
+            if wanted and uses_tls(wanted):
+                where += f" over TLS (does {TLS_CA_ENV} name the CA of its certificate?)"
             raise DaemonNotRunning(f"no daemon {where}; start one with `jupyter-deploy serve`")
         if not is_loopback(host):
             raise DeployError(f"no daemon answers at {wanted}; one is started automatically "
                               f"only on a loopback address: run `jupyter-deploy serve` there")
+        if os.environ.get(TLS_CA_ENV):
+            raise DeployError(f"no daemon answers over TLS at {wanted or 'the discovered address'}; "
+                              f"none is started automatically while {TLS_CA_ENV} is set: run "
+                              f"`jupyter-deploy serve --tls-cert FILE --tls-key FILE`")
         found = _start(home, wanted, pat)
     channel, address, metadata, info = found
     if check_version and info is not None and info.version != __version__:
@@ -171,6 +183,31 @@ def _discovered_address(home: Path) -> str | None:
     return record["address"] if record else None
 
 
+def _discovered_tls(home: Path) -> bool:
+    record = discover(home)
+    return bool(record and record.get("tls"))
+
+
+def uses_tls(address: str) -> bool:
+    """Whether a channel to ``address`` is TLS: off loopback, or when JUPYTER_DEPLOY_TLS_CA is set."""
+    return bool(os.environ.get(TLS_CA_ENV)) or not is_loopback(split_address(address)[0])
+
+
+def open_channel(address: str, tls: bool | None = None) -> grpc.Channel:
+    """A gRPC channel to the daemon at ``address``: TLS if ``tls`` or ``uses_tls(address)``."""
+    if not (tls or uses_tls(address)):
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    ca = os.environ.get(TLS_CA_ENV)
+    roots = None
+    if ca:
+        try:
+            roots = Path(ca).expanduser().read_bytes()
+        except OSError as e:
+            raise DeployError(f"cannot read {TLS_CA_ENV}={ca}: {e.strerror or e}") from None
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots),
+                               options=CHANNEL_OPTIONS)
+
+
 def _metadata(pat: str | None, home: Path | None) -> Metadata:
     token = pat or os.environ.get(PAT_ENV)
     if not token and home is not None:
@@ -189,18 +226,18 @@ def _call(channel: grpc.Channel, method: str, request: Any, metadata: Metadata) 
         raise ControlPlaneError(e.details() or str(e.code()), e.code().name) from None
 
 
-def _try(address: str | None, pat: str | None, home: Path | None,
-         timeout: float) -> tuple[grpc.Channel, str, Metadata, cpb.Info | None] | None:
+def _try(address: str | None, pat: str | None, home: Path | None, timeout: float,
+         tls: bool | None = None) -> tuple[grpc.Channel, str, Metadata, cpb.Info | None] | None:
     """``(channel, address, metadata, info)`` if a daemon answers at ``address``, else None.
 
     ``info`` is None when it answered with an error (e.g. UNAUTHENTICATED): the
-    caller's first real call reports that error.
+    caller's first real call reports that error. ``tls``: True forces TLS.
     """
     if address is None:
         return None
     split_address(address)
     metadata = _metadata(pat, home)
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    channel = open_channel(address, tls)
     try:
         found = control_pb2_grpc.ControlPlaneStub(channel).GetInfo(
             cpb.InfoRequest(), timeout=timeout, metadata=metadata)
@@ -219,7 +256,8 @@ def _start(home: Path, address: str | None,
     (home / "logs").mkdir(exist_ok=True)
     with _FileLock(home / "start.lock", timeout=60.0):
         # Another client may have started one while we waited for the lock.
-        found = _try(address or _discovered_address(home), pat, home, timeout=5.0)
+        found = _try(address or _discovered_address(home), pat, home, timeout=5.0,
+                     tls=None if address else _discovered_tls(home))
         if found is not None:
             return found
         log = home / "logs" / "daemon.log"

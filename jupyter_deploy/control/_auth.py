@@ -17,16 +17,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import sqlite3
 import tempfile
 from pathlib import Path
 
-from ._errors import Unauthenticated
+from ._errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ._store import Store, now
 
 TOKEN_PREFIX = "jdp_"
+#: The built-in admin: the one who started the daemon (its token is ``home/local.token``).
 LOCAL_USER = "local"
+#: The built-in owner of the models the package ships; it has no token: nobody logs in as it.
+PLATFORM_USER = "platform"
 DEFAULT_APP = "default"
+_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
@@ -80,25 +86,28 @@ def token_digest(secret: bytes, token: str) -> str:
 
 def create_token(store: Store, secret: bytes, user_id: str) -> tuple[str, str]:
     """A new token for ``user_id``; returns ``(token_id, token)``. Only its digest is stored."""
+    with store.tx() as db:
+        return _insert_token(db, secret, user_id)
+
+
+def _insert_token(db: sqlite3.Connection, secret: bytes, user_id: str) -> tuple[str, str]:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(8)
-    with store.tx() as db:
-        db.execute("INSERT INTO tokens (id, user_id, digest, created_at) VALUES (?, ?, ?, ?)",
-                   (token_id, user_id, token_digest(secret, token), now()))
+    db.execute("INSERT INTO tokens (id, user_id, digest, created_at) VALUES (?, ?, ?, ?)",
+               (token_id, user_id, token_digest(secret, token), now()))
     return token_id, token
 
 
 def ensure_local_user(store: Store, home: Path, secret: bytes) -> None:
     """Create the user ``local``, its app ``default`` and its token file ``home/local.token``.
 
+    Also creates the built-in user ``platform`` (see ``ensure_platform_user``).
     The token file (mode 0600) is kept across restarts; it is remade only when
     the store does not know its token (a new ``state.db`` or ``secret.key``).
     """
     with store.tx() as db:
-        db.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)",
-                   (LOCAL_USER, now()))
-        db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, ?, ?)",
-                   (LOCAL_USER, DEFAULT_APP, now()))
+        _insert_user(db, LOCAL_USER, ignore_existing=True)
+    ensure_platform_user(store)
     path = Path(home) / "local.token"
     try:
         if _user_of(store, secret, path.read_text().strip()) == LOCAL_USER:
@@ -107,6 +116,79 @@ def ensure_local_user(store: Store, home: Path, secret: bytes) -> None:
         pass
     _, token = create_token(store, secret, LOCAL_USER)
     write_atomic(path, token.encode())
+
+
+def ensure_platform_user(store: Store) -> None:
+    """Create the user ``platform`` and its app ``default``; it gets no token."""
+    with store.tx() as db:
+        _insert_user(db, PLATFORM_USER, ignore_existing=True)
+
+
+def _insert_user(db: sqlite3.Connection, user_id: str, ignore_existing: bool = False) -> float:
+    created_at = now()
+    verb = "INSERT OR IGNORE" if ignore_existing else "INSERT"
+    db.execute(f"{verb} INTO users (id, created_at) VALUES (?, ?)", (user_id, created_at))
+    db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, ?, ?)",
+               (user_id, DEFAULT_APP, created_at))
+    return created_at
+
+
+# ---------------------------------------------------------------- users and tokens (the RPCs)
+
+
+def is_admin(user_id: str) -> bool:
+    return user_id == LOCAL_USER
+
+
+def require_admin(caller: str, what: str) -> None:
+    """Raise PermissionDenied unless ``caller`` is the admin; ``what``: e.g. "create users"."""
+    if not is_admin(caller):
+        raise PermissionDenied(f"only the admin ({LOCAL_USER}) can {what}; you are {caller}")
+
+
+def create_user(store: Store, secret: bytes, caller: str, user_id: str) -> tuple[dict, str, str]:
+    """Admin only: a new user with its app ``default`` and a first token.
+
+    Returns ``(user, token_id, token)``; ``user`` has id, created_at, admin.
+    """
+    require_admin(caller, "create users")
+    if not _USER_ID.fullmatch(user_id or ""):
+        raise InvalidArgument(f"bad user id {user_id!r}: use 1 to 64 letters, digits, '-', '_' or '.'")
+    with store.tx() as db:
+        if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+            raise AlreadyExists(f"user {user_id} already exists")
+        created_at = _insert_user(db, user_id)
+        token_id, token = _insert_token(db, secret, user_id)
+    return {"id": user_id, "created_at": created_at, "admin": is_admin(user_id)}, token_id, token
+
+
+def list_users(store: Store, caller: str) -> list[dict]:
+    """Admin only: every user (id, created_at, admin), oldest first."""
+    require_admin(caller, "list users")
+    return [{"id": r["id"], "created_at": r["created_at"], "admin": is_admin(r["id"])}
+            for r in store.query("SELECT id, created_at FROM users ORDER BY created_at, id")]
+
+
+def list_tokens(store: Store, user_id: str) -> list[dict]:
+    """``user_id``'s tokens (id, user_id, created_at, revoked_at or None), never their text."""
+    return [dict(r) for r in store.query(
+        "SELECT id, user_id, created_at, revoked_at FROM tokens WHERE user_id = ? "
+        "ORDER BY created_at, id", (user_id,))]
+
+
+def revoke_token(store: Store, user_id: str, token_id: str) -> dict:
+    """Revoke one of ``user_id``'s own tokens (at once: every call checks the store).
+
+    Another user's token, or no such token: NotFound. Revoking twice keeps the first time.
+    """
+    with store.tx() as db:
+        db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                   (now(), token_id, user_id))
+        row = db.execute("SELECT id, user_id, created_at, revoked_at FROM tokens "
+                         "WHERE id = ? AND user_id = ?", (token_id, user_id)).fetchone()
+    if row is None:
+        raise NotFound(f"you have no token {token_id!r} (see `jupyter-deploy token list`)")
+    return dict(row)
 
 
 def authenticate(store: Store, secret: bytes, token: str) -> str:
@@ -121,7 +203,9 @@ def _user_of(store: Store, secret: bytes, token: str) -> str:
     row = store.one("SELECT user_id, revoked_at FROM tokens WHERE digest = ?",
                     (token_digest(secret, token),))
     if row is None:
-        raise Unauthenticated("unknown token")
+        raise Unauthenticated("unknown token: this daemon did not issue it (check JUPYTER_DEPLOY_PAT "
+                              "or the token you passed)")
     if row["revoked_at"] is not None:
-        raise Unauthenticated("token revoked")
+        raise Unauthenticated("token revoked: ask for a new one (`jupyter-deploy token create`, "
+                              "or the admin's `jupyter-deploy user create`)")
     return row["user_id"]

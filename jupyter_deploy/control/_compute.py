@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from ..proto import control_pb2 as cpb
+from ._access import PLATFORM, readable_model
 from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
 from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ._scheduler import ROLLBACK_PREFIX
@@ -30,14 +31,20 @@ class Compute:
 
     # ------------------------------------------------------------ defaults
 
-    def ensure_defaults(self, user_id: str = LOCAL) -> None:
-        """The embedded cluster ``local`` and its nodepool ``local``, describing this host."""
-        with self.store.tx() as db:
-            db.execute("INSERT OR IGNORE INTO compute_clusters (user_id, id, config_json, created_at) "
-                       "VALUES (?, ?, ?, ?)", (user_id, LOCAL, json.dumps(cluster_config({})), now()))
-            db.execute("INSERT OR IGNORE INTO nodepools (user_id, compute_cluster_id, id, config_json, "
-                       "created_at) VALUES (?, ?, ?, ?, ?)",
-                       (user_id, LOCAL, LOCAL, json.dumps(nodepool_config({}, self.host)), now()))
+    def ensure_defaults(self, user_id: str | None = None) -> None:
+        """The embedded cluster and nodepool ``local`` of the user ``local`` (or of ``user_id``),
+        and the shared nodepool of the user ``platform``, each describing this host."""
+        defaults = [(user_id, LOCAL, LOCAL)] if user_id else [(LOCAL, LOCAL, LOCAL), (PLATFORM, "platform", "shared")]
+        for user_id, cluster_id, nodepool_id in defaults:
+            with self.store.tx() as db:
+                db.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user_id, now()))
+                db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, 'default', ?)",
+                           (user_id, now()))
+                db.execute("INSERT OR IGNORE INTO compute_clusters (user_id, id, config_json, created_at) "
+                           "VALUES (?, ?, ?, ?)", (user_id, cluster_id, json.dumps(cluster_config({})), now()))
+                db.execute("INSERT OR IGNORE INTO nodepools (user_id, compute_cluster_id, id, config_json, "
+                           "created_at) VALUES (?, ?, ?, ?, ?)",
+                           (user_id, cluster_id, nodepool_id, json.dumps(nodepool_config({}, self.host)), now()))
 
     # ------------------------------------------------------------ create
 
@@ -76,6 +83,8 @@ class Compute:
         self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
         cfg = deployment_config(config, owner)
         model = cfg["worker"]["model"]
+        # Another user's model may be deployed on one's own nodepool if it is public.
+        readable_model(self.store, owner, (model["user_id"], model["app_id"], model["id"]))
         version = self._resolve_version(model)
         stamp = now()
         with self.store.tx() as db:
@@ -112,6 +121,10 @@ class Compute:
 
     def _cluster(self, owner: str, cluster_id: str) -> sqlite3.Row:
         row = self.store.one("SELECT * FROM compute_clusters WHERE user_id = ? AND id = ?", (owner, cluster_id))
+        if row is None and cluster_id == LOCAL and self.store.one("SELECT 1 FROM users WHERE id = ?", (owner,)):
+            # Every user has this host as cluster `local`, made the first time they use it.
+            self.ensure_defaults(owner)
+            row = self.store.one("SELECT * FROM compute_clusters WHERE user_id = ? AND id = ?", (owner, cluster_id))
         if row is None:
             raise NotFound(f"compute cluster {cluster_id!r} not found for user {owner!r}")
         return row

@@ -18,6 +18,8 @@ from typing import Any
 
 from ..config import parse_quantity
 from ._errors import InvalidArgument
+from ._secrets import ENV_VAR_RE
+from ._secrets import NAME_RE as SECRET_NAME_RE
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: Deployment ids: letters and digits only (the Hopsworks rule).
@@ -145,7 +147,7 @@ def deployment_config(data: Any, caller: str) -> dict:
     """A deployment config: the model it serves, its scaling and whether it is the default."""
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
-                                "description", "resources", "python", "drain_seconds"})
+                                "description", "resources", "python", "drain_seconds", "secrets"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -174,6 +176,9 @@ def deployment_config(data: Any, caller: str) -> dict:
     if "num_accelerators" in resources:
         out["resources"] = {"num_accelerators": c.integer(
             resources, "num_accelerators", "resources.num_accelerators", 0)}
+    secrets = _secrets(c, data.get("secrets"))
+    if secrets:
+        out["secrets"] = secrets
     if data.get("python"):
         out["python"] = c.text(data, "python", "python")
     if not isinstance(data.get("default", False), bool):
@@ -183,6 +188,44 @@ def deployment_config(data: Any, caller: str) -> dict:
         c.error("autoscale_config.max_replicas",
                 f"{scaling['max_replicas']} is below min_replicas {scaling['min_replicas']}")
     c.done()
+    return out
+
+
+#: Environment variables the scheduler sets itself: a secret may not take their place.
+RESERVED_ENV = {"MODEL_PATH", "MODEL_VERSION", "DEPLOYMENT_ID", "CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED"}
+
+
+def _secrets(c: _Checker, data: Any) -> list[dict]:
+    """``secrets: [{id: NAME, env_var: VAR}]``: names and variables only, never a value."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        c.error("secrets", f"expected a list of {{id: NAME, env_var: VAR}}, got {type(data).__name__}")
+        return []
+    out, seen_ids, seen_vars = [], set(), set()
+    for i, item in enumerate(data):
+        path = f"secrets[{i}]"
+        item = c.mapping(item, path, {"id", "env_var"})
+        name = c.text(item, "id", f"{path}.id")
+        var = c.text(item, "env_var", f"{path}.env_var")
+        if not name:
+            c.error(f"{path}.id", "required: the name of a secret (client.set_secret(name, value))")
+        elif not SECRET_NAME_RE.match(name):
+            c.error(f"{path}.id", f"bad secret name {name!r} (use letters, digits, '_', '-' and '.', at most 128)")
+        elif name in seen_ids:
+            c.error(f"{path}.id", f"secret {name} is listed twice")
+        if not var:
+            c.error(f"{path}.env_var", "required: the environment variable the runner sees it as, e.g. API_KEY")
+        elif not ENV_VAR_RE.match(var):
+            c.error(f"{path}.env_var", f"bad environment variable name {var!r} (use A-Z, 0-9 and '_', "
+                    "not starting with a digit, e.g. API_KEY)")
+        elif var in RESERVED_ENV or var.startswith("JUPYTER_DEPLOY_"):
+            c.error(f"{path}.env_var", f"{var} is set by jupyter_deploy itself; choose another name")
+        elif var in seen_vars:
+            c.error(f"{path}.env_var", f"environment variable {var} is given twice")
+        seen_ids.add(name)
+        seen_vars.add(var)
+        out.append({"id": name, "env_var": var})
     return out
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+from .._tokens import DEFAULT_TTL
 from . import _auth
 from ._blobs import BlobStore
 from ._compute import Compute
@@ -12,6 +14,7 @@ from ._host_info import detect
 from ._registry import Registry
 from ._router import Router
 from ._scheduler import Scheduler
+from ._secrets import Secrets
 from ._store import Store
 
 #: Seconds a cached model environment may go unused before the daemon removes it.
@@ -40,7 +43,9 @@ class ControlPlane:
         self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
         self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir)
         self.compute = Compute(self.store, self.host, self.registry, self.scheduler)
-        self.router = Router(self.store, self.registry, self.scheduler)
+        self.router = Router(self.store, self.registry, self.scheduler, self.compute,
+                             ttl=float(os.environ.get("JUPYTER_DEPLOY_ROUTE_TOKEN_TTL", DEFAULT_TTL)))
+        self.secrets = Secrets(self.home / "secrets")
         self.shutdown_requested = threading.Event()
         self.stop_runners_on_shutdown = True
 

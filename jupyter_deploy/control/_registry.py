@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
+from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ._store import Store, now
@@ -156,7 +157,8 @@ class Registry:
                                   "upload with Client.upload_model or `jupyter-deploy upload`")
         header = first.header
         key = self._key(header.model, caller)
-        if key[0] != caller:
+        # The admin installs the models the platform offers everyone (the shared nodepool serves them).
+        if key[0] != caller and not (caller == ADMIN and key[0] == PLATFORM):
             raise PermissionDenied(f"user {caller!r} cannot upload into user {key[0]!r}'s models")
         if header.size <= 0:
             raise InvalidArgument("the upload header gives no size; upload with Client.upload_model")
@@ -206,6 +208,10 @@ class Registry:
                            (user, app, stamp))
                 db.execute("INSERT OR IGNORE INTO models (user_id, app_id, id, created_at) "
                            "VALUES (?, ?, ?, ?)", (*key, stamp))
+                # Each version's config.yaml says who may see the model (model.visibility).
+                visibility = json.loads(config_json).get("model", {}).get("visibility", "private")
+                db.execute("UPDATE models SET visibility = ? WHERE user_id = ? AND app_id = ? AND id = ?",
+                           (visibility if visibility in ("private", "public") else "private", *key))
                 db.execute("INSERT OR IGNORE INTO blobs (sha256, size, created_at) VALUES (?, ?, ?)",
                            (sha, header.size, stamp))
                 number = db.execute(
@@ -221,6 +227,17 @@ class Registry:
         return _version(row, deduplicated)
 
     # ------------------------------------------------------------ read
+
+    def set_visibility(self, ref: cpb.ModelRef, visibility: str) -> cpb.Model:
+        """Make a model ``public`` (others may see, call and deploy it) or ``private``."""
+        if visibility not in ("private", "public"):
+            raise InvalidArgument(f"visibility must be private or public, got {visibility!r}")
+        key = self._key(ref, ref.user_id)
+        self._model_row(key)
+        with self.store.tx() as db:
+            db.execute("UPDATE models SET visibility = ? WHERE user_id = ? AND app_id = ? AND id = ?",
+                       (visibility, *key))
+        return self.get_model(ref)
 
     def get_model(self, ref: cpb.ModelRef) -> cpb.Model:
         """One model, with its version count and latest version."""

@@ -1,25 +1,36 @@
 """Route resolution: which runner serves a call, and the token that lets the caller in.
 
 In this order (the Clarifai seed's): the given deployment; else the given
-compute cluster + nodepool; else the model owner's default deployment (the
-one marked ``default``, else the model's only one). Anything else is a clear
-error that says what to do.
+compute cluster + nodepool; else the caller's default deployment of the model
+(the one marked ``default``, else the only one); else, for models of the
+built-in user ``platform`` only, the shared nodepool, which starts a replica
+on demand. Anything else is a clear error that says what to do.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .. import _tokens
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
-from ._errors import FailedPrecondition, InvalidArgument, NotFound
+from ._access import PLATFORM, own_resource, readable_model
+from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ._store import Store, now
+
+#: Where platform models nobody deployed are served (owned by the user ``platform``).
+SHARED_CLUSTER, SHARED_NODEPOOL = "platform", "shared"
 
 
 class Router:
-    def __init__(self, store: Store, registry: Any, scheduler: Any, ttl: float = _tokens.DEFAULT_TTL):
-        self.store, self.registry, self.scheduler, self.ttl = store, registry, scheduler, ttl
+    #: Seconds a call to a platform model waits for the shared nodepool to start a replica.
+    shared_start_timeout = 120.0
+
+    def __init__(self, store: Store, registry: Any, scheduler: Any, compute: Any,
+                 ttl: float = _tokens.DEFAULT_TTL):
+        self.store, self.registry, self.scheduler, self.compute = store, registry, scheduler, compute
+        self.ttl = ttl
 
     def resolve(self, caller: str, req: cpb.RouteRequest) -> cpb.Route:
         model = req.model
@@ -30,6 +41,7 @@ class Router:
         if bool(req.compute_cluster_id) != bool(req.nodepool_id):
             raise InvalidArgument("compute_cluster_id and nodepool_id go together; give both")
         owner = req.user_id or caller
+        own_resource(caller, owner, "deployments")  # calls go through one's own deployments
         live = "desired != 'deleted'"
         if req.deployment_id:
             row = self.store.one(f"SELECT * FROM deployments WHERE user_id = ? AND id = ? AND {live}",
@@ -41,10 +53,12 @@ class Router:
                 raise InvalidArgument(
                     f"deployment {req.deployment_id!r} serves {row['model_user_id']}/{row['model_app_id']}/"
                     f"{row['model_id']}, not {model_user}/{model_app}/{model.model_id}")
+            readable_model(self.store, caller, (row["model_user_id"], row["model_app_id"], row["model_id"]))
         else:
             if not model.model_id:
                 raise InvalidArgument("name the model (model_id) or the deployment (deployment_id)")
             key = (model_user, model_app, model.model_id)
+            readable_model(self.store, caller, key)
             if req.compute_cluster_id:
                 row = self.store.one(
                     f"SELECT * FROM deployments WHERE user_id = ? AND compute_cluster_id = ? AND nodepool_id = ? "
@@ -54,8 +68,11 @@ class Router:
                     raise NotFound(f"model {'/'.join(key)} has no deployment on nodepool "
                                    f"{req.compute_cluster_id}/{req.nodepool_id}")
             else:
-                row = self._default(key)
-        address, version_id = self.scheduler.route(row["user_id"], row["id"])
+                row = self._default(owner, key)
+        if row is None:  # a platform model nobody deployed: the shared nodepool serves it
+            row, (address, version_id) = self._shared(key)
+        else:
+            address, version_id = self.scheduler.route(row["user_id"], row["id"])
         version = self.registry.get_version(cpb.VersionRef(version_id=version_id))
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
@@ -64,10 +81,12 @@ class Router:
                          description=version.description if version.HasField("description")
                          else pb.ModelDescription())
 
-    def _default(self, key: tuple[str, str, str]) -> Any:
+    def _default(self, owner: str, key: tuple[str, str, str]) -> Any:
+        """The caller's deployment of the model marked default, else its only one (None for a
+        platform model with none)."""
         rows = self.store.query(
             "SELECT * FROM deployments WHERE user_id = ? AND model_user_id = ? AND model_app_id = ? "
-            "AND model_id = ? AND desired != 'deleted' ORDER BY id", (key[0], *key))
+            "AND model_id = ? AND desired != 'deleted' ORDER BY id", (owner, *key))
         marked = [r for r in rows if r["is_default"]]
         if marked:
             return marked[0]
@@ -78,10 +97,38 @@ class Router:
             raise FailedPrecondition(
                 f"model {name} has {len(rows)} deployments ({', '.join(r['id'] for r in rows)}) and none is "
                 "the default: pass deployment_id=..., or mark one with default: true")
+        if key[0] == PLATFORM:
+            return None
         raise FailedPrecondition(
             f"model {name} has no deployment; create one, e.g. "
             f"Nodepool('local', compute_cluster_id='local').create_deployment('{_deployment_id(key[2])}', "
-            f"worker={{'model': {{'id': '{key[2]}'}}}}) or `jupyter-deploy deployment create`")
+            f"worker={{'model': {{'id': '{key[2]}', 'user_id': '{key[0]}'}}}}) "
+            "or `jupyter-deploy deployment create`")
+
+    def _shared(self, key: tuple[str, str, str]) -> tuple[Any, tuple[str, str]]:
+        """The shared nodepool's deployment of a platform model, started on demand; waits until it serves."""
+        deployment_id = "shared" + _deployment_id(key[2])
+        row = self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id))
+        if row is None or row["desired"] != "running":
+            if row is None:
+                try:
+                    self.compute.create(PLATFORM, cpb.ResourceRef(
+                        kind="deployment", id=deployment_id, compute_cluster_id=SHARED_CLUSTER,
+                        nodepool_id=SHARED_NODEPOOL), {"worker": {"model": {
+                            "id": key[2], "user_id": key[0], "app_id": key[1]}}})
+                except AlreadyExists:
+                    pass  # another caller started it a moment ago
+            else:
+                self.compute.act(PLATFORM, cpb.ResourceRef(kind="deployment", id=deployment_id), "start")
+        deadline = time.monotonic() + self.shared_start_timeout
+        while True:
+            row = self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id))
+            try:
+                return row, self.scheduler.route(PLATFORM, deployment_id)
+            except FailedPrecondition:
+                if time.monotonic() > deadline or row["state"] == "FAILED":
+                    raise
+            time.sleep(0.05)
 
 
 def _deployment_id(model_id: str) -> str:

@@ -61,6 +61,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ..config import parse_quantity
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
+from ._secrets import HINT_RE as SECRET_HINT_RE
+from ._secrets import Secrets
 from ._store import Store, now
 
 log = logging.getLogger("jupyter_deploy.scheduler")
@@ -549,11 +551,21 @@ class Scheduler:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
             self._fail(dep, f"cannot prepare version {version_id}: {e}")
+        try:  # the deployment's secrets: their values go into the runner's environment and nowhere else
+            secret_env = Secrets(self.home / "secrets").environment(dep["user_id"], cfg.get("secrets") or [])
+        except NotFound as e:  # never start without one: wait (STARTING, the reason names it), retry soon
+            self._notes[key] = e.message
+            self._retry_at[rid] = time.monotonic() + 1.0
+            with self.store.tx() as db:
+                db.execute("UPDATE replicas SET state = ?, pid = NULL, address = NULL WHERE id = ?", (CRASHED, rid))
+            return
+        if SECRET_HINT_RE.match(self._notes.get(key, "")):
+            del self._notes[key]
         # test() runs on one replica per version, until one passed it.
         tester = self._testing.setdefault(version_id, rid) if version_id not in self._tested else None
         cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
                "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
-        env = {**os.environ, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
+        env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
                "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
         with self._open_log(*key) as out:

@@ -14,6 +14,7 @@ from .._version import __version__
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
 from . import _auth
+from ._access import PLATFORM, own_resource, owned_model, readable_model
 from ._errors import ControlError, InvalidArgument
 from ._plane import ControlPlane
 
@@ -82,32 +83,50 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     def UploadModel(self, caller, request_iterator, context):
         return self.plane.registry.upload(caller, request_iterator)
 
+    def _readable(self, caller: str, ref: cpb.ModelRef) -> cpb.ModelRef:
+        ref = _owned(ref, caller)
+        readable_model(self.plane.store, caller, (ref.user_id, ref.app_id, ref.model_id))
+        return ref
+
     @_rpc
     def GetModel(self, caller, request, context):
-        return self.plane.registry.get_model(_owned(request.model, caller))
+        return self.plane.registry.get_model(self._readable(caller, request.model))
 
     @_rpc
     def ListModels(self, caller, request, context):
-        return cpb.ListModelsResponse(models=self.plane.registry.list_models(
-            request.user_id or caller, request.app_id or None))
+        models = self.plane.registry.list_models(request.user_id or caller, request.app_id or None)
+        return cpb.ListModelsResponse(models=[m for m in models if m.ref.user_id in (caller, PLATFORM)
+                                              or m.visibility == "public"])
 
     @_rpc
     def ListVersions(self, caller, request, context):
-        return cpb.ListVersionsResponse(versions=self.plane.registry.list_versions(_owned(request.model, caller)))
+        return cpb.ListVersionsResponse(versions=self.plane.registry.list_versions(
+            self._readable(caller, request.model)))
 
     @_rpc
     def GetVersion(self, caller, request, context):
-        request.model.CopyFrom(_owned(request.model, caller))
-        return self.plane.registry.get_version(request)
+        if request.model.model_id or not request.version_id:
+            request.model.CopyFrom(self._readable(caller, request.model))
+            return self.plane.registry.get_version(request)
+        version = self.plane.registry.get_version(request)  # by id alone
+        self._readable(caller, version.model)
+        return version
 
     @_rpc_stream
     def ExportVersion(self, caller, request, context):
-        request.model.CopyFrom(_owned(request.model, caller))
+        request.model.CopyFrom(self._readable(caller, request.model))
         yield from self.plane.registry.export(request)
+
+    @_rpc
+    def SetVisibility(self, caller, request, context):
+        ref = _owned(request.model, caller)
+        owned_model(self.plane.store, caller, (ref.user_id, ref.app_id, ref.model_id))
+        return self.plane.registry.set_visibility(ref, request.visibility)
 
     @_rpc
     def DeleteModel(self, caller, request, context):
         ref = _owned(request.model, caller)
+        owned_model(self.plane.store, caller, (ref.user_id, ref.app_id, ref.model_id))
         registry, compute = self.plane.registry, self.plane.compute
         if request.force:
             # Forced: its deployments go first, through compute, so their replicas are stopped.
@@ -125,27 +144,34 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
 
     @_rpc
     def Get(self, caller, request, context):
+        own_resource(caller, request.user_id, f"{request.kind.replace('_', ' ')} {request.id!r}")
         return self.plane.compute.get(caller, request)
 
     @_rpc
     def List(self, caller, request, context):
+        own_resource(caller, request.parent.user_id, f"{request.parent.kind.replace('_', ' ')}s")
         return cpb.ListResponse(resources=self.plane.compute.list(caller, request.parent))
 
     @_rpc
     def Update(self, caller, request, context):
+        own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
         return self.plane.compute.update(caller, request.ref, _json(request.config_json, "config"))
 
     @_rpc
     def Delete(self, caller, request, context):
+        for ref in request.refs:
+            own_resource(caller, ref.user_id, f"{ref.kind.replace('_', ' ')} {ref.id!r}")
         self.plane.compute.delete(caller, list(request.refs))
         return cpb.DeleteResponse()
 
     @_rpc
     def Act(self, caller, request, context):
+        own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
         return self.plane.compute.act(caller, request.ref, request.action)
 
     @_rpc
     def Logs(self, caller, request, context):
+        own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
         return cpb.LogsResponse(lines=self.plane.compute.logs(caller, request.ref, request.lines))
 
     # ------------------------------------------------------------ routing
@@ -154,20 +180,72 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     def ResolveRoute(self, caller, request, context):
         return self.plane.router.resolve(caller, request)
 
+    # ------------------------------------------------------------ users and tokens (a token is shown once)
+
+    @_rpc
+    def CreateUser(self, caller, request, context):
+        user, token_id, token = _auth.create_user(self.plane.store, self.plane.secret, caller, request.user_id)
+        return cpb.UserWithToken(user=cpb.User(**user),
+                                 token=cpb.NewToken(id=token_id, user_id=user["id"], token=token))
+
+    @_rpc
+    def ListUsers(self, caller, request, context):
+        return cpb.ListUsersResponse(users=[cpb.User(**u) for u in _auth.list_users(self.plane.store, caller)])
+
+    @_rpc
+    def CreateToken(self, caller, request, context):
+        token_id, token = _auth.create_token(self.plane.store, self.plane.secret, caller)
+        return cpb.NewToken(id=token_id, user_id=caller, token=token)
+
+    @_rpc
+    def ListTokens(self, caller, request, context):
+        return cpb.ListTokensResponse(tokens=[_token_info(t) for t in _auth.list_tokens(self.plane.store, caller)])
+
+    @_rpc
+    def RevokeToken(self, caller, request, context):
+        return _token_info(_auth.revoke_token(self.plane.store, caller, request.token_id))
+
+    # ------------------------------------------------------------ secrets (values never leave but to runners)
+
+    @_rpc
+    def SetSecret(self, caller, request, context):
+        updated_at = self.plane.secrets.set(caller, request.name, request.value)
+        return cpb.Secret(name=request.name, updated_at=updated_at)
+
+    @_rpc
+    def ListSecrets(self, caller, request, context):
+        return cpb.ListSecretsResponse(secrets=[cpb.Secret(name=name, updated_at=updated_at)
+                                                for name, updated_at in self.plane.secrets.names(caller)])
+
+    @_rpc
+    def DeleteSecret(self, caller, request, context):
+        self.plane.secrets.delete(caller, request.name)
+        return cpb.DeleteResponse()
+
+
+def _token_info(row: dict) -> cpb.TokenInfo:
+    return cpb.TokenInfo(id=row["id"], user_id=row["user_id"], created_at=row["created_at"],
+                         revoked_at=row["revoked_at"] or 0.0)
+
 
 def _owned(ref: cpb.ModelRef, caller: str) -> cpb.ModelRef:
     return cpb.ModelRef(user_id=ref.user_id or caller, app_id=ref.app_id or "default", model_id=ref.model_id)
 
 
-def make_server(plane: ControlPlane, address: str) -> tuple[grpc.Server, int]:
-    """A server for ``plane`` bound to ``address`` (not started); returns it and its port."""
+def make_server(plane: ControlPlane, address: str,
+                credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+    """A server for ``plane`` bound to ``address`` (not started); returns it and its port.
+
+    With ``credentials`` (``grpc.ssl_server_credentials``) it serves TLS only.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="control"),
         # Off, so a second daemon cannot bind the same port and split the clients.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
     )
     control_pb2_grpc.add_ControlPlaneServicer_to_server(ControlService(plane), server)
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"cannot listen on {address} (is the port in use?)")
     return server, port

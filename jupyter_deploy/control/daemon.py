@@ -11,9 +11,14 @@ Clients start it with ``start_new_session=True`` (see ``client._daemon``), so
 the daemon and its runners are out of reach of signals sent to a kernel's
 process group; ``jupyter-deploy serve`` runs it in the foreground instead.
 
+It listens on loopback unless told otherwise; any other address (e.g.
+``0.0.0.0:7700``) requires TLS: ``--tls-cert FILE --tls-key FILE`` (PEM). With
+them it serves TLS only, on any address.
+
 Example::
 
     python -m jupyter_deploy.control serve --address 127.0.0.1:7700
+    python -m jupyter_deploy.control serve --address 0.0.0.0:7700 --tls-cert cert.pem --tls-key key.pem
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -45,11 +52,14 @@ STOP_GRACE = 5.0
 log = logging.getLogger("jupyter_deploy.daemon")
 
 
-def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
+def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: str | Path | None = None,
+          tls_key: str | Path | None = None) -> None:
     """Run the daemon for ``home`` on ``address`` until it is told to stop.
 
-    Raises DeployError, before anything starts, for a non-loopback address or
-    when a daemon already runs on this home.
+    ``tls_cert`` and ``tls_key`` (PEM files): serve TLS; required for a
+    non-loopback address. Raises DeployError, before anything starts, for a
+    non-loopback address without them, unreadable ones, or when a daemon
+    already runs on this home.
 
     Example::
 
@@ -62,9 +72,7 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
     # Runners, their environments and their logs live under the same home as the state.
     os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
     host, _ = split_address(address)
-    if not is_loopback(host):
-        raise DeployError(f"refusing to listen on {host}: the control plane has no TLS yet, so it "
-                          f"serves only loopback addresses (127.0.0.1, localhost, ::1)")
+    credentials = _tls_credentials(host, tls_cert, tls_key)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = _take_lock(home)
     signalled: list[int] = []
@@ -72,7 +80,7 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
 
     plane = ControlPlane(home, address)
     try:
-        server, port = make_server(plane, address)
+        server, port = make_server(plane, address, credentials)
     except OSError as e:
         raise DeployError(str(e)) from None
     plane.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -80,11 +88,18 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
     try:
         plane.start()
         server.start()
-        _wait_answering(plane.address, home)
+        # Clients on this machine reach a wildcard address (0.0.0.0, ::) on loopback.
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        local_address = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
+        if credentials is None:
+            _wait_answering(local_address, home)
+        else:
+            _wait_tls_answering(local, port)
         write_atomic(discovery, json.dumps({
-            "address": plane.address, "pid": os.getpid(), "version": __version__,
-            "started_at": time.time()}).encode())
-        log.info("listening on %s (home %s, pid %d)", plane.address, home, os.getpid())
+            "address": local_address, "pid": os.getpid(), "version": __version__,
+            "started_at": time.time(), "tls": credentials is not None}).encode())
+        log.info("listening on %s%s (home %s, pid %d)", plane.address,
+                 " (TLS)" if credentials is not None else "", home, os.getpid())
         # Polled, not waited on: a signal handler must not touch an Event's lock.
         while not signalled and not plane.shutdown_requested.wait(0.2):
             pass
@@ -99,6 +114,49 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS) -> None:
             pass
         os.close(lock)
         log.info("stopped")
+
+
+def _tls_credentials(host: str, cert: str | Path | None,
+                     key: str | Path | None) -> grpc.ServerCredentials | None:
+    """Server credentials from PEM files, or None (plain text, loopback only); raises DeployError."""
+    if not cert and not key:
+        if is_loopback(host):
+            return None
+        raise DeployError(f"refusing to listen on {host} without TLS: an address other than loopback "
+                          f"(127.0.0.1, localhost, ::1) requires --tls-cert FILE and --tls-key FILE")
+    if not cert or not key:
+        raise DeployError("TLS needs both --tls-cert FILE and --tls-key FILE (PEM), one is missing")
+    pems = []
+    for what, path in (("--tls-key", key), ("--tls-cert", cert)):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise DeployError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        if b"-----BEGIN" not in data:
+            raise DeployError(f"{what} {path} is not a PEM file")
+        pems.append(data)
+    return grpc.ssl_server_credentials([(pems[0], pems[1])])
+
+
+def _wait_tls_answering(host: str, port: int, timeout: float = 30.0) -> None:
+    """Return once a TLS handshake (HTTP/2) succeeds on ``host:port``.
+
+    The certificate is not checked here: the daemon may not hold the CA that signed it.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname=host):
+                return
+        except (OSError, ssl.SSLError) as e:
+            if time.monotonic() > deadline:
+                raise DeployError(f"the TLS listener on port {port} does not answer: {e}") from None
+            time.sleep(0.05)
 
 
 def _take_lock(home: Path) -> int:
@@ -145,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="HOST:PORT (default: 127.0.0.1, a free port)")
     p.add_argument("--home",
                    help="the state folder (default: $JUPYTER_DEPLOY_HOME or ~/.jupyter_deploy)")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve TLS with this PEM certificate (chain); needed off loopback")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        serve(Path(args.home) if args.home else None, args.address)
+        serve(Path(args.home) if args.home else None, args.address, args.tls_cert, args.tls_key)
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
