@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import grpc
 import pytest
-from test_platform import kill_everything, write_model
+from daemon_helpers import isolated_home
+from test_platform import write_model
 
 from jupyter_deploy import Client, ControlPlaneError, Deployment, Model, NotFoundError
 from jupyter_deploy.client import _api
@@ -18,22 +18,8 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PAT",
-                                          "JUPYTER_DEPLOY_ROUTE_TOKEN_TTL")}
-    os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
-    os.environ["JUPYTER_DEPLOY_ROUTE_TOKEN_TTL"] = "3"  # the daemon's route tokens live 3 s here
-    os.environ.pop("JUPYTER_DEPLOY_ADDRESS", None)
-    os.environ.pop("JUPYTER_DEPLOY_PAT", None)
-    _api._default = None
-    yield home
-    _api._default = None
-    kill_everything(home)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_home(tmp_path_factory, 'home', JUPYTER_DEPLOY_ROUTE_TOKEN_TTL='3') as home:  # route tokens live 3 s
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from test_platform import _alive, daemon_pid, kill_everything, wait_for
+from daemon_helpers import alive, daemon_pid, kill_everything, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -225,6 +225,6 @@ def test_status_then_stop(cli, uploaded, home):
     assert re.search(rf"^pid\s+{pid}$", status, re.M) and re.search(rf"^home\s+{re.escape(str(home))}$",
                                                                      status, re.M)
     assert f"(pid {pid})" in ok(cli("stop"))
-    wait_for(lambda: not _alive(pid), 15, "the daemon to exit")
+    wait_for(lambda: not alive(pid), 15, "the daemon to exit")
     after = cli("status")
     assert after.returncode == 1 and len(after.stdout.strip().splitlines()) == 1

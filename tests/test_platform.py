@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import signal
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from daemon_helpers import daemon_pid, isolated_home, wait_for
 
 from jupyter_deploy import (
     Client,
@@ -72,65 +70,10 @@ def write_model(root: Path, model_id: str, version: str = "v1") -> Path:
     return root
 
 
-def daemon_pid(home: Path) -> int:
-    return json.loads((home / "daemon.json").read_text())["pid"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def kill_everything(home: Path) -> None:
-    """Stop the daemon and any runner it left (bounded), whatever state the test left them in."""
-    try:
-        pid = daemon_pid(home)
-        os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not _alive(pid), 15, "the daemon to stop")
-    except (FileNotFoundError, ProcessLookupError, AssertionError, ValueError):
-        pass
-    out = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
-    for line in out.stdout.split():
-        try:
-            os.kill(int(line), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS",
-                                          "JUPYTER_DEPLOY_FAKE_GPUS")}
-    os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
-    os.environ.pop("JUPYTER_DEPLOY_ADDRESS", None)
-    os.environ["JUPYTER_DEPLOY_FAKE_GPUS"] = "2"
-    _api._default = None
-    yield home
-    _api._default = None
-    kill_everything(home)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_home(tmp_path_factory, 'home', JUPYTER_DEPLOY_FAKE_GPUS='2') as home:  # two fake GPUs to pin
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_platform import kill_everything, write_model
+from daemon_helpers import isolated_home
+from test_platform import write_model
 
 from jupyter_deploy import Client, ControlPlaneError, Nodepool, NotFoundError
-from jupyter_deploy.client import _api
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,21 +37,8 @@ VALUE = "sv-" + secrets.token_hex(20)
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("secrets_home")
-    names = ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PAT")
-    old = {k: os.environ.get(k) for k in names}
-    os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
-    os.environ.pop("JUPYTER_DEPLOY_ADDRESS", None)
-    os.environ.pop("JUPYTER_DEPLOY_PAT", None)
-    _api._default = None
-    yield home
-    _api._default = None
-    kill_everything(home)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_home(tmp_path_factory, 'secrets_home') as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_platform import kill_everything
+from daemon_helpers import kill_everything
 
 from jupyter_deploy import Client, DeployError
 from jupyter_deploy.client import _api, _daemon

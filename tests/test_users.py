@@ -10,10 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_platform import kill_everything
+from daemon_helpers import isolated_home
 
 from jupyter_deploy import Client, ControlPlaneError
-from jupyter_deploy.client import _api
 from jupyter_deploy.proto import control_pb2 as cpb
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,21 +23,8 @@ SEEN_TOKENS: list[str] = []
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("users_home")
-    old = {k: os.environ.get(k) for k in ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS",
-                                          "JUPYTER_DEPLOY_PAT", "JUPYTER_DEPLOY_TLS_CA")}
-    os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
-    for k in ("JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PAT", "JUPYTER_DEPLOY_TLS_CA"):
-        os.environ.pop(k, None)
-    _api._default = None
-    yield home
-    _api._default = None
-    kill_everything(home)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with isolated_home(tmp_path_factory, 'users_home') as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,84 @@
+"""A real control plane daemon for a test module, in a home folder of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from jupyter_deploy.client import _api
+
+#: Variables that point a client at a daemon or a user: each module starts from none of them.
+_ISOLATED = ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PAT", "JUPYTER_DEPLOY_TLS_CA",
+             "JUPYTER_DEPLOY_FAKE_GPUS", "JUPYTER_DEPLOY_ROUTE_TOKEN_TTL")
+
+
+@contextlib.contextmanager
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, name: str = "home",
+                  **env: str) -> Iterator[Path]:
+    """A fresh JUPYTER_DEPLOY_HOME (plus ``env``) for the block; its daemon and runners die after."""
+    home = tmp_path_factory.mktemp(name)
+    old = {k: os.environ.get(k) for k in _ISOLATED}
+    for k in _ISOLATED:
+        os.environ.pop(k, None)
+    os.environ.update(JUPYTER_DEPLOY_HOME=str(home), **env)
+    _api._default = None
+    try:
+        yield home
+    finally:
+        _api._default = None
+        kill_everything(home)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def daemon_pid(home: Path) -> int:
+    return json.loads((home / "daemon.json").read_text())["pid"]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def kill_everything(home: Path) -> None:
+    """Stop the daemon and any runner it left (bounded), whatever state the test left them in."""
+    try:
+        pid = daemon_pid(home)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid), 15, "the daemon to stop")
+    except (FileNotFoundError, ProcessLookupError, AssertionError, ValueError):
+        pass
+    out = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
+    for line in out.stdout.split():
+        try:
+            os.kill(int(line), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
