@@ -1,0 +1,872 @@
+"""``%%deploy``, ``%predict`` and ``%stream``: the notebook's way into jupyter_deploy.
+
+Load them with ``%load_ext jupyter_deploy``::
+
+    %%deploy echo
+    from jupyter_deploy import ModelClass
+
+    class Echo(ModelClass):
+        @ModelClass.method
+        def predict(self, text: str) -> str:
+            return "echo: " + text
+
+    x = %predict echo hi                 # 'echo: hi'
+    %predict echo text=$name             # a value from the notebook
+    text = %stream echo "a b c"          # chunks render as they come
+
+The magics only call the public client (``Client``, ``Nodepool``, ``Deployment``,
+``Model``) and ``load_local``; the client is made on first use, so loading the
+extension never contacts the daemon. Argument mistakes are ``UsageError``s (no
+traceback); everything else that fails raises a ``DeployError`` whose rendered
+traceback is short (the model's own frames for a ``ModelError``).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+import shlex
+import symtable
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import (
+    Magics,
+    line_cell_magic,
+    line_magic,
+    magics_class,
+    needs_local_scope,
+    no_var_expand,
+    output_can_be_silenced,
+)
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+from traitlets import Float
+
+from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError, NotFoundError
+
+__all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+#: Top-level keys of a model's config.yaml; anything else in a ``--config`` file is deployment config.
+_MODEL_CONFIG_KEYS = frozenset({"model", "inference_compute_info", "checkpoints", "concepts", "build_info"})
+#: Names a model.py may use without defining them: Python's builtins (not IPython's additions).
+_BUILTINS = (frozenset(dir(builtins)) - {"display", "get_ipython", "__IPYTHON__"}) | {
+    "exit", "quit", "__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__",
+    "__builtins__", "__annotations__", "__dict__"}
+_VAR = re.compile(r"\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_MODEL_FRAME = re.compile(r'File "[^"]*/1/model\.py", line (\d+)')
+_MAGIC_NAMES = {"line": ("deploy", "predict", "stream"), "cell": ("deploy",)}
+
+
+# ---------------------------------------------------------------- small display helpers
+
+
+class _Line:
+    """One line of plain text that displays without quotes."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.text)
+
+
+class _Progress:
+    """A status line updated in place (throttled) in a kernel; printed on each change elsewhere."""
+
+    def __init__(self, live: bool, interval: float):
+        self.live = live
+        self.interval = interval
+        self._handle: Any = None
+        self._shown = 0.0
+        self._key: Any = None
+
+    def show(self, text: str, key: Any = None, force: bool = False) -> None:
+        if self.live:
+            now = time.monotonic()
+            if not force and self._handle is not None and now - self._shown < self.interval:
+                return
+            self._shown = now
+            if self._handle is None:
+                self._handle = display(_Line(text), display_id=True)
+                if self._handle is None:  # no display machinery (not an initialised shell): print
+                    self.live = False
+            else:
+                self._handle.update(_Line(text))
+        elif force or key != self._key:
+            print(text, flush=True)
+        self._key = key
+
+
+def _optional(module: str, name: str) -> Any:
+    """``module.name`` when the other half of the notebook layer provides it, else None."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _split(line: str) -> list[str]:
+    """Split a magic's line on blanks outside quotes and brackets, keeping the quotes.
+
+    ``text="a b" {f(1, 2)} [1, 2]`` gives ``['text="a b"', '{f(1, 2)}', '[1, 2]']``, so
+    each value can be read as a Python literal afterwards.
+    """
+    tokens: list[str] = []
+    buf: list[str] = []
+    depth, quote, i = 0, "", 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            buf.append(ch)
+            if ch == "\\" and i + 1 < len(line):
+                buf.append(line[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            buf.append(ch)
+        elif ch in "([{":
+            depth += 1
+            buf.append(ch)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+            buf.append(ch)
+        elif ch.isspace() and depth == 0:
+            if buf:
+                tokens.append("".join(buf))
+                buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    if quote:
+        raise UsageError(f"unterminated {quote} quote in: {line.strip()}")
+    if depth:
+        raise UsageError(f"unbalanced brackets in: {line.strip()}")
+    if buf:
+        tokens.append("".join(buf))
+    return tokens
+
+
+def _strip_silencing(line: str) -> str:
+    # `%stream m x;` ends with the `;` that silences the result: it is not part of a value.
+    stripped = line.rstrip()
+    return stripped[:-1] if stripped.endswith(";") else line
+
+
+def _unquote(token: str) -> str:
+    """A quoted token's text (``"a b"`` -> ``a b``); other tokens as they are."""
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
+        try:
+            value = ast.literal_eval(token)
+        except (ValueError, SyntaxError):
+            return token
+        if isinstance(value, str):
+            return value
+    return token
+
+
+class _Namespace:
+    """Evaluates ``$var`` and ``{expr}`` in the notebook's namespaces."""
+
+    def __init__(self, user_ns: dict, local_ns: dict | None):
+        self.user_ns = user_ns
+        self.local_ns = local_ns if local_ns is not None else user_ns
+
+    def eval(self, expr: str, shown: str) -> Any:
+        try:
+            return eval(expr, self.user_ns, self.local_ns)
+        except NameError as e:
+            raise UsageError(f"{shown}: {e} in the notebook") from None
+        except SyntaxError as e:
+            raise UsageError(f"{shown}: not a Python expression ({e.msg})") from None
+        except Exception as e:  # noqa: BLE001 - whatever the user's expression raised
+            raise UsageError(f"{shown}: evaluating it raised {type(e).__name__}: {e}") from None
+
+    def reference(self, token: str) -> tuple[bool, Any]:
+        """``(True, value)`` when the token is exactly ``$name`` or ``{expr}``."""
+        m = _VAR.fullmatch(token)
+        if m:
+            return True, self.eval(m.group(1), token)
+        if len(token) >= 2 and token[0] == "{" and token[-1] == "}":
+            return True, self.eval(token[1:-1].strip(), token)
+        return False, None
+
+    def value(self, token: str) -> Any:
+        """A value: ``$var`` / ``{expr}`` from the notebook, else a Python literal, else the text."""
+        found, value = self.reference(token)
+        if found:
+            return value
+        try:
+            return ast.literal_eval(token)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return token
+
+    def text(self, token: str | None) -> str | None:
+        """An option's text: ``$var`` / ``{expr}`` expanded (to str), quotes removed."""
+        if token is None:
+            return None
+        found, value = self.reference(token)
+        return str(value) if found else _unquote(token)
+
+    def variable(self, token: str, option: str) -> Any:
+        """``--bytes VAR`` / ``--input VAR``: a name (or ``$name`` / ``{expr}``) in the notebook."""
+        found, value = self.reference(token)
+        if found:
+            return value
+        if not token.isidentifier():
+            raise UsageError(f"{option} takes a variable's name (or $name, or {{expression}}), "
+                             f"not {token!r}")
+        return self.eval(token, f"{option} {token}")
+
+
+def _media(node: Any) -> bool:
+    """Whether a parameter's type is one that --url / --file / --bytes can fill."""
+    if node.kind == "optional":
+        node = node.args[0]
+    return node.kind in ("bytes", "image", "audio", "video")
+
+
+def _output_name(name: str | None) -> str | None:
+    if name is not None and not name.isidentifier():
+        raise UsageError(f"-o takes a variable name, not {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------- checking a cell
+
+
+def _cell_line(lineno: int) -> str:
+    # The cell's first line is the `%%deploy ...` line itself: model.py line N is cell line N + 1.
+    return f"cell line {lineno + 1} (model.py line {lineno})"
+
+
+def check_cell_source(source: str, user_ns: dict | None = None) -> None:
+    """Raise ``ModelDefinitionError`` for a syntax error or a name the cell uses but never defines.
+
+    A deployed model runs its ``model.py`` alone: a name that exists only in the
+    notebook (a helper, a constant, an import made in another cell) would be a
+    ``NameError`` on the replica. Nothing is imported or run here.
+    """
+    try:
+        tree = compile(source, "model.py", "exec", ast.PyCF_ONLY_AST)
+        table = symtable.symtable(source, "model.py", "exec")
+    except SyntaxError as e:
+        where = _cell_line(e.lineno) if e.lineno else "the cell"
+        text = f"\n    {e.text.rstrip()}" if e.text and e.text.strip() else ""
+        caret = ""
+        if text and e.offset:
+            indent = len(e.text) - len(e.text.lstrip())
+            caret = "\n    " + " " * max(0, e.offset - 1 - indent) + "^"
+            text = f"\n    {e.text.strip()}"
+        raise ModelDefinitionError(f"syntax error at {where}: {e.msg}{text}{caret}") from None
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree)):
+        return  # `from x import *`: what it defines cannot be known without importing x
+    defined, used = set(), set()
+    for name in table.get_symbols():
+        if name.is_assigned() or name.is_imported() or name.is_namespace():
+            defined.add(name.get_name())
+    stack = list(table.get_children())
+    while stack:
+        child = stack.pop()
+        stack.extend(child.get_children())
+        for name in child.get_symbols():
+            if name.is_declared_global() and name.is_assigned():
+                defined.add(name.get_name())
+            elif name.is_global() and name.is_referenced():
+                used.add(name.get_name())
+    used |= {s.get_name() for s in table.get_symbols() if s.is_referenced()}
+    missing = used - defined - _BUILTINS
+    if not missing:
+        return
+    first: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in missing:
+            first[node.id] = min(first.get(node.id, node.lineno), node.lineno)
+    ordered = sorted(missing, key=lambda n: (first.get(n, 0), n))
+    listed = ", ".join(f"{n} ({_cell_line(first[n])})" if n in first else n for n in ordered)
+    in_notebook = [n for n in ordered if user_ns is not None and n in user_ns]
+    if in_notebook and len(in_notebook) == len(ordered):
+        raise ModelDefinitionError(
+            f"the cell uses {listed}, defined only in the notebook: a deployed model runs its "
+            "model.py alone, so import or define them in this cell")
+    raise ModelDefinitionError(
+        f"the cell uses {listed}, not defined or imported in the cell"
+        + (f" ({', '.join(in_notebook)} exist only in the notebook)" if in_notebook else "")
+        + ": a deployed model runs its model.py alone, so import or define them in this cell")
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--config: no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config: cannot read {path}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise UsageError(f"--config: {path}: {where}not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config: {path}: expected a mapping at the top level")
+    if set(data) == {"deployment"} and isinstance(data["deployment"], dict):
+        data = data["deployment"]
+    return data
+
+
+def _model_error(e: Exception, folder: Path) -> ModelError:
+    """A model's exception raised in the kernel, its traceback trimmed to the model's frames."""
+    import traceback
+
+    root = folder.resolve()
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve().is_relative_to(root)] or frames[-1:]
+    text = "".join(traceback.format_list(own))
+    return ModelError(type(e).__name__, str(e), f"Traceback (model frames):\n{text}{type(e).__name__}: {e}")
+
+
+def _concise(e: DeployError, deployment_id: str) -> DeployError:
+    """A failed deploy's error, short: what happened, why, and the model's own error from the logs."""
+    if not isinstance(e, DeploymentError):
+        return e
+    lines = [str(e).split("\n")[0]]
+    reason = e.reason.split(". Last log lines:")[0].strip()
+    if reason:
+        lines.append(f"  reason: {reason.splitlines()[0]}")
+    log = [*e.reason.splitlines(), *e.log_tail]
+    starts = [i for i, line in enumerate(log) if "failed:" in line and "jupyter_deploy runner" in line]
+    if starts:
+        block = [log[starts[-1]].split("jupyter_deploy runner: ", 1)[-1]]
+        for line in log[starts[-1] + 1:]:
+            if line.startswith(("---", "jupyter_deploy runner")):
+                break
+            block.append(line)
+        lines += ["  " + _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]} (cell line '
+                                                   f'{int(m[1]) + 1})', line) for line in block]
+    elif e.log_tail:
+        lines += ["  last log lines:", *("    " + line for line in e.log_tail[-8:])]
+    lines.append(f"  (all of it: Deployment({deployment_id!r}).logs())")
+    short = DeploymentError("\n".join(lines))
+    short.state, short.reason, short.log_tail = e.state, e.reason, e.log_tail
+    return short
+
+
+# ---------------------------------------------------------------- the magics
+
+
+@magics_class
+class DeployMagics(Magics):
+    """``%%deploy``, ``%predict`` and ``%stream`` (see each one's ``?`` for its options)."""
+
+    wait_timeout = Float(600.0, config=True, help="Seconds %%deploy waits for the deployment to be ready.")
+    progress_interval = Float(0.25, config=True,
+                              help="Seconds between two updates of %%deploy's progress line.")
+
+    def __init__(self, shell: Any = None, client: Any = None, **kwargs: Any):
+        super().__init__(shell=shell, **kwargs)
+        self._client = client
+        self._models: dict[tuple[str, str, str], Any] = {}
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def client(self) -> Any:
+        """The ``Client`` the magics use, made (and the daemon started) on first use."""
+        if self._client is None:
+            from ..client import Client
+
+            self._client = Client()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._models.clear()
+
+    def _live(self) -> bool:
+        return getattr(self.shell, "kernel", None) is not None
+
+    def _store(self, name: str | None, value: Any) -> None:
+        if name:
+            self.shell.user_ns[name] = value
+
+    def _model_key(self, address: str) -> tuple[str, str, str]:
+        from ..client._api import parse_model_url
+
+        if "/" in address:
+            try:
+                return parse_model_url(address)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        return ("", "default", address)
+
+    def _model(self, address: str, method: str) -> Any:
+        """The registry's view of a model (cached; reread when the method is not known)."""
+        from ..client import Model
+
+        key = self._model_key(address)
+        model = self._models.get(key)
+        if model is None or method not in model.methods:
+            user, app, model_id = key
+            model = Model(model_id=model_id, user_id=user or None, app_id=app, client=self.client)
+            self._models[key] = model
+        if method not in model.methods:
+            raise UsageError(f"model {address} has no method {method!r} "
+                             f"(methods: {', '.join(model.specs) or 'none'})")
+        return model
+
+    # ------------------------------------------------------------ %%deploy
+
+    @line_cell_magic
+    @no_var_expand
+    @needs_local_scope
+    @output_can_be_silenced
+    @magic_arguments()
+    @argument("model_id", help="the model's id (letters, digits, - and _)")
+    @argument("--nodepool", default=None, help="the nodepool to deploy on (default: local)")
+    @argument("--cluster", default=None, help="the nodepool's compute cluster (default: local)")
+    @argument("--deployment-id", default=None,
+              help="the deployment's id (default: the model id with all but letters and digits removed)")
+    @argument("--app-id", default=None, help="the app that holds the model (default: default)")
+    @argument("--config", default=None, metavar="FILE",
+              help="a config.yaml, or a deployment YAML, whose keys override the defaults")
+    @argument("--requirements", default=None, metavar='"PKG PKG"',
+              help="the model's requirements.txt, as one quoted list")
+    @argument("--min-replicas", type=int, default=None, help="at least this many replicas")
+    @argument("--max-replicas", type=int, default=None, help="at most this many replicas")
+    @argument("--local", action="store_true",
+              help="load and test in this kernel only (no upload); the model object is put in the "
+                   "namespace under the class's name")
+    @argument("--no-test", action="store_true",
+              help="with --local: do not run the model's test()")
+    @argument("-o", "--output", default=None, metavar="VAR",
+              help="also store the Deployment (or, with --local, the local model) in VAR")
+    def deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
+        """Deploy the ModelClass subclass in the cell.
+
+        Writes the model folder ($JUPYTER_DEPLOY_HOME/notebook_models/MODEL_ID),
+        checks the cell without loading weights (syntax, names used but defined
+        only in the notebook, then the class and its signatures in a subprocess),
+        uploads a new version, creates the deployment on the nodepool or rolls out
+        the new version on the existing one, waits until it is ready and returns
+        the Deployment. The first replica runs load_model() and test(); a failing
+        test fails the deploy with the test's error. Values may be $var or {expr}.
+        """
+        if cell is None:
+            raise UsageError("%%deploy is a cell magic: start a cell with %%deploy MODEL_ID and put the "
+                             "model's code (a ModelClass subclass) below it")
+        ns = _Namespace(self.shell.user_ns, local_ns)
+        args = self._parse_deploy(line, ns)
+        if not cell.strip():
+            raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
+        if args.min_replicas is not None and args.min_replicas < 0:
+            raise UsageError("--min-replicas must be 0 or more")
+        if args.max_replicas is not None and args.max_replicas < max(1, args.min_replicas or 0):
+            raise UsageError("--max-replicas must be at least 1 and at least --min-replicas")
+        _output_name(args.output)
+        check_cell_source(cell, self.shell.user_ns)
+        file_config = _read_yaml(args.config) if args.config else {}
+        model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
+        deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
+        if args.local:
+            return self._deploy_local(args, cell, model_part)
+        return self._deploy(args, cell, model_part, deployment_part)
+
+    def _parse_deploy(self, line: str, ns: _Namespace) -> Any:
+        try:
+            tokens = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%%deploy: {e}") from None
+        expanded = []
+        for token in tokens:
+            name, sep, value = token.partition("=")
+            if token.startswith("--") and sep:
+                expanded.append(f"{name}={ns.text(value)}")
+            else:
+                expanded.append(ns.text(token) if token[:1] in "${" else token)
+        return self.deploy.parser.parse_args(expanded)
+
+    def _folder(self, args: Any, cell: str, model_part: dict, user_id: str) -> Path:
+        from ..config import default_config
+        from ..folder import write_model_folder
+        from ..paths import home
+
+        config = default_config(args.model_id, user_id=user_id, app_id=args.app_id or "default")
+        config = _merge(config, model_part)
+        ids = {"id": args.model_id, "user_id": user_id}
+        if args.app_id:
+            ids["app_id"] = args.app_id
+        config["model"] = {**config.get("model", {}), **ids}
+        requirements = " ".join((args.requirements or "").replace(",", " ").split())
+        folder = home() / "notebook_models" / args.model_id
+        return write_model_folder(cell, folder, model_id=args.model_id, config=config,
+                                  requirements=requirements.split())
+
+    def _deploy_local(self, args: Any, cell: str, model_part: dict) -> Any:
+        from ..folder import model_class_names
+        from ..local import load_local
+
+        folder = self._folder(args, cell, model_part, "local")
+        try:
+            model = load_local(folder, run_test=not args.no_test)
+        except DeployError:
+            raise
+        except Exception as e:  # noqa: BLE001 - load_model() or test() raised: the model's own frames
+            raise _model_error(e, folder) from None
+        name = model_class_names(cell)[0]
+        self.shell.user_ns[name] = model
+        self._store(args.output, model)
+        has_test = getattr(type(model.model), "test", None) is not None
+        tested = "" if args.no_test else (", test() passed" if has_test else ", no test() defined")
+        print(f"{name}: loaded in this kernel{tested}; call {name}.{next(iter(model.specs), 'predict')}(...)")
+        return model
+
+    def _deploy(self, args: Any, cell: str, model_part: dict, deployment_part: dict) -> Any:
+        from ..client import Nodepool
+
+        started = time.monotonic()
+        progress = _Progress(self._live(), self.progress_interval)
+        deployment_id = args.deployment_id or re.sub(r"[^A-Za-z0-9]", "", args.model_id)
+        if not deployment_id:
+            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
+        progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
+        client = self.client
+        folder = self._folder(args, cell, model_part, client.user_id)
+        version = client.upload_model(folder)
+        self._models.pop(self._model_key(args.model_id), None)
+        self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
+
+        config: dict = {"worker": {"model": {"id": args.model_id, "user_id": client.user_id,
+                                             "app_id": args.app_id or "default"}}}
+        config = _merge(config, deployment_part)
+        scale = {k: v for k, v in (("min_replicas", args.min_replicas),
+                                   ("max_replicas", args.max_replicas)) if v is not None}
+        if scale:
+            config = _merge(config, {"autoscale_config": scale})
+        deployment = client.deployment(deployment_id)
+        try:
+            existing = deployment.refresh().resource
+        except NotFoundError:
+            existing = None
+        if existing is None:
+            cluster, nodepool = args.cluster or "local", args.nodepool or "local"
+            deployment = Nodepool(nodepool, compute_cluster_id=cluster, client=client).create_deployment(
+                deployment_id, **config)
+            action = "creating"
+        else:
+            cluster, nodepool = existing.compute_cluster_id, existing.nodepool_id
+            if (args.cluster or cluster, args.nodepool or nodepool) != (cluster, nodepool):
+                raise DeploymentError(
+                    f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete it "
+                    "first, or give another --deployment-id")
+            changes = {k: v for k, v in config.items() if k != "worker"}
+            if "worker" in deployment_part:
+                changes["worker"] = config["worker"]
+            deployment.update(**changes)
+            if deployment.status.get("desired") == "stopped":
+                deployment.start()
+            action = "rolling out" if not version.deduplicated else "updating"
+        where = f"{cluster}/{nodepool}"
+        note = " (unchanged code: same version)" if version.deduplicated else ""
+        label = f"{args.model_id} v{version.number}{note}: {action} deployment {deployment_id} on {where}"
+        try:
+            ready = self._wait(deployment, started, progress, label)
+        except DeployError as e:
+            progress.show(f"{args.model_id} v{version.number}: deployment {deployment_id} on {where} "
+                          "failed (see below)", "failed", force=True)
+            raise _concise(e, deployment_id) from None
+        summary = (f"{args.model_id} v{version.number}{note}: deployment {deployment_id} RUNNING on "
+                   f"{where}, {ready} replica{'s' if ready != 1 else ''}, ready in "
+                   f"{time.monotonic() - started:.1f} s")
+        if args.no_test:
+            summary += " (--no-test does not apply to deployments: the first replica runs test())"
+        progress.show(summary, "ready", force=True)
+        self._store(args.output, deployment)
+        return deployment
+
+    def _wait(self, deployment: Any, started: float, progress: _Progress, label: str) -> int:
+        """Wait until the deployment serves its version; the number of its READY replicas.
+
+        Ready means what a caller sees: the version's replicas are READY and no
+        replica of an older version still takes new calls (old ones may drain on).
+        """
+        wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
+        deadline = started + self.wait_timeout
+        while True:
+            status = deployment.status
+            version_id, state = status.get("version_id"), status.get("state", "?")
+            replicas = status.get("replicas", [])
+            current = [r for r in replicas if r.get("version_id") == version_id]
+            ready = sum(r.get("state") == "READY" for r in current)
+            old_serving = any(r.get("version_id") != version_id and r.get("state") == "READY"
+                              for r in replicas)
+            if state == "FAILED" or status.get("rollout_failed"):
+                deployment.wait_until_ready(timeout=0)  # raises DeploymentError with the reason and logs
+                return ready
+            reason = (status.get("reason") or "").split(". Last log lines:")[0].strip().splitlines()
+            why = f" - {reason[0][:120]}" if reason and state != "RUNNING" else ""
+            progress.show(f"{label}: {state}, {ready}/{max(wanted, len(current))} replicas ready "
+                          f"({time.monotonic() - started:.1f} s){why}", (state, ready, len(current), why))
+            if state in ("RUNNING", "UPDATING") and not old_serving and (
+                    ready >= wanted if wanted > 0 else state == "RUNNING"):
+                return ready
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"deployment {deployment.id} not ready after {self.wait_timeout:g} s "
+                                      "(DeployMagics.wait_timeout)", state, status.get("reason", ""),
+                                      deployment.logs(20))
+            time.sleep(0.05 if time.monotonic() - started < 3 else 0.2)
+
+    # ------------------------------------------------------------ %predict / %stream
+
+    def _call(self, args: Any, ns: _Namespace, method: str) -> tuple[Any, Any, Callable[[], Any]]:
+        """The model, the method's spec, and a thunk that makes the call."""
+        if bool(args.cluster) != bool(args.nodepool):
+            raise UsageError("--cluster and --nodepool go together; give both")
+        if args.deployment_id and args.cluster:
+            raise UsageError("give --deployment-id, or --cluster with --nodepool, not both")
+        media = [(flag, value) for flag, value in (("url", args.url), ("filepath", args.file),
+                                                    ("bytes", args.bytes)) if value is not None]
+        if len(media) > 1:
+            raise UsageError("give one of --url, --file and --bytes")
+        routing = {k: ns.text(v) for k, v in (("deployment_id", args.deployment_id),
+                                              ("compute_cluster_id", args.cluster),
+                                              ("nodepool_id", args.nodepool)) if v}
+        positional, named = [], {}
+        for token in args.args:
+            name, sep, value = token.partition("=")
+            if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
+                if name in named:
+                    raise UsageError(f"{name}= given twice")
+                named[name] = ns.value(value)
+            else:
+                if named:
+                    raise UsageError(f"positional value {token!r} after name=value arguments")
+                positional.append(ns.value(token))
+        model = self._model(ns.text(args.model_id), method)
+        spec = model.specs[method]
+        taken: list[str] = []  # parameters filled by an option: positional values fill the others
+        stream_input = getattr(args, "input", None)
+        if stream_input is not None:
+            if spec.stream_param is None:
+                raise UsageError(f"{method}() takes no input stream; --input is for stream-stream "
+                                 f"methods (those taking an Iterator), e.g. --method stream")
+            named[spec.stream_param.name] = ns.variable(stream_input, "--input")
+            taken.append(spec.stream_param.name)
+        by, value = None, None
+        if media:
+            flag, token = media[0]
+            option = f"--{'file' if flag == 'filepath' else flag}"
+            by = model.methods.get(f"{method}_by_{flag}")
+            if by is None:
+                raise UsageError(f"{method}() has no image, audio, video or bytes parameter to fill with {option}")
+            value = ns.variable(token, "--bytes") if flag == "bytes" else ns.text(token)
+            media_param = next(p.name for p in spec.params if _media(p.type))
+            if media_param in taken:
+                raise UsageError(f"{option} and --input both fill {media_param}; give one")
+            taken.append(media_param)
+        if taken:
+            rest = [p.name for p in spec.params if p.name not in taken and p.name not in named]
+            if len(positional) > len(rest):
+                raise UsageError(f"too many values for {method}(): besides {', '.join(taken)} it takes "
+                                 f"{', '.join(rest) or 'nothing'}")
+            named.update(zip(rest, positional))
+            positional = []
+        if by is not None:
+            return model, spec, lambda: by(value, **named, **routing)
+        fn = model.methods[method]
+        return model, spec, lambda: fn(*positional, **named, **routing)
+
+    @line_magic
+    @no_var_expand
+    @needs_local_scope
+    @output_can_be_silenced
+    @magic_arguments()
+    @argument("model_id", help="the model: MODEL_ID, or USER/APP/models/MODEL_ID")
+    @argument("args", nargs="*", metavar="ARG",
+              help="a value for the method's first parameter, and/or name=value; values are Python "
+                   "literals, $var or {expression} from the notebook, else plain text")
+    @argument("--method", default="predict", help="the method to call (default: predict)")
+    @argument("--url", default=None, metavar="U", help="fill the method's first media parameter by URL")
+    @argument("--file", default=None, metavar="PATH",
+              help="fill the method's first media parameter from a file")
+    @argument("--bytes", default=None, metavar="VAR",
+              help="fill the method's first media parameter with the bytes in VAR")
+    @argument("--deployment-id", default=None, help="call this deployment")
+    @argument("--cluster", default=None, help="call the deployment on this cluster (with --nodepool)")
+    @argument("--nodepool", default=None, help="call the deployment on this nodepool (with --cluster)")
+    @argument("-o", "--output", default=None, metavar="VAR", help="also store the result in VAR")
+    def predict(self, line: str, local_ns: dict | None = None) -> Any:
+        """Call a deployed model's method and return the decoded result.
+
+        ``x = %predict echo hi`` assigns it; ``%predict echo text=$name`` takes a
+        value from the notebook. A streaming method's output is consumed as
+        %stream does. Without routing options the model's default deployment serves.
+        """
+        ns = _Namespace(self.shell.user_ns, local_ns)
+        args = self._parse_call(self.predict, line)
+        method = ns.text(args.method)
+        _model, spec, call = self._call(args, ns, method)
+        result = self._consume(call(), spec) if spec.shape != "unary" else call()
+        self._store(args.output, result)
+        return result
+
+    @line_magic
+    @no_var_expand
+    @needs_local_scope
+    @output_can_be_silenced
+    @magic_arguments()
+    @argument("model_id", help="the model: MODEL_ID, or USER/APP/models/MODEL_ID")
+    @argument("args", nargs="*", metavar="ARG",
+              help="a value for the method's first parameter, and/or name=value (as for %%predict)")
+    @argument("--method", default=None,
+              help="the method (default: generate; with --input: stream)")
+    @argument("--input", default=None, metavar="VAR",
+              help="an iterable (a list, a generator) in VAR to stream in: calls a stream-stream method")
+    @argument("--url", default=None, metavar="U", help="fill the method's first media parameter by URL")
+    @argument("--file", default=None, metavar="PATH",
+              help="fill the method's first media parameter from a file")
+    @argument("--bytes", default=None, metavar="VAR",
+              help="fill the method's first media parameter with the bytes in VAR")
+    @argument("--deployment-id", default=None, help="call this deployment")
+    @argument("--cluster", default=None, help="call the deployment on this cluster (with --nodepool)")
+    @argument("--nodepool", default=None, help="call the deployment on this nodepool (with --cluster)")
+    @argument("-o", "--output", default=None, metavar="VAR", help="also store the result in VAR")
+    def stream(self, line: str, local_ns: dict | None = None) -> Any:
+        """Call a streaming method and show its chunks as they come.
+
+        Returns the joined text when the method yields str, else the list of
+        items. Interrupting the kernel (the stop button) cancels the call on the
+        server and keeps what was received. End the line with ; to show the
+        chunks only.
+        """
+        ns = _Namespace(self.shell.user_ns, local_ns)
+        args = self._parse_call(self.stream, line)
+        method = ns.text(args.method) or ("stream" if args.input is not None else "generate")
+        _model, spec, call = self._call(args, ns, method)
+        if spec.shape == "unary":
+            raise UsageError(f"{method}() is unary (it returns one value); call it with %predict")
+        if spec.shape == "bidi" and args.input is None:
+            raise UsageError(f"{method}() takes a stream of inputs: give it with --input VAR")
+        result = self._consume(call(), spec)
+        self._store(args.output, result)
+        return result
+
+    def _parse_call(self, magic: Any, line: str) -> Any:
+        args = magic.parser.parse_intermixed_args(_split(_strip_silencing(line)))
+        _output_name(args.output)
+        return args
+
+    def _consume(self, items: Iterator[Any], spec: Any) -> Any:
+        """Read a stream to its end (or to an interrupt), showing each item; the joined result."""
+        view_cls = _optional("jupyter_deploy.notebook.widgets", "StreamView")
+        view = view_cls() if view_cls is not None else None
+        text = spec.returns.kind == "str"
+        received: list[Any] = []
+        wrote = False
+        interrupted = False
+        progress = _Progress(self._live(), 0.25) if view is None and not text else None
+        started = time.monotonic()
+        try:
+            for item in items:
+                received.append(item)
+                if view is not None:
+                    view.add(item)
+                elif isinstance(item, str):
+                    sys.stdout.write(item)
+                    wrote = True
+                elif progress is not None and progress.live:
+                    rate = len(received) / max(1e-9, time.monotonic() - started)
+                    progress.show(f"{len(received)} items ({rate:.1f}/s)")
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # cancels the call on the server (the model's generator is closed)
+            if view is not None:
+                view.close()
+        if wrote:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        if interrupted:
+            print(f"(interrupted after {len(received)} item{'s' if len(received) != 1 else ''}; the call "
+                  "was cancelled; what was received is kept)", file=sys.stderr, flush=True)
+        if text:
+            return "".join(str(i) for i in received)
+        return received
+
+
+# ---------------------------------------------------------------- extension entry points
+
+
+def _deployment_bundle(deployment: Any) -> Any:
+    """How a Deployment displays: its DeploymentCard when the widgets are available."""
+    own = getattr(type(deployment), "_repr_mimebundle_", None)
+    if own is not None:
+        return deployment._repr_mimebundle_()
+    card = _optional("jupyter_deploy.notebook.widgets", "DeploymentCard")
+    if card is None:
+        return None
+    return card(deployment)._repr_mimebundle_()
+
+
+_DEPLOYMENT = ("jupyter_deploy.client._api", "Deployment")
+
+
+def _formatter(ip: Any) -> Any:
+    return getattr(getattr(ip, "display_formatter", None), "mimebundle_formatter", None)
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Register the magics (``%load_ext jupyter_deploy``); no daemon is contacted here."""
+    ip.register_magics(DeployMagics(ip))
+    formatter = _formatter(ip)
+    if formatter is not None:  # a returned or displayed Deployment shows as its card
+        formatter.for_type_by_name(*_DEPLOYMENT, _deployment_bundle)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """Remove the magics and close the client (``%unload_ext`` / ``%reload_ext``)."""
+    manager = ip.magics_manager
+    instance = manager.registry.pop(DeployMagics.__name__, None)
+    for kind, names in _MAGIC_NAMES.items():
+        for name in names:
+            fn = manager.magics[kind].get(name)
+            if fn is not None and isinstance(getattr(fn, "__self__", None), DeployMagics):
+                del manager.magics[kind][name]
+    if instance is not None:
+        instance.close()
+        if instance in getattr(ip, "configurables", []):
+            ip.configurables.remove(instance)
+    formatter = _formatter(ip)
+    if formatter is not None:
+        formatter.pop(".".join(_DEPLOYMENT), None)
