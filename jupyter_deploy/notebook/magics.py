@@ -821,8 +821,42 @@ class DeployMagics(Magics):
             print(f"(interrupted after {len(received)} item{'s' if len(received) != 1 else ''}; the call "
                   "was cancelled; what was received is kept)", file=sys.stderr, flush=True)
         if text:
-            return "".join(str(i) for i in received)
-        return received
+            return StreamedText("".join(str(i) for i in received))._made_here()
+        return StreamedItems(received)._made_here()
+
+
+class _ShownLive:
+    """A result already shown as it streamed: not shown again by the cell that made it.
+
+    Shown normally anywhere else (``text`` evaluated in a later cell), so the value
+    still behaves as the plain ``str`` or ``list`` it is.
+    """
+
+    _cell: int | None = None
+
+    def _made_here(self) -> "_ShownLive":
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        self._cell = shell.execution_count if shell is not None else None
+        return self
+
+    def _ipython_display_(self) -> None:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        shell = get_ipython()
+        if shell is not None and shell.execution_count == self._cell:
+            return
+        display(self.__class__.__mro__[2](self))  # the plain str or list
+
+
+class StreamedText(_ShownLive, str):
+    """What ``%stream`` returns for text."""
+
+
+class StreamedItems(_ShownLive, list):
+    """What ``%stream`` returns for other items."""
 
 
 # ---------------------------------------------------------------- extension entry points
