@@ -254,6 +254,14 @@ def test_predict_returns_the_plain_value(ip, deployed):
     assert ip.user_ns["fx"] == "v1:local"  # $name reads the function's own scope
 
 
+def test_predict_form_is_built_from_the_signature_and_runs(ip, deployed):
+    ip.run_cell("form = %predict echo --form")
+    form = ip.user_ns["form"]
+    assert list(form.fields) == ["text", "upper"]
+    form.fields["text"].value = "from the form"
+    assert form.run() == "v1:from the form"
+
+
 def test_type_mistakes_are_input_errors(ip, deployed, capsys):
     with pytest.raises(InputError, match="text"):
         ip.run_cell("%predict echo {1+1}")

@@ -723,6 +723,8 @@ class DeployMagics(Magics):
     @argument("--deployment-id", default=None, help="call this deployment")
     @argument("--cluster", default=None, help="call the deployment on this cluster (with --nodepool)")
     @argument("--nodepool", default=None, help="call the deployment on this nodepool (with --cluster)")
+    @argument("--form", action="store_true",
+              help="show a form built from the method's signature instead of calling it")
     @argument("-o", "--output", default=None, metavar="VAR", help="also store the result in VAR")
     def predict(self, line: str, local_ns: dict | None = None) -> Any:
         """Call a deployed model's method and return the decoded result.
@@ -734,6 +736,10 @@ class DeployMagics(Magics):
         ns = _Namespace(self.shell.user_ns, local_ns)
         args = self._parse_call(self.predict, line)
         method = ns.text(args.method)
+        if args.form:
+            from .widgets import predict_form
+
+            return predict_form(self._model(ns.text(args.model_id), method), method)
         _model, spec, call = self._call(args, ns, method)
         result = self._consume(call(), spec) if spec.shape != "unary" else call()
         self._store(args.output, result)
