@@ -6,6 +6,7 @@
     jupyter-deploy user create NAME | user list          (the admin, `local`, only)
     jupyter-deploy token create | token list | token revoke ID
     jupyter-deploy status
+    jupyter-deploy demo                                   (run notebooks/quickstart.ipynb headless)
     jupyter-deploy stop
     jupyter-deploy upload | model | cluster | nodepool | deployment | predict | logs ...
                                         (see _cli_platform: they mirror the Python API)
@@ -94,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     q = tsub.add_parser("revoke", help="revoke one of your tokens; it stops working at once")
     q.add_argument("id", help="a token id (tok_...), from `token list`")
     p.set_defaults(run=cmd_token)
+    p = sub.add_parser("demo", help="run notebooks/quickstart.ipynb headless and print its results")
+    p.add_argument("--notebook", default=None, metavar="PATH",
+                   help="the notebook to run (default: notebooks/quickstart.ipynb of this checkout)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds one cell may take (default: 300)")
+    p.add_argument("--kernel", default="python3", help="the Jupyter kernel to use (default: python3)")
+    p.set_defaults(run=cmd_demo)
     from ._cli_platform import add_commands
 
     add_commands(sub)
@@ -262,6 +269,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 1
     print(f"stopped the control plane at {stopped.address} (pid {stopped.pid})")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    argv = ["--timeout", str(args.timeout), "--kernel", args.kernel]
+    if args.notebook:
+        argv += ["--notebook", args.notebook]
+    return demo_main(argv)
 
 
 def cmd_user(args: argparse.Namespace) -> int:

@@ -174,12 +174,14 @@ def test_formatters_only_for_our_types():
         assert "&lt;c&gt;" in data["text/html"]
         data, _ = ip.display_formatter.format(Frame(Image.new("RGB", (3, 2))))
         assert png_image(data["image/png"]).size == (3, 2)
-        data, _ = ip.display_formatter.format([Concept("c", "c", 0.5)])  # a builtin list: untouched
+        data, _ = ip.display_formatter.format([Concept("c", "c", 0.5)])  # what a model returns
+        assert "jd-concepts" in data["text/html"]
+        data, _ = ip.display_formatter.format([1, Concept("c")])  # any other list: as always
         assert "text/html" not in data
-        assert list not in formatters["text/html"].type_printers
     finally:
         unregister_formatters(ip)
     assert Concept not in formatters["text/html"].type_printers
+    assert list not in formatters["text/html"].type_printers
     assert "text/html" not in ip.display_formatter.format(Concept("c"))[0]
 
 

@@ -888,7 +888,10 @@ def _formatter(ip: Any) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """Register the magics (``%load_ext jupyter_deploy``); no daemon is contacted here."""
+    from .render import register_formatters
+
     ip.register_magics(DeployMagics(ip))
+    register_formatters(ip)  # results render by type (concepts as a table with bars, ...)
     formatter = _formatter(ip)
     if formatter is not None:  # a returned or displayed Deployment shows as its card
         formatter.for_type_by_name(*_DEPLOYMENT, _deployment_bundle)
@@ -907,6 +910,9 @@ def unload_ipython_extension(ip: Any) -> None:
         instance.close()
         if instance in getattr(ip, "configurables", []):
             ip.configurables.remove(instance)
+    from .render import unregister_formatters
+
+    unregister_formatters(ip)
     formatter = _formatter(ip)
     if formatter is not None:
         formatter.pop(".".join(_DEPLOYMENT), None)

@@ -507,8 +507,20 @@ def _formatter_for(mime: str) -> Any:
     return format_value
 
 
+def _list_formatter_for(mime: str) -> Any:
+    # Only a list made wholly of Concepts or Regions (what a model returns) is ours to
+    # render; for any other list this answers None and IPython shows it as it always does.
+    def format_list(obj: Any) -> Any:
+        if obj and all(isinstance(x, Concept) for x in obj) or obj and all(isinstance(x, Region) for x in obj):
+            return render(obj).data.get(mime)
+        return None
+    format_list.__name__ = f"jupyter_deploy_list_{mime.replace('/', '_')}"
+    return format_list
+
+
 def register_formatters(ip: Any) -> None:
-    """Let IPython show Concept, Region, Frame, Audio and Video by ``render`` (builtins untouched)."""
+    """Let IPython show Concept, Region, Frame, Audio and Video (and lists of Concepts or
+    Regions, as a model returns them) by ``render``; other values are shown as always."""
     if ip is None or id(ip) in _saved:
         return
     previous: dict[tuple[str, type], Any] = {}
@@ -516,6 +528,7 @@ def register_formatters(ip: Any) -> None:
         formatter = ip.display_formatter.formatters[mime]
         for typ in _OUR_TYPES:
             previous[(mime, typ)] = formatter.for_type(typ, _formatter_for(mime))
+        previous[(mime, list)] = formatter.for_type(list, _list_formatter_for(mime))
     _saved[id(ip)] = previous
 
 
