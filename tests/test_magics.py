@@ -402,6 +402,15 @@ def test_local_with_a_failing_test_shows_the_models_frames(ip, capsys):
     assert isinstance(ip.user_ns["Broken"], LocalModel)
 
 
+def test_no_test_deploys_a_model_whose_test_fails(ip, deployed):
+    cell = MODEL.format(version="nt").replace("class Echo", "class NoTest").replace(
+        'assert self.predict("t") == f"{VERSION}:t"', 'assert False, "this test() must not run"')
+    ip.run_cell(f"%%deploy notest --no-test\n{cell}")
+    ip.run_cell("nt = %predict notest hi")
+    assert ip.user_ns["nt"] == "nt:hi"
+    ip.run_cell("from jupyter_deploy import Deployment\nDeployment('notest').delete()")
+
+
 def test_unload_removes_the_magics_and_reload_brings_them_back(ip, deployed):
     ip.run_cell("%unload_ext jupyter_deploy")
     assert ip.find_line_magic("predict") is None and ip.find_cell_magic("deploy") is None

@@ -147,7 +147,7 @@ def deployment_config(data: Any, caller: str) -> dict:
     """A deployment config: the model it serves, its scaling and whether it is the default."""
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
-                                "description", "resources", "python", "drain_seconds", "secrets"})
+                                "description", "resources", "python", "drain_seconds", "run_test", "secrets"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -172,7 +172,11 @@ def deployment_config(data: Any, caller: str) -> dict:
         "default": bool(data.get("default", False)),
         "description": c.text(data, "description", "description"),
         "drain_seconds": c.integer(data, "drain_seconds", "drain_seconds", 5),
+        # The first replica of each version runs the model's test() before it serves.
+        "run_test": data.get("run_test", True),
     }
+    if not isinstance(out["run_test"], bool):
+        c.error("run_test", "expected true or false")
     if "num_accelerators" in resources:
         out["resources"] = {"num_accelerators": c.integer(
             resources, "num_accelerators", "resources.num_accelerators", 0)}

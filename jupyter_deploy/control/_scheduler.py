@@ -561,8 +561,9 @@ class Scheduler:
             return
         if SECRET_HINT_RE.match(self._notes.get(key, "")):
             del self._notes[key]
-        # test() runs on one replica per version, until one passed it.
-        tester = self._testing.setdefault(version_id, rid) if version_id not in self._tested else None
+        # test() runs on one replica per version, until one passed it (unless the deployment says not to).
+        wants_test = cfg.get("run_test", True) and version_id not in self._tested
+        tester = self._testing.setdefault(version_id, rid) if wants_test else None
         cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
                "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
         env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,

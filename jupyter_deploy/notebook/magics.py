@@ -467,7 +467,7 @@ class DeployMagics(Magics):
               help="load and test in this kernel only (no upload); the model object is put in the "
                    "namespace under the class's name")
     @argument("--no-test", action="store_true",
-              help="with --local: do not run the model's test()")
+              help="do not run the model's test() (in the kernel with --local, else on the first replica)")
     @argument("-o", "--output", default=None, metavar="VAR",
               help="also store the Deployment (or, with --local, the local model) in VAR")
     def deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
@@ -572,6 +572,7 @@ class DeployMagics(Magics):
                                    ("max_replicas", args.max_replicas)) if v is not None}
         if scale:
             config = _merge(config, {"autoscale_config": scale})
+        config["run_test"] = not args.no_test
         deployment = client.deployment(deployment_id)
         try:
             existing = deployment.refresh().resource
@@ -607,8 +608,6 @@ class DeployMagics(Magics):
         summary = (f"{args.model_id} v{version.number}{note}: deployment {deployment_id} RUNNING on "
                    f"{where}, {ready} replica{'s' if ready != 1 else ''}, ready in "
                    f"{time.monotonic() - started:.1f} s")
-        if args.no_test:
-            summary += " (--no-test does not apply to deployments: the first replica runs test())"
         progress.show(summary, "ready", force=True)
         self._store(args.output, deployment)
         return deployment
