@@ -100,13 +100,16 @@ class PlatformTarget:
 class PlatformSession:
     """A daemon under a temporary home with the bench model uploaded; a context manager."""
 
-    def __init__(self, model_dir: Path, *, call_timeout: float, ready_timeout: float):
+    def __init__(self, model_dir: Path, *, call_timeout: float, ready_timeout: float,
+                 env: dict[str, str] | None = None):
         self.home = Path(tempfile.mkdtemp(prefix="jdbench-home-"))
         self.ready_timeout = ready_timeout
-        self._saved_env = {k: os.environ.get(k) for k in (HOME_ENV, *_ISOLATE_ENV)}
+        env = env or {}  # for the daemon it starts (and so its runners), e.g. JUPYTER_DEPLOY_CALL_LOG=off
+        self._saved_env = {k: os.environ.get(k) for k in (HOME_ENV, *_ISOLATE_ENV, *env)}
         os.environ[HOME_ENV] = str(self.home)
         for k in _ISOLATE_ENV:
             os.environ.pop(k, None)
+        os.environ.update(env)
         self.client: Any = None
         self.timings: dict[str, float] = {}
         try:
@@ -132,8 +135,8 @@ class PlatformSession:
 
     # ------------------------------------------------------------ deployments
 
-    def deploy(self, deployment_id: str) -> Any:
-        d = self.nodepool.create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}})
+    def deploy(self, deployment_id: str, **config: Any) -> Any:
+        d = self.nodepool.create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}}, **config)
         return d.wait_until_ready(self.ready_timeout)
 
     def delete(self, deployment_id: str) -> float:

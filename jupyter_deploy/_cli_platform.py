@@ -6,7 +6,7 @@
     jupyter-deploy nodepool create|list|get|delete ... --cluster C
     jupyter-deploy deployment create|list|get|update|start|stop|delete|wait ...
     jupyter-deploy predict MODEL [VALUE] [name=value ...]
-    jupyter-deploy logs DEPLOYMENT
+    jupyter-deploy logs DEPLOYMENT [--access | --inference] [--since SECONDS]
     jupyter-deploy secret set NAME [--value V] | list | delete NAME
 
 A MODEL is ``user/app/models/id`` or just ``id`` (the caller's app ``default``).
@@ -110,9 +110,17 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--nodepool")
     p.set_defaults(run=cmd_predict)
 
-    p = sub.add_parser("logs", help="the last lines of a deployment's runner logs")
+    p = sub.add_parser("logs", help="a deployment's runner logs, access records (--access) or inference logs "
+                       "(--inference)")
     p.add_argument("deployment")
-    p.add_argument("--lines", type=int, default=200)
+    p.add_argument("--lines", type=int, default=200, help="the last N lines or records")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--access", action="store_true", help="one row per call: time, caller, method, status, "
+                      "latency, bytes")
+    kind.add_argument("--inference", action="store_true", help="the access rows with the inputs and outputs "
+                      "the deployment's inference_logger records")
+    p.add_argument("--since", type=float, metavar="SECONDS", help="with --access/--inference: only the last "
+                   "SECONDS seconds")
     p.set_defaults(run=cmd_logs)
 
     p = sub.add_parser("secret", help="secrets that deployments expose to their runners as environment variables")
@@ -300,9 +308,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    for line in _client().deployment(args.deployment).logs(args.lines):
-        print(line)
+    deployment = _client().deployment(args.deployment)
+    if not (args.access or args.inference):
+        for line in deployment.logs(args.lines):
+            print(line)
+        return 0
+    import datetime
+
+    since = datetime.timedelta(seconds=args.since) if args.since else None
+    df = (deployment.inference_logs if args.inference else deployment.access_logs)(since=since, limit=args.lines)
+    rows = []
+    for record in df.to_dict("records"):
+        record["timestamp"] = record["timestamp"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        record["latency_ms"] = f"{record['latency_ms']:.2f}"
+        for key in ("inputs", "outputs"):
+            if key in record:
+                record[key] = _short(record[key])
+        rows.append(record)
+    print(table(rows, list(df.columns)))
     return 0
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """A logged value on one line, cut to ``width`` characters."""
+    if value is None:
+        return "-"
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def cmd_secret(args: argparse.Namespace) -> int:

@@ -230,6 +230,24 @@ class Client:
         self.call("DeleteSecret", cpb.DeleteSecretRequest(name=name))
 
 
+def _epoch(since: Any) -> float:
+    """``since`` for a log query as epoch seconds (0: no bound)."""
+    import datetime
+
+    if since is None:
+        return 0.0
+    if isinstance(since, datetime.timedelta):
+        return time.time() - since.total_seconds()
+    if isinstance(since, datetime.datetime):
+        return since.timestamp()  # a naive datetime is local time, as Python reads it
+    if isinstance(since, (int, float)) and not isinstance(since, bool):
+        return float(since)
+    timestamp = getattr(since, "timestamp", None)  # a pandas Timestamp
+    if callable(timestamp):
+        return float(timestamp())
+    raise ValueError(f"since: expected a datetime, a timedelta or epoch seconds, got {type(since).__name__}")
+
+
 def _token_dict(t: cpb.TokenInfo) -> dict:
     return {"id": t.id, "user_id": t.user_id, "created_at": t.created_at, "revoked_at": t.revoked_at or None}
 
@@ -425,6 +443,65 @@ class Deployment(_Resource):
     def logs(self, lines: int = 200) -> list[str]:
         """The last lines of the replicas' stdout and stderr."""
         return list(self.client.call("Logs", cpb.LogsRequest(ref=self._ref(), lines=lines)).lines)
+
+    def access_logs(self, since: Any = None, limit: int = 1000) -> Any:
+        """One row per call its replicas served (a call served in a batch is still one row), oldest first.
+
+        Columns: ``timestamp`` (UTC), ``request_id``, ``caller``, ``method``, ``status`` ("OK" or
+        the gRPC status name), ``latency_ms``, ``bytes_in``, ``bytes_out``. The newest ``limit``
+        records at or after ``since`` (a datetime, epoch seconds, or a timedelta back from now).
+        Records reach the control plane within about a second of the call; only the
+        deployment's owner may read them.
+
+        Example::
+
+            df = Deployment("echo").access_logs(since=datetime.timedelta(minutes=5))
+            df.groupby("status").latency_ms.describe()
+        """
+        return self._call_logs(since, limit, inference=False)
+
+    def inference_logs(self, since: Any = None, limit: int = 1000) -> Any:
+        """``access_logs()`` plus ``inputs`` and ``outputs``, as the deployment's
+        ``inference_logger: {mode: all | model_inputs | predictions | none}`` recorded them (None
+        where not recorded). Values are JSON-like: media by ``size`` and ``sha256``, with the bytes
+        (``data_b64``) when at most ``inference_logger.max_inline_bytes``.
+
+        Example::
+
+            nodepool.create_deployment("echo", worker={"model": {"id": "echo"}}, inference_logger={"mode": "all"})
+            Model("local/default/models/echo").predict("hi")
+            Deployment("echo").inference_logs()[["method", "inputs", "outputs"]]
+            #   method          inputs     outputs
+            # 0 predict  {'text': 'hi'}  'echo: hi'
+        """
+        return self._call_logs(since, limit, inference=True)
+
+    def _call_logs(self, since: Any, limit: int, inference: bool) -> Any:
+        import pandas as pd
+
+        resp = self.client.call("CallLogs", cpb.CallLogsRequest(ref=self._ref(), since=_epoch(since),
+                                                                limit=limit, inference=inference))
+        columns = ["timestamp", "request_id", "caller", "method", "status", "latency_ms", "bytes_in", "bytes_out"]
+        rows = [[getattr(r, c) for c in columns] for r in resp.records]
+        if inference:
+            columns += ["inputs", "outputs"]
+            for row, r in zip(rows, resp.records):
+                row += [json.loads(r.inputs_json) if r.inputs_json else None,
+                        json.loads(r.outputs_json) if r.outputs_json else None]
+        df = pd.DataFrame(rows, columns=columns)
+        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
+        return df
+
+    def metrics(self) -> dict:
+        """What the runners report: ``requests`` and ``errors`` (over the kept records) and in the last
+        minute, ``p50_ms``/``p99_ms`` over the latest 1000 calls, ``in_flight`` and ``queue_depth`` now,
+        ``ready_replicas``.
+
+        Example::
+
+            Deployment("echo").metrics()["p99_ms"]
+        """
+        return json.loads(self.client.call("Metrics", self._ref()).metrics_json)
 
     def wait_until_ready(self, timeout: float = 120.0) -> "Deployment":
         """Block until RUNNING; DeploymentError (with state, reason and log tail) on failure or timeout."""

@@ -40,3 +40,9 @@ def own_resource(caller: str, owner: str, what: str) -> None:
     """Clusters, nodepools and deployments: only their creator sees them."""
     if owner and owner != caller:
         raise NotFound(f"{what} not found for user {owner!r}")
+
+
+def own_logs(caller: str, owner: str, deployment_id: str) -> None:
+    """Access and inference logs and metrics name callers and hold their inputs: the deployment's
+    owner alone reads them (anyone else gets NotFound, as for the deployment itself)."""
+    own_resource(caller, owner, f"deployment {deployment_id!r}")

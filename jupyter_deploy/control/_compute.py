@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..proto import control_pb2 as cpb
-from ._access import PLATFORM, readable_model
+from ._access import PLATFORM, own_logs, readable_model
 from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
 from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ._scheduler import ROLLBACK_PREFIX
@@ -26,8 +26,9 @@ KINDS = ("compute_cluster", "nodepool", "deployment")
 
 
 class Compute:
-    def __init__(self, store: Store, host: Any, registry: Any, scheduler: Any):
+    def __init__(self, store: Store, host: Any, registry: Any, scheduler: Any, calls: Any = None):
         self.store, self.host, self.registry, self.scheduler = store, host, registry, scheduler
+        self.calls = calls  # the CallLog: access records, inference logs, metrics
 
     # ------------------------------------------------------------ defaults
 
@@ -304,3 +305,26 @@ class Compute:
         owner = ref.user_id or caller
         self.deployment_row(owner, ref.id)
         return self.scheduler.logs(owner, ref.id, lines or 200)
+
+    def call_logs(self, caller: str, req: cpb.CallLogsRequest) -> list[cpb.CallRecord]:
+        """The deployment's access records (with inputs and outputs when ``req.inference``)."""
+        row = self._own_deployment(caller, req.ref)
+        if req.limit < 0:
+            raise InvalidArgument(f"limit must be 0 (the default, 1000) or more, got {req.limit}")
+        return self.calls.records(row["user_id"], row["id"], created_at=row["created_at"], since=req.since,
+                                  limit=req.limit or 1000, inference=req.inference)
+
+    def metrics(self, caller: str, ref: cpb.ResourceRef) -> dict:
+        """Requests, errors, latency, in flight and queue depth, as the deployment's runners report them."""
+        row = self._own_deployment(caller, ref)
+        replicas = [r["id"] for r in self.store.query(
+            "SELECT id FROM replicas WHERE user_id = ? AND deployment_id = ? AND state = 'READY'",
+            (row["user_id"], row["id"]))]
+        out = {"deployment_id": row["id"], "state": row["state"], "ready_replicas": len(replicas)}
+        out.update(self.calls.metrics(row["user_id"], row["id"], created_at=row["created_at"], replicas=replicas))
+        return out
+
+    def _own_deployment(self, caller: str, ref: cpb.ResourceRef) -> sqlite3.Row:
+        owner = ref.user_id or caller
+        own_logs(caller, owner, ref.id)
+        return self.deployment_row(owner, ref.id)

@@ -17,6 +17,8 @@ import re
 from typing import Any
 
 from ..config import parse_quantity
+from ..runner._telemetry import DEFAULT_INLINE_BYTES
+from ._calllog import DEFAULT_MAX_AGE, DEFAULT_MAX_RECORDS
 from ._errors import InvalidArgument
 from ._secrets import ENV_VAR_RE
 from ._secrets import NAME_RE as SECRET_NAME_RE
@@ -69,6 +71,15 @@ class _Checker:
         if value < minimum:
             self.error(path, f"must be at least {minimum}, got {value}")
         return value
+
+    def number(self, data: dict, key: str, path: str, default: float, minimum: float = 0) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.error(path, f"expected a number of seconds, got {type(value).__name__} {value!r}")
+            return default
+        if value < minimum:
+            self.error(path, f"must be at least {minimum:g}, got {value:g}")
+        return float(value)
 
     def quantity(self, data: dict, key: str, path: str) -> float | None:
         if data.get(key) is None:
@@ -147,7 +158,8 @@ def deployment_config(data: Any, caller: str) -> dict:
     """A deployment config: the model it serves, its scaling and whether it is the default."""
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
-                                "description", "resources", "python", "drain_seconds", "run_test", "secrets"})
+                                "description", "resources", "python", "drain_seconds", "run_test", "secrets",
+                                "inference_logger"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -183,6 +195,7 @@ def deployment_config(data: Any, caller: str) -> dict:
     secrets = _secrets(c, data.get("secrets"))
     if secrets:
         out["secrets"] = secrets
+    out["inference_logger"] = _inference_logger(c, data.get("inference_logger"))
     if data.get("python"):
         out["python"] = c.text(data, "python", "python")
     if not isinstance(data.get("default", False), bool):
@@ -193,6 +206,31 @@ def deployment_config(data: Any, caller: str) -> dict:
                 f"{scaling['max_replicas']} is below min_replicas {scaling['min_replicas']}")
     c.done()
     return out
+
+
+#: What the inference logger records beside every call's access record.
+LOGGER_MODES = ("none", "model_inputs", "predictions", "all")
+
+
+def _inference_logger(c: _Checker, data: Any) -> dict:
+    """``inference_logger: {mode, max_records, max_age_seconds, max_inline_bytes}`` with defaults.
+
+    The retention limits apply to all of the deployment's records, access records included.
+    """
+    if isinstance(data, str):  # `inference_logger: all`, the short form
+        data = {"mode": data}
+    logger = c.mapping(data, "inference_logger", {"mode", "max_records", "max_age_seconds", "max_inline_bytes"})
+    mode = c.text(logger, "mode", "inference_logger.mode", "none")
+    if mode not in LOGGER_MODES:
+        c.error("inference_logger.mode", f"unknown mode {mode!r} (use {', '.join(LOGGER_MODES)})")
+        mode = "none"
+    return {"mode": mode,
+            "max_records": c.integer(logger, "max_records", "inference_logger.max_records",
+                                     DEFAULT_MAX_RECORDS, minimum=1),
+            "max_age_seconds": c.number(logger, "max_age_seconds", "inference_logger.max_age_seconds",
+                                        DEFAULT_MAX_AGE, minimum=1),
+            "max_inline_bytes": c.integer(logger, "max_inline_bytes", "inference_logger.max_inline_bytes",
+                                          DEFAULT_INLINE_BYTES)}
 
 
 #: Environment variables the scheduler sets itself: a secret may not take their place.

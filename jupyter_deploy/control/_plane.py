@@ -9,6 +9,7 @@ from pathlib import Path
 from .._tokens import DEFAULT_TTL
 from . import _auth
 from ._blobs import BlobStore
+from ._calllog import CallLog
 from ._compute import Compute
 from ._host_info import detect
 from ._registry import Registry
@@ -30,6 +31,7 @@ class ControlPlane:
         compute: clusters, nodepools and deployments (``_compute``)
         scheduler: starts, supervises and routes to runner replicas (``_scheduler``)
         router: resolves a call to a runner and signs its route token (``_router``)
+        calls: access records and inference logs shipped by the runners (``_calllog``)
         shutdown_requested: set when a client asked the daemon to stop
     """
 
@@ -42,7 +44,8 @@ class ControlPlane:
         self.host = detect()
         self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
         self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir)
-        self.compute = Compute(self.store, self.host, self.registry, self.scheduler)
+        self.calls = CallLog(self.home, self.store)
+        self.compute = Compute(self.store, self.host, self.registry, self.scheduler, self.calls)
         self.router = Router(self.store, self.registry, self.scheduler, self.compute,
                              ttl=float(os.environ.get("JUPYTER_DEPLOY_ROUTE_TOKEN_TTL", DEFAULT_TTL)))
         self.secrets = Secrets(self.home / "secrets")
@@ -54,6 +57,7 @@ class ControlPlane:
         self.registry.startup_cleanup()
         self.compute.ensure_defaults()
         self.scheduler.start()
+        self.calls.start()
         self.gc_environments()
 
     def gc_environments(self) -> list[Path]:
@@ -73,4 +77,5 @@ class ControlPlane:
 
     def stop(self, stop_runners: bool = True) -> None:
         self.scheduler.stop(stop_runners)
+        self.calls.stop()  # after the runners: their last records are in the spool files, read next start
         self.store.close()

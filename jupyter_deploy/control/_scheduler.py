@@ -59,6 +59,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..config import parse_quantity
+from ..runner._telemetry import TELEMETRY_ENV
+from ._calllog import replica_dir, write_logging_settings
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
 from ._secrets import HINT_RE as SECRET_HINT_RE
@@ -168,6 +170,7 @@ class Scheduler:
         self._tested: set[str] = set()                     # versions whose test() passed
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
         self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
+        self._logging: dict[tuple[str, str], str] = {}    # inference logger settings last written
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -296,6 +299,9 @@ class Scheduler:
             else:
                 self._set_state(dep, STOPPED, "")
             return
+        # Before any replica starts: runners read the inference logger's settings from this file.
+        self._logging[key] = write_logging_settings(self.home, *key, json.loads(dep["config_json"]),
+                                                    self._logging.get(key))
         try:
             self._keep_running(dep, self._observe(dep))
         except _Failed:
@@ -568,7 +574,8 @@ class Scheduler:
                "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
         env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
-               "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
+               "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1",
+               TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))}
         with self._open_log(*key) as out:
             for note in notes:
                 out.write(f"jupyter_deploy scheduler: {note}\n".encode())

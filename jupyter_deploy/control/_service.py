@@ -174,6 +174,16 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
         return cpb.LogsResponse(lines=self.plane.compute.logs(caller, request.ref, request.lines))
 
+    @_rpc
+    def CallLogs(self, caller, request, context):
+        own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
+        return cpb.CallLogsResponse(records=self.plane.compute.call_logs(caller, request))
+
+    @_rpc
+    def Metrics(self, caller, request, context):
+        own_resource(caller, request.user_id, f"deployment {request.id!r}")
+        return cpb.MetricsResponse(metrics_json=json.dumps(self.plane.compute.metrics(caller, request)))
+
     # ------------------------------------------------------------ routing
 
     @_rpc

@@ -135,8 +135,9 @@ def now() -> float:
 class Store:
     """A SQLite database shared by the daemon's threads (one connection, one lock)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, migrations: list[str] | None = None):
         self.path = Path(path)
+        self.migrations = MIGRATIONS if migrations is None else migrations  # another file, another schema
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
@@ -154,15 +155,15 @@ class Store:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = int(row["value"]) if row else 0
-            if version > SCHEMA_VERSION:
+            if version > len(self.migrations):
                 raise RuntimeError(
                     f"{self.path} has schema version {version}, newer than this jupyter_deploy "
-                    f"understands ({SCHEMA_VERSION}); upgrade jupyter_deploy")
-            for step in MIGRATIONS[version:]:
+                    f"understands ({len(self.migrations)}); upgrade jupyter_deploy")
+            for step in self.migrations[version:]:
                 for statement in _statements(step):
                     db.execute(statement)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
+                       (str(len(self.migrations)),))
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

@@ -384,20 +384,76 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., deployment_id: _Optional[str] = ..., compute_cluster_id: _Optional[str] = ..., nodepool_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description")
+    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_AT_FIELD_NUMBER: _ClassVar[int]
     address: str
     token: str
     expires_at: float
     deployment_id: str
     version_id: str
     description: _runner_pb2.ModelDescription
-    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    refresh_at: float
+    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ...) -> None: ...
+
+class CallLogsRequest(_message.Message):
+    __slots__ = ("ref", "since", "limit", "inference")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ref: ResourceRef
+    since: float
+    limit: int
+    inference: bool
+    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., inference: _Optional[bool] = ...) -> None: ...
+
+class CallRecord(_message.Message):
+    __slots__ = ("timestamp", "request_id", "caller", "method", "status", "latency_ms", "bytes_in", "bytes_out", "inputs_json", "outputs_json", "replica_id", "version_id")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    timestamp: float
+    request_id: str
+    caller: str
+    method: str
+    status: str
+    latency_ms: float
+    bytes_in: int
+    bytes_out: int
+    inputs_json: str
+    outputs_json: str
+    replica_id: str
+    version_id: str
+    def __init__(self, timestamp: _Optional[float] = ..., request_id: _Optional[str] = ..., caller: _Optional[str] = ..., method: _Optional[str] = ..., status: _Optional[str] = ..., latency_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., inputs_json: _Optional[str] = ..., outputs_json: _Optional[str] = ..., replica_id: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
+
+class CallLogsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[CallRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ...) -> None: ...
+
+class MetricsResponse(_message.Message):
+    __slots__ = ("metrics_json",)
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    metrics_json: str
+    def __init__(self, metrics_json: _Optional[str] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
     __slots__ = ()

@@ -119,6 +119,16 @@ class ControlPlaneStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.LogsRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.LogsResponse.FromString,
                 _registered_method=True)
+        self.CallLogs = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/CallLogs',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CallLogsRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.CallLogsResponse.FromString,
+                _registered_method=True)
+        self.Metrics = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/Metrics',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ResourceRef.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.MetricsResponse.FromString,
+                _registered_method=True)
         self.ResolveRoute = channel.unary_unary(
                 '/jupyter_deploy.v1.ControlPlane/ResolveRoute',
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.SerializeToString,
@@ -271,6 +281,20 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallLogs(self, request, context):
+        """the deployment's owner only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Metrics(self, request, context):
+        """the deployment's owner only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveRoute(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -414,6 +438,16 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.LogsRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.LogsResponse.SerializeToString,
+            ),
+            'CallLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallLogs,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.CallLogsRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CallLogsResponse.SerializeToString,
+            ),
+            'Metrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.Metrics,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ResourceRef.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.MetricsResponse.SerializeToString,
             ),
             'ResolveRoute': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveRoute,
@@ -920,6 +954,60 @@ class ControlPlane:
             '/jupyter_deploy.v1.ControlPlane/Logs',
             jupyter__deploy_dot_proto_dot_control__pb2.LogsRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_control__pb2.LogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/CallLogs',
+            jupyter__deploy_dot_proto_dot_control__pb2.CallLogsRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.CallLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Metrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/Metrics',
+            jupyter__deploy_dot_proto_dot_control__pb2.ResourceRef.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.MetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     service.drain(DRAIN_TIMEOUT)
     time.sleep(REFUSE_BEFORE_STOP)
     server.stop(grace=STOP_GRACE).wait()
+    service.close()  # the last call records reach the spool file
     host.close()
     return 0
 

@@ -1,0 +1,383 @@
+"""Access records, inference logs and load figures of one runner, written off the request path.
+
+A call's handler gives the recorder a tuple (when, how long, status, and
+references to the request and the response); a background thread turns the
+tuples into JSON lines every ``interval`` seconds and appends them to a spool
+file that the control plane reads and stores. On the request path that is two
+clock reads, a lock held for a few additions, and a deque append; encoding,
+sizes and the inference logger's JSON all happen on the background thread.
+
+Files (the control plane names the directory in ``$JUPYTER_DEPLOY_TELEMETRY``,
+one per replica; without it nothing is recorded):
+
+- ``NNNNNNNNNN.jsonl``: records, one JSON object a line, in segments of about
+  ``segment_bytes``; a restarted runner starts a new segment;
+- ``stats.json``: the latest load figures (in flight, queued, the average in
+  flight over the last tick, counters), replaced atomically every tick;
+- ``../logging.json`` (one per deployment, written by the control plane): the
+  inference logger's settings, read again whenever it changes.
+
+SIGKILL: each tick's lines go out in one ``write`` and are flushed, so they
+sit in the kernel's page cache and outlive the process; what a SIGKILL loses is
+what was buffered since the last tick, at most ``interval`` seconds (0.2 by
+default) of records. ``JUPYTER_DEPLOY_CALL_LOG=off`` turns the recorder off
+entirely (a switch for measuring its cost; autoscaling then sees no load).
+
+Example::
+
+    recorder = CallRecorder.from_environment()   # None when the runner was not started by a daemon
+    t0, wall = recorder.begin()
+    recorder.end(t0, wall, "unary", request, response, "OK", None, metadata)
+    recorder.close()                               # a last flush
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import _tokens
+from ..proto import runner_pb2 as pb
+
+#: The directory of this replica's files; set by the control plane.
+TELEMETRY_ENV = "JUPYTER_DEPLOY_TELEMETRY"
+#: ``off``: record nothing (for measuring the recorder's own cost).
+SWITCH_ENV = "JUPYTER_DEPLOY_CALL_LOG"
+#: Per deployment, beside the replicas' directories: the inference logger's settings.
+LOGGING_FILE = "logging.json"
+STATS_FILE = "stats.json"
+SEGMENT_SUFFIX = ".jsonl"
+
+#: Inference logger modes: which of inputs and outputs are recorded beside the access fields.
+MODES = {"none": (False, False), "model_inputs": (True, False), "predictions": (False, True),
+         "all": (True, True)}
+#: Media (bytes, images, audio, video, arrays, tables) up to this size are kept inline (base64).
+DEFAULT_INLINE_BYTES = 64 << 10
+#: Stream items recorded per call; a longer stream is recorded as its first items and its count.
+MAX_STREAM_ITEMS = 1000
+
+
+def logging_settings(inference_logger: dict | None) -> dict:
+    """What a runner reads from ``logging.json``, from a deployment's ``inference_logger`` config."""
+    cfg = inference_logger or {}
+    return {"mode": cfg.get("mode", "none"), "max_inline_bytes": cfg.get("max_inline_bytes", DEFAULT_INLINE_BYTES)}
+
+
+class CallRecorder:
+    """Records every call of one runner and ships the records in the background.
+
+    Args:
+        directory: this replica's telemetry directory (created if missing).
+        interval: seconds between flushes (the most a SIGKILL can lose).
+        segment_bytes: a spool file at least this large is closed and a new one begun.
+        stream_param: ``method -> name`` of a bidirectional method's stream parameter.
+        capacity: calls the runner serves at once (in flight beyond it are queued).
+    """
+
+    def __init__(self, directory: str | Path, *, interval: float = 0.2, segment_bytes: int = 8 << 20,
+                 stream_param: Callable[[str], str] | None = None, capacity: int = 32):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity  # calls served at once; more in flight wait in a queue
+        self.interval, self.segment_bytes = interval, segment_bytes
+        self.stream_param = stream_param or (lambda method: "items")
+        self.version = os.environ.get("MODEL_VERSION", "")
+        self.started_at = time.time()
+        self._buffer: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._busy = 0.0            # in-flight calls integrated over time since the last tick
+        self._changed = self._last_tick = time.perf_counter()
+        self.requests = self.errors = 0
+        self.last_request_at = 0.0
+        self._callers: dict[str, str] = {}
+        self._settings_mtime: float | None = None
+        self.mode, self.keep_inputs, self.keep_outputs = "none", False, False
+        self.max_inline = DEFAULT_INLINE_BYTES
+        self._read_settings()
+        self._file: Any = None
+        self._problem = ""
+        self._segment = self._first_segment()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="call-recorder", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_environment(cls, **kwargs: Any) -> "CallRecorder | None":
+        directory = os.environ.get(TELEMETRY_ENV, "")
+        if not directory or os.environ.get(SWITCH_ENV, "").lower() in ("off", "0", "false", "no"):
+            return None
+        return cls(directory, **kwargs)
+
+    # ------------------------------------------------------------ the request path
+
+    def begin(self) -> tuple[float, float]:
+        """A call starts: ``(perf_counter, wall time)`` to hand back to ``end``."""
+        t = time.perf_counter()
+        with self._lock:
+            self._busy += self._in_flight * (t - self._changed)
+            self._changed = t
+            self._in_flight += 1
+        return t, time.time()
+
+    def end(self, started: float, wall: float, shape: str, request: Any, response: Any, status: str,
+            error: Any, metadata: Any, bytes_in: int = -1, bytes_out: int = -1) -> None:
+        """A call ended. ``request``/``response`` are kept by reference and read on the background thread.
+
+        For streams ``request`` is ``(start, items)`` and ``response`` the list of items kept
+        (or None), with their byte counts given.
+        """
+        t = time.perf_counter()
+        with self._lock:
+            self._busy += self._in_flight * (t - self._changed)
+            self._changed = t
+            self._in_flight -= 1
+            self.requests += 1
+            if status != "OK":
+                self.errors += 1
+        self.last_request_at = wall
+        self._buffer.append((wall, (t - started) * 1000.0, shape, request, response, status, error, metadata,
+                             bytes_in, bytes_out))
+
+    def wants(self) -> tuple[bool, bool]:
+        """Whether a call starting now should keep its (inputs, outputs) for the inference log."""
+        return self.keep_inputs, self.keep_outputs
+
+    # ------------------------------------------------------------ the background thread
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._tick()
+        self._tick()
+
+    def _tick(self) -> None:
+        try:
+            self._read_settings()
+            self._flush()
+            self._write_stats()
+        except Exception as e:  # noqa: BLE001 - a full disk must not end the recording for good
+            problem = f"{type(e).__name__}: {e}"
+            if problem != self._problem:  # once, not every tick
+                print(f"jupyter_deploy runner: call log: {problem}", flush=True)
+            self._problem = problem
+        else:
+            self._problem = ""
+
+    def close(self) -> None:
+        """Flush what is buffered and stop the thread (a graceful stop loses nothing)."""
+        self._stop.set()
+        self._thread.join(10)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read_settings(self) -> None:
+        path = self.dir.parent / LOGGING_FILE
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime == self._settings_mtime:
+            return
+        self._settings_mtime = mtime
+        try:
+            data = json.loads(path.read_text()) if mtime is not None else {}
+        except (OSError, ValueError):
+            data = {}
+        mode = data.get("mode", "none")
+        self.keep_inputs, self.keep_outputs = MODES.get(mode, (False, False))
+        self.mode = mode if mode in MODES else "none"
+        self.max_inline = int(data.get("max_inline_bytes", DEFAULT_INLINE_BYTES))
+
+    def _first_segment(self) -> int:
+        numbers = [int(p.stem) for p in self.dir.glob("*" + SEGMENT_SUFFIX) if p.stem.isdigit()]
+        return max(numbers, default=0) + 1
+
+    def _flush(self) -> None:
+        lines = []
+        while self._buffer:
+            lines.append(self._line(self._buffer.popleft()))
+        if not lines:
+            return
+        if self._file is None or self._file.tell() >= self.segment_bytes:
+            if self._file is not None:
+                self._file.close()
+                self._segment += 1
+            self._file = open(self.dir / f"{self._segment:010d}{SEGMENT_SUFFIX}", "a", encoding="utf-8")
+        # One write and a flush: the lines reach the kernel together, so a SIGKILL
+        # after this point loses none of them (and never half of one).
+        self._file.write("".join(lines))
+        self._file.flush()
+
+    def _write_stats(self) -> None:
+        t = time.perf_counter()
+        with self._lock:
+            busy = self._busy + self._in_flight * (t - self._changed)
+            span = t - self._last_tick
+            self._busy, self._changed, self._last_tick = 0.0, t, t
+            in_flight = self._in_flight
+        stats = {"t": time.time(), "pid": os.getpid(), "started_at": self.started_at, "in_flight": in_flight,
+                 "queued": max(0, in_flight - self.capacity),
+                 "avg_in_flight": busy / span if span > 0 else float(in_flight),
+                 "requests": self.requests, "errors": self.errors, "last_request_at": self.last_request_at}
+        tmp = self.dir / f".{STATS_FILE}.tmp"
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, self.dir / STATS_FILE)
+
+    # ------------------------------------------------------------ records
+
+    def _line(self, item: tuple) -> str:
+        wall, latency, shape, request, response, status, error, metadata, bytes_in, bytes_out = item
+        start = request[0] if shape != "unary" else request
+        method = start.method if isinstance(start, pb.PredictRequest) else ""
+        request_id = (start.request_id if method else "") or os.urandom(8).hex()
+        if bytes_in < 0:
+            bytes_in = start.ByteSize() if method else 0
+        if bytes_out < 0:
+            bytes_out = response.ByteSize() if response is not None else 0
+        record = {"t": wall, "id": request_id, "c": self._caller(metadata, status), "m": method, "s": status,
+                  "l": round(latency, 4), "bi": bytes_in, "bo": bytes_out, "v": self.version}
+        if error is not None:
+            record["e"] = error
+        if self.keep_inputs and method:
+            record["in"] = self._inputs(shape, request)
+        if self.keep_outputs:
+            if error is not None:
+                record["out"] = {"error": error}
+            elif shape == "unary" and response is not None:
+                record["out"] = value_json(response.output, self.max_inline)
+            elif shape != "unary" and response is not None:
+                record["out"] = self._items(response[0], response[1])
+        return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+    def _inputs(self, shape: str, request: Any) -> Any:
+        start = request if shape == "unary" else request[0]
+        args = {e.key: value_json(e.value, self.max_inline) for e in start.args}
+        if shape == "bidi" and request[1] is not None:
+            args[self.stream_param(start.method)] = self._items(*request[1])
+        return args
+
+    def _items(self, items: list, count: int) -> Any:
+        values = [value_json(v, self.max_inline) for v in items]
+        return values if count <= len(items) else {"items": values, "count": count}
+
+    def _caller(self, metadata: Any, status: str) -> str:
+        if status == "UNAUTHENTICATED" or not metadata:
+            return ""
+        token = next((v for k, v in metadata if k == _tokens.METADATA_KEY), None)
+        if not token:
+            return ""
+        caller = self._callers.get(token)
+        if caller is None:
+            # The runner verified this token when it served the call; here only its claims are read.
+            try:
+                payload = token.partition(".")[0]
+                caller = str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("c", ""))
+            except ValueError:
+                caller = ""
+            if len(self._callers) > 1024:
+                self._callers.clear()
+            self._callers[token] = caller
+        return caller
+
+
+# ---------------------------------------------------------------- values as JSON
+
+
+def _blob(data: bytes, cap: int, **fields: Any) -> dict:
+    """Media by reference (size and sha256), and the bytes themselves when at most ``cap``."""
+    out = {**fields, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if len(data) <= cap:
+        out["data_b64"] = base64.b64encode(data).decode()
+    return out
+
+
+def _image(img: pb.Image, cap: int) -> dict:
+    return _blob(img.data, cap, format=img.format, mode=img.mode, width=img.width, height=img.height)
+
+
+def _number(x: float) -> Any:
+    return x if math.isfinite(x) else str(x)  # JSON has no NaN or infinity
+
+
+def value_json(v: pb.Value, cap: int = DEFAULT_INLINE_BYTES) -> Any:
+    """A wire value as JSON-able data, without its declared type.
+
+    Scalars, lists and mappings as themselves; media, arrays and tables as
+    ``{"<kind>": {..., "size", "sha256"}}`` with the bytes (base64, or the values
+    of a small array or table) when they are at most ``cap`` bytes.
+
+    Example::
+
+        value_json(pb.Value(bytes=b"abc"))
+        # {'bytes': {'size': 3, 'sha256': 'ba78...', 'data_b64': 'YWJj'}}
+    """
+    kind = v.WhichOneof("kind")
+    if kind in (None, "none"):
+        return None
+    if kind in ("str", "int", "bool"):
+        return getattr(v, kind)
+    if kind == "float":
+        return _number(v.float)
+    if kind == "big_int":
+        return int(v.big_int)
+    if kind == "list":
+        return [value_json(item, cap) for item in v.list.items]
+    if kind in ("map", "fields"):
+        return {e.key: value_json(e.value, cap) for e in getattr(v, kind).entries}
+    if kind == "bytes":
+        return {"bytes": _blob(v.bytes, cap)}
+    if kind == "image":
+        return {"image": _image(v.image, cap)}
+    if kind in ("audio", "video"):
+        media = getattr(v, kind)
+        return {kind: _blob(media.data, cap, mime=media.mime)}
+    if kind == "concept":
+        return {"concept": {"id": v.concept.id, "name": v.concept.name, "value": _number(v.concept.value)}}
+    if kind == "region":
+        return {"region": {"box": [_number(x) for x in v.region.box],
+                           "concepts": [{"id": c.id, "name": c.name, "value": _number(c.value)}
+                                        for c in v.region.concepts]}}
+    if kind == "frame":
+        return {"frame": {"time": _number(v.frame.time), "image": _image(v.frame.image, cap)}}
+    if kind == "ndarray":
+        return {"ndarray": _ndarray(v.ndarray, cap)}
+    if kind == "dataframe":
+        return {"dataframe": _dataframe(v.dataframe, cap)}
+    return {kind: "(not recorded)"}
+
+
+def _ndarray(a: pb.NDArray, cap: int) -> dict:
+    out = {"dtype": a.dtype, "shape": list(a.shape), "size": len(a.data),
+           "sha256": hashlib.sha256(a.data).hexdigest()}
+    if len(a.data) <= cap:
+        try:
+            import numpy as np
+
+            out["values"] = json.loads(json.dumps(
+                np.frombuffer(a.data, dtype=np.dtype(a.dtype)).reshape(tuple(a.shape)).tolist(), default=str))
+        except Exception:  # noqa: BLE001 - an odd dtype: keep the bytes instead
+            out["data_b64"] = base64.b64encode(a.data).decode()
+    return out
+
+
+def _dataframe(df: pb.DataFrame, cap: int) -> dict:
+    data = df.SerializeToString()
+    out = {"columns": [str(value_json(c.name, cap)) for c in df.columns], "size": len(data),
+           "sha256": hashlib.sha256(data).hexdigest()}
+    if len(data) <= cap:
+        try:
+            from ..model._dataframe import decode_dataframe
+
+            out["split"] = json.loads(decode_dataframe(df).to_json(orient="split", date_format="iso"))
+        except Exception:  # noqa: BLE001 - a table pandas cannot rebuild here: the reference stays
+            pass
+    return out
