@@ -4,7 +4,7 @@
     jupyter-deploy model list | versions MODEL | export MODEL DEST | delete MODEL
     jupyter-deploy cluster create|list|get|delete ...
     jupyter-deploy nodepool create|list|get|delete ... --cluster C
-    jupyter-deploy deployment create|list|get|update|start|stop|delete|wait ...
+    jupyter-deploy deployment create|list|get|update|start|stop|delete|wait|metrics ...
     jupyter-deploy predict MODEL [VALUE] [name=value ...]
     jupyter-deploy logs DEPLOYMENT [--access | --inference] [--since SECONDS]
     jupyter-deploy secret set NAME [--value V] | list | delete NAME
@@ -86,8 +86,9 @@ def add_commands(sub: Any) -> None:
     q = dsub.add_parser("list")
     q.add_argument("--cluster")
     q.add_argument("--nodepool")
-    for action in ("get", "start", "stop", "wait"):
-        q = dsub.add_parser(action)
+    for action in ("get", "start", "stop", "wait", "metrics"):
+        q = dsub.add_parser(action, help="requests, errors, latency, in flight, queue depth"
+                            if action == "metrics" else None)
         q.add_argument("id")
         if action == "wait":
             q.add_argument("--timeout", type=float, default=120)
@@ -259,6 +260,9 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         print(f"deployment {args.id}: {client.deployment(args.id).update(args.config, **changes).state}")
     elif args.action in ("start", "stop"):
         print(f"deployment {args.id}: {getattr(client.deployment(args.id), args.action)().state}")
+    elif args.action == "metrics":
+        for key, value in client.deployment(args.id).metrics().items():
+            print(f"{key}: {'-' if value is None else value}")
     elif args.action == "wait":
         print(f"deployment {args.id}: {client.deployment(args.id).wait_until_ready(args.timeout).state}")
     elif args.action == "delete":

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from daemon_helpers import daemon_pid, isolated_home, wait_for
 
 from jupyter_deploy import Client, Deployment, ModelError, Nodepool, NotFoundError
+from jupyter_deploy.notebook.widgets import DeploymentCard
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -178,6 +180,37 @@ def test_the_cli_prints_inference_logs(echo, home):
     assert header.split() == ["timestamp", "request_id", "caller", "method", "status", "latency_ms", "bytes_in",
                               "bytes_out", "inputs", "outputs"]
     assert any('"echo: from the cli test"' in row and " local " in row for row in rows), out.stdout
+
+
+def test_metrics_count_requests_errors_latency_and_calls_in_flight(client, echo):
+    model = client.model("echo")
+    before = echo.metrics()
+    for i in range(5):
+        model.predict(f"m{i}")
+    with pytest.raises(ModelError):
+        model.predict("boom")
+    m = until(echo.metrics, lambda m: m["requests"] >= before["requests"] + 6, 15, "the calls to be counted")
+    assert (m["requests"], m["errors"]) == (before["requests"] + 6, before["errors"] + 1)
+    assert m["requests_last_minute"] >= 6 and m["errors_last_minute"] >= 1
+    assert 0 < m["p50_ms"] <= m["p99_ms"]
+    assert m["ready_replicas"] == 1 and m["state"] == "RUNNING"
+
+    threads = [threading.Thread(target=model.slow, args=(3.0,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        m = until(echo.metrics, lambda m: m["in_flight"] == 3, 10, "three calls in flight")
+        assert m["queue_depth"] == 0  # the runner serves 32 at once
+        card = DeploymentCard(echo)
+        assert "3 in flight" in card.summary() and "requests" in card.metrics_html.value
+        card.close()
+    finally:
+        for t in threads:
+            t.join(30)
+    until(echo.metrics, lambda m: m["in_flight"] == 0, 10, "nothing in flight")
+    out = subprocess.run([sys.executable, "-m", "jupyter_deploy", "deployment", "metrics", "echo"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert out.returncode == 0 and "p99_ms: " in out.stdout and "in_flight: 0" in out.stdout, out.stderr
 
 
 def test_retention_keeps_the_newest_records(client, echo):

@@ -404,6 +404,7 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
         self.interval = interval
         self.confirm_seconds = confirm_seconds
         self.deployment_status: dict = {}
+        self.metrics: dict = {}  # Deployment.metrics(): requests, errors, latency, in flight, queue
         self.log_tail: list[str] = []
         self.deleted = False
         self._delete_armed_at: float | None = None
@@ -413,6 +414,7 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
 
         self.title_html = w.HTML()
         self.details_html = w.HTML()
+        self.metrics_html = w.HTML()
         self.endpoint_html = w.HTML()
         self.message_html = w.HTML()
         self.start_button = w.Button(description="Start", icon="play", tooltip="start the deployment")
@@ -431,7 +433,7 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
         self.live_toggle.observe(self._live_changed, names="value")
         buttons = w.HBox([self.start_button, self.stop_button, self.delete_button,
                           self.refresh_button, self.live_toggle])
-        super().__init__([self.title_html, self.details_html, self.endpoint_html, buttons,
+        super().__init__([self.title_html, self.details_html, self.metrics_html, self.endpoint_html, buttons,
                           self.message_html, self.log_area],
                          layout=w.Layout(border="1px solid #ccc", padding="6px"))
         self.refresh()
@@ -474,6 +476,8 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
             text += f" · model {s['model']}"
         if s.get("reason"):
             text += f" · {s['reason']}"
+        if self.metrics:
+            text += f" · {_metrics_text(self.metrics)}"
         return text
 
     def refresh(self) -> DeploymentCard:
@@ -490,6 +494,12 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
                         self.log_tail = list(self.deployment.logs(self.log_lines))
                     except Exception as e:  # noqa: BLE001
                         message = f"could not read the logs: {_one_line(e)}"
+                    read_metrics = getattr(self.deployment, "metrics", None)
+                    if callable(read_metrics):
+                        try:
+                            self.metrics = dict(read_metrics() or {})
+                        except Exception as e:  # noqa: BLE001
+                            message = message or f"could not read the metrics: {_one_line(e)}"
             self._render(message)
         return self
 
@@ -508,6 +518,7 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
                 details.append(f"model <code>{html.escape(str(s['model']))}</code>")
             reason = f"<br/><i>{html.escape(str(s['reason']))}</i>" if s.get("reason") else ""
             self.details_html.value = " · ".join(details) + reason
+            self.metrics_html.value = html.escape(_metrics_text(self.metrics)) if self.metrics else ""
             addresses = [str(r["address"]) for r in replicas if r.get("address")]
             self.endpoint_html.value = ("endpoint " + ", ".join(
                 f"<code>{html.escape(a)}</code>" for a in addresses)) if addresses else "endpoint: none"
@@ -614,6 +625,17 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
         self.stop_live()
         super().close()
 
+
+
+def _metrics_text(m: dict) -> str:
+    """``Deployment.metrics()`` on one line: requests, errors, latency percentiles, in flight, queue."""
+    def ms(value: Any) -> str:
+        return "-" if value is None else f"{value:.3g} ms"
+
+    errors = m.get("errors", 0)
+    return (f"{m.get('requests', 0)} requests ({m.get('requests_last_minute', 0)} in the last minute), "
+            f"{errors} error{'s' if errors != 1 else ''} · p50 {ms(m.get('p50_ms'))}, p99 {ms(m.get('p99_ms'))} · "
+            f"{m.get('in_flight', 0)} in flight, queue {m.get('queue_depth', 0)}")
 
 
 # ---------------------------------------------------------------- PredictForm
