@@ -37,7 +37,8 @@ HOME_ENV = "JUPYTER_DEPLOY_HOME"
 _ISOLATE_ENV = ("JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PAT")
 MODEL_ID = "bench"            # from bench/models/bench/config.yaml
 NODEPOOL = ("local", "local")  # (compute_cluster_id, nodepool_id): this host
-POLL_S = 0.05                 # seconds between checks while waiting for a deletion
+POLL_S = 0.05                 # seconds between checks while waiting for a deletion or IDLE
+IDLE_AFTER_S = 1              # W4 from IDLE: scale_to_zero_delay_seconds of its deployment
 STOP_TIMEOUT = 60.0           # seconds the daemon gets to stop with its runners
 
 
@@ -169,6 +170,36 @@ class PlatformSession:
             raise AssertionError(f"W4: the first call returned {out!r}")
         return {"W4 total s": t3 - t0, "W4 create call s": t1 - t0, "W4 to RUNNING s": t2 - t0,
                 "W4 first call s": t3 - t2}
+
+    def cold_starts_from_idle(self, deployment_id: str, payload: str, runs: int) -> dict[str, list[float]]:
+        """W4 from IDLE: a deployment with ``min_replicas: 0`` scaled to zero, then a call to it (seconds).
+
+        The same ``Model`` calls every time, as a notebook that called before would: its cached
+        route points at a runner that is gone, the call re-resolves, the daemon starts a replica
+        and the call waits for it. Also the daemon's own figure (wake -> a READY replica), as the
+        deployment's status and card show it. The deployment is deleted at the end.
+        """
+        d = self.nodepool.create_deployment(
+            deployment_id, worker={"model": {"id": MODEL_ID}}, drain_seconds=0,
+            autoscale_config={"min_replicas": 0, "max_replicas": 1, "scale_to_zero_delay_seconds": IDLE_AFTER_S})
+        d.wait_until_ready(self.ready_timeout)
+        model = self.client.model(MODEL_ID)
+        model.echo(payload, deployment_id=deployment_id)  # a cached route, as after earlier use
+        out: dict[str, list[float]] = {"W4 from IDLE s": [], "W4 from IDLE, wake → READY s": []}
+        for _ in range(runs):
+            deadline = time.monotonic() + self.ready_timeout
+            while d.status["state"] != "IDLE" or d.status["replicas"]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{deployment_id} did not scale to zero in {self.ready_timeout:g} s")
+                time.sleep(POLL_S)
+            t0 = time.perf_counter()
+            answer = model.echo(payload, deployment_id=deployment_id)
+            out["W4 from IDLE s"].append(time.perf_counter() - t0)
+            if answer != payload:
+                raise AssertionError(f"W4 from IDLE: the call returned {answer!r}")
+            out["W4 from IDLE, wake → READY s"].append(d.status["autoscale"]["last_cold_start_seconds"])
+        self.delete(deployment_id)
+        return out
 
     def target(self) -> PlatformTarget:
         return PlatformTarget()

@@ -81,7 +81,7 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--cluster", default="local")
     q.add_argument("--nodepool", default="local")
     q.add_argument("--config", help="a deployment YAML file")
-    q.add_argument("--min-replicas", type=int)
+    _replica_flags(q)
     q.add_argument("--wait", action="store_true", help="wait until it is RUNNING")
     q = dsub.add_parser("list")
     q.add_argument("--cluster")
@@ -95,7 +95,7 @@ def add_commands(sub: Any) -> None:
     q = dsub.add_parser("update")
     q.add_argument("id")
     q.add_argument("--config", help="a deployment YAML file (the keys to change)")
-    q.add_argument("--min-replicas", type=int)
+    _replica_flags(q)
     q = dsub.add_parser("delete")
     q.add_argument("ids", nargs="+")
     p.set_defaults(run=cmd_deployment)
@@ -242,9 +242,7 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         config: dict = {}
         if args.model:
             config["worker"] = {"model": _model_config(args.model)}
-        if args.min_replicas is not None:
-            config["autoscale_config"] = {"min_replicas": args.min_replicas,
-                                          "max_replicas": max(args.min_replicas, 1)}
+        config.update(_scale_changes(args))
         nodepool = client.compute_cluster(args.cluster).nodepool(args.nodepool)
         deployment = nodepool.create_deployment(args.id, args.config, **config)
         if args.wait:
@@ -256,7 +254,7 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         deployment = client.deployment(args.id)
         print(json.dumps({"config": deployment.config, "status": deployment.status}, indent=2))
     elif args.action == "update":
-        changes = {"autoscale_config": {"min_replicas": args.min_replicas}} if args.min_replicas is not None else {}
+        changes = _scale_changes(args)
         print(f"deployment {args.id}: {client.deployment(args.id).update(args.config, **changes).state}")
     elif args.action in ("start", "stop"):
         print(f"deployment {args.id}: {getattr(client.deployment(args.id), args.action)().state}")
@@ -270,6 +268,20 @@ def cmd_deployment(args: argparse.Namespace) -> int:
             client.deployment(deployment_id).delete()
         print(f"deleted {', '.join(args.ids)}")
     return 0
+
+
+def _replica_flags(parser: Any) -> None:
+    parser.add_argument("--min-replicas", type=int,
+                        help="autoscale_config.min_replicas (0: scale to zero when idle)")
+    parser.add_argument("--max-replicas", type=int,
+                        help="autoscale_config.max_replicas (default: the minimum)")
+
+
+def _scale_changes(args: argparse.Namespace) -> dict:
+    """``{"autoscale_config": ...}`` from --min-replicas/--max-replicas (empty when neither is given)."""
+    scale = {k: v for k, v in (("min_replicas", args.min_replicas), ("max_replicas", args.max_replicas))
+             if v is not None}
+    return {"autoscale_config": scale} if scale else {}
 
 
 def _model_config(address: str) -> dict:

@@ -15,6 +15,7 @@ default ``Client()``, which starts a local daemon when none answers::
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import threading
 import time
@@ -377,7 +378,14 @@ class Nodepool(_Resource):
 
         Config keys (a YAML file or keyword arguments): ``worker: {model: {id, user_id,
         app_id, model_version: {id}}}``, ``autoscale_config: {min_replicas, max_replicas,
-        scale_to_zero_delay_seconds}``, ``default: true|false``.
+        target_in_flight_per_replica, scale_up_delay_seconds, scale_down_delay_seconds,
+        scale_to_zero_delay_seconds}``, ``inference_logger: {mode, max_records, max_age_seconds,
+        max_inline_bytes}``, ``default: true|false``.
+
+        Example::
+
+            nodepool.create_deployment("echo", worker={"model": {"id": "echo"}},
+                                       autoscale_config={"min_replicas": 0, "max_replicas": 4})
         """
         ref = cpb.ResourceRef(kind="deployment", id=deployment_id, compute_cluster_id=self.compute_cluster_id,
                               nodepool_id=self.id, user_id=self.user_id or "")
@@ -412,7 +420,7 @@ class Deployment(_Resource):
 
     @property
     def state(self) -> str:
-        """CREATING, STARTING, RUNNING, UPDATING, STOPPING, STOPPED or FAILED."""
+        """CREATING, STARTING, RUNNING, IDLE (scaled to zero), UPDATING, STOPPING, STOPPED or FAILED."""
         return self.status["state"]
 
     def to_dict(self) -> dict:
@@ -504,7 +512,8 @@ class Deployment(_Resource):
         return json.loads(self.client.call("Metrics", self._ref()).metrics_json)
 
     def wait_until_ready(self, timeout: float = 120.0) -> "Deployment":
-        """Block until RUNNING; DeploymentError (with state, reason and log tail) on failure or timeout."""
+        """Block until RUNNING (or IDLE: scaled to zero, a call starts a replica); DeploymentError
+        (with state, reason and log tail) on failure or timeout."""
         deadline = time.monotonic() + timeout
         pause = 0.01  # short at first: a replica of a small model is ready in a few tenths of a second
         while True:
@@ -514,6 +523,8 @@ class Deployment(_Resource):
                                       "rolled back", status["state"], status.get("reason", ""), self.logs(20))
             current = [r for r in status.get("replicas", []) if r["version_id"] == status["version_id"]]
             if status["state"] == "RUNNING" and all(r["state"] == "READY" for r in current):
+                return self
+            if status["state"] == "IDLE":
                 return self
             if status["state"] == "FAILED":
                 raise DeploymentError(f"deployment {self.id} failed", status["state"], status.get("reason", ""),
@@ -700,34 +711,47 @@ class Model:
                                                                version_id=version_id or "", force=force))
 
 
+#: Seconds a route resolution may take: it waits while a replica starts (a deployment at zero).
+ROUTE_TIMEOUT = 180.0
+
+
 class _RoutedTransport:
     """Calls a model through the route the control plane resolves, cached until near expiry.
 
-    When the runner cannot be reached before any message was exchanged, the
-    route is resolved again and the call retried once, for every call shape.
+    Calls take turns over the route's replicas. When the runner cannot be
+    reached before any message was exchanged, the route is resolved again and
+    the call retried once, for every call shape. Resolving a route to a
+    deployment that scaled to zero waits while a replica starts.
     """
 
     def __init__(self, model: Model, route: tuple):
         self.model = model
         self.route = route
         self.methods: dict[str, Callable[..., Any]] = {}
-        self._transport: GrpcTransport | None = None
+        self._transports: list[GrpcTransport] = []
+        self._turn = itertools.count()
         self._renew_at = 0.0
         self._lock = threading.Lock()
 
     def _current(self, refresh: bool = False) -> GrpcTransport:
         with self._lock:
-            if refresh or self._transport is None or time.time() > self._renew_at:
+            if refresh or not self._transports or time.time() > self._renew_at:
                 deployment_id, cluster, nodepool = self.route
                 route = self.model.client.call("ResolveRoute", cpb.RouteRequest(
                     model=self.model._model_ref(), deployment_id=deployment_id, compute_cluster_id=cluster,
-                    nodepool_id=nodepool))
-                stub = runner_pb2_grpc.RunnerStub(self.model.client.runner_channel(route.address))
-                self._transport = GrpcTransport(stub, self.model.client.timeout,
-                                                (("jd-route-token", route.token),))
-                # Renew at 80% of the token's life, so no call carries one that lapses mid-flight.
+                    nodepool_id=nodepool), timeout=ROUTE_TIMEOUT)
+                metadata = (("jd-route-token", route.token),)
+                client = self.model.client
+                self._transports = [
+                    GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
+                    for address in (list(route.addresses) or [route.address])]
+                # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
+                # sooner where the daemon says replicas may come and go (autoscaling).
                 self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
-            return self._transport
+                if route.refresh_at:
+                    self._renew_at = min(self._renew_at, route.refresh_at)
+            transports = self._transports
+        return transports[next(self._turn) % len(transports)]
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
         try:

@@ -199,6 +199,8 @@ class Compute:
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
+            # wanted replicas, load seen, and the time the latest wake from IDLE took (W4 from IDLE)
+            "autoscale": self.scheduler.scale_status(row["user_id"], row["id"]),
         }
         return cpb.Resource(kind="deployment", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["nodepool_id"],
@@ -213,7 +215,13 @@ class Compute:
             raise InvalidArgument(f"only deployments can be updated, not a {ref.kind.replace('_', ' ')}")
         owner = ref.user_id or caller
         row = self.deployment_row(owner, ref.id)
-        cfg = deployment_config(merge(json.loads(row["config_json"]), changes), owner)
+        merged = merge(json.loads(row["config_json"]), changes)
+        scale, asked = merged.get("autoscale_config"), changes.get("autoscale_config")
+        if isinstance(asked, dict) and "min_replicas" in asked and "max_replicas" not in asked and \
+                isinstance(scale, dict) and isinstance(scale.get("max_replicas"), int) and \
+                isinstance(asked["min_replicas"], int) and scale["max_replicas"] < asked["min_replicas"]:
+            del scale["max_replicas"]  # a raised minimum lifts the maximum with it (its default: the minimum)
+        cfg = deployment_config(merged, owner)
         model = cfg["worker"]["model"]
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):

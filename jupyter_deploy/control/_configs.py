@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import _autoscale as autoscale
 from ..config import parse_quantity
 from ..runner._telemetry import DEFAULT_INLINE_BYTES
 from ._calllog import DEFAULT_MAX_AGE, DEFAULT_MAX_RECORDS
@@ -165,8 +166,6 @@ def deployment_config(data: Any, caller: str) -> dict:
     if not model.get("id"):
         c.error("worker.model.id", "required: the id of the model to serve")
     version = c.mapping(model.get("model_version"), "worker.model.model_version", {"id"})
-    scale = c.mapping(data.get("autoscale_config"), "autoscale_config",
-                      {"min_replicas", "max_replicas", "scale_to_zero_delay_seconds"})
     resources = c.mapping(data.get("resources"), "resources", {"num_accelerators"})
     out = {
         "worker": {"model": {
@@ -175,12 +174,7 @@ def deployment_config(data: Any, caller: str) -> dict:
             "app_id": c.ident(model, "app_id", "worker.model.app_id", "default"),
             "model_version": {"id": c.text(version, "id", "worker.model.model_version.id")},
         }},
-        "autoscale_config": {
-            "min_replicas": c.integer(scale, "min_replicas", "autoscale_config.min_replicas", 1),
-            "max_replicas": c.integer(scale, "max_replicas", "autoscale_config.max_replicas", 1),
-            "scale_to_zero_delay_seconds": c.integer(
-                scale, "scale_to_zero_delay_seconds", "autoscale_config.scale_to_zero_delay_seconds", 300),
-        },
+        "autoscale_config": _autoscale_config(c, data.get("autoscale_config")),
         "default": bool(data.get("default", False)),
         "description": c.text(data, "description", "description"),
         "drain_seconds": c.integer(data, "drain_seconds", "drain_seconds", 5),
@@ -200,12 +194,16 @@ def deployment_config(data: Any, caller: str) -> dict:
         out["python"] = c.text(data, "python", "python")
     if not isinstance(data.get("default", False), bool):
         c.error("default", "expected true or false")
-    scaling = out["autoscale_config"]
-    if scaling["max_replicas"] < scaling["min_replicas"]:
-        c.error("autoscale_config.max_replicas",
-                f"{scaling['max_replicas']} is below min_replicas {scaling['min_replicas']}")
     c.done()
     return out
+
+
+def _autoscale_config(c: _Checker, data: Any) -> dict:
+    """``autoscale_config`` (see ``jupyter_deploy._autoscale`` for the fields and their defaults)."""
+    settings, problems = autoscale.normalize(data)
+    for field, problem in problems:
+        c.error(f"autoscale_config.{field}" if field else "autoscale_config", problem)
+    return settings
 
 
 #: What the inference logger records beside every call's access record.

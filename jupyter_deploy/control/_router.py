@@ -5,13 +5,22 @@ compute cluster + nodepool; else the caller's default deployment of the model
 (the one marked ``default``, else the only one); else, for models of the
 built-in user ``platform`` only, the shared nodepool, which starts a replica
 on demand. Anything else is a clear error that says what to do.
+
+A deployment that scaled to zero (IDLE) is woken the same way: the call's
+route resolution starts a replica and waits until it serves (up to
+``start_timeout`` seconds), so the caller sees a slow call, not a failed one.
+The route lists every serving replica, and for a deployment whose replica
+count may change, a time to resolve again, so clients spread their calls over
+the replicas the autoscaler adds.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from .. import _autoscale as autoscale
 from .. import _tokens
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
@@ -24,8 +33,10 @@ SHARED_CLUSTER, SHARED_NODEPOOL = "platform", "shared"
 
 
 class Router:
-    #: Seconds a call to a platform model waits for the shared nodepool to start a replica.
-    shared_start_timeout = 120.0
+    #: Seconds a call waits for a replica to start (a platform model on the shared nodepool, an IDLE deployment).
+    start_timeout = 120.0
+    #: Seconds a route of an autoscaling deployment is used before the client resolves it again.
+    refresh_seconds = 2.0
 
     def __init__(self, store: Store, registry: Any, scheduler: Any, compute: Any,
                  ttl: float = _tokens.DEFAULT_TTL):
@@ -72,14 +83,43 @@ class Router:
         if row is None:  # a platform model nobody deployed: the shared nodepool serves it
             row, (address, version_id) = self._shared(key)
         else:
-            address, version_id = self.scheduler.route(row["user_id"], row["id"])
+            address, version_id = self._route(row["user_id"], row["id"])
         version = self.registry.get_version(cpb.VersionRef(version_id=version_id))
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
+        addresses = self.scheduler.addresses(row["user_id"], row["id"], version_id) or [address]
+        scaling = autoscale.scales(autoscale.normalize(json.loads(row["config_json"]).get("autoscale_config"))[0])
+        if address in addresses:  # the replica route() picked first: clients that use one still take turns
+            addresses.insert(0, addresses.pop(addresses.index(address)))
         return cpb.Route(address=address, token=token, expires_at=now() + self.ttl,
                          deployment_id=row["id"], version_id=version_id,
                          description=version.description if version.HasField("description")
-                         else pb.ModelDescription())
+                         else pb.ModelDescription(), addresses=addresses,
+                         refresh_at=now() + self.refresh_seconds if scaling else 0.0)
+
+    def _route(self, user_id: str, deployment_id: str) -> tuple[str, str]:
+        """A READY replica; for a deployment at zero, wake it and wait until one serves."""
+        try:
+            return self.scheduler.route(user_id, deployment_id)
+        except FailedPrecondition:
+            if not self.scheduler.wake(user_id, deployment_id):
+                raise
+        return self._wait_route(user_id, deployment_id)
+
+    def _wait_route(self, user_id: str, deployment_id: str) -> tuple[str, str]:
+        """Poll until the deployment has a READY replica; FailedPrecondition if it fails or time runs out."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                return self.scheduler.route(user_id, deployment_id)
+            except FailedPrecondition as e:
+                row = self.store.one("SELECT state, desired FROM deployments WHERE user_id = ? AND id = ?",
+                                     (user_id, deployment_id))
+                if row is None or row["state"] in ("FAILED", "STOPPED") or row["desired"] != "running":
+                    raise
+                if time.monotonic() > deadline:
+                    raise FailedPrecondition(f"{e.message} (no replica came up within {self.start_timeout:g} s)")
+            time.sleep(0.05)
 
     def _default(self, owner: str, key: tuple[str, str, str]) -> Any:
         """The caller's deployment of the model marked default, else its only one (None for a
@@ -120,15 +160,8 @@ class Router:
                     pass  # another caller started it a moment ago
             else:
                 self.compute.act(PLATFORM, cpb.ResourceRef(kind="deployment", id=deployment_id), "start")
-        deadline = time.monotonic() + self.shared_start_timeout
-        while True:
-            row = self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id))
-            try:
-                return row, self.scheduler.route(PLATFORM, deployment_id)
-            except FailedPrecondition:
-                if time.monotonic() > deadline or row["state"] == "FAILED":
-                    raise
-            time.sleep(0.05)
+        route = self._wait_route(PLATFORM, deployment_id)
+        return self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id)), route
 
 
 def _deployment_id(model_id: str) -> str:

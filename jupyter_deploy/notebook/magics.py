@@ -461,8 +461,10 @@ class DeployMagics(Magics):
               help="a config.yaml, or a deployment YAML, whose keys override the defaults")
     @argument("--requirements", default=None, metavar='"PKG PKG"',
               help="the model's requirements.txt, as one quoted list")
-    @argument("--min-replicas", type=int, default=None, help="at least this many replicas")
-    @argument("--max-replicas", type=int, default=None, help="at most this many replicas")
+    @argument("--min-replicas", type=int, default=None,
+              help="at least this many replicas (autoscale_config.min_replicas; 0: scale to zero when idle)")
+    @argument("--max-replicas", type=int, default=None,
+              help="at most this many replicas (autoscale_config.max_replicas; default: --min-replicas)")
     @argument("--local", action="store_true",
               help="load and test in this kernel only (no upload); the model object is put in the "
                    "namespace under the class's name")
@@ -488,10 +490,7 @@ class DeployMagics(Magics):
         args = self._parse_deploy(line, ns)
         if not cell.strip():
             raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
-        if args.min_replicas is not None and args.min_replicas < 0:
-            raise UsageError("--min-replicas must be 0 or more")
-        if args.max_replicas is not None and args.max_replicas < max(1, args.min_replicas or 0):
-            raise UsageError("--max-replicas must be at least 1 and at least --min-replicas")
+        _check_replica_flags(args.min_replicas, args.max_replicas)
         _output_name(args.output)
         check_cell_source(cell, self.shell.user_ns)
         file_config = _read_yaml(args.config) if args.config else {}
@@ -638,6 +637,8 @@ class DeployMagics(Magics):
             if state in ("RUNNING", "UPDATING") and not old_serving and (
                     ready >= wanted if wanted > 0 else state == "RUNNING"):
                 return ready
+            if state == "IDLE":  # scaled to zero: the next call starts a replica
+                return 0
             if time.monotonic() > deadline:
                 raise DeploymentError(f"deployment {deployment.id} not ready after {self.wait_timeout:g} s "
                                       "(DeployMagics.wait_timeout)", state, status.get("reason", ""),
@@ -915,3 +916,13 @@ def unload_ipython_extension(ip: Any) -> None:
     formatter = _formatter(ip)
     if formatter is not None:
         formatter.pop(".".join(_DEPLOYMENT), None)
+
+
+def _check_replica_flags(min_replicas: int | None, max_replicas: int | None) -> None:
+    """--min-replicas/--max-replicas checked as the control plane will check them, before any upload."""
+    from .._autoscale import normalize
+
+    given = {k: v for k, v in (("min_replicas", min_replicas), ("max_replicas", max_replicas)) if v is not None}
+    problems = normalize(given)[1]
+    if problems:
+        raise UsageError("; ".join(f"--{field.replace('_', '-')} {problem}" for field, problem in problems))

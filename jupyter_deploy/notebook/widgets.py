@@ -361,7 +361,8 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-_STATE_COLORS = {"RUNNING": "#2e7d32", "FAILED": "#c62828", "STOPPED": "#616161", "DELETED": "#616161"}
+_STATE_COLORS = {"RUNNING": "#2e7d32", "IDLE": "#1565c0", "FAILED": "#c62828", "STOPPED": "#616161",
+                 "DELETED": "#616161"}
 
 
 def _badge(state: str) -> str:
@@ -476,6 +477,9 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
             text += f" · model {s['model']}"
         if s.get("reason"):
             text += f" · {s['reason']}"
+        scaling = _scaling_text(s)
+        if scaling:
+            text += f" · {scaling}"
         if self.metrics:
             text += f" · {_metrics_text(self.metrics)}"
         return text
@@ -514,6 +518,8 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
             details = [f"version <b>{html.escape(str(version if version is not None else '?'))}</b>",
                        f"replicas <b>{ready}/{len(replicas)}</b> ready",
                        f"nodepool <code>{html.escape(self._where())}</code>"]
+            if _scaling_text(s):
+                details.append(html.escape(_scaling_text(s)))
             if s.get("model"):
                 details.append(f"model <code>{html.escape(str(s['model']))}</code>")
             reason = f"<br/><i>{html.escape(str(s['reason']))}</i>" if s.get("reason") else ""
@@ -625,6 +631,17 @@ class DeploymentCard(_ReprWidgetMixin, w.VBox):
         self.stop_live()
         super().close()
 
+
+
+def _scaling_text(status: dict) -> str:
+    """The autoscaler's part of a status: wanted replicas, and the latest cold start from IDLE."""
+    scale = status.get("autoscale") or {}
+    parts = []
+    if scale.get("wanted") is not None and status.get("state") not in ("STOPPED", "STOPPING", "FAILED"):
+        parts.append(f"autoscaler wants {scale['wanted']}")
+    if scale.get("last_cold_start_seconds") is not None:
+        parts.append(f"last cold start from IDLE {scale['last_cold_start_seconds']:.2f} s")
+    return ", ".join(parts)
 
 
 def _metrics_text(m: dict) -> str:
