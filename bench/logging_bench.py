@@ -32,10 +32,21 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from platform_bench import PlatformSession  # noqa: E402
-from run import (  # noqa: E402
-    FULL, MODEL_DIR, OUT_DIR, PAYLOAD, PHASE_CAP, QUICK, RESULTS, START_TIMEOUT, STREAM_TIMEOUT, _fmt, _percentile,
-    machine, w1b,
+from platform_bench import PlatformSession
+from run import (
+    FULL,
+    MODEL_DIR,
+    OUT_DIR,
+    PAYLOAD,
+    PHASE_CAP,
+    QUICK,
+    RESULTS,
+    START_TIMEOUT,
+    STREAM_TIMEOUT,
+    _fmt,
+    _percentile,
+    machine,
+    w1b,
 )
 
 SETTINGS = {  # name -> (daemon environment, deployment config)
@@ -84,6 +95,32 @@ class Setting:
         self.session.close()
 
 
+def request_path_cost(n: int = 100_000) -> float:
+    """µs per call that the recorder adds on the request path (``begin`` + ``end``), in this process.
+
+    The same calls a runner's handler wrapper makes, with a real request and response, a
+    recorder writing to a temporary folder (its background thread running as in a runner).
+    """
+    import tempfile
+
+    from jupyter_deploy.proto import runner_pb2 as pb
+    from jupyter_deploy.runner._telemetry import CallRecorder
+
+    request = pb.PredictRequest(method="echo", args=[pb.Entry(key="text", value=pb.Value(str=PAYLOAD))])
+    response = pb.PredictResponse(output=pb.Value(str=PAYLOAD))
+    metadata = (("jd-route-token", "x.y"),)
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = CallRecorder(Path(tmp) / "replica")
+        begin, end = rec.begin, rec.end
+        t0 = time.perf_counter()
+        for _ in range(n):
+            started, wall = begin()
+            end(started, wall, "unary", request, response, "OK", None, metadata)
+        cost = (time.perf_counter() - t0) / n * 1e6
+        rec.close()
+    return cost
+
+
 def block(echo, calls: int) -> list[float]:
     """``calls`` timed echo calls (µs each), bounded by PHASE_CAP."""
     deadline = time.monotonic() + PHASE_CAP
@@ -103,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--w1b", action="store_true", help="also W1b (16 client threads)")
     p.add_argument("--record", action="store_true")
-    p.add_argument("--repeats", type=int, default=None, help="rounds of blocks (default 8; quick 3)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds of blocks (default 12; quick 3)")
     args = p.parse_args(argv)
     s = QUICK if args.quick else FULL
-    rounds = max(2, args.repeats or (3 if args.quick else 8))
+    rounds = max(2, args.repeats or (3 if args.quick else 12))
     per_block = 200 if args.quick else 500
     started = datetime.datetime.now().astimezone()
     info = machine()
@@ -132,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     w1b_rates[name].append(w1b(settings[name].target, s)["W1b req/s"])
         kept = {name: settings[name].records() for name in SETTINGS}
+        costs = [request_path_cost() for _ in range(3)]
     finally:
         for name in reversed(START_ORDER):
             if name in settings:
                 settings[name].close()
 
-    rows = ["| setting | W1a p50 µs (all calls) | W1a p99 µs | block p50 / off, per round | W1b req/s "
-            "| records kept | target |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    head = ("| setting | W1a p50 µs (all calls) | W1a p99 µs | block p50 / off, per round | W1b req/s "
+            "| records kept | target |")
+    rows = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in SETTINGS:
         values = sorted(lat[name])
         ratios = [v / b for v, b in zip(p50s[name], p50s["off"])]
@@ -147,9 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {name} | {_percentile(values, 50):,.0f} | {_percentile(values, 99):,.0f} | "
                     f"{_fmt(ratios, 3).replace(' (', 'x (')} | {_fmt(w1b_rates[name], 0)} | "
                     f"{'yes' if kept[name] else 'none'} | {target} |")
+    off_p50 = _percentile(sorted(lat["off"]), 50)
+    cost = statistics.median(costs)
+    rows.append(f"| the recorder alone: `begin` + `end` per call in one process, its background thread running "
+                f"(so its JSON work counts too), median of 3 × "
+                f"100,000) | {cost:.2f} µs per call | | {cost / off_p50:.2%} of off's p50 | | | |")
+    title = (f"Call log overhead, run {started:%Y-%m-%d %H:%M %Z} ({'quick' if args.quick else 'full'}, "
+             f"{rounds} rounds, {time.monotonic() - t0:.0f} s). Machine: {info}.")
     text = "\n".join([
-        f"Call log overhead, run {started:%Y-%m-%d %H:%M %Z} ({'quick' if args.quick else 'full'}, "
-        f"{rounds} rounds, {time.monotonic() - t0:.0f} s). Machine: {info}.", "", *rows, "",
+        title, "", *rows, "",
         f"The platform column of bench/run.py (`Client().model(\"bench\").echo`, a 100-byte string), one daemon "
         f"per setting, all three running at once; {rounds} rounds of one block of {per_block} timed calls per "
         "setting, the order flipped every round (drift in the machine hits all three alike). off: "

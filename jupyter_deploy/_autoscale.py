@@ -17,17 +17,17 @@ from typing import Any
 
 #: field -> (default, minimum, integer?, meaning). ``max_replicas`` defaults to ``min_replicas`` (at least 1).
 FIELDS: dict[str, tuple[Any, float, bool, str]] = {
-    "min_replicas": (1, 0, True, "replicas kept running however idle; 0 lets the deployment scale to zero "
-                                 "(state IDLE) and start a replica when a call comes"),
+    "min_replicas": (1, 0, True, ("replicas kept running however idle; 0 lets the deployment scale to "
+                                  "zero (state IDLE) and start a replica when a call comes")),
     "max_replicas": (None, 1, True, "the most replicas the autoscaler starts (default: min_replicas, at least 1)"),
-    "target_in_flight_per_replica": (2.0, 0.01, False, "calls in flight per replica the autoscaler aims for: "
-                                     "more for scale_up_delay_seconds adds replicas"),
-    "scale_up_delay_seconds": (10.0, 0, False, "how long the load must stay above the target before "
-                                               "replicas are added"),
-    "scale_down_delay_seconds": (120.0, 0, False, "how long the load must stay below what fewer replicas "
-                                                  "would carry before replicas are removed"),
-    "scale_to_zero_delay_seconds": (300.0, 0, False, "with min_replicas 0: seconds without a call before "
-                                                     "every replica stops"),
+    "target_in_flight_per_replica": (2.0, 0.01, False, ("calls in flight per replica the autoscaler aims for: "
+                                                        "more for scale_up_delay_seconds adds replicas")),
+    "scale_up_delay_seconds": (10.0, 0, False, ("how long the load must stay above the target before "
+                                                "replicas are added")),
+    "scale_down_delay_seconds": (120.0, 0, False, ("how long the load must stay below what fewer replicas "
+                                                   "would carry before replicas are removed")),
+    "scale_to_zero_delay_seconds": (300.0, 0, False, ("with min_replicas 0: seconds without a call before "
+                                                      "every replica stops")),
 }
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from daemon_helpers import daemon_pid, isolated_home, wait_for
@@ -174,7 +172,7 @@ def test_the_cli_prints_inference_logs(echo, home):
     model.predict("from the cli test")
     env = {**os.environ, "JUPYTER_DEPLOY_HOME": str(home)}
     out = subprocess.run([sys.executable, "-m", "jupyter_deploy", "logs", "echo", "--inference", "--lines", "50"],
-                         capture_output=True, text=True, timeout=60, env=env)
+                         capture_output=True, text=True, timeout=60, env=env, check=False)
     assert out.returncode == 0, out.stderr
     header, *rows = out.stdout.splitlines()
     assert header.split() == ["timestamp", "request_id", "caller", "method", "status", "latency_ms", "bytes_in",
@@ -209,7 +207,7 @@ def test_metrics_count_requests_errors_latency_and_calls_in_flight(client, echo)
             t.join(30)
     until(echo.metrics, lambda m: m["in_flight"] == 0, 10, "nothing in flight")
     out = subprocess.run([sys.executable, "-m", "jupyter_deploy", "deployment", "metrics", "echo"],
-                         capture_output=True, text=True, timeout=60, env={**os.environ})
+                         capture_output=True, text=True, timeout=60, env={**os.environ}, check=False)
     assert out.returncode == 0 and "p99_ms: " in out.stdout and "in_flight: 0" in out.stdout, out.stderr
 
 
@@ -246,5 +244,33 @@ def test_records_outlive_a_sigkill_of_the_runner_and_of_the_daemon(client, echo,
 
 
 def _has(df, texts) -> bool:
-    seen = set(o for o in df.outputs if isinstance(o, str))
+    seen = {o for o in df.outputs if isinstance(o, str)}
     return all(f"echo: {t}" in seen for t in texts)
+
+
+def test_logged_values_are_json_with_media_by_reference():
+    """What the inference log keeps of each wire type (the codec encodes, the recorder's value_json reads)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from jupyter_deploy import Concept
+    from jupyter_deploy.model.codec import encode_value
+    from jupyter_deploy.model.signature import type_node
+    from jupyter_deploy.runner._telemetry import value_json
+
+    def logged(ann, value, cap=64):
+        return value_json(encode_value(type_node(ann, "test"), value, "test"), cap)
+
+    assert logged(dict, {"a": [1, 2.5, None, True], "b": 2**70}) == {"a": [1, 2.5, None, True], "b": 2**70}
+    assert logged(float, float("nan")) == "nan"  # JSON has no NaN
+    small = logged(np.ndarray, np.arange(4, dtype=np.int16).reshape(2, 2))["ndarray"]
+    assert (small["dtype"], small["shape"], small["values"]) == ("<i2", [2, 2], [[0, 1], [2, 3]])
+    big = logged(np.ndarray, np.zeros(1000))["ndarray"]
+    assert big["size"] == 8000 and "values" not in big and len(big["sha256"]) == 64
+    image = logged(Image.Image, Image.new("RGB", (30, 20)))["image"]
+    assert (image["width"], image["height"], image["size"]) == (30, 20, 1800) and "data_b64" not in image
+    table = logged(pd.DataFrame, pd.DataFrame({"x": [1, 2]}), cap=10_000)["dataframe"]
+    assert table["columns"] == ["x"] and table["split"]["data"] == [[1], [2]]
+    assert logged(Concept, Concept(id="cat", name="Cat", value=0.9)) == {
+        "concept": {"id": "cat", "name": "Cat", "value": 0.9}}

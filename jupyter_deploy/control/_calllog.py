@@ -168,7 +168,7 @@ class CallLog:
         while not self._halt.wait(self.interval):
             try:
                 self.ingest()
-            except Exception:  # noqa: BLE001 - keep collecting; the next pass retries
+            except Exception:  # keep collecting; the next pass retries
                 log.exception("call log ingestion failed; retrying")
 
     # ------------------------------------------------------------ ingestion

@@ -4,10 +4,10 @@ A background thread reconciles, pass after pass (and at once on ``kick()``),
 what the store asks for with what runs:
 
 - a deployment that should run keeps the autoscaler's wanted number of READY
-  replicas of its ``version_id`` (``_autoscale``: between ``min_replicas`` and
-  ``max_replicas``, from the calls in flight its runners report, after the
-  scale-up or scale-down delay; zero, state IDLE, after ``scale_to_zero_delay_seconds``
-  without a call when ``min_replicas`` is 0, until ``wake()``). Each replica is ``python -m
+  replicas of its ``version_id`` (``_autoscaler``: between ``min_replicas`` and
+  ``max_replicas``, from the calls in flight its runners report; zero, state
+  IDLE, after ``scale_to_zero_delay_seconds`` without a call when
+  ``min_replicas`` is 0, until a call ``wake()``s it). Each replica is ``python -m
   jupyter_deploy.runner`` with the version's recorded interpreter, in its own
   session (signals sent to a kernel's process group never reach it), its
   output appended to ``home/logs/<user>/<deployment>.log``;
@@ -44,7 +44,6 @@ import collections
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -62,10 +61,10 @@ from typing import Any, NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .. import _autoscale as autoscale
 from ..config import parse_quantity
 from ..runner._telemetry import TELEMETRY_ENV
-from ._calllog import read_stats, replica_dir, write_logging_settings
+from ._autoscaler import IDLE, Autoscaler
+from ._calllog import replica_dir, write_logging_settings
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
 from ._secrets import HINT_RE as SECRET_HINT_RE
@@ -82,8 +81,6 @@ STARTING, READY, DRAINING, STOPPING, CRASHED = "STARTING", "READY", "DRAINING", 
 _LIVE = (STARTING, READY, CRASHED)
 # Deployment states (besides STARTING and STOPPING; CREATING is set by whoever inserts the row).
 RUNNING, UPDATING, STOPPED, FAILED = "RUNNING", "UPDATING", "STOPPED", "FAILED"
-#: Scaled to zero (min_replicas 0, no call for scale_to_zero_delay_seconds): a call starts a replica.
-IDLE = "IDLE"
 #: How a RUNNING deployment's reason starts after a failed rollout was rolled back.
 ROLLBACK_PREFIX = "rollout failed"
 
@@ -100,19 +97,6 @@ class _VersionNeeds:
     num_accelerators: int
     accelerator_memory: float  # bytes per GPU; 0: any GPU will do
     memory: float              # bytes reserved on the host; 0: nothing reserved
-
-
-@dataclass
-class _Scale:
-    """The autoscaler's view of one deployment (derived again from its replicas after a daemon restart)."""
-
-    wanted: int                        # replicas of the current version to keep
-    up_since: float | None = None      # monotonic: since when the load has called for more
-    down_since: float | None = None    # monotonic: since when it has called for fewer
-    active_at: float = 0.0             # epoch: the latest call, wake, or replica start seen
-    woken_at: float | None = None      # monotonic: a call woke it from zero, no replica READY yet
-    cold_start: float | None = None    # seconds the latest wake took (call -> a READY replica)
-    load: float = 0.0                  # calls in flight over all replicas, averaged over the runners' last tick
 
 
 class _Proc:
@@ -193,9 +177,7 @@ class Scheduler:
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
         self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
         self._logging: dict[tuple[str, str], str] = {}    # inference logger settings last written
-        self._scale: dict[tuple[str, str], _Scale] = {}
-        self._scale_lock = threading.Lock()                # wake() comes from the router's threads
-        self._autoscaling = False                          # some deployment's replica count may change
+        self.autoscaler = Autoscaler(self.home)            # wanted replicas per deployment, from the load
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -275,101 +257,28 @@ class Scheduler:
             "version_id = ? AND address IS NOT NULL ORDER BY started_at, id",
             (user_id, deployment_id, READY, version_id))]
 
-    # ------------------------------------------------------------ autoscaling
-
     def wake(self, user_id: str, deployment_id: str) -> bool:
-        """A call wants a deployment that has no READY replica: start one if it scaled to zero.
+        """A call found no READY replica: start one if the deployment scaled to zero.
 
-        Returns True when a replica is on its way because of a wake (this one or an
-        earlier one): the caller should wait for it. False otherwise (stopped, failed,
-        or starting for another reason): the caller reports the state.
+        True when a replica is on its way because of a wake (the caller should wait
+        for it); False for a deployment stopped, failed, or starting for another reason.
+
+        Example::
+
+            if scheduler.wake("local", "echo"):
+                ...  # poll route() until a replica serves
         """
-        key = (user_id, deployment_id)
-        dep = self.store.one("SELECT state, desired, config_json FROM deployments WHERE user_id = ? AND id = ?", key)
+        dep = self.store.one("SELECT state, desired, config_json FROM deployments WHERE user_id = ? AND id = ?",
+                             (user_id, deployment_id))
         if dep is None or dep["desired"] != "running" or dep["state"] in (FAILED, STOPPED):
             return False
-        with self._scale_lock:
-            scale = self._scale.get(key)
-            if scale is None and dep["state"] == IDLE:
-                scale = self._scale[key] = _Scale(wanted=0)
-            if scale is None:
-                return False
-            if scale.wanted == 0:
-                settings = autoscale.normalize(json.loads(dep["config_json"]).get("autoscale_config"))[0]
-                scale.wanted = max(1, settings["min_replicas"])
-                scale.woken_at, scale.active_at = time.monotonic(), time.time()
-                scale.up_since = scale.down_since = None
-                log.info("deployment %s/%s: woken from zero by a call", *key)
-            waking = scale.woken_at is not None
+        waking = self.autoscaler.wake((user_id, deployment_id), dep)
         self.kick()
         return waking
 
     def scale_status(self, user_id: str, deployment_id: str) -> dict:
         """What the autoscaler wants and saw: ``{"wanted", "load", "last_cold_start_seconds"}``."""
-        with self._scale_lock:
-            scale = self._scale.get((user_id, deployment_id))
-            if scale is None:
-                return {}
-            return {"wanted": scale.wanted, "load": round(scale.load, 3),
-                    "last_cold_start_seconds": None if scale.cold_start is None else round(scale.cold_start, 3)}
-
-    def _autoscale(self, dep: Any, cfg: dict, replicas: list[Any]) -> int:
-        """How many replicas of the current version to keep, from the load the runners report.
-
-        ``need`` = the load (calls in flight over all replicas, averaged over the
-        runners' last tick) over ``target_in_flight_per_replica``, rounded up, within
-        [max(min_replicas, 1), max_replicas]. When it stays above the wanted count for
-        ``scale_up_delay_seconds`` the count goes up to it; below for
-        ``scale_down_delay_seconds``, down. With ``min_replicas`` 0 and no call for
-        ``scale_to_zero_delay_seconds``, it goes to zero (IDLE). During a rollout the count holds.
-        """
-        key = (dep["user_id"], dep["id"])
-        settings = autoscale.normalize(cfg.get("autoscale_config"))[0]
-        lo, hi = settings["min_replicas"], settings["max_replicas"]
-        self._autoscaling = self._autoscaling or autoscale.scales(settings)
-        current = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] in _LIVE]
-        with self._scale_lock:
-            scale = self._scale.get(key)
-            if scale is None:  # a new deployment, or a daemon restarted: what runs is what was wanted
-                start = len(current) or (0 if dep["state"] == IDLE else 1)
-                scale = self._scale[key] = _Scale(wanted=start, active_at=time.time())
-            scale.wanted = min(max(scale.wanted, lo), hi)  # the limits may have changed
-            ready = [r for r in current if r["state"] == READY]
-            rollout = any(r["version_id"] != dep["version_id"] and r["state"] in _LIVE for r in replicas)
-            if scale.wanted == 0 or not ready or rollout or not autoscale.scales(settings):
-                return scale.wanted
-            load, busy = 0.0, False
-            for r in ready:
-                stats = read_stats(self.home, *key, r["id"])
-                if stats is None:  # not reporting (yet): decide nothing on half the picture
-                    return scale.wanted
-                load += float(stats.get("avg_in_flight", 0.0))
-                busy = busy or int(stats.get("in_flight", 0)) > 0
-                scale.active_at = max(scale.active_at, float(stats.get("last_request_at", 0.0)), r["started_at"])
-            scale.load = load
-            now = time.monotonic()
-            need = min(max(math.ceil(load / settings["target_in_flight_per_replica"] - 1e-9), lo, 1), hi)
-            if need > scale.wanted:
-                scale.down_since = None
-                scale.up_since = scale.up_since if scale.up_since is not None else now
-                if now - scale.up_since >= settings["scale_up_delay_seconds"]:
-                    log.info("deployment %s/%s: %.1f calls in flight: scaling up from %d to %d replicas",
-                             *key, load, scale.wanted, need)
-                    scale.wanted, scale.up_since = need, None
-            elif need < scale.wanted:
-                scale.up_since = None
-                scale.down_since = scale.down_since if scale.down_since is not None else now
-                if now - scale.down_since >= settings["scale_down_delay_seconds"]:
-                    log.info("deployment %s/%s: %.1f calls in flight: scaling down from %d to %d replicas",
-                             *key, load, scale.wanted, need)
-                    scale.wanted, scale.down_since = need, None
-            else:
-                scale.up_since = scale.down_since = None
-            if lo == 0 and not busy and time.time() - scale.active_at >= settings["scale_to_zero_delay_seconds"]:
-                log.info("deployment %s/%s: no call for %.0f s: scaling to zero", *key,
-                         time.time() - scale.active_at)
-                scale.wanted, scale.up_since, scale.down_since = 0, None, None
-            return scale.wanted
+        return self.autoscaler.status((user_id, deployment_id))
 
     def logs(self, user_id: str, deployment_id: str, lines: int = 200) -> list[str]:
         """The last ``lines`` lines its replicas wrote (stdout and stderr), oldest first.
@@ -388,13 +297,13 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._halt.is_set():
-            self._autoscaling = False
+            self.autoscaler.active = False
             try:
                 busy = self._pass()
             except Exception:
                 log.exception("scheduler pass failed; retrying")
                 busy = True
-            idle = min(self.interval, self.AUTOSCALE_INTERVAL) if self._autoscaling else self.interval
+            idle = min(self.interval, self.AUTOSCALE_INTERVAL) if self.autoscaler.active else self.interval
             self._wake.wait(self.BUSY_INTERVAL if busy else idle)
             self._wake.clear()
 
@@ -416,8 +325,7 @@ class Scheduler:
     def _reconcile(self, dep: Any) -> None:
         key = (dep["user_id"], dep["id"])
         if dep["desired"] in ("stopped", "deleted"):
-            with self._scale_lock:
-                self._scale.pop(key, None)  # started again, it starts afresh
+            self.autoscaler.forget(key)
             self._crashes.pop(key, None)
             self._notes.pop(key, None)
             self._failed_marks.pop(key, None)
@@ -489,10 +397,7 @@ class Scheduler:
         if self._check_health(r["id"], address) == health_pb2.HealthCheckResponse.SERVING:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (READY, r["id"]))
-            with self._scale_lock:
-                scale = self._scale.get((r["user_id"], r["deployment_id"]))
-                if scale is not None and scale.woken_at is not None:  # W4 from IDLE, as the status shows it
-                    scale.cold_start, scale.woken_at = time.monotonic() - scale.woken_at, None
+            self.autoscaler.ready((r["user_id"], r["deployment_id"]))  # W4 from IDLE, as the status shows it
             if self._testing.get(r["version_id"]) == r["id"]:
                 self._tested.add(r["version_id"])
                 del self._testing[r["version_id"]]
@@ -537,7 +442,7 @@ class Scheduler:
         """Start, restart, switch and retire replicas towards the wanted number READY of version_id."""
         key = (dep["user_id"], dep["id"])
         cfg = json.loads(dep["config_json"])
-        wanted = self._autoscale(dep, cfg, replicas)
+        wanted = self.autoscaler.wanted(dep, cfg, replicas, _LIVE, READY)
         drain = float(cfg.get("drain_seconds", 5))
         try:
             needs = self._version_needs(dep["version_id"])

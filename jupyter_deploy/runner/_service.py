@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from .. import _tokens
 from ..proto import runner_pb2 as pb
 from ._host import CallFailed, ModelHost, Pump, invalid
-from ._telemetry import MAX_STREAM_ITEMS, CallRecorder
+from ._telemetry import CallRecorder, recorded_generate, recorded_stream, recorded_unary
 
 SERVICE = "jupyter_deploy.v1.Runner"
 #: Trailing metadata of a failed unary call: the exception class and the model's traceback.
@@ -99,9 +99,9 @@ class RunnerService:
         write = pb.StreamResponse.SerializeToString
         predict, generate, stream = self.predict, self.generate, self.stream
         if self.recorder is not None:  # every call leaves an access record (see _telemetry)
-            predict, generate, stream = (_recorded_unary(self.recorder, predict),
-                                         _recorded_generate(self.recorder, generate),
-                                         _recorded_stream(self.recorder, stream))
+            predict, generate, stream = (recorded_unary(self.recorder, predict),
+                                         recorded_generate(self.recorder, generate),
+                                         recorded_stream(self.recorder, stream))
         return {
             "Describe": grpc.unary_unary_rpc_method_handler(
                 self.describe, _reader(pb.DescribeRequest, max_bytes),
@@ -223,123 +223,6 @@ def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterat
         pump.stop()
     if context.is_active():
         yield pb.StreamResponse(end=pb.End(count=count))
-
-
-# ---------------------------------------------------------------- access records
-# Wrappers around the handlers: they time the call and hand the recorder references;
-# sizes, ids and JSON are worked out on its background thread, off the request path.
-
-
-def _failure(context: grpc.ServicerContext) -> tuple[str, dict]:
-    """The status name and error of a call that raised (aborted by us, or a bug: UNKNOWN)."""
-    code = context.code()
-    name = code.name if code is not None else "UNKNOWN"
-    details = context.details()
-    if isinstance(details, bytes):
-        details = details.decode(errors="replace")
-    meta = dict(context.trailing_metadata() or ())
-    return name, {"code": name, "type": meta.get(ERROR_TYPE_KEY, ""), "message": details or ""}
-
-
-def _recorded_unary(recorder: CallRecorder, handler: Callable) -> Callable:
-    def predict(request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
-        started, wall = recorder.begin()
-        try:
-            response = handler(request, context)
-        except BaseException:
-            status, error = _failure(context)
-            recorder.end(started, wall, "unary", request, None, status, error, context.invocation_metadata())
-            raise
-        recorder.end(started, wall, "unary", request, response, "OK", None, context.invocation_metadata())
-        return response
-    return predict
-
-
-class _Outputs:
-    """Counts a stream's bytes out, notes an error frame, keeps the first items for the inference log."""
-
-    def __init__(self, keep: bool):
-        self.bytes, self.count, self.status, self.error = 0, 0, "OK", None
-        self.ended = False
-        self.items: list | None = [] if keep else None
-
-    def see(self, resp: pb.StreamResponse) -> None:
-        self.bytes += resp.ByteSize()
-        self.ended = self.ended or resp.HasField("end")
-        self.count += len(resp.items)
-        if self.items is not None and len(self.items) < MAX_STREAM_ITEMS:
-            self.items.extend(resp.items[:MAX_STREAM_ITEMS - len(self.items)])
-        if resp.HasField("error"):
-            err = resp.error
-            self.status, self.error = err.code, {"code": err.code, "type": err.type, "message": err.message}
-
-    def kept(self) -> tuple[list, int] | None:
-        return None if self.items is None else (self.items, self.count)
-
-
-def _recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
-    def generate(request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
-        started, wall = recorder.begin()
-        out = _Outputs(recorder.wants()[1])
-        try:
-            for resp in handler(request, context):
-                out.see(resp)
-                yield resp
-        except GeneratorExit:  # the caller went away (after the end frame, it just stopped reading)
-            out.status = out.status if out.ended else "CANCELLED"
-            raise
-        except BaseException:
-            out.status, out.error = _failure(context)
-            raise
-        finally:
-            recorder.end(started, wall, "server_stream", (request, None), out.kept(), out.status, out.error,
-                         context.invocation_metadata(), bytes_out=out.bytes)
-    return generate
-
-
-class _Inputs:
-    """Wraps a bidirectional call's request messages: counts their bytes, keeps the start and first items."""
-
-    def __init__(self, requests: Iterator[Any], keep: bool):
-        self._requests = requests
-        self.bytes, self.count, self.start = 0, 0, None
-        self.items: list | None = [] if keep else None
-
-    def __iter__(self) -> "_Inputs":
-        return self
-
-    def __next__(self) -> Any:
-        msg = next(self._requests)
-        if isinstance(msg, pb.StreamRequest):
-            self.bytes += msg.ByteSize()
-            self.count += len(msg.items)
-            if self.start is None and msg.HasField("start"):
-                self.start = msg.start
-            if self.items is not None and len(self.items) < MAX_STREAM_ITEMS:
-                self.items.extend(msg.items[:MAX_STREAM_ITEMS - len(self.items)])
-        return msg
-
-
-def _recorded_stream(recorder: CallRecorder, handler: Callable) -> Callable:
-    def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
-        started, wall = recorder.begin()
-        keep_in, keep_out = recorder.wants()
-        inputs, out = _Inputs(requests, keep_in), _Outputs(keep_out)
-        try:
-            for resp in handler(inputs, context):
-                out.see(resp)
-                yield resp
-        except GeneratorExit:
-            out.status = out.status if out.ended else "CANCELLED"
-            raise
-        except BaseException:
-            out.status, out.error = _failure(context)
-            raise
-        finally:
-            kept_in = None if inputs.items is None else (inputs.items, inputs.count)
-            recorder.end(started, wall, "bidi", (inputs.start, kept_in), out.kept(), out.status, out.error,
-                         context.invocation_metadata(), bytes_in=inputs.bytes, bytes_out=out.bytes)
-    return stream
 
 
 def _abort(context: grpc.ServicerContext, e: CallFailed) -> None:

@@ -41,8 +41,11 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import grpc
 
 from .. import _tokens
 from ..proto import runner_pb2 as pb
@@ -63,6 +66,8 @@ MODES = {"none": (False, False), "model_inputs": (True, False), "predictions": (
 DEFAULT_INLINE_BYTES = 64 << 10
 #: Stream items recorded per call; a longer stream is recorded as its first items and its count.
 MAX_STREAM_ITEMS = 1000
+#: Trailing metadata naming a failed call's exception class (``runner._service.ERROR_TYPE_KEY``).
+ERROR_TYPE_KEY = "jd-error-type"
 
 
 def logging_settings(inference_logger: dict | None) -> dict:
@@ -111,7 +116,7 @@ class CallRecorder:
         self._thread.start()
 
     @classmethod
-    def from_environment(cls, **kwargs: Any) -> "CallRecorder | None":
+    def from_environment(cls, **kwargs: Any) -> CallRecorder | None:
         directory = os.environ.get(TELEMETRY_ENV, "")
         if not directory or os.environ.get(SWITCH_ENV, "").lower() in ("off", "0", "false", "no"):
             return None
@@ -211,7 +216,8 @@ class CallRecorder:
             if self._file is not None:
                 self._file.close()
                 self._segment += 1
-            self._file = open(self.dir / f"{self._segment:010d}{SEGMENT_SUFFIX}", "a", encoding="utf-8")
+            # Kept open across ticks (closed by close() or the next segment).
+            self._file = open(self.dir / f"{self._segment:010d}{SEGMENT_SUFFIX}", "a", encoding="utf-8")  # noqa: SIM115
         # One write and a flush: the lines reach the kernel together, so a SIGKILL
         # after this point loses none of them (and never half of one).
         self._file.write("".join(lines))
@@ -287,6 +293,124 @@ class CallRecorder:
                 self._callers.clear()
             self._callers[token] = caller
         return caller
+
+
+# ---------------------------------------------------------------- the handlers' wrappers
+# The runner's gRPC service wraps its Predict, Generate and Stream handlers with these: they
+# time the call and hand the recorder references; sizes, ids and JSON are worked out on its
+# background thread, off the request path.
+
+
+def _failure(context: grpc.ServicerContext) -> tuple[str, dict]:
+    """The status name and error of a call that raised (aborted by us, or a bug: UNKNOWN)."""
+    code = context.code()
+    name = code.name if code is not None else "UNKNOWN"
+    details = context.details()
+    if isinstance(details, bytes):
+        details = details.decode(errors="replace")
+    meta = dict(context.trailing_metadata() or ())
+    return name, {"code": name, "type": meta.get(ERROR_TYPE_KEY, ""), "message": details or ""}
+
+
+def recorded_unary(recorder: CallRecorder, handler: Callable) -> Callable:
+    def predict(request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
+        started, wall = recorder.begin()
+        try:
+            response = handler(request, context)
+        except BaseException:
+            status, error = _failure(context)
+            recorder.end(started, wall, "unary", request, None, status, error, context.invocation_metadata())
+            raise
+        recorder.end(started, wall, "unary", request, response, "OK", None, context.invocation_metadata())
+        return response
+    return predict
+
+
+class _Outputs:
+    """Counts a stream's bytes out, notes an error frame, keeps the first items for the inference log."""
+
+    def __init__(self, keep: bool):
+        self.bytes, self.count, self.status, self.error = 0, 0, "OK", None
+        self.ended = False
+        self.items: list | None = [] if keep else None
+
+    def see(self, resp: pb.StreamResponse) -> None:
+        self.bytes += resp.ByteSize()
+        self.ended = self.ended or resp.HasField("end")
+        self.count += len(resp.items)
+        if self.items is not None and len(self.items) < MAX_STREAM_ITEMS:
+            self.items.extend(resp.items[:MAX_STREAM_ITEMS - len(self.items)])
+        if resp.HasField("error"):
+            err = resp.error
+            self.status, self.error = err.code, {"code": err.code, "type": err.type, "message": err.message}
+
+    def kept(self) -> tuple[list, int] | None:
+        return None if self.items is None else (self.items, self.count)
+
+
+def recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
+    def generate(request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
+        started, wall = recorder.begin()
+        out = _Outputs(recorder.wants()[1])
+        try:
+            for resp in handler(request, context):
+                out.see(resp)
+                yield resp
+        except GeneratorExit:  # the caller went away (after the end frame, it just stopped reading)
+            out.status = out.status if out.ended else "CANCELLED"
+            raise
+        except BaseException:
+            out.status, out.error = _failure(context)
+            raise
+        finally:
+            recorder.end(started, wall, "server_stream", (request, None), out.kept(), out.status, out.error,
+                         context.invocation_metadata(), bytes_out=out.bytes)
+    return generate
+
+
+class _Inputs:
+    """Wraps a bidirectional call's request messages: counts their bytes, keeps the start and first items."""
+
+    def __init__(self, requests: Iterator[Any], keep: bool):
+        self._requests = requests
+        self.bytes, self.count, self.start = 0, 0, None
+        self.items: list | None = [] if keep else None
+
+    def __iter__(self) -> _Inputs:
+        return self
+
+    def __next__(self) -> Any:
+        msg = next(self._requests)
+        if isinstance(msg, pb.StreamRequest):
+            self.bytes += msg.ByteSize()
+            self.count += len(msg.items)
+            if self.start is None and msg.HasField("start"):
+                self.start = msg.start
+            if self.items is not None and len(self.items) < MAX_STREAM_ITEMS:
+                self.items.extend(msg.items[:MAX_STREAM_ITEMS - len(self.items)])
+        return msg
+
+
+def recorded_stream(recorder: CallRecorder, handler: Callable) -> Callable:
+    def stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
+        started, wall = recorder.begin()
+        keep_in, keep_out = recorder.wants()
+        inputs, out = _Inputs(requests, keep_in), _Outputs(keep_out)
+        try:
+            for resp in handler(inputs, context):
+                out.see(resp)
+                yield resp
+        except GeneratorExit:
+            out.status = out.status if out.ended else "CANCELLED"
+            raise
+        except BaseException:
+            out.status, out.error = _failure(context)
+            raise
+        finally:
+            kept_in = None if inputs.items is None else (inputs.items, inputs.count)
+            recorder.end(started, wall, "bidi", (inputs.start, kept_in), out.kept(), out.status, out.error,
+                         context.invocation_metadata(), bytes_in=inputs.bytes, bytes_out=out.bytes)
+    return stream
 
 
 # ---------------------------------------------------------------- values as JSON
@@ -378,6 +502,6 @@ def _dataframe(df: pb.DataFrame, cap: int) -> dict:
             from ..model._dataframe import decode_dataframe
 
             out["split"] = json.loads(decode_dataframe(df).to_json(orient="split", date_format="iso"))
-        except Exception:  # noqa: BLE001 - a table pandas cannot rebuild here: the reference stays
+        except Exception:  # noqa: BLE001, S110 - a table pandas cannot rebuild here: the reference stays
             pass
     return out
