@@ -148,7 +148,7 @@ export class DetailsView {
 function facts(d: IDeployment): Row[] {
   const rows: Row[] = [
     ['Model', d.model_url],
-    ['Version', `${d.version_number} (${d.version_id})`],
+    ['Version', d.version_id ? `${d.version_number ?? '?'} (${d.version_id})` : '—'],
     ['Where', `${d.compute_cluster_id} / ${d.nodepool_id}`],
     ['Replicas', replicaSummary(d)],
     ['Endpoint', d.endpoint || '—']
@@ -160,13 +160,17 @@ function facts(d: IDeployment): Row[] {
 }
 
 function replicaSummary(d: IDeployment): string {
-  const head = `${d.replicas.length} of ${d.desired_replicas} wanted`;
+  const head =
+    typeof d.desired_replicas === 'number'
+      ? `${d.replicas.length} of ${d.desired_replicas} wanted`
+      : `${d.replicas.length}`;
   const each = d.replicas.map(r =>
-    [r.state, r.address, r.version_id !== d.version_id ? `(version ${r.version_id})` : '']
+    [r.state, r.address, r.version_id && r.version_id !== d.version_id ? `(version ${r.version_id})` : '']
       .filter(Boolean)
       .join(' ')
   );
-  return each.length > 0 ? `${head}: ${each.join('; ')}` : head;
+  // One line per replica (the dd keeps line breaks).
+  return [head, ...each].join('\n');
 }
 
 function rowsToDom(rows: Row[]): HTMLElement {

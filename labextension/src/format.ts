@@ -23,8 +23,11 @@ export function formatNumber(value: number): string {
   return String(Math.round(value * 1000) / 1000);
 }
 
-/** Any JSON value in one line: objects as `key=value, ...`. */
-export function formatValue(value: unknown): string {
+/**
+ * Any JSON value as short text: objects as `key=value` pairs joined by
+ * `separator` (one line each with "\n"), nested objects inline.
+ */
+export function formatValue(value: unknown, separator = ', '): string {
   if (value === null || value === undefined) {
     return '—';
   }
@@ -35,12 +38,12 @@ export function formatValue(value: unknown): string {
     return value ? 'yes' : 'no';
   }
   if (Array.isArray(value)) {
-    return value.map(formatValue).join(', ');
+    return value.map(v => formatValue(v)).join(', ');
   }
   if (typeof value === 'object') {
     return Object.entries(value as Record<string, unknown>)
       .map(([k, v]) => `${k}=${formatValue(v)}`)
-      .join(', ');
+      .join(separator);
   }
   return String(value);
 }
@@ -76,17 +79,26 @@ export function formatInstance(
   return parts.length > 0 ? parts.join(' · ') : formatValue(instance);
 }
 
-/** A short local date and time for an ISO timestamp (or the text as given). */
-export function formatDate(iso: string): string {
-  const date = new Date(iso);
-  if (!iso || Number.isNaN(date.getTime())) {
-    return iso;
+/**
+ * A short local date and time, "Nov 23, 11:00" this year, for an ISO
+ * timestamp or a number of seconds since the epoch.
+ */
+export function formatDate(value: string | number, now: Date = new Date()): string {
+  const date = new Date(typeof value === 'number' ? value * 1000 : value);
+  if (value === '' || Number.isNaN(date.getTime())) {
+    return String(value);
   }
+  const thisYear = date.getFullYear() === now.getFullYear();
   return date.toLocaleString(undefined, {
-    year: 'numeric',
+    year: thisYear ? undefined : 'numeric',
     month: 'short',
     day: 'numeric',
     hour: '2-digit',
     minute: '2-digit'
   });
+}
+
+/** "v3", or "" when the deployment has no version yet. */
+export function formatVersion(versionNumber: number | null | undefined): string {
+  return typeof versionNumber === 'number' ? `v${versionNumber}` : '';
 }

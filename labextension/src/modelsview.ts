@@ -44,10 +44,10 @@ function renderVersion(model: IModel, version: IModelVersion, options: IModelsOp
     {
       class: 'jd-ModelVersion',
       'data-version-id': version.id,
-      title: `version ${version.number} (${version.id}), created ${version.created_at}`
+      title: `version ${version.number} (${version.id}), created ${formatDate(version.created_at)}`
     },
     h('span', { class: 'jd-VersionNumber' }, `v${version.number}`),
-    h('span', { class: 'jd-Muted' }, formatDate(version.created_at)),
+    h('span', { class: 'jd-Muted jd-VersionDate' }, formatDate(version.created_at)),
     version.methods.length > 0
       ? h('span', { class: 'jd-Methods', title: 'methods' }, version.methods.join(', '))
       : null,

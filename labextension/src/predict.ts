@@ -9,7 +9,8 @@ import { IDeployment } from './types';
  * the input goes.
  */
 export function predictSource(deployment: IDeployment): string {
-  return `%predict ${deployment.model_url} --deployment-id ${deployment.id} "hello"`;
+  const model = deployment.model_url || deployment.model_id;
+  return `%predict ${model} --deployment-id ${deployment.id} "hello"`;
 }
 
 /**

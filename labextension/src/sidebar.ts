@@ -5,6 +5,7 @@ import { Widget } from '@lumino/widgets';
 import { confirmDelete } from './confirm';
 import { DetailsView } from './details';
 import { Child, h, replaceChildren } from './dom';
+import { formatVersion } from './format';
 import { deployIcon } from './icon';
 import { renderModels } from './modelsview';
 import { DeployStore } from './store';
@@ -184,10 +185,12 @@ export class DeploySidebar extends Widget {
 
   private async _confirmDeleteDeployment(id: string): Promise<void> {
     const d = this._store.deployments?.find(x => x.id === id);
-    const what = d ? `${id} (${d.model_url} v${d.version_number})` : id;
+    const what = d
+      ? `${id} (${[d.model_url, formatVersion(d.version_number)].filter(Boolean).join(' ')})`
+      : id;
     const ok = await confirmDelete(
       'Delete deployment',
-      `Delete deployment ${what}? Its replicas stop and it cannot be started again. The model and its versions stay.`
+      `Delete deployment ${what}? Its replicas stop and the deployment is removed. The model and its versions stay.`
     );
     if (ok) {
       await this._store.deleteDeployment(id);

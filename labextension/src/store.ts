@@ -325,7 +325,7 @@ export class DeployStore {
       .filter(
         d =>
           !pools.has(`${d.compute_cluster_id}/${d.nodepool_id}`) ||
-          !versions.has(d.version_id)
+          (d.version_id !== null && !versions.has(d.version_id))
       )
       .map(d => `${d.id}:${d.nodepool_id}:${d.version_id}`)
       .sort()

@@ -17,7 +17,7 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
     const min = scale['min_replicas'];
     const max = scale['max_replicas'];
     if (min !== undefined || max !== undefined) {
-      rows.push(['Replicas', `min ${formatValue(min)}, max ${formatValue(max)}`]);
+      rows.push(['Autoscale', `${formatValue(min)} to ${formatValue(max)} replicas`]);
     }
     const delay = scale['scale_to_zero_delay_seconds'];
     if (typeof delay === 'number') {
@@ -29,7 +29,7 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
       'scale_to_zero_delay_seconds'
     ]);
     if (rest) {
-      rows.push(['Autoscale', formatValue(rest)]);
+      rows.push(['Autoscale', formatValue(rest, '\n')]); // fields added later
     }
   }
   for (const [key, label] of [
@@ -40,7 +40,7 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
     ['request_logger', 'Request logger']
   ] as const) {
     if (config[key] !== undefined && config[key] !== null) {
-      rows.push([label, formatValue(config[key])]);
+      rows.push([label, formatValue(config[key], '\n')]);
     }
   }
   const resources = asObject(config['resources']);
@@ -63,7 +63,7 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
   // version) and secrets (their names are not for a shared screen).
   for (const [key, value] of Object.entries(config)) {
     if (!SHOWN.has(key) && value !== null && value !== undefined && value !== '') {
-      rows.push([key, formatValue(value)]);
+      rows.push([key, formatValue(value, '\n')]);
     }
   }
   return rows;

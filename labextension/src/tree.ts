@@ -3,7 +3,7 @@ import { caretDownIcon, caretRightIcon } from '@jupyterlab/ui-components';
 import { stateBadge } from './badge';
 import { h } from './dom';
 import { isServing } from './states';
-import { formatInstance } from './format';
+import { formatInstance, formatVersion } from './format';
 import { IComputeCluster, IDeployment, INodepool } from './types';
 
 /** A nodepool with its deployments; `known` is false until the catalog lists it. */
@@ -128,7 +128,10 @@ function renderNodepool(node: INodepoolNode, options: ITreeOptions): HTMLElement
   const open = !options.collapsed.has(key);
   const pool = node.nodepool;
   const instance = pool ? formatInstance(pool.instance) : '';
-  const size = pool ? `${pool.min_instances}–${pool.max_instances} instances` : '';
+  const size =
+    pool && pool.max_instances !== null
+      ? `${pool.min_instances ?? 0}–${pool.max_instances} instances`
+      : '';
   return h(
     'div',
     {
@@ -182,6 +185,7 @@ function renderDeployment(d: IDeployment, options: ITreeOptions): HTMLElement {
   const selected = d.id === options.selectedId;
   const ready = d.replicas.filter(r => isServing(r.state)).length;
   const select = (): void => options.onSelect(d.id);
+  const what = [d.model_url || d.model_id, formatVersion(d.version_number)].filter(Boolean).join(' ');
   return h(
     'div',
     {
@@ -191,7 +195,7 @@ function renderDeployment(d: IDeployment, options: ITreeOptions): HTMLElement {
       role: 'treeitem',
       'aria-selected': String(selected),
       tabindex: 0,
-      title: d.reason ? `${d.model_url} v${d.version_number}: ${d.reason}` : `${d.model_url} v${d.version_number}`,
+      title: d.reason ? `${what}: ${d.reason}` : what,
       onclick: select,
       onkeydown: (event: KeyboardEvent) => {
         if (event.key === 'Enter' || event.key === ' ') {
@@ -202,11 +206,17 @@ function renderDeployment(d: IDeployment, options: ITreeOptions): HTMLElement {
     },
     stateBadge(d.state),
     h('span', { class: 'jd-DeploymentName' }, d.id),
-    h('span', { class: 'jd-Muted jd-DeploymentModel' }, `${d.model_id} v${d.version_number}`),
     h(
       'span',
-      { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas / desired' },
-      `${ready}/${d.desired_replicas}`
-    )
+      { class: 'jd-Muted jd-DeploymentModel' },
+      [d.model_id, formatVersion(d.version_number)].filter(Boolean).join(' ')
+    ),
+    typeof d.desired_replicas === 'number'
+      ? h(
+          'span',
+          { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas / wanted' },
+          `${ready}/${d.desired_replicas}`
+        )
+      : h('span', { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas' }, `${ready}`)
   );
 }

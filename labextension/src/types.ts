@@ -32,8 +32,8 @@ export interface INodepool {
   user_id: string;
   /** The instance type the nodepool runs on; its fields depend on the backend. */
   instance: { [key: string]: unknown } | null;
-  min_instances: number;
-  max_instances: number;
+  min_instances: number | null;
+  max_instances: number | null;
 }
 
 /** One replica of a deployment. */
@@ -53,14 +53,17 @@ export interface IDeployment {
   /** "user/app/models/model", which `%predict` accepts as the model. */
   model_url: string;
   model_id: string;
-  version_id: string;
-  version_number: number;
+  /** Null while the control plane has not settled on a version yet. */
+  version_id: string | null;
+  version_number: number | null;
   /** A `DeploymentState`; typed as string so that a new state still renders. */
   state: string;
   reason: string;
   replicas: IReplica[];
-  desired_replicas: number;
-  endpoint: string;
+  /** Null when the config does not say (the server's default applies). */
+  desired_replicas: number | null;
+  /** The address of a READY replica; null or empty while none serves. */
+  endpoint: string | null;
   config: { [key: string]: unknown };
 }
 
@@ -74,7 +77,8 @@ export interface IDeploymentDetails extends IDeployment {
 export interface IModelVersion {
   id: string;
   number: number;
-  created_at: string;
+  /** An ISO timestamp (or seconds since the epoch). */
+  created_at: string | number;
   methods: string[];
 }
 
