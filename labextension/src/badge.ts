@@ -14,7 +14,11 @@ export function stateBadge(
 ): HTMLSpanElement {
   return h(
     'span',
-    { class: `jd-Badge ${className}`, 'data-state': state, title: describe(state) },
+    {
+      class: `jd-Badge ${className}`,
+      'data-state': state,
+      title: describe(state)
+    },
     state
   );
 }

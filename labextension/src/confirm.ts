@@ -6,7 +6,10 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
  *
  * @returns whether the user pressed the destructive button
  */
-export async function confirmDelete(title: string, body: string): Promise<boolean> {
+export async function confirmDelete(
+  title: string,
+  body: string
+): Promise<boolean> {
   const result = await showDialog({
     title,
     body,

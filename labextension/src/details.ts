@@ -1,5 +1,6 @@
 import { stateBadge } from './badge';
 import { Child, h, replaceChildren } from './dom';
+import { formatVersion, shortId } from './format';
 import { Row, summarizeConfig, summarizeMetrics } from './summary';
 import { canStart, canStop } from './states';
 import { IDeployment, IDeploymentDetails } from './types';
@@ -21,14 +22,23 @@ export interface IDetailsActions {
  */
 export class DetailsView {
   constructor(private readonly _actions: IDetailsActions) {
-    this._start = button('jd-StartButton', 'Start', 'Start the deployment\'s replicas', () =>
-      this._run(d => this._actions.start(d.id))
+    this._start = button(
+      'jd-StartButton',
+      'Start',
+      "Start the deployment's replicas",
+      () => this._run(d => this._actions.start(d.id))
     );
-    this._stop = button('jd-StopButton', 'Stop', 'Stop its replicas (the deployment stays)', () =>
-      this._run(d => this._actions.stop(d.id))
+    this._stop = button(
+      'jd-StopButton',
+      'Stop',
+      'Stop its replicas (the deployment stays)',
+      () => this._run(d => this._actions.stop(d.id))
     );
-    this._delete = button('jd-DeleteButton', 'Delete', 'Delete the deployment', () =>
-      this._run(d => this._actions.remove(d.id))
+    this._delete = button(
+      'jd-DeleteButton',
+      'Delete',
+      'Delete the deployment',
+      () => this._run(d => this._actions.remove(d.id))
     );
     this._predict = button(
       'jd-InsertPredictButton',
@@ -42,7 +52,14 @@ export class DetailsView {
       { class: 'jd-Details', 'aria-label': 'Deployment details' },
       this._title,
       this._info,
-      h('div', { class: 'jd-Actions' }, this._start, this._stop, this._delete, this._predict),
+      h(
+        'div',
+        { class: 'jd-Actions' },
+        this._start,
+        this._stop,
+        this._delete,
+        this._predict
+      ),
       this._metrics,
       h('div', { class: 'jd-SubHeading' }, 'Logs'),
       this._logs
@@ -58,7 +75,11 @@ export class DetailsView {
    * @param details - its logs and metrics, or null while they load
    * @param busy - an action on it is in flight: its buttons are disabled
    */
-  update(deployment: IDeployment, details: IDeploymentDetails | null, busy: boolean): void {
+  update(
+    deployment: IDeployment,
+    details: IDeploymentDetails | null,
+    busy: boolean
+  ): void {
     this._deployment = deployment;
     // Prefer the list's item for the facts: the list is newer when an action
     // or an event updated it before the details were fetched again.
@@ -69,9 +90,9 @@ export class DetailsView {
       h('span', { class: 'jd-DetailsName' }, d.id),
       stateBadge(d.state, 'jd-DetailsState')
     ]);
-    this._setIfChanged(this._info, 'info', d, () =>
-      [rowsToDom([...facts(d), ...summarizeConfig(d.config ?? {})])]
-    );
+    this._setIfChanged(this._info, 'info', d, () => [
+      rowsToDom([...facts(d), ...summarizeConfig(d.config ?? {})])
+    ]);
     const metrics = summarizeMetrics(details?.metrics);
     this._setIfChanged(this._metrics, 'metrics', metrics, () =>
       metrics.length > 0
@@ -92,7 +113,10 @@ export class DetailsView {
     const pre = this._logs;
     if (!details) {
       if (!pre.querySelector('.jd-Loading')) {
-        replaceChildren(pre, h('span', { class: 'jd-Loading' }, 'Loading logs…'));
+        replaceChildren(
+          pre,
+          h('span', { class: 'jd-Loading' }, 'Loading logs…')
+        );
         this._keys.delete('logs');
       }
       return;
@@ -104,7 +128,9 @@ export class DetailsView {
     }
     this._keys.set('logs', text);
     // Follow the end unless the reader scrolled up to read something.
-    const following = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8 || !pre.textContent;
+    const following =
+      pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8 ||
+      !pre.textContent;
     pre.classList.toggle('jd-mod-empty', lines.length === 0);
     pre.textContent = text;
     if (following) {
@@ -137,7 +163,10 @@ export class DetailsView {
   private readonly _title = h('div', { class: 'jd-DetailsTitle' });
   private readonly _info = h('div', { class: 'jd-Info' });
   private readonly _metrics = h('div', { class: 'jd-Metrics' });
-  private readonly _logs = h('pre', { class: 'jd-Logs', 'aria-label': 'Log tail' });
+  private readonly _logs = h('pre', {
+    class: 'jd-Logs',
+    'aria-label': 'Log tail'
+  });
   private readonly _start: HTMLButtonElement;
   private readonly _stop: HTMLButtonElement;
   private readonly _delete: HTMLButtonElement;
@@ -148,7 +177,13 @@ export class DetailsView {
 function facts(d: IDeployment): Row[] {
   const rows: Row[] = [
     ['Model', d.model_url],
-    ['Version', d.version_id ? `${d.version_number ?? '?'} (${d.version_id})` : '—'],
+    d.version_id
+      ? [
+          'Version',
+          `${formatVersion(d.version_number)} (${shortId(d.version_id)})`,
+          d.version_id
+        ]
+      : ['Version', '—'],
     ['Where', `${d.compute_cluster_id} / ${d.nodepool_id}`],
     ['Replicas', replicaSummary(d)],
     ['Endpoint', d.endpoint || '—']
@@ -162,10 +197,16 @@ function facts(d: IDeployment): Row[] {
 function replicaSummary(d: IDeployment): string {
   const head =
     typeof d.desired_replicas === 'number'
-      ? `${d.replicas.length} of ${d.desired_replicas} wanted`
+      ? `${d.replicas.length} of ${d.desired_replicas}`
       : `${d.replicas.length}`;
   const each = d.replicas.map(r =>
-    [r.state, r.address, r.version_id && r.version_id !== d.version_id ? `(version ${r.version_id})` : '']
+    [
+      r.state,
+      r.address,
+      r.version_id && r.version_id !== d.version_id
+        ? `(version ${r.version_id})`
+        : ''
+    ]
       .filter(Boolean)
       .join(' ')
   );
@@ -177,9 +218,9 @@ function rowsToDom(rows: Row[]): HTMLElement {
   return h(
     'dl',
     { class: 'jd-Rows' },
-    ...rows.flatMap(([label, value]) => [
+    ...rows.flatMap(([label, value, title]) => [
       h('dt', {}, label),
-      h('dd', { title: value }, value)
+      h('dd', { title: title ?? value }, value)
     ])
   );
 }
@@ -190,5 +231,14 @@ function button(
   title: string,
   onClick: () => void
 ): HTMLButtonElement {
-  return h('button', { class: `jd-Button ${className}`, type: 'button', title, onclick: onClick }, label);
+  return h(
+    'button',
+    {
+      class: `jd-Button ${className}`,
+      type: 'button',
+      title,
+      onclick: onClick
+    },
+    label
+  );
 }

@@ -8,11 +8,7 @@ export type Child = Node | string | number | null | undefined | false;
 /** Attributes; `on*` functions become listeners, `false`/`undefined` are left out. */
 export type Props = {
   [name: string]:
-    | string
-    | number
-    | boolean
-    | undefined
-    | ((event: any) => void);
+    string | number | boolean | undefined | ((event: any) => void);
 };
 
 export function h<K extends keyof HTMLElementTagNameMap>(

@@ -73,7 +73,10 @@ export function formatInstance(
   }
   const gpus = it['accelerators'];
   if (typeof gpus === 'number' && gpus > 0) {
-    const kind = typeof it['accelerator_type'] === 'string' ? it['accelerator_type'] : 'GPU';
+    const kind =
+      typeof it['accelerator_type'] === 'string'
+        ? it['accelerator_type']
+        : 'GPU';
     parts.push(`${gpus}× ${kind || 'GPU'}`);
   }
   return parts.length > 0 ? parts.join(' · ') : formatValue(instance);
@@ -83,7 +86,10 @@ export function formatInstance(
  * A short local date and time, "Nov 23, 11:00" this year, for an ISO
  * timestamp or a number of seconds since the epoch.
  */
-export function formatDate(value: string | number, now: Date = new Date()): string {
+export function formatDate(
+  value: string | number,
+  now: Date = new Date()
+): string {
   const date = new Date(typeof value === 'number' ? value * 1000 : value);
   if (value === '' || Number.isNaN(date.getTime())) {
     return String(value);
@@ -94,11 +100,19 @@ export function formatDate(value: string | number, now: Date = new Date()): stri
     month: 'short',
     day: 'numeric',
     hour: '2-digit',
-    minute: '2-digit'
+    minute: '2-digit',
+    hour12: false
   });
 }
 
 /** "v3", or "" when the deployment has no version yet. */
-export function formatVersion(versionNumber: number | null | undefined): string {
+export function formatVersion(
+  versionNumber: number | null | undefined
+): string {
   return typeof versionNumber === 'number' ? `v${versionNumber}` : '';
+}
+
+/** The first 8 characters of a long generated id (the whole id goes in a tooltip). */
+export function shortId(id: string): string {
+  return id.length > 12 ? `${id.slice(0, 8)}…` : id;
 }

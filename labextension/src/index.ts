@@ -21,7 +21,8 @@ const SIDEBAR_ID = 'jupyter-deploy-sidebar';
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-deploy:plugin',
-  description: 'Manage jupyter_deploy deployments and models from the left sidebar.',
+  description:
+    'Manage jupyter_deploy deployments and models from the left sidebar.',
   autoStart: true,
   requires: [ILabShell],
   optional: [ILayoutRestorer, INotebookTracker],
@@ -32,6 +33,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks: INotebookTracker | null
   ): void => {
     const { serviceManager } = app;
+    // The store needs to know whether the panel is visible, and the panel
+    // needs the store: the closure below reads `sidebar` once it exists.
     let sidebar: DeploySidebar | null = null;
     const store = new DeployStore({
       api: new DeployAPI(serviceManager.serverSettings),
@@ -41,7 +44,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     sidebar = new DeploySidebar({
       store,
       insertPredict: deployment =>
-        insertPredictCell(notebooks, deployment, id => labShell.activateById(id))
+        insertPredictCell(notebooks, deployment, id =>
+          labShell.activateById(id)
+        )
     });
     sidebar.disposed.connect(() => store.dispose());
 

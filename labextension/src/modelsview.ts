@@ -11,9 +11,16 @@ export interface IModelsOptions {
 }
 
 /** The Models section: each model with its versions, newest first. */
-export function renderModels(models: IModel[], options: IModelsOptions): HTMLElement {
+export function renderModels(
+  models: IModel[],
+  options: IModelsOptions
+): HTMLElement {
   const sorted = [...models].sort((a, b) => a.url.localeCompare(b.url));
-  return h('ul', { class: 'jd-Models', 'aria-label': 'Models' }, ...sorted.map(m => renderModel(m, options)));
+  return h(
+    'ul',
+    { class: 'jd-Models', 'aria-label': 'Models' },
+    ...sorted.map(m => renderModel(m, options))
+  );
 }
 
 function renderModel(model: IModel, options: IModelsOptions): HTMLElement {
@@ -31,13 +38,23 @@ function renderModel(model: IModel, options: IModelsOptions): HTMLElement {
         : null
     ),
     versions.length > 0
-      ? h('ul', { class: 'jd-ModelVersions' }, ...versions.map(v => renderVersion(model, v, options)))
+      ? h(
+          'ul',
+          { class: 'jd-ModelVersions' },
+          ...versions.map(v => renderVersion(model, v, options))
+        )
       : h('div', { class: 'jd-Muted jd-Leaf' }, 'No versions')
   );
 }
 
-function renderVersion(model: IModel, version: IModelVersion, options: IModelsOptions): HTMLElement {
-  const serving = options.deployments.filter(d => d.version_id === version.id).map(d => d.id);
+function renderVersion(
+  model: IModel,
+  version: IModelVersion,
+  options: IModelsOptions
+): HTMLElement {
+  const serving = options.deployments
+    .filter(d => d.version_id === version.id)
+    .map(d => d.id);
   const busy = options.isBusy(version.id);
   return h(
     'li',
@@ -47,12 +64,24 @@ function renderVersion(model: IModel, version: IModelVersion, options: IModelsOp
       title: `version ${version.number} (${version.id}), created ${formatDate(version.created_at)}`
     },
     h('span', { class: 'jd-VersionNumber' }, `v${version.number}`),
-    h('span', { class: 'jd-Muted jd-VersionDate' }, formatDate(version.created_at)),
+    h(
+      'span',
+      { class: 'jd-Muted jd-VersionDate' },
+      formatDate(version.created_at)
+    ),
     version.methods.length > 0
-      ? h('span', { class: 'jd-Methods', title: 'methods' }, version.methods.join(', '))
+      ? h(
+          'span',
+          { class: 'jd-Methods', title: 'methods' },
+          version.methods.join(', ')
+        )
       : null,
     serving.length > 0
-      ? h('span', { class: 'jd-Tag', title: `served by ${serving.join(', ')}` }, 'deployed')
+      ? h(
+          'span',
+          { class: 'jd-Tag', title: `served by ${serving.join(', ')}` },
+          'deployed'
+        )
       : null,
     h(
       'button',

@@ -50,8 +50,21 @@ export class DeploySidebar extends Widget {
     );
     replaceChildren(
       this.node,
-      h('header', { class: 'jd-Header' }, h('h2', { class: 'jd-Title' }, 'Deployments'), refresh),
-      h('div', { class: 'jd-Body' }, this._messages, this._tree, this._details.node, h('h3', { class: 'jd-SectionTitle' }, 'Models'), this._models)
+      h(
+        'header',
+        { class: 'jd-Header' },
+        h('h2', { class: 'jd-Title' }, 'Deployments'),
+        refresh
+      ),
+      h(
+        'div',
+        { class: 'jd-Body' },
+        this._messages,
+        this._tree,
+        this._details.node,
+        h('h3', { class: 'jd-SectionTitle' }, 'Models'),
+        this._models
+      )
     );
 
     this._store.changed.connect(this._render, this);
@@ -103,15 +116,29 @@ export class DeploySidebar extends Widget {
     const clusters = store.clusters ?? [];
     const nodepools = store.nodepools ?? [];
     const failed = deployments === null && store.errors.length > 0;
-    const key = [deployments, clusters, nodepools, store.selectedId, [...this._collapsed], failed];
+    const key = [
+      deployments,
+      clusters,
+      nodepools,
+      store.selectedId,
+      [...this._collapsed],
+      failed
+    ];
     // Keep keyboard focus on the same row across the rebuild.
-    const focused = (document.activeElement as HTMLElement | null)?.closest?.('.jd-Deployment');
-    const focusedId = focused && this._tree.contains(focused) ? focused.getAttribute('data-deployment-id') : null;
+    const focused = (document.activeElement as HTMLElement | null)?.closest?.(
+      '.jd-Deployment'
+    );
+    const focusedId =
+      focused && this._tree.contains(focused)
+        ? focused.getAttribute('data-deployment-id')
+        : null;
 
     this._update(this._tree, 'tree', key, () => {
       if (deployments === null) {
         // Before the first answer; after a failed one the error says why.
-        return failed ? [] : [h('div', { class: 'jd-Loading' }, 'Loading deployments…')];
+        return failed
+          ? []
+          : [h('div', { class: 'jd-Loading' }, 'Loading deployments…')];
       }
       const nodes = buildTree(clusters, nodepools, deployments);
       const parts: Child[] = [];
@@ -126,7 +153,13 @@ export class DeploySidebar extends Widget {
         );
       }
       if (deployments.length === 0) {
-        parts.push(h('div', { class: 'jd-Empty' }, 'No deployments yet. Run %%deploy in a notebook.'));
+        parts.push(
+          h(
+            'div',
+            { class: 'jd-Empty' },
+            'No deployments yet. Run %%deploy in a notebook.'
+          )
+        );
       }
       return parts;
     });
@@ -145,7 +178,11 @@ export class DeploySidebar extends Widget {
     const selected = this._store.selected;
     this._details.node.hidden = selected === null;
     if (selected) {
-      this._details.update(selected, this._store.details, this._store.isBusy('deployment', selected.id));
+      this._details.update(
+        selected,
+        this._store.details,
+        this._store.isBusy('deployment', selected.id)
+      );
     }
   }
 
@@ -153,12 +190,16 @@ export class DeploySidebar extends Widget {
     const store = this._store;
     const models = store.models;
     const deployments = store.deployments ?? [];
-    const busy = (models ?? []).flatMap(m => m.versions.map(v => v.id)).filter(id => store.isBusy('version', id));
+    const busy = (models ?? [])
+      .flatMap(m => m.versions.map(v => v.id))
+      .filter(id => store.isBusy('version', id));
     const served = deployments.map(d => [d.id, d.version_id]);
     const failed = models === null && store.errors.length > 0;
     this._update(this._models, 'models', [models, served, busy, failed], () => {
       if (models === null) {
-        return failed ? [] : [h('div', { class: 'jd-Loading' }, 'Loading models…')];
+        return failed
+          ? []
+          : [h('div', { class: 'jd-Loading' }, 'Loading models…')];
       }
       if (models.length === 0) {
         return [h('div', { class: 'jd-Empty' }, 'No models yet.')];
@@ -212,7 +253,12 @@ export class DeploySidebar extends Widget {
   }
 
   /** Rebuild a section when its data, compared as JSON, changed. */
-  private _update(node: HTMLElement, name: string, data: unknown, build: () => Child[]): void {
+  private _update(
+    node: HTMLElement,
+    name: string,
+    data: unknown,
+    build: () => Child[]
+  ): void {
     const key = JSON.stringify(data);
     if (this._keys.get(name) !== key) {
       this._keys.set(name, key);
@@ -223,9 +269,18 @@ export class DeploySidebar extends Widget {
   private readonly _store: DeployStore;
   private readonly _insertPredict: (deployment: IDeployment) => string | null;
   private readonly _details: DetailsView;
-  private readonly _messages = h('div', { class: 'jd-Messages', 'aria-live': 'polite' });
-  private readonly _tree = h('section', { class: 'jd-TreeSection', 'aria-label': 'Compute clusters, nodepools and deployments' });
-  private readonly _models = h('section', { class: 'jd-ModelsSection', 'aria-label': 'Models' });
+  private readonly _messages = h('div', {
+    class: 'jd-Messages',
+    'aria-live': 'polite'
+  });
+  private readonly _tree = h('section', {
+    class: 'jd-TreeSection',
+    'aria-label': 'Compute clusters, nodepools and deployments'
+  });
+  private readonly _models = h('section', {
+    class: 'jd-ModelsSection',
+    'aria-label': 'Models'
+  });
   private readonly _collapsed = new Set<string>();
   private readonly _keys = new Map<string, string>();
 }

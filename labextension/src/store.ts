@@ -127,7 +127,10 @@ export class DeployStore {
 
   /** Show an error that did not come from a request (e.g. no notebook open). */
   reportError(message: string): void {
-    this._actionErrors = [...this._actionErrors.filter(m => m !== message), message];
+    this._actionErrors = [
+      ...this._actionErrors.filter(m => m !== message),
+      message
+    ];
     this._changed.emit();
   }
 
@@ -233,10 +236,8 @@ export class DeployStore {
    * Count a change to a list. A poll request that was sent before the change
    * may answer after it; its answer is older and must not overwrite it.
    */
-  private _bump(list: 'deployments' | 'catalog'): number {
-    const seq = ++this._seq;
-    this._applied[list] = seq;
-    return seq;
+  private _bump(list: 'deployments' | 'catalog'): void {
+    this._applied[list] = ++this._seq;
   }
 
   private async _fetchDeployments(): Promise<void> {

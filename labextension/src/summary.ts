@@ -1,7 +1,7 @@
 import { formatNumber, formatValue } from './format';
 
-/** One line of a details list: a label and its text. */
-export type Row = [label: string, value: string];
+/** One line of a details list: a label, its text, and a fuller tooltip if any. */
+export type Row = [label: string, value: string, title?: string];
 
 /**
  * The settings of a deployment config worth seeing at a glance, in a fixed
@@ -17,7 +17,12 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
     const min = scale['min_replicas'];
     const max = scale['max_replicas'];
     if (min !== undefined || max !== undefined) {
-      rows.push(['Autoscale', `${formatValue(min)} to ${formatValue(max)} replicas`]);
+      rows.push([
+        'Autoscale',
+        min === max
+          ? `${formatValue(min)} replica${min === 1 ? '' : 's'}`
+          : `${formatValue(min)} to ${formatValue(max)} replicas`
+      ]);
     }
     const delay = scale['scale_to_zero_delay_seconds'];
     if (typeof delay === 'number') {
@@ -62,7 +67,12 @@ export function summarizeConfig(config: { [key: string]: unknown }): Row[] {
   // Anything else but the fields shown elsewhere (worker = the model and
   // version) and secrets (their names are not for a shared screen).
   for (const [key, value] of Object.entries(config)) {
-    if (!SHOWN.has(key) && value !== null && value !== undefined && value !== '') {
+    if (
+      !SHOWN.has(key) &&
+      value !== null &&
+      value !== undefined &&
+      value !== ''
+    ) {
       rows.push([key, formatValue(value, '\n')]);
     }
   }

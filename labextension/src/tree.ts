@@ -58,9 +58,10 @@ export function buildTree(
     poolNode(nodepool.compute_cluster_id, nodepool.id).nodepool = nodepool;
   }
   for (const deployment of deployments) {
-    poolNode(deployment.compute_cluster_id, deployment.nodepool_id).deployments.push(
-      deployment
-    );
+    poolNode(
+      deployment.compute_cluster_id,
+      deployment.nodepool_id
+    ).deployments.push(deployment);
   }
   const nodes = Array.from(byCluster.values());
   for (const node of nodes) {
@@ -97,7 +98,9 @@ function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
   const key = `cluster:${node.id}`;
   const open = !options.collapsed.has(key);
   const where = node.cluster
-    ? [node.cluster.cloud_provider, node.cluster.region].filter(Boolean).join(' / ')
+    ? [node.cluster.cloud_provider, node.cluster.region]
+        .filter(Boolean)
+        .join(' / ')
     : '';
   return h(
     'div',
@@ -107,11 +110,17 @@ function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
       role: 'treeitem',
       'aria-expanded': String(open)
     },
-    nodeHeader(key, open, options, [
-      h('span', { class: 'jd-NodeKind' }, 'cluster'),
-      h('span', { class: 'jd-NodeName' }, node.id),
-      where && h('span', { class: 'jd-Muted' }, where)
-    ], node.cluster?.description),
+    nodeHeader(
+      key,
+      open,
+      options,
+      [
+        h('span', { class: 'jd-NodeKind' }, 'cluster'),
+        h('span', { class: 'jd-NodeName' }, node.id),
+        where && h('span', { class: 'jd-Muted' }, where)
+      ],
+      node.cluster?.description
+    ),
     open &&
       h(
         'div',
@@ -123,7 +132,10 @@ function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
   );
 }
 
-function renderNodepool(node: INodepoolNode, options: ITreeOptions): HTMLElement {
+function renderNodepool(
+  node: INodepoolNode,
+  options: ITreeOptions
+): HTMLElement {
   const key = `nodepool:${node.clusterId}/${node.id}`;
   const open = !options.collapsed.has(key);
   const pool = node.nodepool;
@@ -141,11 +153,17 @@ function renderNodepool(node: INodepoolNode, options: ITreeOptions): HTMLElement
       role: 'treeitem',
       'aria-expanded': String(open)
     },
-    nodeHeader(key, open, options, [
-      h('span', { class: 'jd-NodeKind' }, 'nodepool'),
-      h('span', { class: 'jd-NodeName' }, node.id),
-      instance && h('span', { class: 'jd-Muted' }, instance)
-    ], [instance, size].filter(Boolean).join(', ')),
+    nodeHeader(
+      key,
+      open,
+      options,
+      [
+        h('span', { class: 'jd-NodeKind' }, 'nodepool'),
+        h('span', { class: 'jd-NodeName' }, node.id),
+        instance && h('span', { class: 'jd-Muted' }, instance)
+      ],
+      [instance, size].filter(Boolean).join(', ')
+    ),
     open &&
       h(
         'div',
@@ -169,12 +187,20 @@ function nodeHeader(
     tag: 'span',
     className: 'jd-Caret'
   });
+  const toggle = (): void => options.onToggle(key);
   return h(
     'div',
     {
       class: 'jd-NodeHeader',
       title: title || undefined,
-      onclick: () => options.onToggle(key)
+      tabindex: 0,
+      onclick: toggle,
+      onkeydown: (event: KeyboardEvent) => {
+        if (event.key === 'Enter' || event.key === ' ') {
+          event.preventDefault();
+          toggle();
+        }
+      }
     },
     caret,
     ...parts
@@ -185,7 +211,9 @@ function renderDeployment(d: IDeployment, options: ITreeOptions): HTMLElement {
   const selected = d.id === options.selectedId;
   const ready = d.replicas.filter(r => isServing(r.state)).length;
   const select = (): void => options.onSelect(d.id);
-  const what = [d.model_url || d.model_id, formatVersion(d.version_number)].filter(Boolean).join(' ');
+  const what = [d.model_url || d.model_id, formatVersion(d.version_number)]
+    .filter(Boolean)
+    .join(' ');
   return h(
     'div',
     {
@@ -214,9 +242,16 @@ function renderDeployment(d: IDeployment, options: ITreeOptions): HTMLElement {
     typeof d.desired_replicas === 'number'
       ? h(
           'span',
-          { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas / wanted' },
+          {
+            class: 'jd-Muted jd-ReplicaCount',
+            title: 'ready replicas / wanted'
+          },
           `${ready}/${d.desired_replicas}`
         )
-      : h('span', { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas' }, `${ready}`)
+      : h(
+          'span',
+          { class: 'jd-Muted jd-ReplicaCount', title: 'ready replicas' },
+          `${ready}`
+        )
   );
 }
