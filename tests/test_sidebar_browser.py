@@ -1,0 +1,100 @@
+"""The JupyterLab sidebar in a real browser: a real `jupyter lab`, Debian's chromium, Playwright.
+
+Skipped (with the reason) where chromium or Playwright is missing; `.ci/run` installs
+both. The panel's screenshot is left in ``test-artifacts/`` (``JUPYTER_DEPLOY_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from daemon_helpers import isolated_home, wait_for
+from lab_helpers import CHROMIUM, browser_page, open_sidebar, running_lab
+
+from jupyter_deploy import Client
+
+pytestmark = pytest.mark.timeout(300)
+
+ARTIFACTS = Path(os.environ.get("JUPYTER_DEPLOY_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+
+MODEL = '''
+from jupyter_deploy import ModelClass
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return "echo: " + text
+'''
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory):
+    """A daemon in its own home with the model ``echo`` deployed as ``echo`` on local/local."""
+    with isolated_home(tmp_path_factory, "browser_home") as home:
+        folder = tmp_path_factory.mktemp("echo_model")
+        (folder / "1").mkdir()
+        (folder / "config.yaml").write_text("model:\n  id: echo\n")
+        (folder / "requirements.txt").write_text("")
+        (folder / "1" / "model.py").write_text(textwrap.dedent(MODEL))
+        client = Client()
+        client.upload_model(folder)
+        client.compute_cluster("local").nodepool("local").create_deployment(
+            "echo", worker={"model": {"id": "echo"}}).wait_until_ready(120)
+        yield client, home
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def page(deployed, tmp_path_factory: pytest.TempPathFactory):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    with running_lab(tmp_path_factory.mktemp("lab")) as (base, token, _):
+        with browser_page(f"{base}/lab/tree/scratch.ipynb?token={token}") as page:
+            yield page
+
+
+def test_sidebar_shows_stops_and_inserts_a_predict_cell(deployed, page):
+    client, _ = deployed
+    panel = open_sidebar(page)
+    row = panel.locator('.jd-Deployment[data-deployment-id="echo"]')
+    row.locator('.jd-StateBadge[data-state="RUNNING"]').wait_for(timeout=30_000)
+    assert panel.locator('.jd-Cluster[data-cluster-id="local"] .jd-Nodepool[data-nodepool-id="local"]').count() == 1
+    assert panel.locator('.jd-Model[data-model-url="local/default/models/echo"] .jd-ModelVersion').count() == 1
+
+    row.click()
+    details = panel.locator(".jd-Details")
+    details.wait_for(timeout=10_000)
+    assert "local/default/models/echo" in details.inner_text()
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    panel.screenshot(path=str(ARTIFACTS / "sidebar.png"))
+
+    # Stop from the panel: the daemon stops it, and the badge follows.
+    details.locator("button.jd-StopButton").click()
+    wait_for(lambda: client.deployment("echo").state == "STOPPED", 60, "the deployment to stop")
+    row.locator('.jd-StateBadge[data-state="STOPPED"]').wait_for(timeout=10_000)
+
+    # The predict cell lands below the active cell of the open notebook.
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=30_000)
+    details.locator("button.jd-InsertPredictButton").click()
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    wait_for(lambda: cells.count() == 2, 10, "a second cell")
+    source = cells.nth(1).locator(".cm-content").inner_text()
+    assert source.startswith("%predict local/default/models/echo --deployment-id echo"), source
+    panel.screenshot(path=str(ARTIFACTS / "sidebar-stopped.png"))
+
+
+def test_a_state_change_made_elsewhere_shows_within_seconds(deployed, page):
+    client, _ = deployed
+    panel = page.locator("#jupyter-deploy-sidebar")
+    badge = panel.locator('.jd-Deployment[data-deployment-id="echo"] .jd-StateBadge')
+    assert badge.get_attribute("data-state") == "STOPPED"
+    client.deployment("echo").start().wait_until_ready(60)
+    # The panel polls each second and listens to the server's events; the bound leaves room
+    # for a loaded machine (the latency itself is measured in bench/, not asserted here).
+    badge.and_(page.locator('[data-state="RUNNING"]')).wait_for(timeout=30_000)
