@@ -59,6 +59,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..config import parse_quantity
+from ._configs import runner_args
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
 from ._secrets import HINT_RE as SECRET_HINT_RE
@@ -565,7 +566,7 @@ class Scheduler:
         wants_test = cfg.get("run_test", True) and version_id not in self._tested
         tester = self._testing.setdefault(version_id, rid) if wants_test else None
         cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
-               "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
+               "--port-file", str(port_file), *(["--run-test"] if tester == rid else []), *runner_args(cfg)]
         env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
                "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-env", action="store_true",
                    help="use this interpreter even if requirements.txt asks for more")
     p.add_argument("--port-file", help="write the bound port to this file once listening")
+    p.add_argument("--inference-batcher", metavar="JSON", default=None,
+                   help="batch concurrent calls of batchable methods, e.g. "
+                        "'{\"enabled\": true, \"max_batch_size\": 32, \"max_latency_ms\": 5, \"timeout_ms\": 10000}'")
     return p
 
 
@@ -69,6 +72,18 @@ def _signing_key() -> tuple[bytes, str] | None:
         return bytes.fromhex(key_hex), deployment_id
     except ValueError:
         raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+
+
+def _json_flag(text: str | None, flag: str) -> object:
+    """A flag's JSON value (None when not given); ValueError saying what is wrong."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{flag}: not valid JSON ({e})") from None
 
 
 def _write_port(path: Path, port: int) -> None:
@@ -115,19 +130,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_MODEL
 
     from ..errors import ConfigError, ModelDefinitionError
+    from ._batcher import BatcherSettings
     from ._host import ModelHost
     from ._service import make_server
 
     try:
-        host = ModelHost(model_dir)
+        batcher = BatcherSettings.from_mapping(_json_flag(args.inference_batcher, "--inference-batcher"))
+    except ValueError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    try:
+        host = ModelHost(model_dir, batcher=batcher)
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
         return EXIT_BAD_MODEL
     for note in host.config.notes if host.config is not None else ():
         say(f"note: {note}")
+    if host.batchers:
+        say(f"inference batcher: {', '.join(host.batchers)} in batches of up to {batcher.max_batch_size}, "
+            f"waiting up to {batcher.max_latency_ms:g} ms")
+    elif batcher.enabled:
+        say("note: inference_batcher is enabled but the model has no @ModelClass.method(batch=True); "
+            "nothing is batched")
     try:
         server, service, health_servicer, port = make_server(
-            host, args.address, max_concurrency=args.max_concurrency,
+            host, args.address, max_concurrency=host.concurrency(args.max_concurrency),
             max_message_bytes=int(args.max_message_mb * 2**20), auth=auth)
     except (OSError, RuntimeError) as e:
         fail(str(e))

@@ -23,6 +23,7 @@ from ..model import MethodSpec, ModelClass
 from ..model.codec import decode_args, decode_value, encode_value
 from ..model.signature import UNARY, method_to_proto
 from ..proto import runner_pb2 as pb
+from ._batcher import Batcher, BatcherSettings, BatchTimeout
 
 
 class CallFailed(Exception):
@@ -50,7 +51,8 @@ class ModelHost:
         host.call(pb.PredictRequest(method="predict", args=[...]))
     """
 
-    def __init__(self, model_dir: str | Path, model_cls: type[ModelClass] | None = None):
+    def __init__(self, model_dir: str | Path, model_cls: type[ModelClass] | None = None, *,
+                 batcher: BatcherSettings | None = None):
         self.model_dir = Path(model_dir)
         self.cls = model_cls or load_model_class(self.model_dir)
         self.specs: dict[str, MethodSpec] = self.cls.method_specs()
@@ -58,6 +60,15 @@ class ModelHost:
         self.instance: ModelClass | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        self.batcher_settings = batcher or BatcherSettings()
+        #: One Batcher per batchable method when batching is enabled; without one, a
+        #: batchable method is called with a batch of one.
+        self.batchers: dict[str, Batcher] = {}
+        if self.batcher_settings.enabled:
+            for spec in self.specs.values():
+                if spec.batch:
+                    self.batchers[spec.name] = Batcher(
+                        spec.name, lambda batch, spec=spec: self._run_batch(spec, batch), self.batcher_settings)
 
     def _read_config(self) -> Any:
         from ..config import load_config
@@ -96,7 +107,15 @@ class ModelHost:
             self._run_coroutine(result)
         return True
 
+    def concurrency(self, requested: int) -> int:
+        """Calls to admit at once: ``requested``, raised so a full batch can queue while one runs."""
+        if self.batchers:
+            return max(requested, 2 * self.batcher_settings.max_batch_size)
+        return requested
+
     def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
@@ -121,6 +140,8 @@ class ModelHost:
         """Serve one unary call."""
         spec = self.spec(request.method, UNARY)
         kwargs = self._kwargs(spec, request)
+        if spec.batch:
+            return pb.PredictResponse(output=self._encode_output(spec, self._call_batched(spec, kwargs, timeout)))
         fn = getattr(self.instance, spec.name)
         try:
             if spec.is_async:
@@ -132,6 +153,46 @@ class ModelHost:
         except Exception as e:
             raise self.model_failure(e) from None
         return pb.PredictResponse(output=self._encode_output(spec, out))
+
+    def _call_batched(self, spec: MethodSpec, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        """One caller's result from a batchable method: through its Batcher, or as a batch of one."""
+        batcher = self.batchers.get(spec.name)
+        if batcher is None:
+            outcome = self._run_batch(spec, [kwargs], timeout)[0]
+        else:
+            try:
+                outcome = batcher.submit(kwargs, timeout)
+            except BatchTimeout as e:
+                raise CallFailed("DEADLINE_EXCEEDED", "BatchTimeout", str(e)) from None
+        if isinstance(outcome, CallFailed):
+            raise outcome
+        return outcome
+
+    def _run_batch(self, spec: MethodSpec, batch: list[dict[str, Any]], timeout: float | None = None) -> list[Any]:
+        """Call a batchable method once for ``batch`` (each caller's kwargs); one outcome per caller.
+
+        An outcome is the caller's result or a CallFailed of its own (every caller
+        of a batch the model raised for gets the model's error). Never raises.
+        """
+        n = len(batch)
+        columns = {p.name: [kwargs[p.name] for kwargs in batch] for p in spec.params}
+        try:
+            fn = getattr(self.instance, spec.name)
+            out = self._run_coroutine(fn(**columns), timeout) if spec.is_async else fn(**columns)
+        except CallFailed as e:
+            return [CallFailed(e.code, e.type, e.message, e.traceback) for _ in range(n)]
+        except Exception as e:
+            failure = self.model_failure(e)
+            return [CallFailed(failure.code, failure.type, failure.message, failure.traceback) for _ in range(n)]
+        if isinstance(out, (str, bytes, dict)) or not hasattr(out, "__len__") or not hasattr(out, "__getitem__"):
+            problem = f"returned {type(out).__name__}"
+        elif len(out) != n:
+            problem = f"returned {len(out)} result(s)"
+        else:
+            return list(out)
+        message = (f"{spec.name}() {problem} for a batch of {n} call(s); a batchable method returns a "
+                   f"list with one result per input, in order")
+        return [CallFailed("UNKNOWN", "BatchSizeError", message) for _ in range(n)]
 
     def stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None = None,
                shape: str | None = None) -> Iterator[pb.Value]:
