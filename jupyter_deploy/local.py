@@ -17,7 +17,9 @@ from .client._methods import build_methods, call_error
 from .errors import ConfigError
 from .folder import model_folder_for
 from .proto import runner_pb2 as pb
+from .errors import ModelDefinitionError
 from .runner import CallFailed, ModelHost
+from .runner._host import TransformerLoadError
 
 
 class LocalModel:
@@ -97,7 +99,7 @@ class _LocalTransport:
 
 
 def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False,
-               inference_batcher: dict | bool | None = None) -> LocalModel:
+               inference_batcher: dict | bool | None = None, transformer: bool = True) -> LocalModel:
     """Load a model in this process and return an object mirroring its methods.
 
     Args:
@@ -108,6 +110,8 @@ def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False,
             ``{"max_batch_size": 8}``: calls of ``batch=True`` methods made from
             several threads at once are then batched as a runner batches them.
             Without it each call is a batch of one.
+        transformer: run the folder's ``1/transformer.py`` (if any) around every
+            call, as a deployment does unless its config turns it off.
 
     Example::
 
@@ -124,8 +128,11 @@ def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False,
     except ValueError as e:
         raise ConfigError(str(e)) from None
     scratch = Path(tempfile.mkdtemp(prefix="jupyter_deploy_local_"))
-    host = ModelHost(model_folder_for(path_or_source, scratch), batcher=batcher)
-    host.load()
+    host = ModelHost(model_folder_for(path_or_source, scratch), batcher=batcher, transformer=transformer)
+    try:
+        host.load()
+    except TransformerLoadError as e:
+        raise ModelDefinitionError(str(e)) from None
     if run_test:
         host.run_test()
     return LocalModel(host)

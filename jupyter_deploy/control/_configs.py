@@ -150,7 +150,7 @@ def deployment_config(data: Any, caller: str) -> dict:
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
                                 "description", "resources", "python", "drain_seconds", "run_test", "secrets",
-                                "inference_batcher"})
+                                "inference_batcher", "transformer"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -186,6 +186,8 @@ def deployment_config(data: Any, caller: str) -> dict:
     secrets = _secrets(c, data.get("secrets"))
     if secrets:
         out["secrets"] = secrets
+    if data.get("transformer") is not None:
+        out["transformer"] = _transformer(c, data["transformer"])
     if data.get("inference_batcher") is not None:
         out["inference_batcher"], problems = check_batcher(data["inference_batcher"])
         for key, problem in problems:
@@ -202,6 +204,18 @@ def deployment_config(data: Any, caller: str) -> dict:
     return out
 
 
+def _transformer(c: _Checker, data: Any) -> dict:
+    """``transformer: {enabled: true|false}`` (or just true/false): whether 1/transformer.py runs."""
+    if isinstance(data, bool):
+        return {"enabled": data}
+    section = c.mapping(data, "transformer", {"enabled"})
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        c.error("transformer.enabled", f"expected true or false, got {enabled!r}")
+        enabled = True
+    return {"enabled": enabled}
+
+
 def runner_args(cfg: dict) -> list[str]:
     """The runner command-line flags that carry a (checked) deployment config's serving settings.
 
@@ -209,6 +223,8 @@ def runner_args(cfg: dict) -> list[str]:
     ['--inference-batcher', '{"enabled": true, "max_batch_size": 8}']
     """
     args = []
+    if not cfg.get("transformer", {}).get("enabled", True):
+        args.append("--no-transformer")
     if cfg.get("inference_batcher"):
         args += ["--inference-batcher", json.dumps(cfg["inference_batcher"])]
     return args

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-batcher", metavar="JSON", default=None,
                    help="batch concurrent calls of batchable methods, e.g. "
                         "'{\"enabled\": true, \"max_batch_size\": 32, \"max_latency_ms\": 5, \"timeout_ms\": 10000}'")
+    p.add_argument("--no-transformer", action="store_true",
+                   help="do not run 1/transformer.py around the model's methods")
     return p
 
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..errors import ConfigError, ModelDefinitionError
     from ._batcher import BatcherSettings
-    from ._host import ModelHost
+    from ._host import ModelHost, TransformerLoadError
     from ._service import make_server
 
     try:
@@ -140,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(e))
         return EXIT_BAD_MODEL
     try:
-        host = ModelHost(model_dir, batcher=batcher)
+        host = ModelHost(model_dir, batcher=batcher, transformer=not args.no_transformer)
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
         return EXIT_BAD_MODEL
     for note in host.config.notes if host.config is not None else ():
         say(f"note: {note}")
+    if host.transformer_enabled:
+        say(f"transformer: {host.transformer_cls.__name__} (1/transformer.py) runs around every call")
+    elif host.transformer_cls is not None:
+        say(f"note: transformer {host.transformer_cls.__name__} is turned off for this deployment")
     if host.batchers:
         say(f"inference batcher: {', '.join(host.batchers)} in batches of up to {batcher.max_batch_size}, "
             f"waiting up to {batcher.max_latency_ms:g} ms")
@@ -178,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, step, code in steps:
         try:
             step()
+        except TransformerLoadError as e:
+            fail(str(e))
+            server.stop(0)
+            return code
         except Exception as e:
             failure = host.model_failure(e)
             fail(f"{name}() failed: {failure.type}: {failure.message}\n{failure.traceback}")
