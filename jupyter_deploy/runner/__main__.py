@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-batcher", metavar="JSON", default=None,
                    help="batch concurrent calls of batchable methods, e.g. "
                         "'{\"enabled\": true, \"max_batch_size\": 32, \"max_latency_ms\": 5, \"timeout_ms\": 10000}'")
+    p.add_argument("--memory-limit", metavar="BYTES", default=None,
+                   help="stop (exit code 5) when resident memory goes over this, e.g. 2Gi")
+    p.add_argument("--cpu-limit", metavar="CORES", default=None,
+                   help="pin the process to this many cores (rounded up), e.g. 2 or 500m")
     p.add_argument("--no-transformer", action="store_true",
                    help="do not run 1/transformer.py around the model's methods")
     return p
@@ -74,6 +78,32 @@ def _signing_key() -> tuple[bytes, str] | None:
         return bytes.fromhex(key_hex), deployment_id
     except ValueError:
         raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+
+
+def _apply_limits(args: argparse.Namespace, say, fail) -> None:
+    from ..config import parse_quantity
+    from ._limits import EXIT_OUT_OF_MEMORY, MemoryWatch, limit_cpus
+
+    if args.cpu_limit is not None:
+        try:
+            cores = limit_cpus(parse_quantity(args.cpu_limit))
+        except ValueError as e:
+            raise ValueError(f"--cpu-limit: {e}") from None
+        say(f"cpu limit {args.cpu_limit}: " + (f"pinned to cores {cores}" if cores is not None
+                                                 else "not bound (no CPU affinity on this platform)"))
+    if args.memory_limit is not None:
+        try:
+            limit = int(parse_quantity(args.memory_limit))
+        except ValueError as e:
+            raise ValueError(f"--memory-limit: {e}") from None
+
+        def exceeded(used: int) -> None:
+            fail(f"out of memory: resident memory {used / 2**20:.0f} MiB is over the replica's limit of "
+                 f"{limit / 2**20:.0f} MiB (inference_compute_info.cpu_memory); stopping")
+            os._exit(EXIT_OUT_OF_MEMORY)  # at once: the model is still allocating
+
+        MemoryWatch(limit, exceeded).start()
+        say(f"memory limit {limit / 2**20:.0f} MiB (resident memory, watched)")
 
 
 def _json_flag(text: str | None, flag: str) -> object:
@@ -118,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
         auth = _signing_key()
+    except ValueError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    # Limits first: CPU affinity before any thread starts, the memory watch before the model loads.
+    try:
+        _apply_limits(args, say, fail)
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
