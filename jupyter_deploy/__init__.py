@@ -67,6 +67,18 @@ def unload_ipython_extension(ip: Any) -> None:
     unload(ip)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt sidebar (installed under share/jupyter/labextensions)."""
+    return [{"src": "labextension", "dest": "jupyter-deploy"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The server extension behind the sidebar (imported only by jupyter_server)."""
+    from .server import DeployServerExtension
+
+    return [{"module": "jupyter_deploy.server", "app": DeployServerExtension}]
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

@@ -1,0 +1,12 @@
+"""The Jupyter server extension behind the JupyterLab sidebar.
+
+Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_deploy.json``;
+``jupyter server extension list`` shows it. Its REST API lives under
+``/jupyter-deploy/api/`` (see :mod:`jupyter_deploy.server.handlers`); state changes
+reach the browser as events with the schema ``SCHEMA_ID``.
+"""
+
+from .app import DeployServerExtension
+from ._watch import SCHEMA_ID
+
+__all__ = ["DeployServerExtension", "SCHEMA_ID"]
