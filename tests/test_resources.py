@@ -146,9 +146,13 @@ def test_a_runner_stops_itself_over_its_memory_limit_and_says_so(tmp_path) -> No
         client = r.client(timeout=30)
         client.wait_ready(60)
         assert client.hog(10) == 10 << 20
-        with pytest.raises(RunnerError):
+        try:  # the answer may leave before the watch's next look; the process ends either way
             client.hog(600)
+        except RunnerError:
+            pass
         assert r.proc.wait(30) == 5
+        with pytest.raises(RunnerError):
+            client.hog(1)
         assert "out of memory: resident memory" in r.stderr()
         assert "over the replica's limit of 300 MiB" in r.stderr()
     finally:
