@@ -359,7 +359,14 @@ class Nodepool(_Resource):
 
         Config keys (a YAML file or keyword arguments): ``worker: {model: {id, user_id,
         app_id, model_version: {id}}}``, ``autoscale_config: {min_replicas, max_replicas,
-        scale_to_zero_delay_seconds}``, ``default: true|false``.
+        scale_to_zero_delay_seconds}``, ``default: true|false``, ``inference_batcher:
+        {enabled, max_batch_size, max_latency_ms, timeout_ms}`` (batches concurrent calls of
+        ``batch=True`` methods).
+
+        Example::
+
+            nodepool.create_deployment("echo", worker={"model": {"id": "echo"}},
+                                       inference_batcher={"max_batch_size": 32, "max_latency_ms": 5})
         """
         ref = cpb.ResourceRef(kind="deployment", id=deployment_id, compute_cluster_id=self.compute_cluster_id,
                               nodepool_id=self.id, user_id=self.user_id or "")

@@ -13,10 +13,12 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from ..config import parse_quantity
+from ..runner._batcher import check_settings as check_batcher
 from ._errors import InvalidArgument
 from ._secrets import ENV_VAR_RE
 from ._secrets import NAME_RE as SECRET_NAME_RE
@@ -147,7 +149,8 @@ def deployment_config(data: Any, caller: str) -> dict:
     """A deployment config: the model it serves, its scaling and whether it is the default."""
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
-                                "description", "resources", "python", "drain_seconds", "run_test", "secrets"})
+                                "description", "resources", "python", "drain_seconds", "run_test", "secrets",
+                                "inference_batcher", "transformer"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -183,6 +186,12 @@ def deployment_config(data: Any, caller: str) -> dict:
     secrets = _secrets(c, data.get("secrets"))
     if secrets:
         out["secrets"] = secrets
+    if data.get("transformer") is not None:
+        out["transformer"] = _transformer(c, data["transformer"])
+    if data.get("inference_batcher") is not None:
+        out["inference_batcher"], problems = check_batcher(data["inference_batcher"])
+        for key, problem in problems:
+            c.error(f"inference_batcher.{key}" if key else "inference_batcher", problem)
     if data.get("python"):
         out["python"] = c.text(data, "python", "python")
     if not isinstance(data.get("default", False), bool):
@@ -193,6 +202,32 @@ def deployment_config(data: Any, caller: str) -> dict:
                 f"{scaling['max_replicas']} is below min_replicas {scaling['min_replicas']}")
     c.done()
     return out
+
+
+def _transformer(c: _Checker, data: Any) -> dict:
+    """``transformer: {enabled: true|false}`` (or just true/false): whether 1/transformer.py runs."""
+    if isinstance(data, bool):
+        return {"enabled": data}
+    section = c.mapping(data, "transformer", {"enabled"})
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        c.error("transformer.enabled", f"expected true or false, got {enabled!r}")
+        enabled = True
+    return {"enabled": enabled}
+
+
+def runner_args(cfg: dict) -> list[str]:
+    """The runner command-line flags that carry a (checked) deployment config's serving settings.
+
+    >>> runner_args({"inference_batcher": {"enabled": True, "max_batch_size": 8}})
+    ['--inference-batcher', '{"enabled": true, "max_batch_size": 8}']
+    """
+    args = []
+    if not cfg.get("transformer", {}).get("enabled", True):
+        args.append("--no-transformer")
+    if cfg.get("inference_batcher"):
+        args += ["--inference-batcher", json.dumps(cfg["inference_batcher"])]
+    return args
 
 
 #: Environment variables the scheduler sets itself: a secret may not take their place.
