@@ -1,6 +1,6 @@
-"""Benchmarks W1, W2, W4 and W5 (shared/BENCHMARKS.md): jupyter_deploy beside its floor.
+"""Benchmarks W1 to W5 (shared/BENCHMARKS.md): jupyter_deploy beside its floor.
 
-    python bench/run.py [--quick] [--record] [--repeats N]
+    python bench/run.py [--quick] [--record] [--repeats N] [--only w3]
 
 In one run it starts, on 127.0.0.1, the floor (``bench/floor.py``, a bare grpcio
 server: bytes in, bytes out), a bare jupyter_deploy runner serving ``bench/models/bench``,
@@ -15,6 +15,11 @@ process, the direct Python call of the model (the limit) and the same call throu
 gRPC's. Every measurement is repeated (the order of floor, runner and platform flips
 every repeat), the table shows the median across repeats with the spread (min-max),
 and runner/floor and platform/floor are medians of the per-repeat ratios.
+
+W3 (dynamic batching) runs two more runners serving ``bench/models/batch``, one with
+``--inference-batcher`` (max batch 32, max wait 5 ms) and one without, under 64 client
+threads, and sets them beside the floor's W1b of the same repeat. ``--only w3`` runs
+just the floor's W1b and W3 (no daemon).
 
 The table is printed, written to ``bench/out/latest.md``, and with ``--record``
 appended to ``bench/RESULTS.md`` with the date and the machine.
@@ -41,6 +46,8 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 MODEL_DIR = BENCH / "models" / "bench"
+W3_MODEL_DIR = BENCH / "models" / "batch"
+W3_BATCHER = '{"enabled": true, "max_batch_size": 32, "max_latency_ms": 5}'
 OUT_DIR = BENCH / "out"
 RESULTS = BENCH / "RESULTS.md"
 
@@ -57,6 +64,9 @@ TARGETS_W1 = 1.3    # W1 p50: runner within 1.3x of the floor
 TARGET_W2 = 20_000  # W2: runner at least 20,000 chunks/s
 TARGET_W5 = 1.1     # W5 p50: runner within 1.1x of the floor
 TARGET_W4 = 2.0     # W4: platform cold start under 2 s
+TARGET_W3_SPEEDUP = 3.0   # W3: batching on at least 3x the requests/s of batching off
+TARGET_W3_FLOOR = 0.7     # W3: batching on at least 70% of the floor's W1b requests/s
+TARGET_W3_P99_MS = 50.0   # W3: batching on, p99 under 50 ms
 
 
 @dataclass
@@ -71,6 +81,7 @@ class Settings:
     w5_warm: int
     w5_calls: int
     w4_runs: int
+    w3_clients: int = 64
 
 
 FULL = Settings(repeats=3, w1a_warm=200, w1a_calls=2000, w1b_clients=16, w1b_warm_s=2.0,
@@ -137,10 +148,11 @@ def start_floor(servers: list[ServerProcess]) -> str:
     return srv.wait_for(r"floor: listening on (\S+)", START_TIMEOUT).group(1)
 
 
-def start_runner(servers: list[ServerProcess]) -> str:
-    """Start a runner serving the bench model; added to ``servers`` at once."""
-    srv = ServerProcess("runner", [sys.executable, "-m", "jupyter_deploy.runner", "--model-path",
-                                   str(MODEL_DIR), "--address", "127.0.0.1:0"])
+def start_runner(servers: list[ServerProcess], model_dir: Path = MODEL_DIR, *args: str,
+                 name: str = "runner") -> str:
+    """Start a runner serving ``model_dir`` (the bench model); added to ``servers`` at once."""
+    srv = ServerProcess(name, [sys.executable, "-m", "jupyter_deploy.runner", "--model-path",
+                               str(model_dir), "--address", "127.0.0.1:0", *args])
     servers.append(srv)
     m = srv.wait_for(r"jupyter_deploy runner: listening on (\S+)", START_TIMEOUT)
     srv.wait_for(r"jupyter_deploy runner: serving", START_TIMEOUT)
@@ -207,8 +219,9 @@ class RunnerTarget(Target):
         self._client = RunnerClient(address, timeout=CALL_TIMEOUT, connect_timeout=START_TIMEOUT)
         self._client.wait_ready(START_TIMEOUT)
         self._echo = self._client.echo
-        self._chunks = self._client.chunks
-        self._image = self._client.image_size
+        # The W3 model has echo only.
+        self._chunks = getattr(self._client, "chunks", None)
+        self._image = getattr(self._client, "image_size", None)
 
     def echo(self, text: str) -> str:
         return self._echo(text)
@@ -277,17 +290,22 @@ def w1a(t: Target, s: Settings) -> dict[str, float]:
     return {"W1a p50 µs": _percentile(lat, 50), "W1a p99 µs": _percentile(lat, 99)}
 
 
-def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
-    """N threads, each with its own client, back to back; requests/s in the timed window."""
-    n = s.w1b_clients
+def load(make: Callable[[], Target], n: int, s: Settings, what: str) -> tuple[float, list[float]]:
+    """N threads, each with its own client, calling echo back to back (W1b, W3).
+
+    Returns requests/s in the timed window (requests started in it and completed)
+    and those requests' latencies in ms, sorted.
+    """
     targets = [make() for _ in range(n)]
     counts = [0] * n
     errors = [0] * n
+    latencies: list[list[float]] = [[] for _ in range(n)]
     barrier = threading.Barrier(n + 1)
     box: dict[str, float] = {}
 
     def work(i: int) -> None:
         t = targets[i]
+        lat = latencies[i]
         barrier.wait()
         start, end = box["start"], box["end"]
         clock = time.perf_counter
@@ -303,6 +321,7 @@ def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
                 continue
             if t0 >= start:
                 done += 1
+                lat.append((clock() - t0) * 1000)
         counts[i] = done
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
@@ -317,8 +336,25 @@ def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
     for t in targets:
         t.close()
     if sum(errors):
-        print(f"  W1b {make.__name__}: {sum(errors)} failed calls", file=sys.stderr)
-    return {"W1b req/s": sum(counts) / s.w1b_window_s}
+        print(f"  {what} {make.__name__}: {sum(errors)} failed calls", file=sys.stderr)
+    return sum(counts) / s.w1b_window_s, sorted(x for lat in latencies for x in lat)
+
+
+def w1b(make: Callable[[], Target], s: Settings) -> dict[str, float]:
+    """16 threads, each with its own client, back to back; requests/s in the timed window."""
+    rate, _ = load(make, s.w1b_clients, s, "W1b")
+    return {"W1b req/s": rate}
+
+
+def w3(make: Callable[[], Target], s: Settings, stats: Callable[[], dict]) -> dict[str, float]:
+    """64 threads calling the lock-bound batchable echo; requests/s, p50/p99 (ms), mean batch size."""
+    before = stats()
+    rate, lat = load(make, s.w3_clients, s, "W3")
+    after = stats()
+    batches = after["batches"] - before["batches"]
+    return {"W3 req/s": rate, "W3 p50 ms": _percentile(lat, 50) if lat else math.nan,
+            "W3 p99 ms": _percentile(lat, 99) if lat else math.nan,
+            "W3 mean batch": (after["items"] - before["items"]) / batches if batches else math.nan}
 
 
 def w2(t: Target, s: Settings) -> dict[str, float]:
@@ -465,6 +501,45 @@ def w4_table(w4: dict[str, list[float]]) -> str:
     return "\n".join(rows)
 
 
+def _times(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    return _fmt(ratios, 2).replace(" (", "x (") + ("x" if len(ratios) == 1 else "")
+
+
+W3_ROWS = [("W3 req/s", 0), ("W3 p50 ms", 1), ("W3 p99 ms", 1), ("W3 mean batch", 1)]
+
+
+def w3_table(results: dict[str, dict[str, list[float]]]) -> str:
+    """Batching on beside batching off and the floor's W1b of the same repeats."""
+    on, off, bare = results.get("w3 on", {}), results.get("w3 off", {}), results.get("w3 floor", {})
+    floor = results.get("floor", {}).get("W1b req/s", [])
+    rows = ["| W3 (64 clients) | batching on | batching off | on/off | on / floor W1b | target "
+            "| floor echo, 64 clients (transport alone) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key, dec in W3_ROWS:
+        a, b = on.get(key, []), off.get(key, [])
+        ratio, vs_floor, target = "-", "-", ""
+        if key == "W3 req/s" and a and b:
+            ratios = [x / y for x, y in zip(a, b) if y]
+            fl = [x / f for x, f in zip(a, floor) if f]
+            ratio, vs_floor = _times(ratios), _times(fl)
+            checks = []
+            if ratios:
+                checks.append(f"≥ {TARGET_W3_SPEEDUP:g}x off: "
+                              f"{'met' if statistics.median(ratios) >= TARGET_W3_SPEEDUP else 'MISSED'}")
+            if fl:
+                checks.append(f"≥ {TARGET_W3_FLOOR:.0%} of floor: "
+                              f"{'met' if statistics.median(fl) >= TARGET_W3_FLOOR else 'MISSED'}")
+            target = "; ".join(checks)
+        if key == "W3 p99 ms" and a:
+            target = f"< {TARGET_W3_P99_MS:g} ms: {'met' if statistics.median(a) < TARGET_W3_P99_MS else 'MISSED'}"
+        rows.append(f"| {key[3:]} | {_fmt(a, dec)} | {_fmt(b, dec)} | {ratio} | {vs_floor} | {target} "
+                    f"| {_fmt(bare.get(key, []), dec)} |")
+    rows.append(f"| floor W1b req/s (16 clients, same repeats) | {_fmt(floor, 0)} | | | | | |")
+    return "\n".join(rows)
+
+
 def machine() -> str:
     import google.protobuf
     import grpc
@@ -486,17 +561,24 @@ def machine() -> str:
 
 # ---------------------------------------------------------------- main
 
+class _Done(Exception):
+    """Ends the measuring early (``--only``); the servers are stopped by the finally."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not for the record)")
     p.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (at least 2)")
+    p.add_argument("--only", choices=["w3"], default=None,
+                   help="w3: only the floor's W1b and W3, batching on and off (no daemon)")
     args = p.parse_args(argv)
+    only_w3 = args.only == "w3"
     s = QUICK if args.quick else FULL
     if args.repeats is not None:
         s.repeats = max(2, args.repeats)
 
-    from jupyter_deploy import load_local
+    from jupyter_deploy import RunnerClient, load_local
     from jupyter_deploy.folder import load_model_class
 
     machine_info = machine()
@@ -504,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     jpeg = make_jpeg()
     direct = DirectTarget(load_model_class(MODEL_DIR)())
     local = LocalTarget(load_local(MODEL_DIR))
-    results: dict[str, dict[str, list[float]]] = {c: {} for c in COLUMNS}
+    results: dict[str, dict[str, list[float]]] = {c: {} for c in [*COLUMNS, "w3 on", "w3 off", "w3 floor"]}
 
     def add(col: str, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -520,6 +602,36 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     try:
         floor_addr = start_floor(servers)
+        w3_addr = {"w3 on": start_runner(servers, W3_MODEL_DIR, "--inference-batcher", W3_BATCHER,
+                                         name="w3-on"),
+                   "w3 off": start_runner(servers, W3_MODEL_DIR, name="w3-off")}
+        w3_makers = {k: (lambda a=a: RunnerTarget(a)) for k, a in w3_addr.items()}
+        w3_stats = {k: RunnerClient(a, timeout=CALL_TIMEOUT).stats for k, a in w3_addr.items()}
+        for name, fn in w3_makers.items():
+            fn.__name__ = name
+
+        def floor64() -> dict[str, float]:
+            # The transport alone under W3's 64 clients: what bounds W3's requests/s and p99.
+            make = lambda: FloorTarget(floor_addr)  # noqa: E731
+            make.__name__ = "floor"
+            rate, lat = load(make, s.w3_clients, s, "W3 floor")
+            return {"W3 req/s": rate, "W3 p50 ms": _percentile(lat, 50), "W3 p99 ms": _percentile(lat, 99)}
+
+        def run_w3(rep: int) -> None:
+            for mode in (["w3 on", "w3 off", "w3 floor"] if rep % 2 == 0 else ["w3 floor", "w3 off", "w3 on"]):
+                add(mode, floor64() if mode == "w3 floor" else w3(w3_makers[mode], s, w3_stats[mode]))
+
+        if only_w3:
+            floor_make = lambda: FloorTarget(floor_addr)  # noqa: E731
+            floor_make.__name__ = "floor"
+            for rep in range(s.repeats):
+                print(f"repeat {rep + 1}/{s.repeats}: floor W1b, W3 on and off", file=sys.stderr, flush=True)
+                if rep % 2 == 0:
+                    add("floor", w1b(floor_make, s))
+                run_w3(rep)
+                if rep % 2 == 1:
+                    add("floor", w1b(floor_make, s))
+            raise _Done
         runner_addr = start_runner(servers)
 
         # W4 first, while no other platform runner runs; then the deployment the
@@ -559,8 +671,11 @@ def main(argv: list[str] | None = None) -> int:
                 add(col, w2(targets[col], s))
             for col in order:
                 add(col, w5(targets[col], s, jpeg))
+            run_w3(rep)
         for t in remote.values():
             t.close()
+    except _Done:
+        pass
     finally:
         if plat is not None:
             plat.close()
@@ -568,13 +683,30 @@ def main(argv: list[str] | None = None) -> int:
             srv.stop()
 
     elapsed = time.monotonic() - t_start
-    mode = "quick" if args.quick else "full"
+    mode = ("quick" if args.quick else "full") + (", W3 only" if only_w3 else "")
+    w3_note = (f"W3: {s.w3_clients} client threads calling the `batch=True` echo of bench/models/batch "
+               f"(cost `sleep(0.002 + 0.0001 * batch)` under a process-wide lock), {s.w1b_warm_s:g} s "
+               f"warm-up, {s.w1b_window_s:g} s window; batching on: `--inference-batcher {W3_BATCHER}`; "
+               f"latencies of the requests started in the window; mean batch from the model's own counters "
+               f"(warm-up included).")
+    if only_w3:
+        text = "\n".join([f"Run {started:%Y-%m-%d %H:%M %Z} ({mode}, {s.repeats} repeats, {elapsed:.0f} s). "
+                          f"Machine: {machine_info}.", "", w3_table(results), "", w3_note])
+        print(text)
+        OUT_DIR.mkdir(exist_ok=True)
+        (OUT_DIR / "latest_w3.md").write_text(text + "\n")
+        if args.record:
+            with RESULTS.open("a") as f:
+                f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} (W3)\n\n{text}\n")
+        return 0
     text = "\n".join([
         f"Run {started:%Y-%m-%d %H:%M %Z} ({mode}, {s.repeats} repeats, {elapsed:.0f} s). Machine: {machine_info}.",
         "",
         table(results),
         "",
         w4_table(w4),
+        "",
+        w3_table(results),
         "",
         (f"Each cell: median across repeats (min–max). runner/floor, platform/floor: medians of the "
          f"per-repeat ratios. platform: `Client().model(\"bench\")` calls through the control plane "
@@ -584,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         f"W1b: {s.w1b_clients} client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; "
         f"W2: {N_CHUNKS} chunks of 4 bytes, median of {s.w2_requests} requests; "
         f"W5: 1024x1024 JPEG ({len(jpeg):,} bytes), {s.w5_warm} warm-up + {s.w5_calls} calls."),
+        "",
+        w3_note,
     ])
     print(text)
     OUT_DIR.mkdir(exist_ok=True)

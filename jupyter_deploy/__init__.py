@@ -29,8 +29,9 @@ from .errors import (
     ModelError,
     NotFoundError,
     RunnerError,
+    TransformerError,
 )
-from .model import Audio, Concept, Frame, ModelClass, Region, Video
+from .model import Audio, Concept, Frame, ModelClass, Region, Transformer, Video
 
 _LAZY = {
     "load_local": "jupyter_deploy.local",
@@ -48,7 +49,7 @@ __all__ = [
     "Audio", "Client", "ComputeCluster", "Concept", "ConfigError", "ControlPlaneError", "DeployError",
     "Deployment", "DeploymentError", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
     "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Region", "RunnerClient",
-    "RunnerError", "Video", "__version__", "load_local", "to_dataframe",
+    "RunnerError", "Transformer", "TransformerError", "Video", "__version__", "load_local", "to_dataframe",
 ]
 
 

@@ -190,7 +190,8 @@ def cmd_run_locally(args: argparse.Namespace) -> int:
     for name, spec in host.specs.items():
         s = stats[name]
         mean = f"{s.total / s.calls * 1000:.2f} ms" if s.calls else "-"
-        rows.append((name, spec.shape.replace("_", "-"), spec.signature_text, str(s.calls), mean))
+        shape = spec.shape.replace("_", "-") + (" (batch)" if spec.batch else "")
+        rows.append((name, shape, spec.signature_text, str(s.calls), mean))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:

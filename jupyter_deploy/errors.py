@@ -59,6 +59,24 @@ class ModelError(DeployError):
         return [*lines, f"ModelError: {self}"]
 
 
+class TransformerError(DeployError):
+    """The deployment's transformer (``1/transformer.py``) raised in ``preprocess`` or ``postprocess``.
+
+    The message names the transformer, the hook, the method and the exception;
+    ``remote_traceback`` holds the transformer's own frames. The model did not
+    fail (for a preprocess error it was not even called).
+    """
+
+    def __init__(self, message: str, remote_traceback: str = ""):
+        self.message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+    def _render_traceback_(self) -> list[str]:
+        lines = self.remote_traceback.rstrip().splitlines() if self.remote_traceback else []
+        return [*lines, f"TransformerError: {self}"]
+
+
 class RunnerError(DeployError):
     """A runner could not be reached, refused a call, or broke a stream off.
 

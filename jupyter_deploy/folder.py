@@ -27,6 +27,8 @@ from .errors import ModelDefinitionError
 from .model import ModelClass
 
 MODEL_FILE = Path("1") / "model.py"
+#: Optional pre- and post-processing beside the model (see ``jupyter_deploy.Transformer``).
+TRANSFORMER_FILE = Path("1") / "transformer.py"
 
 
 def model_class_names(source: str, filename: str = "model.py") -> list[str]:
@@ -105,8 +107,57 @@ def load_model_class(model_dir: str | os.PathLike) -> type[ModelClass]:
     file = model_file(model_dir).resolve()
     source = file.read_text()
     model_class_names(source, str(file))  # a syntax error reads better from ast than from import
+    module, name = _import_file(file, source, "jupyter_deploy_model_")
+    classes = [obj for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, ModelClass) and obj is not ModelClass
+               and obj.__module__ == name]
+    if len(classes) != 1:
+        raise ModelDefinitionError(
+            f"{file}: must define exactly one ModelClass subclass, found {len(classes)}"
+            + (f" ({', '.join(c.__name__ for c in classes)})" if classes else ""))
+    return classes[0]
+
+
+def load_transformer_class(model_dir: str | os.PathLike) -> type | None:
+    """Import a folder's ``1/transformer.py`` (None when it has none) and return its transformer class.
+
+    That is its one ``Transformer`` subclass, else its one class with both
+    ``preprocess`` and ``postprocess``. Errors name the file and line, as for model.py.
+
+    Example::
+
+        cls = load_transformer_class("models/echo")   # None, or e.g. <class 'Normalize'>
+    """
+    from .model import Transformer
+
+    file = (Path(model_dir) / TRANSFORMER_FILE).resolve()
+    if not file.is_file():
+        return None
+    source = file.read_text()
+    try:
+        ast.parse(source, str(file))
+    except SyntaxError as e:
+        raise ModelDefinitionError(_syntax_message(e)) from None
+    module, name = _import_file(file, source, "jupyter_deploy_transformer_")
+    own = [obj for obj in vars(module).values() if isinstance(obj, type) and obj.__module__ == name]
+    classes = [c for c in own if issubclass(c, Transformer)] or [
+        c for c in own if callable(getattr(c, "preprocess", None)) and callable(getattr(c, "postprocess", None))]
+    if len(classes) != 1:
+        found = f"found {len(classes)}" + (f" ({', '.join(c.__name__ for c in classes)})" if classes else "")
+        raise ModelDefinitionError(
+            f"{file}: must define exactly one transformer class (a jupyter_deploy.Transformer subclass, or "
+            f"a class with preprocess() and postprocess()), {found}")
+    cls = classes[0]
+    for hook in ("preprocess", "postprocess"):
+        if not callable(getattr(cls, hook, None)):
+            raise ModelDefinitionError(f"{file}: transformer {cls.__name__} has no {hook}() method")
+    return cls
+
+
+def _import_file(file: Path, source: str, prefix: str) -> tuple[Any, str]:
+    """Import ``file`` as a module of its own (once per content); returns it and its name."""
     # A unique module name per file content: two versions of one model can live in one process.
-    name = "jupyter_deploy_model_" + hashlib.sha256(f"{file}\0{source}".encode()).hexdigest()[:16]
+    name = prefix + hashlib.sha256(f"{file}\0{source}".encode()).hexdigest()[:16]
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, file)
@@ -122,14 +173,7 @@ def load_model_class(model_dir: str | os.PathLike) -> type[ModelClass]:
             raise ModelDefinitionError(_import_message(e, file)) from None
         finally:
             sys.path.remove(str(file.parent))
-    classes = [obj for obj in vars(module).values()
-               if isinstance(obj, type) and issubclass(obj, ModelClass) and obj is not ModelClass
-               and obj.__module__ == name]
-    if len(classes) != 1:
-        raise ModelDefinitionError(
-            f"{file}: must define exactly one ModelClass subclass, found {len(classes)}"
-            + (f" ({', '.join(c.__name__ for c in classes)})" if classes else ""))
-    return classes[0]
+    return module, name
 
 
 def _syntax_message(e: SyntaxError) -> str:

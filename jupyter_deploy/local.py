@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .client._methods import build_methods, call_error
+from .errors import ConfigError
 from .folder import model_folder_for
 from .proto import runner_pb2 as pb
+from .errors import ModelDefinitionError
 from .runner import CallFailed, ModelHost
+from .runner._host import TransformerLoadError
 
 
 class LocalModel:
@@ -95,13 +98,20 @@ class _LocalTransport:
             raise call_error(e.code, e.type, e.message, e.traceback) from None
 
 
-def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False) -> LocalModel:
+def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False,
+               inference_batcher: dict | bool | None = None, transformer: bool = True) -> LocalModel:
     """Load a model in this process and return an object mirroring its methods.
 
     Args:
         path_or_source: a model folder, its ``1/model.py``, or source code
             holding one ModelClass subclass (a notebook cell).
         run_test: also run the model's ``test()`` after ``load_model``.
+        inference_batcher: a deployment's ``inference_batcher`` settings, e.g.
+            ``{"max_batch_size": 8}``: calls of ``batch=True`` methods made from
+            several threads at once are then batched as a runner batches them.
+            Without it each call is a batch of one.
+        transformer: run the folder's ``1/transformer.py`` (if any) around every
+            call, as a deployment does unless its config turns it off.
 
     Example::
 
@@ -111,9 +121,18 @@ def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False) -> 
         m.predict("hi")           # encoded, decoded and type-checked as a deployment would
         help(m.predict)           # the model's own signature and docstring
     """
+    from .runner._batcher import BatcherSettings
+
+    try:
+        batcher = BatcherSettings.from_mapping(inference_batcher)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     scratch = Path(tempfile.mkdtemp(prefix="jupyter_deploy_local_"))
-    host = ModelHost(model_folder_for(path_or_source, scratch))
-    host.load()
+    host = ModelHost(model_folder_for(path_or_source, scratch), batcher=batcher, transformer=transformer)
+    try:
+        host.load()
+    except TransformerLoadError as e:
+        raise ModelDefinitionError(str(e)) from None
     if run_test:
         host.run_test()
     return LocalModel(host)

@@ -5,6 +5,7 @@ Skipped where torch or an NVIDIA GPU is missing (CI has neither).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -44,3 +45,32 @@ def test_a_cuda_model_runs_in_the_kernel_through_the_codec() -> None:
     assert out.dtype == np.float32
     assert out.tolist() == [0.0, 2.0, 4.0, 6.0]
     assert model.device_name() == torch.cuda.get_device_name(0)
+
+
+def test_a_deployed_torch_model_runs_on_its_gpu_and_gpus_are_never_shared(tmp_path_factory, tmp_path) -> None:
+    """num_accelerators: 1 on the local backend: each replica gets a GPU of its own; one more waits."""
+    from daemon_helpers import isolated_home, wait_for
+
+    from jupyter_deploy import Client, Nodepool
+
+    count = torch.cuda.device_count()
+    folder = tmp_path / "gpu"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(GPU_MODEL)
+    (folder / "config.yaml").write_text("model:\n  id: doubler\ninference_compute_info:\n  num_accelerators: 1\n")
+    (folder / "requirements.txt").write_text("")
+    with isolated_home(tmp_path_factory, "gpu_home"):
+        client = Client()
+        client.upload_model(folder)
+        deployment = Nodepool("local", client=client).create_deployment(
+            "doubler", worker={"model": {"id": "doubler"}},
+            autoscale_config={"min_replicas": count + 1, "max_replicas": count + 1})
+        wait_for(lambda: sum(r["state"] == "READY" for r in deployment.status["replicas"]) == count,
+                 180, f"{count} replica(s) on {count} GPU(s)")
+        status = deployment.status
+        assert sorted(r["gpus"] for r in status["replicas"]) == [str(i) for i in range(count)]
+        assert "waiting for 1 GPU(s)" in status["reason"] and status["state"] == "STARTING"
+        model = client.model("doubler")
+        assert model.device_name() in {torch.cuda.get_device_name(i) for i in range(count)}
+        assert model.predict(np.arange(4, dtype=np.float32)).tolist() == [0.0, 2.0, 4.0, 6.0]
+        deployment.delete()

@@ -330,10 +330,11 @@ def test_an_interrupt_cancels_the_stream_and_keeps_what_came(ip, deployed, tmp_p
             self.items = []
             self.closed = False
 
-        def add(self, item):
-            self.items.append(item)
-            if len(self.items) == 2:
-                raise KeyboardInterrupt  # as the notebook's stop button does
+        def consume(self, items):
+            for item in items:
+                self.items.append(item)
+                if len(self.items) == 2:
+                    raise KeyboardInterrupt  # as the notebook's stop button does
 
         def close(self):
             self.closed = True

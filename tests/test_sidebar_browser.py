@@ -63,8 +63,12 @@ def test_sidebar_shows_stops_and_inserts_a_predict_cell(deployed, page):
     panel = open_sidebar(page)
     row = panel.locator('.jd-Deployment[data-deployment-id="echo"]')
     row.locator('.jd-StateBadge[data-state="RUNNING"]').wait_for(timeout=30_000)
-    assert panel.locator('.jd-Cluster[data-cluster-id="local"] .jd-Nodepool[data-nodepool-id="local"]').count() == 1
-    assert panel.locator('.jd-Model[data-model-url="local/default/models/echo"] .jd-ModelVersion').count() == 1
+    # Clusters, nodepools and models refresh on their own (slower) poll: wait for them too.
+    panel.locator('.jd-Cluster[data-cluster-id="local"] .jd-Nodepool[data-nodepool-id="local"]').wait_for(
+        timeout=30_000)
+    versions = panel.locator('.jd-Model[data-model-url="local/default/models/echo"] .jd-ModelVersion')
+    versions.first.wait_for(timeout=30_000)
+    assert versions.count() == 1
 
     row.click()
     details = panel.locator(".jd-Details")

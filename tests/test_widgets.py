@@ -69,6 +69,25 @@ def test_text_stream_is_coalesced_by_time_and_ends_exact(published):
     assert view.rate > 0 and view.updates_per_second <= 15 + 2 / elapsed
 
 
+def test_consume_is_coalesced_by_time_and_ends_exact(published):
+    # consume() has its own loop for text (the %stream path): same guarantees as add().
+    def tokens() -> Iterator[str]:
+        for i in range(5_000):
+            if i % 100 == 99:
+                time.sleep(0.004)
+            yield f"t{i} "
+
+    started = time.monotonic()
+    view = StreamView(max_fps=15, live=True).consume(tokens())
+    elapsed = time.monotonic() - started
+    expected = "".join(f"t{i} " for i in range(5_000))
+    assert view.closed and view.text == expected and view.count == 5_000 and view.latest == "t4999 "
+    assert 3 <= view.updates <= 15 * elapsed + 2 and len(published) == view.updates
+    assert len({r["transient"].get("display_id") for r in published}) == 1
+    assert published[-1]["data"]["text/plain"] == expected
+    assert "5000 tokens" in published[-1]["data"]["text/html"]
+
+
 def test_a_burst_of_tokens_sends_two_messages(published):
     view = StreamView(max_fps=10, live=True)
     view.extend(str(i) for i in range(10_000))

@@ -380,12 +380,14 @@ class Nodepool(_Resource):
         app_id, model_version: {id}}}``, ``autoscale_config: {min_replicas, max_replicas,
         target_in_flight_per_replica, scale_up_delay_seconds, scale_down_delay_seconds,
         scale_to_zero_delay_seconds}``, ``inference_logger: {mode, max_records, max_age_seconds,
-        max_inline_bytes}``, ``default: true|false``.
+        max_inline_bytes}``, ``inference_batcher: {enabled, max_batch_size, max_latency_ms,
+        timeout_ms}`` (batches concurrent calls of ``batch=True`` methods), ``default: true|false``.
 
         Example::
 
             nodepool.create_deployment("echo", worker={"model": {"id": "echo"}},
-                                       autoscale_config={"min_replicas": 0, "max_replicas": 4})
+                                       autoscale_config={"min_replicas": 0, "max_replicas": 4},
+                                       inference_batcher={"max_batch_size": 32, "max_latency_ms": 5})
         """
         ref = cpb.ResourceRef(kind="deployment", id=deployment_id, compute_cluster_id=self.compute_cluster_id,
                               nodepool_id=self.id, user_id=self.user_id or "")

@@ -13,7 +13,7 @@ import inspect
 import os
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from ..errors import DeployError, InputError, ModelError, RunnerError
+from ..errors import DeployError, InputError, ModelError, RunnerError, TransformerError
 from ..model import MethodSpec
 from ..model.codec import Mismatch, decoder, encode_request, encode_value
 from ..model.signature import BIDI, UNARY, TypeNode
@@ -32,6 +32,8 @@ def call_error(code: str, type: str, message: str, traceback: str = "") -> Deplo
     """The exception a caller sees for a failed call (from a status or an error frame)."""
     if code == "INVALID_ARGUMENT":
         return InputError(message)
+    if type == "TransformerError":
+        return TransformerError(message, traceback)
     if code == "UNKNOWN" or type == "ReturnTypeError":
         return ModelError(type or "Exception", message, traceback)
     return RunnerError(f"{code}: {message}" if code else message, code)

@@ -18,6 +18,7 @@ from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
 from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
 from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._resources import needs_from, never_fits
 from ._scheduler import ROLLBACK_PREFIX
 from ._store import Store, now
 
@@ -81,12 +82,19 @@ class Compute:
         return self.get(caller, ref)
 
     def _create_deployment(self, owner: str, ref: cpb.ResourceRef, config: dict) -> None:
-        self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
+        nodepool = self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
         cfg = deployment_config(config, owner)
         model = cfg["worker"]["model"]
         # Another user's model may be deployed on one's own nodepool if it is public.
         readable_model(self.store, owner, (model["user_id"], model["app_id"], model["id"]))
         version = self._resolve_version(model)
+        # What can never fit is refused now; what does not fit yet waits (the scheduler says why).
+        needs = needs_from(json.loads(version.config_json or "{}"))
+        gpus = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
+        impossible = never_fits(gpus, needs, self.host, json.loads(nodepool["config_json"] or "{}"))
+        if impossible:
+            raise FailedPrecondition(f"deployment {ref.id} can never run on nodepool "
+                                     f"{ref.compute_cluster_id}/{ref.nodepool_id}: {impossible}")
         stamp = now()
         with self.store.tx() as db:
             if cfg["default"]:

@@ -13,11 +13,13 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from .. import _autoscale as autoscale
 from ..config import parse_quantity
+from ..runner._batcher import check_settings as check_batcher
 from ..runner._telemetry import DEFAULT_INLINE_BYTES
 from ._calllog import DEFAULT_MAX_AGE, DEFAULT_MAX_RECORDS
 from ._errors import InvalidArgument
@@ -160,7 +162,7 @@ def deployment_config(data: Any, caller: str) -> dict:
     c = _Checker("deployment config")
     data = c.mapping(data, "", {"worker", "autoscale_config", "nodepools", "default", "id",
                                 "description", "resources", "python", "drain_seconds", "run_test", "secrets",
-                                "inference_logger"})
+                                "inference_logger", "inference_batcher", "transformer"})
     worker = c.mapping(data.get("worker"), "worker", {"model"})
     model = c.mapping(worker.get("model"), "worker.model", {"id", "user_id", "app_id", "model_version"})
     if not model.get("id"):
@@ -190,6 +192,12 @@ def deployment_config(data: Any, caller: str) -> dict:
     if secrets:
         out["secrets"] = secrets
     out["inference_logger"] = _inference_logger(c, data.get("inference_logger"))
+    if data.get("transformer") is not None:
+        out["transformer"] = _transformer(c, data["transformer"])
+    if data.get("inference_batcher") is not None:
+        out["inference_batcher"], problems = check_batcher(data["inference_batcher"])
+        for key, problem in problems:
+            c.error(f"inference_batcher.{key}" if key else "inference_batcher", problem)
     if data.get("python"):
         out["python"] = c.text(data, "python", "python")
     if not isinstance(data.get("default", False), bool):
@@ -229,6 +237,30 @@ def _inference_logger(c: _Checker, data: Any) -> dict:
                                         DEFAULT_MAX_AGE, minimum=1),
             "max_inline_bytes": c.integer(logger, "max_inline_bytes", "inference_logger.max_inline_bytes",
                                           DEFAULT_INLINE_BYTES)}
+def _transformer(c: _Checker, data: Any) -> dict:
+    """``transformer: {enabled: true|false}`` (or just true/false): whether 1/transformer.py runs."""
+    if isinstance(data, bool):
+        return {"enabled": data}
+    section = c.mapping(data, "transformer", {"enabled"})
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        c.error("transformer.enabled", f"expected true or false, got {enabled!r}")
+        enabled = True
+    return {"enabled": enabled}
+
+
+def runner_args(cfg: dict) -> list[str]:
+    """The runner command-line flags that carry a (checked) deployment config's serving settings.
+
+    >>> runner_args({"inference_batcher": {"enabled": True, "max_batch_size": 8}})
+    ['--inference-batcher', '{"enabled": true, "max_batch_size": 8}']
+    """
+    args = []
+    if not cfg.get("transformer", {}).get("enabled", True):
+        args.append("--no-transformer")
+    if cfg.get("inference_batcher"):
+        args += ["--inference-batcher", json.dumps(cfg["inference_batcher"])]
+    return args
 
 
 #: Environment variables the scheduler sets itself: a secret may not take their place.

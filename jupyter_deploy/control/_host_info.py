@@ -2,7 +2,8 @@
 
 GPUs come from ``nvidia-smi`` when it is on PATH. ``JUPYTER_DEPLOY_FAKE_GPUS=N``
 reports N fake GPUs instead, so GPU allocation and pinning can be exercised on
-a machine without one.
+a machine without one; a comma-separated list of names (``NVIDIA A10G,NVIDIA
+H100``) reports one fake GPU of each name, so choice by type can be too.
 
 Example::
 
@@ -62,9 +63,13 @@ def detect() -> HostInfo:
 def _gpus() -> list[Gpu]:
     fake = os.environ.get(FAKE_GPUS_ENV, "").strip()
     if fake:
-        if not fake.isdigit():
-            raise ValueError(f"{FAKE_GPUS_ENV} must be a whole number >= 0, got {fake!r}")
-        return [Gpu(i, FAKE_GPU_NAME, FAKE_GPU_MEMORY) for i in range(int(fake))]
+        if fake.isdigit():
+            return [Gpu(i, FAKE_GPU_NAME, FAKE_GPU_MEMORY) for i in range(int(fake))]
+        names = [n.strip() for n in fake.split(",")]
+        if not all(names):
+            raise ValueError(f"{FAKE_GPUS_ENV} must be a whole number >= 0 or a comma-separated list of GPU "
+                             f"names, got {fake!r}")
+        return [Gpu(i, name, FAKE_GPU_MEMORY) for i, name in enumerate(names)]
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []

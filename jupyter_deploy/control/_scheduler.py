@@ -54,19 +54,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..config import parse_quantity
 from ..runner._telemetry import TELEMETRY_ENV
 from ._autoscaler import IDLE, Autoscaler
 from ._calllog import replica_dir, write_logging_settings
+from ._configs import runner_args
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
+from ._resources import Needs, describe_gpus, eligible, needs_from, never_fits, runner_limit_args
 from ._secrets import HINT_RE as SECRET_HINT_RE
 from ._secrets import Secrets
 from ._store import Store, now
@@ -89,14 +89,8 @@ class _Failed(Exception):
     """Raised by Scheduler._fail once a deployment is marked FAILED: its pass ends there."""
 
 
-@dataclass(frozen=True)
-class _VersionNeeds:
-    """What one replica of a version asks for (versions are immutable, so this is cached)."""
-
-    python: str
-    num_accelerators: int
-    accelerator_memory: float  # bytes per GPU; 0: any GPU will do
-    memory: float              # bytes reserved on the host; 0: nothing reserved
+#: What one replica of a version asks for (see ``_resources``).
+_VersionNeeds = Needs
 
 
 class _Proc:
@@ -532,13 +526,13 @@ class Scheduler:
             name = r["deployment_id"] if r["user_id"] == dep["user_id"] else f"{r['user_id']}/{r['deployment_id']}"
             for index in _gpu_list(r["gpus"]):
                 holders[index] = name
-        eligible = [g.index for g in self.host.gpus if g.memory >= needs.accelerator_memory]
-        free = [i for i in eligible if i not in holders]
+        usable = [g.index for g in eligible(self.host.gpus, needs)]
+        free = [i for i in usable if i not in holders]
         if len(free) < count:
-            users = ", ".join(sorted({holders[i] for i in eligible if i in holders}))
+            users = ", ".join(sorted({holders[i] for i in usable if i in holders}))
             if not free:
-                return None, f"waiting for {count} GPU(s): all {len(eligible)} in use by {users}"
-            return None, (f"waiting for {count} GPU(s): only {len(free)} of {len(eligible)} free "
+                return None, f"waiting for {describe_gpus(count, needs)}: all {len(usable)} in use by {users}"
+            return None, (f"waiting for {describe_gpus(count, needs)}: only {len(free)} of {len(usable)} free "
                           f"(the others are in use by {users})")
         if needs.memory:
             reserved = sum(self._version_needs(r["version_id"]).memory for r in rows)
@@ -549,27 +543,14 @@ class Scheduler:
 
     def _never_fits(self, count: int, needs: _VersionNeeds) -> str:
         """Why one replica can never fit on this host, or ""."""
-        eligible = [g for g in self.host.gpus if g.memory >= needs.accelerator_memory]
-        if count > len(eligible):
-            each = f" with {_gib(needs.accelerator_memory)} each" if needs.accelerator_memory else ""
-            return (f"out of capacity: a replica needs {count} GPU(s){each}; this host has {len(eligible)} "
-                    f"such GPU(s) (set JUPYTER_DEPLOY_FAKE_GPUS=N to test without GPUs)")
-        if needs.memory > self.host.memory:
-            return (f"out of capacity: a replica needs {_gib(needs.memory)} of memory; this host has "
-                    f"{_gib(self.host.memory)}")
-        return ""
+        return never_fits(count, needs, self.host)
 
     def _version_needs(self, version_id: str) -> _VersionNeeds:
         if version_id not in self._needs:
             row = self.store.one("SELECT config_json, python FROM versions WHERE id = ?", (version_id,))
             if row is None:
                 raise LookupError(f"version {version_id} no longer exists")
-            compute = json.loads(row["config_json"] or "{}").get("inference_compute_info") or {}
-            memory = compute.get("cpu_memory_requests", compute.get("cpu_memory"))
-            self._needs[version_id] = _VersionNeeds(
-                python=row["python"], num_accelerators=int(compute.get("num_accelerators") or 0),
-                accelerator_memory=parse_quantity(compute.get("accelerator_memory") or 0),
-                memory=parse_quantity(memory or 0))
+            self._needs[version_id] = needs_from(json.loads(row["config_json"] or "{}"), python=row["python"])
         return self._needs[version_id]
 
     # ------------------------------------------------------------ starting
@@ -615,7 +596,8 @@ class Scheduler:
         wants_test = cfg.get("run_test", True) and version_id not in self._tested
         tester = self._testing.setdefault(version_id, rid) if wants_test else None
         cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
-               "--port-file", str(port_file), *(["--run-test"] if tester == rid else [])]
+               "--port-file", str(port_file), *(["--run-test"] if tester == rid else []), *runner_args(cfg),
+               *runner_limit_args(needs)]
         env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
                "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1",
@@ -817,7 +799,13 @@ def _gib(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
+#: The runner's exit code when its resident memory went over its cpu_memory cap (runner._limits).
+EXIT_OUT_OF_MEMORY = 5
+
+
 def _describe_exit(code: int) -> str:
+    if code == EXIT_OUT_OF_MEMORY:
+        return "out of memory (its resident memory went over inference_compute_info.cpu_memory)"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"

@@ -14,8 +14,9 @@ Example::
 """
 
 from ._model_class import ModelClass
+from ._transformer import Transformer
 from .signature import MethodSpec, ParamSpec, TypeNode
 from .types import Audio, Concept, Frame, Region, Video
 
 __all__ = ["Audio", "Concept", "Frame", "MethodSpec", "ModelClass", "ParamSpec", "Region",
-           "TypeNode", "Video"]
+           "Transformer", "TypeNode", "Video"]

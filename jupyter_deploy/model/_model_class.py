@@ -9,6 +9,8 @@ from .signature import ROUTING_KEYWORDS, MethodSpec, describe_method
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__jupyter_deploy_method__"
+#: Set on a method declared ``@ModelClass.method(batch=True)``.
+BATCH_MARK = "__jupyter_deploy_batch__"
 
 
 class ModelClass:
@@ -26,7 +28,10 @@ class ModelClass:
         (a plain return is unary, ``Iterator[T]`` is server streaming, an
         ``Iterator[T]`` parameter plus an ``Iterator[U]`` return is
         bidirectional) and how values cross the wire. ``async def`` methods
-        and async generators work too.
+        and async generators work too. ``@ModelClass.method(batch=True)``
+        declares a unary method that takes a list per parameter and returns a
+        list, one result per input, in order: the runner calls it with
+        batches it assembles from concurrent calls (see ``method``).
     ``test(self)``
         Optional self-check run after ``load_model`` by ``run-locally`` and by
         the first replica of a deployment; raise (or fail an assert) to fail.
@@ -81,14 +86,32 @@ class ModelClass:
 
     @overload
     @staticmethod
-    def method() -> Callable[[F], F]: ...
+    def method(*, batch: bool = False) -> Callable[[F], F]: ...
 
     @staticmethod
-    def method(func: Any = None) -> Any:
+    def method(func: Any = None, *, batch: bool = False) -> Any:
         """Mark a method of a ModelClass subclass as callable by clients.
 
         Use it bare (``@ModelClass.method``) or called (``@ModelClass.method()``).
+
+        ``batch=True`` declares a batchable method: every parameter is
+        ``list[T]`` (no defaults) and the return is ``list[U]`` with one result
+        per input, in order. Callers never see the lists: each call sends one
+        item per parameter and gets one result, and the client's signature,
+        ``inspect.signature`` and the registry show the element types. A
+        deployment with ``inference_batcher: {enabled: true}`` calls it with
+        batches assembled from concurrent calls; otherwise with batches of one.
+
+        Example::
+
+            class Doubler(ModelClass):
+                @ModelClass.method(batch=True)
+                def predict(self, x: list[int]) -> list[int]:   # callers see predict(x: int) -> int
+                    return [2 * v for v in x]
         """
+        if not isinstance(batch, bool):
+            raise ModelDefinitionError(f"@ModelClass.method(batch=...) takes true or false, got {batch!r}")
+
         def mark(f: F) -> F:
             if not callable(f):
                 raise ModelDefinitionError(f"@ModelClass.method decorates a function, got {f!r}")
@@ -100,6 +123,8 @@ class ModelClass:
                     f"{f.__name__}() parameter '{name}': '{name}' is a routing keyword of the "
                     f"client ({', '.join(sorted(ROUTING_KEYWORDS))}); rename the parameter")
             setattr(f, _MARK, True)
+            if batch:
+                setattr(f, BATCH_MARK, True)
             return f
 
         return mark if func is None else mark(func)

@@ -11,6 +11,10 @@ The call shape follows from the hints alone::
     def predict(self, x: str) -> str                       # unary
     def generate(self, x: str) -> Iterator[str]             # server streaming
     def stream(self, xs: Iterator[str], k: int = 1) -> Iterator[str]   # bidirectional
+
+A batchable method (``@ModelClass.method(batch=True)``) is described by its
+element types: ``predict(self, x: list[int]) -> list[int]`` becomes the spec of
+``predict(x: int) -> int`` with ``batch=True``, since that is how callers call it.
 """
 
 from __future__ import annotations
@@ -103,6 +107,9 @@ class MethodSpec:
     returns: TypeNode  # for streaming methods, the item type
     doc: str = ""
     is_async: bool = False
+    #: Declared ``batch=True``: the model takes lists of these params and returns a list.
+    #: Only the serving process needs it, so it is not part of the wire form.
+    batch: bool = False
 
     @property
     def stream_param(self) -> ParamSpec | None:
@@ -259,7 +266,34 @@ def describe_method(name: str, func: Any) -> MethodSpec:
         raise ModelDefinitionError(
             f"{where}: takes an Iterator input, so it must return Iterator[...] (bidirectional streaming)")
     shape = BIDI if stream_params else SERVER_STREAM if streams_out else UNARY
-    return MethodSpec(name, shape, tuple(specs), ret, inspect.getdoc(func) or "", is_async)
+    batch = bool(getattr(func, "__jupyter_deploy_batch__", False))
+    if batch:
+        specs, ret = _batch_elements(where, shape, specs, ret)
+    return MethodSpec(name, shape, tuple(specs), ret, inspect.getdoc(func) or "", is_async, batch)
+
+
+def _batch_elements(where: str, shape: str, params: list[ParamSpec],
+                    ret: TypeNode) -> tuple[list[ParamSpec], TypeNode]:
+    """The element view of a batchable method: each ``list[T]`` parameter as ``T``, the return too."""
+    where = f"{where} (batch=True)"
+    if shape != UNARY:
+        raise ModelDefinitionError(f"{where}: a batchable method must be unary (no Iterator parameter "
+                                   "or return); it takes lists and returns a list")
+    if not params:
+        raise ModelDefinitionError(f"{where}: a batchable method needs at least one list[T] parameter")
+    out = []
+    for p in params:
+        if p.type.kind != "list":
+            raise ModelDefinitionError(f"{where} parameter '{p.name}': must be list[T] (one T per call in "
+                                       f"the batch), got {p.type}")
+        if p.has_default:
+            raise ModelDefinitionError(f"{where} parameter '{p.name}': a batchable method's parameters "
+                                       "cannot have defaults (every call gives each of them)")
+        out.append(dataclasses.replace(p, type=p.type.args[0]))
+    if ret.kind != "list":
+        raise ModelDefinitionError(f"{where} return: must be list[T] (one result per call, in order), "
+                                   f"got {ret}")
+    return out, ret.args[0]
 
 
 def _no_nested_iterator(node: TypeNode, where: str) -> None:

@@ -802,16 +802,17 @@ class DeployMagics(Magics):
         progress = _Progress(self._live(), 0.25) if view is None and not text else None
         started = time.monotonic()
         try:
-            for item in items:
-                received.append(item)
-                if view is not None:
-                    view.add(item)
-                elif isinstance(item, str):
-                    sys.stdout.write(item)
-                    wrote = True
-                elif progress is not None and progress.live:
-                    rate = len(received) / max(1e-9, time.monotonic() - started)
-                    progress.show(f"{len(received)} items ({rate:.1f}/s)")
+            if view is not None:
+                view.consume(items)  # keeps every item: ``received`` is its list, below
+            else:
+                for item in items:
+                    received.append(item)
+                    if isinstance(item, str):
+                        sys.stdout.write(item)
+                        wrote = True
+                    elif progress is not None and progress.live:
+                        rate = len(received) / max(1e-9, time.monotonic() - started)
+                        progress.show(f"{len(received)} items ({rate:.1f}/s)")
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -820,6 +821,7 @@ class DeployMagics(Magics):
                 close()  # cancels the call on the server (the model's generator is closed)
             if view is not None:
                 view.close()
+                received = view.items
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()

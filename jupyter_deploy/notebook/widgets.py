@@ -27,7 +27,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Self
 
 import ipywidgets as w
@@ -245,11 +245,35 @@ class StreamView:
     def consume(self, iterable: Iterable[Any]) -> StreamView:
         """Add every item of ``iterable``, then close (also on an interrupt: what came is kept)."""
         try:
-            for item in iterable:
-                self.add(item)
+            items = iter(iterable)
+            for item in items:
+                self.add(item)  # the first item settles the kind
+                break
+            if self.kind == "text":
+                self._consume_text(items)
+            else:
+                for item in items:
+                    self.add(item)
         finally:
             self.close()
         return self
+
+    def _consume_text(self, items: Iterator[Any]) -> None:
+        # ``add`` per token costs about as much as reading the token off the wire (W6):
+        # this loop keeps only what each token needs, and the clock check.
+        append, clock, interval = self._items.append, time.monotonic, self._interval
+        count, item = self._count, self._latest
+        try:
+            for item in items:
+                append(item if type(item) is str else str(item))
+                count += 1
+                now = clock()
+                if now - self._last >= interval:
+                    self._count, self._latest = count, item
+                    self._push(now, final=False)
+        finally:
+            if count != self._count:
+                self._count, self._latest, self._dirty = count, item, True
 
     def close(self) -> None:
         """Send the final, complete output (exact text, or the last frame as PNG) and the rate."""

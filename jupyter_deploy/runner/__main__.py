@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-env", action="store_true",
                    help="use this interpreter even if requirements.txt asks for more")
     p.add_argument("--port-file", help="write the bound port to this file once listening")
+    p.add_argument("--inference-batcher", metavar="JSON", default=None,
+                   help="batch concurrent calls of batchable methods, e.g. "
+                        "'{\"enabled\": true, \"max_batch_size\": 32, \"max_latency_ms\": 5, \"timeout_ms\": 10000}'")
+    p.add_argument("--memory-limit", metavar="BYTES", default=None,
+                   help="stop (exit code 5) when resident memory goes over this, e.g. 2Gi")
+    p.add_argument("--cpu-limit", metavar="CORES", default=None,
+                   help="pin the process to this many cores (rounded up), e.g. 2 or 500m")
+    p.add_argument("--no-transformer", action="store_true",
+                   help="do not run 1/transformer.py around the model's methods")
     return p
 
 
@@ -69,6 +78,44 @@ def _signing_key() -> tuple[bytes, str] | None:
         return bytes.fromhex(key_hex), deployment_id
     except ValueError:
         raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+
+
+def _apply_limits(args: argparse.Namespace, say, fail) -> None:
+    from ..config import parse_quantity
+    from ._limits import EXIT_OUT_OF_MEMORY, MemoryWatch, limit_cpus
+
+    if args.cpu_limit is not None:
+        try:
+            cores = limit_cpus(parse_quantity(args.cpu_limit))
+        except ValueError as e:
+            raise ValueError(f"--cpu-limit: {e}") from None
+        say(f"cpu limit {args.cpu_limit}: " + (f"pinned to cores {cores}" if cores is not None
+                                                 else "not bound (no CPU affinity on this platform)"))
+    if args.memory_limit is not None:
+        try:
+            limit = int(parse_quantity(args.memory_limit))
+        except ValueError as e:
+            raise ValueError(f"--memory-limit: {e}") from None
+
+        def exceeded(used: int) -> None:
+            fail(f"out of memory: resident memory {used / 2**20:.0f} MiB is over the replica's limit of "
+                 f"{limit / 2**20:.0f} MiB (inference_compute_info.cpu_memory); stopping")
+            os._exit(EXIT_OUT_OF_MEMORY)  # at once: the model is still allocating
+
+        MemoryWatch(limit, exceeded).start()
+        say(f"memory limit {limit / 2**20:.0f} MiB (resident memory, watched)")
+
+
+def _json_flag(text: str | None, flag: str) -> object:
+    """A flag's JSON value (None when not given); ValueError saying what is wrong."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{flag}: not valid JSON ({e})") from None
 
 
 def _write_port(path: Path, port: int) -> None:
@@ -104,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
+    # Limits first: CPU affinity before any thread starts, the memory watch before the model loads.
+    try:
+        _apply_limits(args, say, fail)
+    except ValueError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
     try:
         listen_host = split_address(args.address)[0]
     except DeployError as e:
@@ -115,19 +168,35 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_MODEL
 
     from ..errors import ConfigError, ModelDefinitionError
-    from ._host import ModelHost
+    from ._batcher import BatcherSettings
+    from ._host import ModelHost, TransformerLoadError
     from ._service import make_server
 
     try:
-        host = ModelHost(model_dir)
+        batcher = BatcherSettings.from_mapping(_json_flag(args.inference_batcher, "--inference-batcher"))
+    except ValueError as e:
+        fail(str(e))
+        return EXIT_BAD_MODEL
+    try:
+        host = ModelHost(model_dir, batcher=batcher, transformer=not args.no_transformer)
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
         return EXIT_BAD_MODEL
     for note in host.config.notes if host.config is not None else ():
         say(f"note: {note}")
+    if host.transformer_enabled:
+        say(f"transformer: {host.transformer_cls.__name__} (1/transformer.py) runs around every call")
+    elif host.transformer_cls is not None:
+        say(f"note: transformer {host.transformer_cls.__name__} is turned off for this deployment")
+    if host.batchers:
+        say(f"inference batcher: {', '.join(host.batchers)} in batches of up to {batcher.max_batch_size}, "
+            f"waiting up to {batcher.max_latency_ms:g} ms")
+    elif batcher.enabled:
+        say("note: inference_batcher is enabled but the model has no @ModelClass.method(batch=True); "
+            "nothing is batched")
     try:
         server, service, health_servicer, port = make_server(
-            host, args.address, max_concurrency=args.max_concurrency,
+            host, args.address, max_concurrency=host.concurrency(args.max_concurrency),
             max_message_bytes=int(args.max_message_mb * 2**20), auth=auth)
     except (OSError, RuntimeError) as e:
         fail(str(e))
@@ -151,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, step, code in steps:
         try:
             step()
+        except TransformerLoadError as e:
+            fail(str(e))
+            server.stop(0)
+            return code
         except Exception as e:
             failure = host.model_failure(e)
             fail(f"{name}() failed: {failure.type}: {failure.message}\n{failure.traceback}")

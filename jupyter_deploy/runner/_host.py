@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
-from ..folder import load_model_class
+from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class
 from ..model import MethodSpec, ModelClass
 from ..model.codec import decode_args, decode_value, encode_value
 from ..model.signature import UNARY, method_to_proto
 from ..proto import runner_pb2 as pb
+from ._batcher import Batcher, BatcherSettings, BatchTimeout
 
 
 class CallFailed(Exception):
@@ -34,6 +35,10 @@ class CallFailed(Exception):
 
     def to_proto(self) -> pb.Error:
         return pb.Error(code=self.code, type=self.type, message=self.message, traceback=self.traceback)
+
+
+class TransformerLoadError(Exception):
+    """The transformer's constructor or ``load()`` raised; the message names it."""
 
 
 def invalid(message: str) -> CallFailed:
@@ -50,14 +55,28 @@ class ModelHost:
         host.call(pb.PredictRequest(method="predict", args=[...]))
     """
 
-    def __init__(self, model_dir: str | Path, model_cls: type[ModelClass] | None = None):
+    def __init__(self, model_dir: str | Path, model_cls: type[ModelClass] | None = None, *,
+                 batcher: BatcherSettings | None = None, transformer: bool = True):
         self.model_dir = Path(model_dir)
         self.cls = model_cls or load_model_class(self.model_dir)
+        # Imported (and so checked) even when it will not run: an upload reads signatures through here.
+        self.transformer_cls = load_transformer_class(self.model_dir) if self.model_dir.is_dir() else None
+        self.transformer_enabled = transformer and self.transformer_cls is not None
+        self.transformer: Any = None
         self.specs: dict[str, MethodSpec] = self.cls.method_specs()
         self.config = self._read_config()
         self.instance: ModelClass | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        self.batcher_settings = batcher or BatcherSettings()
+        #: One Batcher per batchable method when batching is enabled; without one, a
+        #: batchable method is called with a batch of one.
+        self.batchers: dict[str, Batcher] = {}
+        if self.batcher_settings.enabled:
+            for spec in self.specs.values():
+                if spec.batch:
+                    self.batchers[spec.name] = Batcher(
+                        spec.name, lambda batch, spec=spec: self._run_batch(spec, batch), self.batcher_settings)
 
     def _read_config(self) -> Any:
         from ..config import load_config
@@ -85,6 +104,22 @@ class ModelHost:
                                     if self.config is not None else None)
         instance.load_model()
         self.instance = instance
+        if self.transformer_enabled:
+            self.transformer = self._load_transformer()
+
+    def _load_transformer(self) -> Any:
+        name = self.transformer_cls.__name__
+        try:
+            transformer = self.transformer_cls()
+            transformer.model_path = self.model_dir
+            transformer.config = self.config
+            if callable(getattr(transformer, "load", None)):
+                transformer.load()
+        except Exception as e:
+            failure = self.model_failure(e)
+            raise TransformerLoadError(f"transformer {name} ({TRANSFORMER_FILE}) failed to load: "
+                                       f"{failure.type}: {failure.message}\n{failure.traceback}") from None
+        return transformer
 
     def run_test(self) -> bool:
         """Run the model's ``test()`` if it defines one; return whether it did."""
@@ -96,7 +131,15 @@ class ModelHost:
             self._run_coroutine(result)
         return True
 
+    def concurrency(self, requested: int) -> int:
+        """Calls to admit at once: ``requested``, raised so a full batch can queue while one runs."""
+        if self.batchers:
+            return max(requested, 2 * self.batcher_settings.max_batch_size)
+        return requested
+
     def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
@@ -121,17 +164,97 @@ class ModelHost:
         """Serve one unary call."""
         spec = self.spec(request.method, UNARY)
         kwargs = self._kwargs(spec, request)
-        fn = getattr(self.instance, spec.name)
-        try:
-            if spec.is_async:
-                out = self._run_coroutine(fn(**kwargs), timeout)
-            else:
-                out = fn(**kwargs)
-        except CallFailed:
-            raise
-        except Exception as e:
-            raise self.model_failure(e) from None
+        if self.transformer is not None:
+            kwargs = self._preprocess(spec, kwargs)
+        if spec.batch:
+            out = self._call_batched(spec, kwargs, timeout)
+        else:
+            fn = getattr(self.instance, spec.name)
+            try:
+                if spec.is_async:
+                    out = self._run_coroutine(fn(**kwargs), timeout)
+                else:
+                    out = fn(**kwargs)
+            except CallFailed:
+                raise
+            except Exception as e:
+                raise self.model_failure(e) from None
+        if self.transformer is not None:
+            out = self._postprocess(spec, out)
         return pb.PredictResponse(output=self._encode_output(spec, out))
+
+    # ------------------------------------------------------------ the transformer
+
+    def _preprocess(self, spec: MethodSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            out = self.transformer.preprocess(spec.name, inputs)
+        except Exception as e:
+            raise self.transformer_failure("preprocess", spec, e) from None
+        if not isinstance(out, dict):
+            raise self.transformer_failure("preprocess", spec, None, f"returned {type(out).__name__}; it must "
+                                           f"return the dict of {spec.name}()'s arguments by name")
+        return out
+
+    def _postprocess(self, spec: MethodSpec, output: Any) -> Any:
+        try:
+            return self.transformer.postprocess(spec.name, output)
+        except Exception as e:
+            raise self.transformer_failure("postprocess", spec, e) from None
+
+    def _preprocessed_items(self, spec: MethodSpec, param: str, items: Iterator[Any]) -> Iterator[Any]:
+        # Each incoming item of a bidirectional stream, on its own, as {param: item}.
+        for item in items:
+            yield self._preprocess(spec, {param: item}).get(param)
+
+    def transformer_failure(self, hook: str, spec: MethodSpec, e: BaseException | None,
+                            problem: str = "") -> CallFailed:
+        """An error of the transformer, named as such (never the model's)."""
+        where = f"transformer {self.transformer_cls.__name__}.{hook}() on {spec.name}()"
+        if e is None:
+            return CallFailed("UNKNOWN", "TransformerError", f"{where} {problem}")
+        failure = self.model_failure(e)
+        return CallFailed("UNKNOWN", "TransformerError", f"{where} raised {failure.type}: {failure.message}",
+                          failure.traceback)
+
+    def _call_batched(self, spec: MethodSpec, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        """One caller's result from a batchable method: through its Batcher, or as a batch of one."""
+        batcher = self.batchers.get(spec.name)
+        if batcher is None:
+            outcome = self._run_batch(spec, [kwargs], timeout)[0]
+        else:
+            try:
+                outcome = batcher.submit(kwargs, timeout)
+            except BatchTimeout as e:
+                raise CallFailed("DEADLINE_EXCEEDED", "BatchTimeout", str(e)) from None
+        if isinstance(outcome, CallFailed):
+            raise outcome
+        return outcome
+
+    def _run_batch(self, spec: MethodSpec, batch: list[dict[str, Any]], timeout: float | None = None) -> list[Any]:
+        """Call a batchable method once for ``batch`` (each caller's kwargs); one outcome per caller.
+
+        An outcome is the caller's result or a CallFailed of its own (every caller
+        of a batch the model raised for gets the model's error). Never raises.
+        """
+        n = len(batch)
+        columns = {p.name: [kwargs[p.name] for kwargs in batch] for p in spec.params}
+        try:
+            fn = getattr(self.instance, spec.name)
+            out = self._run_coroutine(fn(**columns), timeout) if spec.is_async else fn(**columns)
+        except CallFailed as e:
+            return [CallFailed(e.code, e.type, e.message, e.traceback) for _ in range(n)]
+        except Exception as e:
+            failure = self.model_failure(e)
+            return [CallFailed(failure.code, failure.type, failure.message, failure.traceback) for _ in range(n)]
+        if isinstance(out, (str, bytes, dict)) or not hasattr(out, "__len__") or not hasattr(out, "__getitem__"):
+            problem = f"returned {type(out).__name__}"
+        elif len(out) != n:
+            problem = f"returned {len(out)} result(s)"
+        else:
+            return list(out)
+        message = (f"{spec.name}() {problem} for a batch of {n} call(s); a batchable method returns a "
+                   f"list with one result per input, in order")
+        return [CallFailed("UNKNOWN", "BatchSizeError", message) for _ in range(n)]
 
     def stream(self, request: pb.PredictRequest, items: Iterator[pb.Value] | None = None,
                shape: str | None = None) -> Iterator[pb.Value]:
@@ -144,9 +267,13 @@ class ModelHost:
         if spec.shape == UNARY:
             raise invalid(f"method '{spec.name}' is unary; call it with Predict")
         kwargs = self._kwargs(spec, request)
+        if self.transformer is not None:
+            kwargs = self._preprocess(spec, kwargs)
         sp = spec.stream_param
         if sp is not None:
             decoded = _decoded_items(sp.type, items if items is not None else iter(()), spec.name, sp.name)
+            if self.transformer is not None:
+                decoded = self._preprocessed_items(spec, sp.name, decoded)
             kwargs[sp.name] = self._async_iter(decoded) if spec.is_async else decoded
         return self._outputs(spec, kwargs)
 
@@ -169,6 +296,8 @@ class ModelHost:
                     raise
                 except Exception as e:
                     raise self.model_failure(e) from None
+                if self.transformer is not None:
+                    out = self._postprocess(spec, out)
                 yield self._encode_output(spec, out)
         finally:
             close = getattr(gen, "close", None)

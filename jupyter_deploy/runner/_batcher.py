@@ -1,0 +1,245 @@
+"""Dynamic batching: concurrent single calls of a batchable method, served as one batch.
+
+A method declared ``@ModelClass.method(batch=True)`` takes a list per parameter
+and returns a list. Each caller's thread hands its decoded arguments to the
+method's ``Batcher`` and waits; one worker thread per method takes what has
+queued, up to ``max_batch_size``, waiting at most ``max_latency_ms`` after the
+oldest call arrived for more to join, calls the model once, and hands every
+caller its own result (or the batch's error).
+
+The settings come from a deployment's ``inference_batcher`` section (checked by
+``check_settings``, which the control plane uses too) or from the runner's
+``--inference-batcher JSON`` flag.
+
+Example::
+
+    settings = BatcherSettings.from_mapping({"enabled": True, "max_batch_size": 16})
+    batcher = Batcher("predict", run_batch, settings)   # run_batch(list of args) -> list of outcomes
+    result = batcher.submit({"x": 3}, timeout=10.0)     # blocks until its batch ran
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+#: What ``inference_batcher`` holds, with its defaults.
+DEFAULTS = {"enabled": False, "max_batch_size": 32, "max_latency_ms": 5.0, "timeout_ms": 10_000}
+FIELDS = frozenset(DEFAULTS)
+#: Upper bounds that catch a unit mistake (seconds given as milliseconds and the like).
+MAX_BATCH_SIZE = 4096
+MAX_LATENCY_MS = 10_000
+MAX_TIMEOUT_MS = 3_600_000
+
+
+def check_settings(data: Any) -> tuple[dict, list[tuple[str, str]]]:
+    """``(settings with defaults filled in, [(field, problem), ...])`` for an ``inference_batcher`` mapping.
+
+    A section that is given but says nothing of ``enabled`` is enabled: writing
+    ``inference_batcher: {max_batch_size: 8}`` means batching is wanted.
+
+    >>> check_settings({"max_batch_size": 0})[1]
+    [('max_batch_size', 'must be a whole number from 1 to 4096, got 0')]
+    """
+    if data is None:
+        return dict(DEFAULTS), []
+    if isinstance(data, bool):  # `inference_batcher: true` reads naturally; accept it
+        data = {"enabled": data}
+    if not isinstance(data, dict):
+        return dict(DEFAULTS), [("", f"expected a mapping like {{enabled: true, max_batch_size: 32}}, "
+                                     f"got {type(data).__name__}")]
+    problems: list[tuple[str, str]] = []
+    out = dict(DEFAULTS, enabled=True)
+    for key in data:
+        if key not in FIELDS:
+            problems.append((str(key), f"unknown field (known: {', '.join(sorted(FIELDS))})"))
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            problems.append(("enabled", f"expected true or false, got {data['enabled']!r}"))
+        else:
+            out["enabled"] = data["enabled"]
+    for key, low, high, whole in (("max_batch_size", 1, MAX_BATCH_SIZE, True),
+                                  ("max_latency_ms", 0, MAX_LATENCY_MS, False),
+                                  ("timeout_ms", 1, MAX_TIMEOUT_MS, False)):
+        if key not in data:
+            continue
+        value = data[key]
+        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        if not number or not low <= value <= high:
+            kind = "whole number" if whole else "number"
+            problems.append((key, f"must be a {kind} from {low} to {high}, got {value!r}"))
+        else:
+            out[key] = value
+    return out, problems
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    """How a runner batches: ``enabled``, ``max_batch_size``, ``max_latency_ms``, ``timeout_ms``.
+
+    ``max_latency_ms`` is how long the oldest queued call waits for others to
+    join its batch; ``timeout_ms`` is how long a call may wait in the queue for
+    its batch to start before it fails (DEADLINE_EXCEEDED).
+    """
+
+    enabled: bool = DEFAULTS["enabled"]
+    max_batch_size: int = DEFAULTS["max_batch_size"]
+    max_latency_ms: float = DEFAULTS["max_latency_ms"]
+    timeout_ms: float = DEFAULTS["timeout_ms"]
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> "BatcherSettings":
+        """Settings from an ``inference_batcher`` mapping; ValueError listing every problem.
+
+        >>> BatcherSettings.from_mapping({"max_batch_size": 8}).enabled
+        True
+        """
+        values, problems = check_settings(data)
+        if problems:
+            raise ValueError("; ".join(f"inference_batcher.{k}: {p}" if k else f"inference_batcher: {p}"
+                                       for k, p in problems))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BatchTimeout(Exception):
+    """A call waited ``timeout_ms`` (or its own deadline) in the queue without its batch starting."""
+
+
+class _Pending:
+    """One queued call. ``done`` is a lock held until the outcome is set: a bare lock
+    costs a fraction of an Event, and there is one per call."""
+
+    __slots__ = ("args", "queued", "expires", "taken", "done", "outcome")
+
+    def __init__(self, args: Any, queued: float, expires: float):
+        self.args = args
+        self.queued = queued
+        self.expires = expires
+        self.taken = False
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: Any = None
+
+    def finish(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done.release()
+
+
+class Batcher:
+    """Serves one batchable method: ``submit`` blocks until the call's batch ran.
+
+    Args:
+        name: the method's name (for thread names and messages).
+        run_batch: ``run_batch(list of args) -> list of outcomes``, one per input,
+            in order; an outcome that is a ``BaseException`` is raised to its
+            caller, anything else is returned. It must not raise.
+        settings: the limits; ``enabled`` is not consulted here.
+
+    Example::
+
+        b = Batcher("predict", lambda batch: [a["x"] * 2 for a in batch], BatcherSettings())
+        b.submit({"x": 2}, timeout=1.0)   # 4
+    """
+
+    def __init__(self, name: str, run_batch: Callable[[list[Any]], list[Any]], settings: BatcherSettings):
+        self.name = name
+        self._run_batch = run_batch
+        self._max = settings.max_batch_size
+        self._latency = settings.max_latency_ms / 1000
+        self._queue_timeout = settings.timeout_ms / 1000
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        #: Sizes of the batches run, for tests and the benchmark (the last 10,000).
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=10_000)
+
+    def submit(self, args: Any, timeout: float | None = None) -> Any:
+        """Queue one call and wait for its result (its own outcome is returned or raised).
+
+        ``timeout`` is the caller's own deadline in seconds; the queue wait is
+        also bounded by ``timeout_ms``. Past either, before its batch started,
+        the call raises ``BatchTimeout``; once its batch started, it waits for it.
+        """
+        wait = self._queue_timeout if timeout is None else min(timeout, self._queue_timeout)
+        now = time.monotonic()
+        pending = _Pending(args, now, now + wait)
+        with self._cond:
+            if self._closed:
+                raise BatchTimeout(f"{self.name}(): the runner is stopping")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"batcher-{self.name}", daemon=True)
+                self._thread.start()
+            self._queue.append(pending)
+            # Wake the worker only when it has something new to decide: a first call
+            # starts its wait, a full batch ends it. Other arrivals need no wake-up.
+            if len(self._queue) == 1 or len(self._queue) == self._max:
+                self._cond.notify()
+        if not pending.done.acquire(True, wait):
+            with self._cond:
+                if not pending.taken and pending.outcome is None:
+                    self._queue.remove(pending)
+                    raise BatchTimeout(f"{self.name}(): waited {wait * 1000:.0f} ms in the batch queue "
+                                       "without a batch starting (inference_batcher.timeout_ms, or the "
+                                       "call's deadline)")
+            pending.done.acquire()  # its batch is running (or it was failed): the outcome is on its way
+        outcome = pending.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        """Stop the worker after the batch it is running; calls still queued fail."""
+        with self._cond:
+            self._closed = True
+            for p in self._queue:  # under the lock: a caller timing out must see it finished
+                p.finish(BatchTimeout(f"{self.name}(): the runner is stopping"))
+            self._queue.clear()
+            self._cond.notify_all()
+
+    def _take(self) -> list[_Pending] | None:
+        """The next batch, once it is full or its oldest call has waited ``max_latency_ms``."""
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            # The oldest call's wait started when it was queued, so calls that piled up
+            # while the previous batch ran go at once.
+            deadline = self._queue[0].queued + self._latency
+            while len(self._queue) < self._max and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = []
+            now = time.monotonic()
+            while self._queue and len(batch) < self._max:
+                p = self._queue.popleft()
+                if p.expires < now:  # its caller has given up (or is about to): not worth a slot
+                    p.finish(BatchTimeout(f"{self.name}(): its deadline passed in the batch queue"))
+                    continue
+                p.taken = True
+                batch.append(p)
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            try:
+                outcomes = self._run_batch([p.args for p in batch])
+            except BaseException as e:  # run_batch should not raise; never leave a caller hanging
+                outcomes = [e] * len(batch)
+            for p, outcome in zip(batch, outcomes):
+                p.finish(outcome)
