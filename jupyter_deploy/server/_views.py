@@ -93,12 +93,7 @@ class PanelAPI:
             dep = client.deployment(deployment_id).refresh()
             view = deployment_view(dep)
             view["logs"] = dep.logs(LOG_TAIL)
-            metrics = getattr(dep, "metrics", None)  # per-deployment metrics, where the daemon has them
-            if callable(metrics):
-                try:
-                    view["metrics"] = metrics()
-                except ControlPlaneError:
-                    view["metrics"] = None
+            view["metrics"] = dep.metrics()
             return view
         return self._with_client(run)
 

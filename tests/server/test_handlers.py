@@ -81,10 +81,18 @@ async def test_lists_show_the_daemon_state(daemon, jp_fetch):
     assert model["versions"][0]["methods"] == ["predict"]
 
 
-async def test_deployment_details_carry_the_log_tail(daemon, jp_fetch):
+async def test_deployment_details_carry_the_log_tail_and_metrics(daemon, jp_fetch):
+    model = daemon.model("echo")
+    for i in range(3):
+        assert model.predict(f"m{i}") == f"echo: m{i}"
     dep = await get(jp_fetch, "deployments", "echo")
     assert dep["id"] == "echo" and isinstance(dep["logs"], list)
     assert any("listening" in line for line in dep["logs"]), dep["logs"]
+    # Runners report their calls in the background: the count catches up within a second or so.
+    while dep["metrics"]["requests"] < 3:
+        await asyncio.sleep(0.2)
+        dep = await get(jp_fetch, "deployments", "echo")
+    assert dep["metrics"]["errors"] == 0 and dep["metrics"]["p50_ms"] > 0
 
 
 async def test_errors_are_json_with_a_status(daemon, jp_fetch):
