@@ -82,3 +82,37 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+ECHO_MODEL = '''
+from jupyter_deploy import ModelClass
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return "echo: " + text
+'''
+
+
+@contextlib.contextmanager
+def deployed_echo(tmp_path_factory: pytest.TempPathFactory, name: str, versions: int = 1):
+    """A daemon in a home of its own, the model ``echo`` uploaded ``versions`` times (each
+    version a little different) and its latest deployed as ``echo`` on local/local; yields
+    (client, home)."""
+    from conftest import write_model
+
+    from jupyter_deploy import Client
+
+    with isolated_home(tmp_path_factory, name) as home:
+        folder = tmp_path_factory.mktemp(f"{name}_echo")
+        client = Client()
+        for v in range(versions):
+            write_model(folder, ECHO_MODEL + f"\n# version {v + 1}\n", model_id="echo")
+            client.upload_model(folder)
+        client.compute_cluster("local").nodepool("local").create_deployment(
+            "echo", worker={"model": {"id": "echo"}}).wait_until_ready(120)
+        try:
+            yield client, home
+        finally:
+            client.close()

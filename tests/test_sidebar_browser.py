@@ -7,45 +7,21 @@ both. The panel's screenshot is left in ``test-artifacts/`` (``JUPYTER_DEPLOY_AR
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
-from daemon_helpers import isolated_home, wait_for
+from daemon_helpers import deployed_echo, wait_for
 from lab_helpers import CHROMIUM, browser_page, open_sidebar, running_lab
-
-from jupyter_deploy import Client
 
 pytestmark = pytest.mark.timeout(300)
 
 ARTIFACTS = Path(os.environ.get("JUPYTER_DEPLOY_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 
-MODEL = '''
-from jupyter_deploy import ModelClass
-
-
-class Echo(ModelClass):
-    @ModelClass.method
-    def predict(self, text: str) -> str:
-        return "echo: " + text
-'''
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory):
     """A daemon in its own home with the model ``echo`` deployed as ``echo`` on local/local."""
-    with isolated_home(tmp_path_factory, "browser_home") as home:
-        folder = tmp_path_factory.mktemp("echo_model")
-        (folder / "1").mkdir()
-        (folder / "config.yaml").write_text("model:\n  id: echo\n")
-        (folder / "requirements.txt").write_text("")
-        (folder / "1" / "model.py").write_text(textwrap.dedent(MODEL))
-        client = Client()
-        client.upload_model(folder)
-        client.compute_cluster("local").nodepool("local").create_deployment(
-            "echo", worker={"model": {"id": "echo"}}).wait_until_ready(120)
-        yield client, home
-        client.close()
+    with deployed_echo(tmp_path_factory, "browser_home") as client_and_home:
+        yield client_and_home
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 import { stateBadge } from './badge';
-import { Child, h, replaceChildren } from './dom';
+import { h, PartCache, replaceChildren } from './dom';
 import { formatVersion, shortId } from './format';
 import { Row, summarizeConfig, summarizeMetrics } from './summary';
 import { canStart, canStop } from './states';
@@ -86,15 +86,15 @@ export class DetailsView {
     const d = deployment;
     this.node.setAttribute('data-deployment-id', d.id);
 
-    this._setIfChanged(this._title, 'title', [d.id, d.state], () => [
+    this._parts.update(this._title, 'title', [d.id, d.state], () => [
       h('span', { class: 'jd-DetailsName' }, d.id),
       stateBadge(d.state, 'jd-DetailsState')
     ]);
-    this._setIfChanged(this._info, 'info', d, () => [
+    this._parts.update(this._info, 'info', d, () => [
       rowsToDom([...facts(d), ...summarizeConfig(d.config ?? {})])
     ]);
     const metrics = summarizeMetrics(details?.metrics);
-    this._setIfChanged(this._metrics, 'metrics', metrics, () =>
+    this._parts.update(this._metrics, 'metrics', metrics, () =>
       metrics.length > 0
         ? [h('div', { class: 'jd-SubHeading' }, 'Metrics'), rowsToDom(metrics)]
         : []
@@ -117,16 +117,16 @@ export class DetailsView {
           pre,
           h('span', { class: 'jd-Loading' }, 'Loading logs…')
         );
-        this._keys.delete('logs');
+        this._logsText = null;
       }
       return;
     }
     const lines = details.logs ?? [];
     const text = lines.length > 0 ? lines.join('\n') : 'No log lines yet.';
-    if (this._keys.get('logs') === text) {
+    if (this._logsText === text) {
       return;
     }
-    this._keys.set('logs', text);
+    this._logsText = text;
     // Follow the end unless the reader scrolled up to read something.
     const following =
       pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8 ||
@@ -138,20 +138,6 @@ export class DetailsView {
     }
   }
 
-  /** Rebuild one part only when what it shows changed. */
-  private _setIfChanged(
-    node: HTMLElement,
-    name: string,
-    data: unknown,
-    build: () => Child[]
-  ): void {
-    const key = JSON.stringify(data);
-    if (this._keys.get(name) !== key) {
-      this._keys.set(name, key);
-      replaceChildren(node, ...build());
-    }
-  }
-
   private _run(action: (d: IDeployment) => void): void {
     if (this._deployment) {
       action(this._deployment);
@@ -159,7 +145,8 @@ export class DetailsView {
   }
 
   private _deployment: IDeployment | null = null;
-  private readonly _keys = new Map<string, string>();
+  private readonly _parts = new PartCache();
+  private _logsText: string | null = null;
   private readonly _title = h('div', { class: 'jd-DetailsTitle' });
   private readonly _info = h('div', { class: 'jd-Info' });
   private readonly _metrics = h('div', { class: 'jd-Metrics' });

@@ -54,3 +54,25 @@ export function replaceChildren(node: Element, ...children: Child[]): void {
   }
   append(node, children);
 }
+
+/**
+ * Rebuilds parts of a view only when what they show changed (compared as
+ * JSON), so a poll each second does not replace buttons under the pointer.
+ */
+export class PartCache {
+  /** Rebuild `node` from `build()` if `data` differs from its last build. */
+  update(node: Element, name: string, data: unknown, build: () => Child[]): void {
+    const key = JSON.stringify(data);
+    if (this._keys.get(name) !== key) {
+      this._keys.set(name, key);
+      replaceChildren(node, ...build());
+    }
+  }
+
+  /** Forget a part, so that its next update rebuilds it. */
+  forget(name: string): void {
+    this._keys.delete(name);
+  }
+
+  private readonly _keys = new Map<string, string>();
+}

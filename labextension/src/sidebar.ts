@@ -4,7 +4,7 @@ import { Widget } from '@lumino/widgets';
 
 import { confirmDelete } from './confirm';
 import { DetailsView } from './details';
-import { Child, h, replaceChildren } from './dom';
+import { Child, h, PartCache, replaceChildren } from './dom';
 import { formatVersion } from './format';
 import { deployIcon } from './icon';
 import { renderModels } from './modelsview';
@@ -94,7 +94,7 @@ export class DeploySidebar extends Widget {
 
   private _renderMessages(): void {
     const errors = this._store.errors;
-    this._update(this._messages, 'messages', errors, () =>
+    this._parts.update(this._messages, 'messages', errors, () =>
       errors.map(message =>
         h(
           'div',
@@ -133,7 +133,7 @@ export class DeploySidebar extends Widget {
         ? focused.getAttribute('data-deployment-id')
         : null;
 
-    this._update(this._tree, 'tree', key, () => {
+    this._parts.update(this._tree, 'tree', key, () => {
       if (deployments === null) {
         // Before the first answer; after a failed one the error says why.
         return failed
@@ -195,7 +195,7 @@ export class DeploySidebar extends Widget {
       .filter(id => store.isBusy('version', id));
     const served = deployments.map(d => [d.id, d.version_id]);
     const failed = models === null && store.errors.length > 0;
-    this._update(this._models, 'models', [models, served, busy, failed], () => {
+    this._parts.update(this._models, 'models', [models, served, busy, failed], () => {
       if (models === null) {
         return failed
           ? []
@@ -252,20 +252,6 @@ export class DeploySidebar extends Widget {
     this._renderTree();
   }
 
-  /** Rebuild a section when its data, compared as JSON, changed. */
-  private _update(
-    node: HTMLElement,
-    name: string,
-    data: unknown,
-    build: () => Child[]
-  ): void {
-    const key = JSON.stringify(data);
-    if (this._keys.get(name) !== key) {
-      this._keys.set(name, key);
-      replaceChildren(node, ...build());
-    }
-  }
-
   private readonly _store: DeployStore;
   private readonly _insertPredict: (deployment: IDeployment) => string | null;
   private readonly _details: DetailsView;
@@ -282,7 +268,7 @@ export class DeploySidebar extends Widget {
     'aria-label': 'Models'
   });
   private readonly _collapsed = new Set<string>();
-  private readonly _keys = new Map<string, string>();
+  private readonly _parts = new PartCache();
 }
 
 export namespace DeploySidebar {

@@ -4,47 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 import warnings
 from pathlib import Path
 
 import pytest
 import tornado.httpclient
-from daemon_helpers import isolated_home, wait_for
+from daemon_helpers import deployed_echo
 
-from jupyter_deploy import Client
 from jupyter_deploy.server import SCHEMA_ID
 
 pytestmark = pytest.mark.timeout(240)
 
-MODEL = '''
-from jupyter_deploy import ModelClass
-
-
-class Echo(ModelClass):
-    @ModelClass.method
-    def predict(self, text: str) -> str:
-        return "echo: " + text
-'''
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
     """A daemon with one model (two versions) deployed as ``echo`` on local/local."""
-    with isolated_home(tmp_path_factory, "server_home") as home:
-        folder = tmp_path_factory.mktemp("echo_model")
-        (folder / "1").mkdir()
-        (folder / "config.yaml").write_text("model:\n  id: echo\n")
-        (folder / "requirements.txt").write_text("")
-        (folder / "1" / "model.py").write_text(textwrap.dedent(MODEL))
-        client = Client()
-        client.upload_model(folder)
-        (folder / "1" / "model.py").write_text(textwrap.dedent(MODEL) + "\n# v2\n")
-        client.upload_model(folder)
-        nodepool = client.compute_cluster("local").nodepool("local")
-        nodepool.create_deployment("echo", worker={"model": {"id": "echo"}}).wait_until_ready(120)
+    with deployed_echo(tmp_path_factory, "server_home", versions=2) as (client, _):
         yield client
-        client.close()
 
 
 async def get(jp_fetch, *path: str):
