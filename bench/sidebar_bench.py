@@ -23,7 +23,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 
-from lab_helpers import browser_page, open_sidebar, running_lab  # noqa: E402
+from lab_helpers import browser_page, open_sidebar, running_lab
 
 TARGET_S = 2.0
 MODEL = '''from jupyter_deploy import ModelClass

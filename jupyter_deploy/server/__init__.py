@@ -6,7 +6,7 @@ Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_deploy.json`
 reach the browser as events with the schema ``SCHEMA_ID``.
 """
 
-from .app import DeployServerExtension
 from ._watch import SCHEMA_ID
+from .app import DeployServerExtension
 
-__all__ = ["DeployServerExtension", "SCHEMA_ID"]
+__all__ = ["SCHEMA_ID", "DeployServerExtension"]

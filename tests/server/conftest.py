@@ -5,9 +5,8 @@ fixtures (a fresh event loop and ServerApp clean-up per test) should not touch t
 rest of the suite.
 """
 
-from pytest_jupyter.jupyter_server import *  # noqa: F403
-
 import pytest
+from pytest_jupyter.jupyter_server import *
 
 
 @pytest.fixture
