@@ -78,3 +78,33 @@ def test_a_state_change_made_elsewhere_shows_within_seconds(deployed, page):
     # The panel polls each second and listens to the server's events; the bound leaves room
     # for a loaded machine (the latency itself is measured in bench/, not asserted here).
     badge.and_(page.locator('[data-state="RUNNING"]')).wait_for(timeout=30_000)
+
+
+def test_the_panel_follows_the_dark_theme(page):
+    panel = page.locator("#jupyter-deploy-sidebar")
+    light = _luminance(panel.evaluate(BACKGROUND))
+    page.locator('.lm-MenuBar-itemLabel:text-is("Settings")').click()
+    page.locator('.lm-Menu-itemLabel:text-is("Theme")').hover()
+    page.locator('.lm-Menu-itemLabel:text-is("JupyterLab Dark")').click()
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    page.wait_for_timeout(500)  # the theme's stylesheet applies after the attribute flips
+    dark = _luminance(panel.evaluate(BACKGROUND))
+    text = _luminance(panel.locator(".jd-NodeName").first.evaluate("e => getComputedStyle(e).color"))
+    assert light > 0.5 > dark and text > dark + 0.3, (light, dark, text)
+    panel.screenshot(path=str(ARTIFACTS / "sidebar-dark.png"))
+
+
+# The colour a reader sees behind an element: the first ancestor's that is not transparent.
+BACKGROUND = """e => {
+    for (let n = e; n; n = n.parentElement) {
+        const c = getComputedStyle(n).backgroundColor;
+        if (c !== "transparent" && !/^rgba\\(.*, 0\\)$/.test(c)) return c;
+    }
+    return "rgb(255, 255, 255)";
+}"""
+
+
+def _luminance(css_color: str) -> float:
+    """0 (black) to 1 (white) for an ``rgb(...)``/``rgba(...)`` CSS colour."""
+    r, g, b = (int(float(v)) for v in css_color[css_color.index("(") + 1:-1].split(",")[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
