@@ -20,6 +20,7 @@ import pytest
 from conftest import wait_for, write_model
 
 from jupyter_deploy import _tokens
+from jupyter_deploy.control._configs import replica_spec
 from jupyter_deploy.control._errors import FailedPrecondition
 from jupyter_deploy.control._host_info import HostInfo, detect
 from jupyter_deploy.control._scheduler import Scheduler
@@ -306,6 +307,54 @@ def test_rollout_serves_every_call(platform: Platform) -> None:
     assert results[0] == "v1:hi" and results[-1] == "v2:hi"
     assert [r["version_id"] for r in platform.replicas("echo")] == ["v2"]
     wait_for(lambda: not alive(old["pid"]), 15, "the old replica to exit")
+
+
+def test_start_settings_roll_out_and_live_ones_do_not(platform: Platform) -> None:
+    platform.add_deployment("echo", platform.add_version("v1"), drain_seconds=0)
+    scheduler = platform.scheduler()
+    platform.wait_state("echo", "RUNNING")
+    [old] = platform.replicas("echo")
+    assert old["spec"] == replica_spec("v1", {"drain_seconds": 0})
+
+    live = {"drain_seconds": 3, "inference_logger": {"mode": "all"}, "autoscale_config": {"max_replicas": 2}}
+    with platform.store.tx() as db:  # read by running replicas (or by the scheduler): nothing to roll
+        db.execute("UPDATE deployments SET config_json = ? WHERE id = 'echo'", (json.dumps(live),))
+    scheduler.kick()
+    wait_for(lambda: scheduler.autoscaler.active, 5, "a pass with the new config")
+    platform.wait_state("echo", "RUNNING")
+    assert [(r["id"], r["pid"], r["state"]) for r in platform.replicas("echo")] == [(old["id"], old["pid"], "READY")]
+
+    batched = {**live, "drain_seconds": 0, "inference_batcher": {"enabled": True, "max_batch_size": 4}}
+    with platform.store.tx() as db:  # a runner flag: new replicas start with it, the old one leaves
+        db.execute("UPDATE deployments SET config_json = ? WHERE id = 'echo'", (json.dumps(batched),))
+    scheduler.kick()
+    wait_for(lambda: [r["id"] != old["id"] for r in platform.replicas("echo")] == [True], 30,
+             "the new replica alone")
+    platform.wait_state("echo", "RUNNING")
+    [new] = platform.replicas("echo")
+    assert new["spec"] == replica_spec("v1", batched) != old["spec"]
+    assert json.loads(new["settings_json"]) == {"inference_batcher": batched["inference_batcher"]}
+    assert platform.predict(scheduler, "echo") == "v1:hi"
+    wait_for(lambda: not alive(old["pid"]), 15, "the old replica to exit")
+
+
+def test_a_replica_from_before_specs_is_readopted_with_the_current_settings(platform: Platform) -> None:
+    platform.add_deployment("echo", platform.add_version("v1"), transformer={"enabled": False})
+    old = platform.scheduler()
+    platform.wait_state("echo", "RUNNING")
+    [replica] = platform.replicas("echo")
+    old.stop(stop_runners=False)
+    with platform.store.tx() as db:  # as a daemon from before the spec column left it
+        db.execute("UPDATE replicas SET spec = '', settings_json = '{}'")
+
+    new = platform.scheduler()
+    [adopted] = platform.replicas("echo")
+    assert (adopted["id"], adopted["pid"]) == (replica["id"], replica["pid"])
+    assert adopted["spec"] == replica_spec("v1", {"transformer": {"enabled": False}})
+    assert json.loads(adopted["settings_json"]) == {"transformer": {"enabled": False}}
+    new.kick()
+    platform.wait_state("echo", "RUNNING")
+    assert [r["id"] for r in platform.replicas("echo")] == [replica["id"]]
 
 
 def test_rollout_stops_the_old_replica_first_when_both_do_not_fit(platform: Platform,

@@ -523,7 +523,8 @@ class Deployment(_Resource):
             if status.get("rollout_failed"):
                 raise DeploymentError(f"deployment {self.id}: the new version did not come up and was "
                                       "rolled back", status["state"], status.get("reason", ""), self.logs(20))
-            current = [r for r in status.get("replicas", []) if r["version_id"] == status["version_id"]]
+            current = [r for r in status.get("replicas", []) if r["version_id"] == status["version_id"]
+                       and r.get("spec") == status.get("spec")]
             if status["state"] == "RUNNING" and all(r["state"] == "READY" for r in current):
                 return self
             if status["state"] == "IDLE":

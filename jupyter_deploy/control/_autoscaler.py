@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import _autoscale as autoscale
 from ._calllog import read_stats
+from ._configs import deployment_spec
 
 log = logging.getLogger("jupyter_deploy.autoscaler")
 
@@ -75,7 +76,8 @@ class Autoscaler:
         settings = autoscale.normalize(config.get("autoscale_config"))[0]
         lo, hi = settings["min_replicas"], settings["max_replicas"]
         self.active = self.active or autoscale.scales(settings)
-        current = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] in live]
+        spec = deployment_spec(dep["version_id"], dep["config_json"])  # replicas of another are leaving
+        current = [r for r in replicas if r["spec"] == spec and r["state"] in live]
         with self._lock:
             scale = self._scale.get(key)
             if scale is None:  # a new deployment, or a daemon restarted: what runs is what was wanted
@@ -83,7 +85,7 @@ class Autoscaler:
                 scale = self._scale[key] = _Scale(wanted=start, active_at=time.time())
             scale.wanted = min(max(scale.wanted, lo), hi)  # the limits may have changed
             ready = [r for r in current if r["state"] == ready_state]
-            rollout = any(r["version_id"] != dep["version_id"] and r["state"] in live for r in replicas)
+            rollout = any(r["spec"] != spec and r["state"] in live for r in replicas)
             if scale.wanted == 0 or not ready or rollout or not autoscale.scales(settings):
                 return scale.wanted
             load, busy = 0.0, False

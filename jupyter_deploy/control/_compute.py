@@ -16,7 +16,15 @@ from typing import Any
 
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
-from ._configs import check_id, cluster_config, deployment_config, merge, nodepool_config
+from ._configs import (
+    check_id,
+    cluster_config,
+    deployment_config,
+    deployment_spec,
+    merge,
+    nodepool_config,
+    replica_spec,
+)
 from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ._resources import needs_from, never_fits
 from ._scheduler import ROLLBACK_PREFIX
@@ -197,13 +205,15 @@ class Compute:
         version = self.store.one("SELECT number FROM versions WHERE id = ?", (row["version_id"],))
         replicas = [
             {"id": r["id"], "state": r["state"], "address": r["address"], "pid": r["pid"],
-             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"]}
+             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"]}
             for r in self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                       "ORDER BY started_at", (row["user_id"], row["id"]))]
         status = {
             "state": row["state"], "reason": row["reason"], "desired": row["desired"],
             "model": f"{row['model_user_id']}/{row['model_app_id']}/models/{row['model_id']}",
             "version_id": row["version_id"], "version_number": version["number"] if version else None,
+            # what its replicas should run (version and start settings); one with another spec is leaving
+            "spec": deployment_spec(row["version_id"], row["config_json"]),
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
@@ -244,8 +254,10 @@ class Compute:
                        "is_default = ?, updated_at = ? WHERE user_id = ? AND id = ?",
                        (json.dumps(cfg), model["model_version"]["id"] or None, version.id,
                         int(cfg["default"]), now(), owner, ref.id))
-            if version.id != row["version_id"] and row["desired"] == "running":
-                # Say so at once: a wait_until_ready() right after must not see the old RUNNING.
+            if replica_spec(version.id, cfg) != deployment_spec(row["version_id"], row["config_json"]) and \
+                    row["desired"] == "running":
+                # A new version or new settings that replicas start with: they roll out. Say so at
+                # once: a wait_until_ready() right after must not see the old RUNNING.
                 db.execute("UPDATE deployments SET state = 'UPDATING', reason = '' WHERE user_id = ? AND id = ?",
                            (owner, ref.id))
         self.scheduler.kick()

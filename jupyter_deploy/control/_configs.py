@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from typing import Any
@@ -261,6 +263,44 @@ def runner_args(cfg: dict) -> list[str]:
     if cfg.get("inference_batcher"):
         args += ["--inference-batcher", json.dumps(cfg["inference_batcher"])]
     return args
+
+
+#: The deployment settings a replica reads when it starts (command-line flags, environment,
+#: interpreter, GPUs): changing one rolls the replicas out like a new version. The others
+#: (autoscale_config, inference_logger, drain_seconds, ...) reach running replicas as they are.
+RUNNER_KEYS = ("inference_batcher", "transformer", "python", "secrets", "resources")
+
+
+def runner_settings(cfg: dict) -> dict:
+    """The part of a deployment config its replicas start with (the keys of ``RUNNER_KEYS`` it has)."""
+    return {key: cfg[key] for key in RUNNER_KEYS if cfg.get(key) is not None}
+
+
+def with_runner_settings(cfg: dict, settings: dict) -> dict:
+    """``cfg`` with its runner settings replaced by ``settings`` (a rollback to what a replica started with)."""
+    return {**{k: v for k, v in cfg.items() if k not in RUNNER_KEYS}, **settings}
+
+
+def replica_spec(version_id: str, cfg: dict) -> str:
+    """A short hash of what a replica of ``version_id`` starts with under the deployment config ``cfg``.
+
+    Replicas whose spec is not their deployment's are replaced, as on a new version.
+
+    >>> replica_spec("v1", {}) == replica_spec("v1", {"transformer": {"enabled": True}, "drain_seconds": 9})
+    True
+    >>> replica_spec("v1", {}) == replica_spec("v1", {"transformer": {"enabled": False}})
+    False
+    """
+    resources = cfg.get("resources") or {}
+    what = [version_id, runner_args(cfg), cfg.get("python") or "", cfg.get("secrets") or [],
+            resources.get("num_accelerators") if isinstance(resources, dict) else None]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=256)
+def deployment_spec(version_id: str, config_json: str) -> str:
+    """``replica_spec`` of a deployment row's ``version_id`` and ``config_json`` (cached: route() asks per call)."""
+    return replica_spec(version_id, json.loads(config_json or "{}"))
 
 
 #: Environment variables the scheduler sets itself: a secret may not take their place.

@@ -20,7 +20,12 @@ what the store asks for with what runs:
   deployment says why;
 - a new ``version_id`` rolls out: new replicas start, the route switches to
   them once they are all READY, the old ones drain for ``drain_seconds`` and
-  stop. When a new replica cannot fit beside the old ones, old ones stop first;
+  stop. When a new replica cannot fit beside the old ones, old ones stop first.
+  A change to the settings replicas start with (``_configs.RUNNER_KEYS``: batcher,
+  transformer, secrets, interpreter, GPUs) rolls out the same way: each replica
+  row keeps its ``spec`` (``_configs.replica_spec``), and one whose spec is not
+  the deployment's counts as an old version's. A rollout that fails is rolled
+  back to the version and settings the old replicas run;
 - a stopped deployment's replicas get SIGTERM (SIGKILL after ``stop_timeout``);
   a deleted one's too, and then its row goes.
 
@@ -63,7 +68,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ..runner._telemetry import TELEMETRY_ENV
 from ._autoscaler import IDLE, Autoscaler
 from ._calllog import replica_dir, write_logging_settings
-from ._configs import runner_args
+from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
 from ._resources import Needs, describe_gpus, eligible, needs_from, never_fits, runner_limit_args
@@ -165,7 +170,7 @@ class Scheduler:
         self._crashes: dict[tuple[str, str], collections.deque[float]] = collections.defaultdict(collections.deque)
         self._notes: dict[tuple[str, str], str] = {}       # the latest crash, shown as the reason
         self._failed_marks: dict[tuple[str, str], float] = {}  # updated_at of a FAILED deployment
-        self._rollbacks: dict[tuple[str, str], tuple[str, str]] = {}  # -> (version rolled back to, why)
+        self._rollbacks: dict[tuple[str, str], tuple[str, str]] = {}  # -> (spec rolled back to, why)
         self._needs: dict[str, _VersionNeeds] = {}
         self._tested: set[str] = set()                     # versions whose test() passed
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
@@ -227,16 +232,7 @@ class Scheduler:
 
             scheduler.route("local", "echo")  # ('127.0.0.1:40123', 'v-3f2a...')
         """
-        dep = self.store.one("SELECT state, reason, version_id FROM deployments WHERE user_id = ? AND id = ? "
-                             "AND desired != 'deleted'", (user_id, deployment_id))
-        if dep is None:
-            raise NotFound(f"deployment {deployment_id!r} not found for user {user_id!r}")
-        ready = self.store.query("SELECT address, version_id FROM replicas WHERE user_id = ? AND deployment_id = ? "
-                                 "AND state = ? AND address IS NOT NULL ORDER BY started_at, id",
-                                 (user_id, deployment_id, READY))
-        old = [r for r in ready if r["version_id"] != dep["version_id"]]
-        # Old READY replicas exist only until the switch, when they become DRAINING.
-        pool = old or ready
+        dep, pool = self._pool(user_id, deployment_id)
         if not pool:
             why = f": {dep['reason']}" if dep["reason"] else ""
             raise FailedPrecondition(f"deployment {deployment_id} is {dep['state']}{why}")
@@ -245,11 +241,26 @@ class Scheduler:
         return replica["address"], replica["version_id"]
 
     def addresses(self, user_id: str, deployment_id: str, version_id: str) -> list[str]:
-        """Every READY replica of ``version_id`` (what ``route`` chose from), for a client to spread calls over."""
-        return [r["address"] for r in self.store.query(
-            "SELECT address FROM replicas WHERE user_id = ? AND deployment_id = ? AND state = ? AND "
-            "version_id = ? AND address IS NOT NULL ORDER BY started_at, id",
-            (user_id, deployment_id, READY, version_id))]
+        """Every READY replica of ``version_id`` that ``route`` chooses from, for a client to spread calls over."""
+        try:
+            pool = self._pool(user_id, deployment_id)[1]
+        except NotFound:
+            return []
+        return [r["address"] for r in pool if r["version_id"] == version_id]
+
+    def _pool(self, user_id: str, deployment_id: str) -> tuple[Any, list[Any]]:
+        """The deployment's row and the READY replicas calls go to: during a rollout those of the old
+        spec, until the switch (when they become DRAINING); else the current ones."""
+        dep = self.store.one("SELECT state, reason, version_id, config_json FROM deployments WHERE user_id = ? "
+                             "AND id = ? AND desired != 'deleted'", (user_id, deployment_id))
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id!r} not found for user {user_id!r}")
+        ready = self.store.query("SELECT address, version_id, spec FROM replicas WHERE user_id = ? AND "
+                                 "deployment_id = ? AND state = ? AND address IS NOT NULL ORDER BY started_at, id",
+                                 (user_id, deployment_id, READY))
+        spec = _spec(dep)
+        old = [r for r in ready if r["spec"] != spec]
+        return dep, old or ready
 
     def wake(self, user_id: str, deployment_id: str) -> bool:
         """A call found no READY replica: start one if the deployment scaled to zero.
@@ -411,8 +422,8 @@ class Scheduler:
         key = (dep["user_id"], dep["id"])
         self._procs.pop(r["id"], None)
         log.warning("deployment %s/%s: replica %s %s", *key, r["id"], ended)
-        if r["version_id"] != dep["version_id"]:
-            self._remove(r["id"])  # an old version's replica, leaving anyway
+        if r["spec"] != _spec(dep):
+            self._remove(r["id"])  # an old version's (or old settings') replica, leaving anyway
             return
         crashes = self._crashes[key]
         crashes.append(time.monotonic())
@@ -447,8 +458,9 @@ class Scheduler:
         if impossible:
             self._fail(dep, impossible)
 
-        current = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] in _LIVE]
-        old = [r for r in replicas if r["version_id"] != dep["version_id"] and r["state"] in _LIVE]
+        spec = _spec(dep)
+        current = [r for r in replicas if r["spec"] == spec and r["state"] in _LIVE]
+        old = [r for r in replicas if r["spec"] != spec and r["state"] in _LIVE]
         # Fewer wanted than there are (scaled down, min_replicas lowered): retire the least useful first.
         current.sort(key=lambda r: (r["state"] == READY, r["started_at"]), reverse=True)
         for r in current[wanted:]:
@@ -467,12 +479,12 @@ class Scheduler:
             self._new_replica(dep, gpus)
 
         replicas = self._replicas(dep)
-        ready = [r for r in replicas if r["version_id"] == dep["version_id"] and r["state"] == READY]
+        ready = [r for r in replicas if r["spec"] == spec and r["state"] == READY]
         if old and len(ready) >= wanted:
             for r in old:  # the switch: route() now sends every call to the new version
                 self._retire(r, drain)
             replicas = self._replicas(dep)
-        leaving_version = any(r["version_id"] != dep["version_id"] for r in replicas)
+        leaving_version = any(r["spec"] != spec for r in replicas)
         if leaving_version:
             state = UPDATING
         elif wanted == 0:
@@ -489,8 +501,8 @@ class Scheduler:
     def _rollback_note(self, dep: Any) -> str:
         """Why a RUNNING deployment serves an older version than asked, until it is updated again."""
         key = (dep["user_id"], dep["id"])
-        version_id, note = self._rollbacks.get(key, ("", ""))
-        if version_id != dep["version_id"]:
+        spec, note = self._rollbacks.get(key, ("", ""))
+        if spec != _spec(dep):
             self._rollbacks.pop(key, None)
             return ""
         return note
@@ -559,9 +571,10 @@ class Scheduler:
         rid = uuid.uuid4().hex[:12]
         # The row first: a daemon killed right after the spawn still finds the runner through it.
         with self.store.tx() as db:
-            db.execute("INSERT INTO replicas (id, user_id, deployment_id, version_id, gpus, state, started_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (rid, dep["user_id"], dep["id"], dep["version_id"], gpus, STARTING, now()))
+            db.execute("INSERT INTO replicas (id, user_id, deployment_id, version_id, gpus, state, started_at, "
+                       "spec, settings_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rid, dep["user_id"], dep["id"], dep["version_id"], gpus, STARTING, now(), _spec(dep),
+                        json.dumps(runner_settings(json.loads(dep["config_json"])))))
         self._spawn(dep, rid, dep["version_id"], gpus)
 
     def _spawn(self, dep: Any, rid: str, version_id: str, gpus: str) -> None:
@@ -657,15 +670,20 @@ class Scheduler:
         """
         key = (dep["user_id"], dep["id"])
         replicas = self._replicas(dep)
-        previous = [r for r in replicas if r["version_id"] != dep["version_id"] and r["state"] == READY]
+        spec = _spec(dep)
+        previous = [r for r in replicas if r["spec"] != spec and r["state"] == READY]
         if previous:
-            note = f"{ROLLBACK_PREFIX}; still serving the previous version: {reason}"
+            what = "version" if previous[0]["version_id"] != dep["version_id"] else "settings"
+            note = f"{ROLLBACK_PREFIX}; still serving the previous {what}: {reason}"
             log.error("deployment %s/%s: %s", *key, note)
-            self._stop_all([r for r in replicas if r["version_id"] == dep["version_id"]])
+            self._stop_all([r for r in replicas if r["spec"] == spec])
+            # Back to what the old replicas run: their version, and the settings they started with.
+            config = with_runner_settings(json.loads(dep["config_json"]), json.loads(previous[0]["settings_json"]))
             with self.store.tx() as db:
-                db.execute("UPDATE deployments SET version_id = ?, state = ?, reason = ? WHERE user_id = ? AND id = ?",
-                           (previous[0]["version_id"], RUNNING, note, *key))
-            self._rollbacks[key] = (previous[0]["version_id"], note)
+                db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ? "
+                           "WHERE user_id = ? AND id = ?",
+                           (previous[0]["version_id"], json.dumps(config), RUNNING, note, *key))
+            self._rollbacks[key] = (previous[0]["spec"], note)
             self._crashes.pop(key, None)
             raise _Failed(reason)
         log.error("deployment %s/%s FAILED: %s", *key, reason)
@@ -717,6 +735,16 @@ class Scheduler:
         port = _read_port(self._port_file(r["id"]))
         if port is None:
             return False
+        if not r["spec"]:
+            # Started by a daemon from before replica specs, which never rolled settings out: take it
+            # to run its version with the deployment's current settings.
+            dep = self.store.one("SELECT config_json FROM deployments WHERE user_id = ? AND id = ?",
+                                 (r["user_id"], r["deployment_id"]))
+            if dep is not None:
+                with self.store.tx() as db:
+                    db.execute("UPDATE replicas SET spec = ?, settings_json = ? WHERE id = ?",
+                               (deployment_spec(r["version_id"], dep["config_json"]),
+                                json.dumps(runner_settings(json.loads(dep["config_json"]))), r["id"]))
         address = f"127.0.0.1:{port}"
         status = self._check_health(r["id"], address)
         if status is None:
@@ -760,6 +788,11 @@ class Scheduler:
         if path.exists() and path.stat().st_size >= self.log_max_bytes:
             os.replace(path, _rotated(path))
         return open(path, "ab")
+
+
+def _spec(dep: Any) -> str:
+    """The spec a deployment row asks its replicas to run (``_configs.replica_spec``)."""
+    return deployment_spec(dep["version_id"], dep["config_json"])
 
 
 def _rotated(path: Path) -> Path:

@@ -123,6 +123,13 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (user_id, deployment_id) REFERENCES deployments(user_id, id) ON DELETE CASCADE
     );
     """,
+    # 1 -> 2: what each replica started with (_configs.replica_spec, and the runner settings to roll
+    # back to), so that a settings change rolls out like a new version. '' for a replica started
+    # before: the scheduler takes it to run the deployment's current settings.
+    """
+    ALTER TABLE replicas ADD COLUMN spec TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replicas ADD COLUMN settings_json TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
