@@ -175,3 +175,62 @@ def test_the_scheduler_state_is_derived_again_after_a_restart(client):
     assert isinstance(fresh.model("idle").work(), int)
     assert again.status["state"] == "RUNNING"
     again.delete()
+
+
+SLOW_LOAD = '''
+import os
+import time
+from jupyter_deploy import ModelClass
+
+
+class SlowLoad(ModelClass):
+    def load_model(self):
+        time.sleep(3)  # a wake from zero takes a while: callers wait meanwhile
+
+    @ModelClass.method
+    def work(self) -> int:
+        return os.getpid()
+'''
+
+
+def test_many_callers_waiting_on_a_wake_leave_the_daemon_free(tmp_path):
+    # More callers than the daemon has request threads (32): while they wait for the
+    # replica, the daemon still answers other calls at once (route resolution says
+    # "retry after" instead of holding a thread per waiting caller).
+    client = Client()  # the daemon of this module's home (a test above restarts it)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.py").write_text(SLOW_LOAD)
+    (tmp_path / "config.yaml").write_text("model:\n  id: slowwake\n")
+    (tmp_path / "requirements.txt").write_text("")
+    client.upload_model(tmp_path)
+    deployment = nodepool(client).create_deployment(
+        "slowwake", worker={"model": {"id": "slowwake"}}, drain_seconds=0,
+        autoscale_config={"min_replicas": 0, "max_replicas": 1, "scale_to_zero_delay_seconds": 1})
+    wait_for(lambda: deployment.status["state"] == "IDLE" and not deployment.status["replicas"], 60,
+             "the deployment to scale to zero")
+    # Awake, it stays up while the callers come (a live setting: no replica is replaced).
+    deployment.update(autoscale_config={"scale_to_zero_delay_seconds": 600})
+
+    callers = [Client(address=client.address) for _ in range(40)]
+    results: list[int] = []
+    failures: list[BaseException] = []
+
+    def call(c: Client) -> None:
+        try:
+            results.append(c.model("slowwake").work())
+        except Exception as e:  # noqa: BLE001
+            failures.append(e)
+
+    threads = [threading.Thread(target=call, args=(c,), daemon=True) for c in callers]
+    for t in threads:
+        t.start()
+    wait_for(lambda: deployment.status["state"] != "IDLE", 30, "a call to wake the deployment")
+    # Answered while the replica is still loading: no daemon thread is held by a waiting caller.
+    seen = {d.id: d.state for d in client.list_deployments()}
+    assert seen["slowwake"] in ("STARTING", "UPDATING"), seen
+    for t in threads:
+        t.join(150)
+    assert failures == [] and len(results) == 40 and len(set(results)) == 1
+    deployment.delete()
+    for c in (*callers, client):
+        c.close()

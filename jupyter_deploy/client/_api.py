@@ -714,8 +714,10 @@ class Model:
                                                                version_id=version_id or "", force=force))
 
 
-#: Seconds a route resolution may take: it waits while a replica starts (a deployment at zero).
-ROUTE_TIMEOUT = 180.0
+#: Seconds a call waits for a deployment to start a replica (woken from zero, or a platform model).
+START_WAIT = 120.0
+#: Seconds one ResolveRoute may take (the daemon answers at once, also while a replica starts).
+ROUTE_TIMEOUT = 30.0
 
 
 class _RoutedTransport:
@@ -739,10 +741,7 @@ class _RoutedTransport:
     def _current(self, refresh: bool = False) -> GrpcTransport:
         with self._lock:
             if refresh or not self._transports or time.time() > self._renew_at:
-                deployment_id, cluster, nodepool = self.route
-                route = self.model.client.call("ResolveRoute", cpb.RouteRequest(
-                    model=self.model._model_ref(), deployment_id=deployment_id, compute_cluster_id=cluster,
-                    nodepool_id=nodepool), timeout=ROUTE_TIMEOUT)
+                route = self._resolve()
                 metadata = (("jd-route-token", route.token),)
                 client = self.model.client
                 self._transports = [
@@ -755,6 +754,21 @@ class _RoutedTransport:
                     self._renew_at = min(self._renew_at, route.refresh_at)
             transports = self._transports
         return transports[next(self._turn) % len(transports)]
+
+    def _resolve(self) -> cpb.Route:
+        """The route; while the deployment starts a replica (woken from zero), resolve again until one serves."""
+        deployment_id, cluster, nodepool = self.route
+        request = cpb.RouteRequest(model=self.model._model_ref(), deployment_id=deployment_id,
+                                   compute_cluster_id=cluster, nodepool_id=nodepool)
+        deadline = time.monotonic() + START_WAIT
+        while True:
+            route = self.model.client.call("ResolveRoute", request, timeout=ROUTE_TIMEOUT)
+            if not route.retry_after:
+                return route
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"deployment {route.deployment_id}: {route.reason} (no replica came up "
+                                        f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
+            time.sleep(route.retry_after)
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
         try:

@@ -7,8 +7,10 @@ built-in user ``platform`` only, the shared nodepool, which starts a replica
 on demand. Anything else is a clear error that says what to do.
 
 A deployment that scaled to zero (IDLE) is woken the same way: the call's
-route resolution starts a replica and waits until it serves (up to
-``start_timeout`` seconds), so the caller sees a slow call, not a failed one.
+route resolution starts a replica and answers at once with a route that says
+"retry after" (``Route.retry_after``) until one serves; the client resolves
+again until then, so the caller sees a slow call, not a failed one, and no
+caller holds one of the daemon's threads while it waits.
 The route lists every serving replica, and for a deployment whose replica
 count may change, a time to resolve again, so clients spread their calls over
 the replicas the autoscaler adds.
@@ -17,6 +19,7 @@ the replicas the autoscaler adds.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -33,7 +36,9 @@ SHARED_CLUSTER, SHARED_NODEPOOL = "platform", "shared"
 
 
 class Router:
-    #: Seconds a call waits for a replica to start (a platform model on the shared nodepool, an IDLE deployment).
+    #: Seconds a client waits before resolving again while a replica starts.
+    retry_after = 0.05
+    #: Seconds a wake keeps callers waiting for its replica (the client gives up at its own limit).
     start_timeout = 120.0
     #: Seconds a route of an autoscaling deployment is used before the client resolves it again.
     refresh_seconds = 2.0
@@ -42,6 +47,8 @@ class Router:
                  ttl: float = _tokens.DEFAULT_TTL):
         self.store, self.registry, self.scheduler, self.compute = store, registry, scheduler, compute
         self.ttl = ttl
+        self._waiting: dict[tuple[str, str], float] = {}  # deployments starting for callers -> until when
+        self._lock = threading.Lock()
 
     def resolve(self, caller: str, req: cpb.RouteRequest) -> cpb.Route:
         model = req.model
@@ -80,10 +87,13 @@ class Router:
                                    f"{req.compute_cluster_id}/{req.nodepool_id}")
             else:
                 row = self._default(owner, key)
-        if row is None:  # a platform model nobody deployed: the shared nodepool serves it
-            row, (address, version_id) = self._shared(key)
-        else:
-            address, version_id = self._route(row["user_id"], row["id"])
+        on_demand = row is None
+        if on_demand:  # a platform model nobody deployed: the shared nodepool serves it
+            row = self._shared(key)
+        try:
+            address, version_id = self._route(row["user_id"], row["id"], on_demand)
+        except _Starting as e:
+            return cpb.Route(deployment_id=row["id"], retry_after=self.retry_after, reason=e.reason)
         version = self.registry.get_version(cpb.VersionRef(version_id=version_id))
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
@@ -97,29 +107,31 @@ class Router:
                          else pb.ModelDescription(), addresses=addresses,
                          refresh_at=now() + self.refresh_seconds if scaling else 0.0)
 
-    def _route(self, user_id: str, deployment_id: str) -> tuple[str, str]:
-        """A READY replica; for a deployment at zero, wake it and wait until one serves."""
+    def _route(self, user_id: str, deployment_id: str, on_demand: bool = False) -> tuple[str, str]:
+        """A READY replica; _Starting while one comes up for a wake from zero (or, ``on_demand``,
+        for a shared-nodepool deployment); FailedPrecondition otherwise."""
+        key = (user_id, deployment_id)
         try:
-            return self.scheduler.route(user_id, deployment_id)
-        except FailedPrecondition:
-            if not self.scheduler.wake(user_id, deployment_id):
+            route = self.scheduler.route(user_id, deployment_id)
+        except FailedPrecondition as e:
+            # Once a wake (or an on-demand start) is under way, callers keep waiting for it, as
+            # they would in one long call, until a replica serves or the deployment fails.
+            with self._lock:
+                waiting = self._waiting.get(key, 0.0) > time.monotonic()
+            if not (waiting or self.scheduler.wake(user_id, deployment_id) or on_demand):
                 raise
-        return self._wait_route(user_id, deployment_id)
-
-    def _wait_route(self, user_id: str, deployment_id: str) -> tuple[str, str]:
-        """Poll until the deployment has a READY replica; FailedPrecondition if it fails or time runs out."""
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            try:
-                return self.scheduler.route(user_id, deployment_id)
-            except FailedPrecondition as e:
-                row = self.store.one("SELECT state, desired FROM deployments WHERE user_id = ? AND id = ?",
-                                     (user_id, deployment_id))
-                if row is None or row["state"] in ("FAILED", "STOPPED") or row["desired"] != "running":
-                    raise
-                if time.monotonic() > deadline:
-                    raise FailedPrecondition(f"{e.message} (no replica came up within {self.start_timeout:g} s)")
-            time.sleep(0.05)
+            row = self.store.one("SELECT state, desired FROM deployments WHERE user_id = ? AND id = ?",
+                                 (user_id, deployment_id))
+            if row is None or row["state"] in ("FAILED", "STOPPED") or row["desired"] != "running":
+                with self._lock:
+                    self._waiting.pop(key, None)
+                raise
+            with self._lock:
+                self._waiting.setdefault(key, time.monotonic() + self.start_timeout)
+            raise _Starting(e.message) from None
+        with self._lock:
+            self._waiting.pop(key, None)
+        return route
 
     def _default(self, owner: str, key: tuple[str, str, str]) -> Any:
         """The caller's deployment of the model marked default, else its only one (None for a
@@ -145,8 +157,8 @@ class Router:
             f"worker={{'model': {{'id': '{key[2]}', 'user_id': '{key[0]}'}}}}) "
             "or `jupyter-deploy deployment create`")
 
-    def _shared(self, key: tuple[str, str, str]) -> tuple[Any, tuple[str, str]]:
-        """The shared nodepool's deployment of a platform model, started on demand; waits until it serves."""
+    def _shared(self, key: tuple[str, str, str]) -> Any:
+        """The shared nodepool's deployment row of a platform model, created or started on demand."""
         deployment_id = "shared" + _deployment_id(key[2])
         row = self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id))
         if row is None or row["desired"] != "running":
@@ -160,8 +172,14 @@ class Router:
                     pass  # another caller started it a moment ago
             else:
                 self.compute.act(PLATFORM, cpb.ResourceRef(kind="deployment", id=deployment_id), "start")
-        route = self._wait_route(PLATFORM, deployment_id)
-        return self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id)), route
+        return self.store.one("SELECT * FROM deployments WHERE user_id = ? AND id = ?", (PLATFORM, deployment_id))
+
+
+class _Starting(Exception):
+    """No replica serves yet, but one is coming up: the client should resolve again shortly."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
 
 def _deployment_id(model_id: str) -> str:

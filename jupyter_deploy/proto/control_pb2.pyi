@@ -384,7 +384,7 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., deployment_id: _Optional[str] = ..., compute_cluster_id: _Optional[str] = ..., nodepool_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at")
+    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at", "retry_after", "reason")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -393,6 +393,8 @@ class Route(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     REFRESH_AT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     address: str
     token: str
     expires_at: float
@@ -401,7 +403,9 @@ class Route(_message.Message):
     description: _runner_pb2.ModelDescription
     addresses: _containers.RepeatedScalarFieldContainer[str]
     refresh_at: float
-    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ...) -> None: ...
+    retry_after: float
+    reason: str
+    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ..., retry_after: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CallLogsRequest(_message.Message):
     __slots__ = ("ref", "since", "limit", "inference")
