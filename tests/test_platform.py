@@ -172,8 +172,12 @@ def test_a_killed_runner_is_restarted(client, echo):
     model = client.model("echo")
     pid = model.pid()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: Deployment("echo", client=client).state == "RUNNING"
-             and Deployment("echo", client=client).status["replicas"][0]["pid"] != pid, 60, "a new replica")
+    def replaced() -> bool:  # a new replica, READY (the deployment reads RUNNING a moment before)
+        status = Deployment("echo", client=client).status
+        return status["state"] == "RUNNING" and any(
+            r["pid"] != pid and r["state"] == "READY" for r in status["replicas"])
+
+    wait_for(replaced, 60, "a new READY replica")
     assert model.pid() != pid  # the route was resolved again, transparently
     assert model.predict("back") == "v1:back"
 
