@@ -193,11 +193,11 @@ class SlowLoad(ModelClass):
 '''
 
 
-def test_many_callers_waiting_on_a_wake_leave_the_daemon_free(tmp_path):
+def test_many_callers_waiting_on_a_wake_leave_the_daemon_free(client, tmp_path):
     # More callers than the daemon has request threads (32): while they wait for the
     # replica, the daemon still answers other calls at once (route resolution says
     # "retry after" instead of holding a thread per waiting caller).
-    client = Client()  # the daemon of this module's home (a test above restarts it)
+    client = Client()  # the module's home (its fixture sets it), whose daemon a test above restarts
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "model.py").write_text(SLOW_LOAD)
     (tmp_path / "config.yaml").write_text("model:\n  id: slowwake\n")
