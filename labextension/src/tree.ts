@@ -122,13 +122,7 @@ function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
       node.cluster?.description
     ),
     open &&
-      h(
-        'div',
-        { class: 'jd-Children', role: 'group' },
-        ...(node.nodepools.length > 0
-          ? node.nodepools.map(pool => renderNodepool(pool, options))
-          : [h('div', { class: 'jd-Muted jd-Leaf' }, 'No nodepools')])
-      )
+      childGroup(node.nodepools, pool => renderNodepool(pool, options), 'No nodepools')
   );
 }
 
@@ -165,13 +159,22 @@ function renderNodepool(
       [instance, size].filter(Boolean).join(', ')
     ),
     open &&
-      h(
-        'div',
-        { class: 'jd-Children', role: 'group' },
-        ...(node.deployments.length > 0
-          ? node.deployments.map(d => renderDeployment(d, options))
-          : [h('div', { class: 'jd-Muted jd-Leaf' }, 'No deployments')])
-      )
+      childGroup(node.deployments, d => renderDeployment(d, options), 'No deployments')
+  );
+}
+
+/** An open node's children, or a muted line saying there are none. */
+function childGroup<T>(
+  items: T[],
+  render: (item: T) => HTMLElement,
+  empty: string
+): HTMLElement {
+  return h(
+    'div',
+    { class: 'jd-Children', role: 'group' },
+    ...(items.length > 0
+      ? items.map(render)
+      : [h('div', { class: 'jd-Muted jd-Leaf' }, empty)])
   );
 }
 
