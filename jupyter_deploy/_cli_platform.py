@@ -1,5 +1,6 @@
 """``jupyter-deploy`` sub-commands over the control plane: they mirror the Python API.
 
+    jupyter-deploy deploy PATH [--model-id ID] [--deployment-id ID] [--nodepool ID] [--cluster ID]
     jupyter-deploy upload PATH
     jupyter-deploy model list | versions MODEL | export MODEL DEST | delete MODEL
     jupyter-deploy cluster create|list|get|delete ...
@@ -24,6 +25,20 @@ from .errors import InputError
 
 
 def add_commands(sub: Any) -> None:
+    p = sub.add_parser("deploy", help="upload a model folder (or model.py) if changed, create or roll out its "
+                       "deployment, start it, wait until ready")
+    p.add_argument("path", help="a model folder or a model.py")
+    p.add_argument("--model-id", help="default: the id in config.yaml")
+    p.add_argument("--app-id")
+    p.add_argument("--deployment-id", help="default: the model id, letters and digits only")
+    p.add_argument("--nodepool", help="default: where the deployment is, else local")
+    p.add_argument("--cluster", help="the nodepool's compute cluster (default: as --nodepool)")
+    p.add_argument("--config", help="a deployment YAML file (autoscale_config, inference_batcher, ...)")
+    _replica_flags(p)
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait until ready (default: 600)")
+    p.add_argument("--no-wait", action="store_true", help="return once the rollout has begun")
+    p.set_defaults(run=cmd_deploy)
+
     p = sub.add_parser("upload", help="upload a model folder as a new version")
     p.add_argument("path")
     p.add_argument("--model-id", help="default: the id in config.yaml")
@@ -180,6 +195,30 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
                                           for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .client._api import _read_config
+
+    shown: list[Any] = [None]
+
+    def progress(rollout: Any) -> None:
+        r = rollout.readiness
+        key = (r.state, r.ready, r.current, r.reason) if r else None
+        if key != shown[0]:
+            shown[0] = key
+            print(rollout.describe(), flush=True)
+
+    config = _read_config(args.config, {})
+    scale = _scale_changes(args).get("autoscale_config")
+    if scale:
+        config["autoscale_config"] = {**config.get("autoscale_config", {}), **scale}
+    deployment = _client().deploy(
+        args.path, args.model_id, deployment_id=args.deployment_id, nodepool_id=args.nodepool,
+        compute_cluster_id=args.cluster, app_id=args.app_id, wait=not args.no_wait, timeout=args.timeout,
+        progress=progress, **config)
+    print(deployment.rollout.summary() if not args.no_wait else deployment.rollout.describe())
+    return 0
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ default ``Client()``, which starts a local daemon when none answers::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import json
@@ -31,7 +32,9 @@ from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
 from ..proto import runner_pb2 as pb
 from ._methods import build_methods
+from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
 from ._runner_client import GrpcTransport
+from ._watch import Event, changes, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -141,6 +144,65 @@ class Client:
         except grpc.RpcError as e:
             raise _control_error(e) from None
         return ModelVersionInfo(version)
+
+    def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
+               nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
+               wait: bool = True, timeout: float = 600.0, app_id: str | None = None,
+               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
+        """Deploy a model from source, the one way every front end deploys.
+
+        ``source`` is a model folder, a ``model.py`` path or a cell's source text.
+        Uploads a new version if the content changed, creates the deployment or rolls
+        it out, starts it if stopped, and (``wait``) waits until it is ready, on pushed
+        state changes; DeploymentError with the reason and the log tail if it fails.
+
+        Args:
+            model_id: default: the folder's ``config.yaml`` (for a ``model.py``, that of the
+                folder it sits in); required for source text.
+            deployment_id: default: the model id without what is not a letter or digit.
+            nodepool_id, compute_cluster_id: where to deploy (None: where the deployment
+                already is, else ``local``). An existing deployment is never moved.
+            timeout: seconds to wait until ready.
+            progress: called with the :class:`Rollout` as it proceeds (its ``readiness``
+                is updated on each change).
+            **config: deployment config keys (``autoscale_config``, ``inference_batcher``,
+                ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ...).
+
+        Returns the Deployment; its ``rollout`` says what the deploy did.
+
+        Example::
+
+            dep = Client().deploy("models/echo", autoscale_config={"min_replicas": 1})
+            dep.rollout.version.number, dep.rollout.action     # (3, 'roll out')
+        """
+        from ..paths import home
+
+        folder, model_id = model_folder(source, model_id, home() / "notebook_models")
+        version = self.upload_model(folder, model_id=model_id, app_id=app_id)
+        return roll_out(self, (self.user_id, app_id or "default", model_id), version,
+                        deployment_id=deployment_id or deployment_id_for(model_id),
+                        nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
+                        timeout=timeout, progress=progress, config=config)
+
+    def watch(self, kinds: list[str] | None = None, ids: list[str] | None = None, *,
+              user_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
+        """The control plane's state changes, pushed as they commit.
+
+        First the current state of what is asked for (events with ``initial`` set), then
+        an event of kind ``"synced"``, then one :class:`Event` per change, until
+        ``timeout`` seconds pass (None: until the iterator is closed).
+
+        Args:
+            kinds: ``"deployment"``, ``"replica"``, ``"route"`` (default: all three).
+            ids: deployment ids (default: every deployment of the user).
+            user_id: whose deployments (default: this client's user; the admin may give ``"*"``).
+
+        Example::
+
+            for event in Client().watch(["deployment"], ["echo"], timeout=30):
+                print(event.kind, event.state, event.reason)
+        """
+        return watch(self, kinds, ids, user_id, timeout)
 
     def model(self, model_id: str, *, app_id: str = "default", user_id: str | None = None) -> "Model":
         return Model(model_id=model_id, app_id=app_id, user_id=user_id or self.user_id, client=self)
@@ -411,6 +473,8 @@ class Deployment(_Resource):
         super().__init__(client, _resource)
         self.id = deployment_id
         self.user_id = user_id
+        #: What the deploy that returned this Deployment did (None when not made by a deploy).
+        self.rollout: Rollout | None = None
 
     def _ref(self) -> cpb.ResourceRef:
         return cpb.ResourceRef(kind="deployment", id=self.id, user_id=self.user_id or "")
@@ -513,30 +577,20 @@ class Deployment(_Resource):
         """
         return json.loads(self.client.call("Metrics", self._ref()).metrics_json)
 
-    def wait_until_ready(self, timeout: float = 120.0) -> "Deployment":
-        """Block until RUNNING (or IDLE: scaled to zero, a call starts a replica); DeploymentError
-        (with state, reason and log tail) on failure or timeout."""
-        deadline = time.monotonic() + timeout
-        pause = 0.01  # short at first: a replica of a small model is ready in a few tenths of a second
-        while True:
-            status = self.status
-            if status.get("rollout_failed"):
-                raise DeploymentError(f"deployment {self.id}: the new version did not come up and was "
-                                      "rolled back", status["state"], status.get("reason", ""), self.logs(20))
-            current = [r for r in status.get("replicas", []) if r["version_id"] == status["version_id"]
-                       and r.get("spec") == status.get("spec")]
-            if status["state"] == "RUNNING" and all(r["state"] == "READY" for r in current):
-                return self
-            if status["state"] == "IDLE":
-                return self
-            if status["state"] == "FAILED":
-                raise DeploymentError(f"deployment {self.id} failed", status["state"], status.get("reason", ""),
-                                      self.logs(20))
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"deployment {self.id} not ready after {timeout:g} s", status["state"],
-                                      status.get("reason", ""), self.logs(20))
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
+    def wait_until_ready(self, timeout: float = 120.0, *,
+                         progress: Callable[[Readiness], None] | None = None) -> "Deployment":
+        """Block until the deployment serves its current version and settings with at least
+        ``min_replicas`` READY replicas and no older replica takes new calls (or it scaled to
+        zero: IDLE, the next call starts a replica). Waits on the control plane's pushed
+        state changes; ``progress`` gets a :class:`Readiness` after each. DeploymentError (with
+        state, reason and log tail) on failure, rollback or timeout.
+
+        Example::
+
+            Deployment("echo").start().wait_until_ready(timeout=60)
+        """
+        wait_ready(self, timeout, progress)
+        return self
 
 
 # ---------------------------------------------------------------- models
@@ -704,6 +758,26 @@ class Model:
 
         return predict_form(self, method, **routing)
 
+    def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
+               nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
+               wait: bool = True, timeout: float = 600.0,
+               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
+        """Deploy this uploaded model, as :meth:`Client.deploy` does (without the upload).
+
+        ``version_id`` pins that version (default: the deployment follows the latest);
+        ``deployment_id`` defaults to the model id without what is not a letter or digit.
+
+        Example::
+
+            Model("local/default/models/echo").deploy(autoscale_config={"min_replicas": 1})
+        """
+        client = self.client
+        version = self.version if version_id in (None, self.version.id) else None
+        return roll_out(client, (self.user_id or client.user_id, self.app_id, self.id), version,
+                        deployment_id=deployment_id or deployment_id_for(self.id), nodepool_id=nodepool_id,
+                        compute_cluster_id=compute_cluster_id, wait=wait, timeout=timeout,
+                        progress=progress, config=config, version_id=version_id)
+
     def set_visibility(self, visibility: str) -> None:
         """``"public"``: every user may see, call and deploy it; ``"private"``: only its owner."""
         self.client.call("SetVisibility", cpb.VisibilityRequest(model=self._model_ref(), visibility=visibility))
@@ -756,19 +830,28 @@ class _RoutedTransport:
         return transports[next(self._turn) % len(transports)]
 
     def _resolve(self) -> cpb.Route:
-        """The route; while the deployment starts a replica (woken from zero), resolve again until one serves."""
+        """The route; while the deployment starts a replica (woken from zero), resolve again when
+        its route changes (pushed, for one's own deployments; else every ``retry_after``)."""
         deployment_id, cluster, nodepool = self.route
+        client = self.model.client
         request = cpb.RouteRequest(model=self.model._model_ref(), deployment_id=deployment_id,
                                    compute_cluster_id=cluster, nodepool_id=nodepool)
+        route = client.call("ResolveRoute", request, timeout=ROUTE_TIMEOUT)
+        if not route.retry_after:
+            return route
         deadline = time.monotonic() + START_WAIT
-        while True:
-            route = self.model.client.call("ResolveRoute", request, timeout=ROUTE_TIMEOUT)
-            if not route.retry_after:
-                return route
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"deployment {route.deployment_id}: {route.reason} (no replica came up "
-                                        f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
-            time.sleep(route.retry_after)
+        waits = (changes(client, route.deployment_id, route.user_id, START_WAIT, ["route", "deployment"],
+                         poll=route.retry_after)
+                 if route.user_id == client.user_id else ticks(START_WAIT, route.retry_after))
+        with contextlib.closing(waits):
+            for _ in waits:
+                route = client.call("ResolveRoute", request, timeout=ROUTE_TIMEOUT)
+                if not route.retry_after:
+                    return route
+                if time.monotonic() > deadline:
+                    break
+        raise ControlPlaneError(f"deployment {route.deployment_id}: {route.reason} (no replica came up "
+                                f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
         try:

@@ -11,6 +11,7 @@ from . import _auth
 from ._blobs import BlobStore
 from ._calllog import CallLog
 from ._compute import Compute
+from ._events import EventBus
 from ._host_info import detect
 from ._registry import Registry
 from ._router import Router
@@ -31,6 +32,7 @@ class ControlPlane:
         compute: clusters, nodepools and deployments (``_compute``)
         scheduler: starts, supervises and routes to runner replicas (``_scheduler``)
         router: resolves a call to a runner and signs its route token (``_router``)
+        events: committed state changes, pushed to watchers (``_events``)
         calls: access records and inference logs shipped by the runners (``_calllog``)
         shutdown_requested: set when a client asked the daemon to stop
     """
@@ -39,6 +41,7 @@ class ControlPlane:
         self.home = Path(home)
         self.address = address
         self.store = Store(self.home / "state.db")
+        self.events = EventBus(self.store)
         self.secret = _auth.server_secret(self.home)
         _auth.ensure_local_user(self.store, self.home, self.secret)
         self.host = detect()
@@ -76,6 +79,7 @@ class ControlPlane:
         return gc_environments(in_use | recently_used(ENV_MAX_IDLE))
 
     def stop(self, stop_runners: bool = True) -> None:
+        self.events.close()
         self.scheduler.stop(stop_runners)
         self.calls.stop()  # after the runners: their last records are in the spool files, read next start
         self.store.close()

@@ -93,7 +93,8 @@ class Router:
         try:
             address, version_id = self._route(row["user_id"], row["id"], on_demand)
         except _Starting as e:
-            return cpb.Route(deployment_id=row["id"], retry_after=self.retry_after, reason=e.reason)
+            return cpb.Route(deployment_id=row["id"], user_id=row["user_id"], retry_after=self.retry_after,
+                             reason=e.reason)
         version = self.registry.get_version(cpb.VersionRef(version_id=version_id))
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
@@ -102,7 +103,7 @@ class Router:
         if address in addresses:  # the replica route() picked first: clients that use one still take turns
             addresses.insert(0, addresses.pop(addresses.index(address)))
         return cpb.Route(address=address, token=token, expires_at=now() + self.ttl,
-                         deployment_id=row["id"], version_id=version_id,
+                         deployment_id=row["id"], user_id=row["user_id"], version_id=version_id,
                          description=version.description if version.HasField("description")
                          else pb.ModelDescription(), addresses=addresses,
                          refresh_at=now() + self.refresh_seconds if scaling else 0.0)

@@ -14,8 +14,9 @@ from .._version import __version__
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
 from . import _auth
-from ._access import PLATFORM, own_resource, owned_model, readable_model
-from ._errors import ControlError, InvalidArgument
+from ._access import ADMIN, PLATFORM, own_resource, owned_model, readable_model
+from ._errors import ControlError, InvalidArgument, PermissionDenied
+from ._events import KINDS, MAX_WATCHERS, WatchFilter, stream
 from ._plane import ControlPlane
 
 
@@ -190,6 +191,22 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     def ResolveRoute(self, caller, request, context):
         return self.plane.router.resolve(caller, request)
 
+    @_rpc_stream
+    def Watch(self, caller, request, context):
+        unknown = sorted(set(request.kinds) - set(KINDS))
+        if unknown:
+            raise InvalidArgument(f"cannot watch {', '.join(unknown)}: kinds are {', '.join(KINDS)}")
+        owner = request.user_id or caller
+        if owner == "*":
+            if caller != ADMIN:
+                raise PermissionDenied("only the admin watches every user's deployments")
+            owner = None
+        else:
+            own_resource(caller, owner, "deployments")
+        where = WatchFilter(owner, frozenset(request.kinds), frozenset(request.ids))
+        with self.plane.events.subscribe(where) as sub:
+            yield from stream(sub, context.is_active)
+
     # ------------------------------------------------------------ users and tokens (a token is shown once)
 
     @_rpc
@@ -249,7 +266,7 @@ def make_server(plane: ControlPlane, address: str,
     With ``credentials`` (``grpc.ssl_server_credentials``) it serves TLS only.
     """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="control"),
+        futures.ThreadPoolExecutor(max_workers=32 + MAX_WATCHERS, thread_name_prefix="control"),
         # Off, so a second daemon cannot bind the same port and split the clients.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
     )

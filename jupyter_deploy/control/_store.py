@@ -5,6 +5,11 @@ Every state change runs inside ``Store.tx()``, one transaction, so a crash
 version; ``MIGRATIONS[i]`` takes a database from version i to i + 1 and runs
 at open time, in the same transaction as the version bump.
 
+Every committed change to a deployment or a replica is also announced: temporary
+triggers record which rows a transaction touched, and ``Store.on_change`` gets the
+list after the commit (the daemon's Watch stream is built on it), whoever wrote
+the change.
+
 Example::
 
     store = Store(home / "state.db")
@@ -19,7 +24,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: the first schema.
@@ -134,6 +139,21 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Temporary (this connection's own) triggers that note the deployments and replicas a transaction
+# changes; tx() reads and clears the note before its COMMIT. Only the columns a watcher reports.
+_CHANGES_TABLE = ("CREATE TEMP TABLE changes (kind TEXT NOT NULL, user_id TEXT NOT NULL, "
+                  "id TEXT NOT NULL, deployment_id TEXT NOT NULL)")
+_CHANGE_TRIGGERS = {table: [
+    f"CREATE TEMP TRIGGER {table}_{op.split()[0].lower()} AFTER {op} ON main.{table} "
+    f"BEGIN INSERT INTO changes VALUES ('{kind}', {row}.user_id, {row}.id, {row}.{dep}); END"
+    for op, row in (("INSERT", "NEW"), (f"UPDATE OF {columns}", "NEW"), ("DELETE", "OLD"))]
+    for table, kind, dep, columns in (
+        ("deployments", "deployment", "id", "state, reason, version_id, desired"),
+        ("replicas", "replica", "deployment_id", "state, address, version_id"))}
+
+#: One changed row: (kind, user_id, id, deployment_id); kind is "deployment" or "replica".
+Change = tuple[str, str, str, str]
+
 
 def now() -> float:
     return time.time()
@@ -155,7 +175,14 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.execute(_CHANGES_TABLE)
         self._migrate()
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for statement in (s for table in tables & _CHANGE_TRIGGERS.keys() for s in _CHANGE_TRIGGERS[table]):
+            self._db.execute(statement)
+        #: Called after each commit that changed deployments or replicas, with the changed rows
+        #: (under the store's lock, so listeners see changes in commit order; keep it quick).
+        self.on_change: Callable[[list[Change]], None] | None = None
 
     def _migrate(self) -> None:
         with self.tx() as db:
@@ -182,7 +209,12 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            changed = self._db.execute("SELECT DISTINCT * FROM changes").fetchall()
+            if changed:
+                self._db.execute("DELETE FROM changes")
             self._db.execute("COMMIT")
+            if changed and self.on_change is not None:
+                self.on_change([tuple(row) for row in changed])
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query (a consistent snapshot)."""

@@ -105,6 +105,7 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
             pass
     finally:
         log.info("stopping")
+        plane.events.close()  # Watch streams end now, not at the end of the grace period
         server.stop(STOP_GRACE).wait()
         plane.stop(stop_runners=plane.stop_runners_on_shutdown)
         try:

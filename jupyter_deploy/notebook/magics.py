@@ -550,100 +550,43 @@ class DeployMagics(Magics):
         return model
 
     def _deploy(self, args: Any, cell: str, model_part: dict, deployment_part: dict) -> Any:
-        from ..client import Nodepool
+        from ..client import deployment_id_for
 
-        started = time.monotonic()
+        try:
+            deployment_id = args.deployment_id or deployment_id_for(args.model_id)
+        except ValueError:
+            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id") from None
         progress = _Progress(self._live(), self.progress_interval)
-        deployment_id = args.deployment_id or re.sub(r"[^A-Za-z0-9]", "", args.model_id)
-        if not deployment_id:
-            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
         client = self.client
         folder = self._folder(args, cell, model_part, client.user_id)
-        version = client.upload_model(folder)
-        self._models.pop(self._model_key(args.model_id), None)
-        self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
-
-        config: dict = {"worker": {"model": {"id": args.model_id, "user_id": client.user_id,
-                                             "app_id": args.app_id or "default"}}}
-        config = _merge(config, deployment_part)
+        config = dict(deployment_part)
         scale = {k: v for k, v in (("min_replicas", args.min_replicas),
                                    ("max_replicas", args.max_replicas)) if v is not None}
         if scale:
             config = _merge(config, {"autoscale_config": scale})
         config["run_test"] = not args.no_test
-        deployment = client.deployment(deployment_id)
+
+        def show(rollout: Any) -> None:
+            r = rollout.readiness
+            key = None if r is None else (r.state, r.ready, r.current, r.reason)
+            progress.show(rollout.describe(), key, force=r is None)
+
         try:
-            existing = deployment.refresh().resource
-        except NotFoundError:
-            existing = None
-        if existing is None:
-            cluster, nodepool = args.cluster or "local", args.nodepool or "local"
-            deployment = Nodepool(nodepool, compute_cluster_id=cluster, client=client).create_deployment(
-                deployment_id, **config)
-            action = "creating"
-        else:
-            cluster, nodepool = existing.compute_cluster_id, existing.nodepool_id
-            if (args.cluster or cluster, args.nodepool or nodepool) != (cluster, nodepool):
-                raise DeploymentError(
-                    f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete it "
-                    "first, or give another --deployment-id")
-            changes = {k: v for k, v in config.items() if k != "worker"}
-            if "worker" in deployment_part:
-                changes["worker"] = config["worker"]
-            deployment.update(**changes)
-            if deployment.status.get("desired") == "stopped":
-                deployment.start()
-            action = "rolling out" if not version.deduplicated else "updating"
-        where = f"{cluster}/{nodepool}"
-        note = " (unchanged code: same version)" if version.deduplicated else ""
-        label = f"{args.model_id} v{version.number}{note}: {action} deployment {deployment_id} on {where}"
-        try:
-            ready = self._wait(deployment, started, progress, label)
-        except DeployError as e:
-            progress.show(f"{args.model_id} v{version.number}: deployment {deployment_id} on {where} "
-                          "failed (see below)", "failed", force=True)
+            deployment = client.deploy(
+                folder, args.model_id, deployment_id=deployment_id, app_id=args.app_id,
+                nodepool_id=args.nodepool, compute_cluster_id=args.cluster, timeout=self.wait_timeout,
+                progress=show, **config)
+        except DeploymentError as e:
+            progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
+                          force=True)
             raise _concise(e, deployment_id) from None
-        summary = (f"{args.model_id} v{version.number}{note}: deployment {deployment_id} RUNNING on "
-                   f"{where}, {ready} replica{'s' if ready != 1 else ''}, ready in "
-                   f"{time.monotonic() - started:.1f} s")
-        progress.show(summary, "ready", force=True)
+        finally:
+            self._models.pop(self._model_key(args.model_id), None)
+            self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
+        progress.show(deployment.rollout.summary(), "ready", force=True)
         self._store(args.output, deployment)
         return deployment
-
-    def _wait(self, deployment: Any, started: float, progress: _Progress, label: str) -> int:
-        """Wait until the deployment serves its version; the number of its READY replicas.
-
-        Ready means what a caller sees: the version's replicas are READY and no
-        replica of an older version still takes new calls (old ones may drain on).
-        """
-        wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
-        deadline = started + self.wait_timeout
-        while True:
-            status = deployment.status
-            version_id, state = status.get("version_id"), status.get("state", "?")
-            replicas = status.get("replicas", [])
-            current = [r for r in replicas if r.get("version_id") == version_id]
-            ready = sum(r.get("state") == "READY" for r in current)
-            old_serving = any(r.get("version_id") != version_id and r.get("state") == "READY"
-                              for r in replicas)
-            if state == "FAILED" or status.get("rollout_failed"):
-                deployment.wait_until_ready(timeout=0)  # raises DeploymentError with the reason and logs
-                return ready
-            reason = (status.get("reason") or "").split(". Last log lines:")[0].strip().splitlines()
-            why = f" - {reason[0][:120]}" if reason and state != "RUNNING" else ""
-            progress.show(f"{label}: {state}, {ready}/{max(wanted, len(current))} replicas ready "
-                          f"({time.monotonic() - started:.1f} s){why}", (state, ready, len(current), why))
-            if state in ("RUNNING", "UPDATING") and not old_serving and (
-                    ready >= wanted if wanted > 0 else state == "RUNNING"):
-                return ready
-            if state == "IDLE":  # scaled to zero: the next call starts a replica
-                return 0
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"deployment {deployment.id} not ready after {self.wait_timeout:g} s "
-                                      "(DeployMagics.wait_timeout)", state, status.get("reason", ""),
-                                      deployment.logs(20))
-            time.sleep(0.05 if time.monotonic() - started < 3 else 0.2)
 
     # ------------------------------------------------------------ %predict / %stream
 

@@ -384,7 +384,7 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., deployment_id: _Optional[str] = ..., compute_cluster_id: _Optional[str] = ..., nodepool_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at", "retry_after", "reason")
+    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at", "retry_after", "reason", "user_id")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +395,7 @@ class Route(_message.Message):
     REFRESH_AT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     address: str
     token: str
     expires_at: float
@@ -405,7 +406,44 @@ class Route(_message.Message):
     refresh_at: float
     retry_after: float
     reason: str
-    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ..., retry_after: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ..., retry_after: _Optional[float] = ..., reason: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("kinds", "ids", "user_id")
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    user_id: str
+    def __init__(self, kinds: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[str]] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("seq", "kind", "id", "user_id", "deployment_id", "state", "reason", "version_id", "addresses", "time", "initial")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    kind: str
+    id: str
+    user_id: str
+    deployment_id: str
+    state: str
+    reason: str
+    version_id: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    time: float
+    initial: bool
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., user_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., version_id: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., time: _Optional[float] = ..., initial: _Optional[bool] = ...) -> None: ...
 
 class CallLogsRequest(_message.Message):
     __slots__ = ("ref", "since", "limit", "inference")

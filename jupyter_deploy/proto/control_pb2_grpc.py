@@ -134,6 +134,11 @@ class ControlPlaneStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Route.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/jupyter_deploy.v1.ControlPlane/Watch',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.WatchRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Event.FromString,
+                _registered_method=True)
         self.CreateUser = channel.unary_unary(
                 '/jupyter_deploy.v1.ControlPlane/CreateUser',
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.CreateUserRequest.SerializeToString,
@@ -301,6 +306,12 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateUser(self, request, context):
         """admin only
         """
@@ -453,6 +464,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ResolveRoute,
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Route.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.WatchRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Event.SerializeToString,
             ),
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
@@ -1035,6 +1051,33 @@ class ControlPlane:
             '/jupyter_deploy.v1.ControlPlane/ResolveRoute',
             jupyter__deploy_dot_proto_dot_control__pb2.RouteRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_control__pb2.Route.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/Watch',
+            jupyter__deploy_dot_proto_dot_control__pb2.WatchRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,240 @@
+"""The one deploy path: upload if changed, create or roll out, start if stopped, wait until ready.
+
+``Client.deploy`` (a folder, a ``model.py`` or a cell's source), ``Model.deploy`` (an
+uploaded version), ``%%deploy``, ``jupyter-deploy deploy`` and the sidebar all go
+through :func:`roll_out`, and all wait with :func:`wait_ready`, so "ready" means one
+thing everywhere: the deployment serves its current version (and settings) with at
+least ``min_replicas`` READY replicas and no older replica still takes new calls; or
+it scaled to zero (IDLE), and the next call starts a replica.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DeploymentError, ModelDefinitionError, NotFoundError
+from ._watch import changes
+
+if TYPE_CHECKING:
+    from ._api import Client, Deployment, ModelVersionInfo
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Where a deployment stands on its way to ready.
+
+    ``ready`` counts the READY replicas of the current version and settings, out of
+    ``current`` such replicas; ``wanted`` is ``min_replicas``.
+    """
+
+    state: str
+    ready: int
+    current: int
+    wanted: int
+    reason: str
+    done: bool
+
+
+def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
+    """Readiness from a deployment's status and its ``min_replicas``; DeploymentError if it failed
+    or rolled back."""
+    state = status.get("state", "?")
+    reason = status.get("reason", "")
+    if status.get("rollout_failed"):
+        raise DeploymentError(f"deployment {deployment_id}: the new version did not come up and was rolled "
+                              "back", state, reason)
+    if state == "FAILED":
+        raise DeploymentError(f"deployment {deployment_id} failed", state, reason)
+    replicas = status.get("replicas", [])
+    current = [r for r in replicas if r.get("version_id") == status.get("version_id")
+               and r.get("spec") == status.get("spec")]
+    ready = sum(r.get("state") == "READY" for r in current)
+    old_serving = any(r.get("state") == "READY" for r in replicas if r not in current)
+    done = state == "IDLE" or (state in ("RUNNING", "UPDATING") and not old_serving and (
+        ready >= wanted if wanted > 0 else state == "RUNNING"))
+    return Readiness(state, ready, len(current), wanted, reason, done)
+
+
+def wait_ready(deployment: "Deployment", timeout: float,
+               progress: Callable[[Readiness], None] | None = None) -> Readiness:
+    """Block until ready, re-reading the status on each pushed change; DeploymentError (with
+    state, reason and log tail) on failure or after ``timeout`` seconds."""
+    last: Readiness | None = None
+    try:
+        for _ in changes(deployment.client, deployment.id, deployment.user_id, timeout):
+            status = deployment.status  # (refreshes the resource, and so its config)
+            wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
+            last = readiness(deployment.id, status, wanted)
+            if progress is not None:
+                progress(last)
+            if last.done:
+                return last
+    except DeploymentError as e:
+        raise DeploymentError(str(e), e.state, e.reason, deployment.logs(20)) from None
+    state, reason = (last.state, last.reason) if last else ("?", "")
+    raise DeploymentError(f"deployment {deployment.id} not ready after {timeout:g} s", state, reason,
+                          deployment.logs(20))
+
+
+@dataclass
+class Rollout:
+    """What one deploy did: the version it deployed, the action, and how ready it got.
+
+    ``action`` is ``"create"`` (a new deployment), ``"roll out"`` (a new version or new
+    settings on an existing one) or ``"restart"`` (nothing new; the deployment was stopped
+    and is started again) or ``"keep"`` (nothing new, already running).
+    """
+
+    deployment_id: str
+    compute_cluster_id: str
+    nodepool_id: str
+    version: "ModelVersionInfo | None"
+    action: str
+    started: float = field(default_factory=time.monotonic)
+    readiness: Readiness | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the deploy began."""
+        return time.monotonic() - self.started
+
+    @property
+    def where(self) -> str:
+        return f"{self.compute_cluster_id}/{self.nodepool_id}"
+
+    def _what(self) -> str:
+        if self.version is None:
+            return self.deployment_id
+        same = " (unchanged code: same version)" if self.version.deduplicated else ""
+        return f"{self.version.model_id} v{self.version.number}{same}"
+
+    def describe(self) -> str:
+        """One line: what the deploy does and, while it waits, how far it got.
+
+        Example: ``echo v3: roll out deployment echo on local/local: STARTING, 0/1 replicas
+        ready (0.4 s) - loading the model``
+        """
+        line = f"{self._what()}: {self.action} deployment {self.deployment_id} on {self.where}"
+        r = self.readiness
+        if r is None:
+            return line
+        why = r.reason.split(". Last log lines:")[0].strip().splitlines()
+        why_text = f" - {why[0][:120]}" if why and r.state != "RUNNING" else ""
+        return (f"{line}: {r.state}, {r.ready}/{max(r.wanted, r.current)} replicas ready "
+                f"({self.seconds:.1f} s){why_text}")
+
+    def summary(self) -> str:
+        """One line once ready, e.g. ``echo v3: deployment echo RUNNING on local/local, 1 replica,
+        ready in 1.2 s``."""
+        r = self.readiness
+        state, ready = (r.state, r.ready) if r else ("not waited for", 0)
+        return (f"{self._what()}: deployment {self.deployment_id} {state} on {self.where}, {ready} "
+                f"replica{'s' if ready != 1 else ''}, ready in {self.seconds:.1f} s")
+
+
+def deployment_id_for(model_id: str) -> str:
+    """The default deployment id of a model: its id without what a deployment id may not hold."""
+    deployment_id = re.sub(r"[^A-Za-z0-9]", "", model_id)
+    if not deployment_id:
+        raise ValueError(f"cannot make a deployment id from {model_id!r}; give deployment_id")
+    return deployment_id
+
+
+def model_folder(source: str | os.PathLike, model_id: str | None, scratch: Path) -> tuple[Path, str]:
+    """The model folder for ``source`` and the model's id.
+
+    ``source`` is a model folder, a ``model.py`` (in a model folder, or beside a
+    ``config.yaml``, or alone), or a cell's source text (written under ``scratch``).
+    """
+    from ..config import default_config, load_config
+    from ..folder import MODEL_FILE, write_model_folder
+
+    text = str(source)
+    if isinstance(source, os.PathLike) or ("\n" not in text and Path(text).exists()):
+        path = Path(source)
+        if path.is_dir():
+            return path, model_id or _configured_id(load_config(path), path)
+        if path.parent.name == MODEL_FILE.parent.name and (path.parent.parent / "config.yaml").exists():
+            folder = path.parent.parent
+            return folder, model_id or _configured_id(load_config(folder), folder)
+        config = load_config(path.parent) if (path.parent / "config.yaml").exists() else None
+        model_id = model_id or _configured_id(config, path)
+        requirements = path.parent / "requirements.txt"
+        folder = write_model_folder(
+            path.read_text(), scratch / model_id, model_id=model_id,
+            config=config.to_dict() if config is not None else default_config(model_id),
+            requirements=requirements.read_text() if requirements.exists() else "")
+        return folder, model_id
+    if "ModelClass" not in text:
+        raise ModelDefinitionError(f"{text[:80]!r} is neither a model folder, a model.py, nor source code "
+                                   "defining a ModelClass subclass")
+    if not model_id:
+        raise ValueError("give model_id when deploying source text (it has no config.yaml to read it from)")
+    return write_model_folder(text, scratch / model_id, model_id=model_id, config=default_config(model_id),
+                              requirements=""), model_id
+
+
+def _configured_id(config: Any, where: Path) -> str:
+    model = getattr(config, "model", None)
+    if model is None or not getattr(model, "id", ""):
+        raise ValueError(f"{where}: no model id in config.yaml; give model_id")
+    return model.id
+
+
+def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersionInfo | None", *,
+             deployment_id: str, nodepool_id: str | None, compute_cluster_id: str | None, wait: bool,
+             timeout: float, progress: Callable[[Rollout], None] | None, config: dict,
+             version_id: str | None = None) -> "Deployment":
+    """Create the deployment of ``model`` (user, app, id), or roll it out, start it if stopped, and
+    (``wait``) wait until ready. ``nodepool_id``/``compute_cluster_id`` None: where an existing
+    deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves."""
+    from ._api import Nodepool
+
+    worker_model: dict[str, Any] = {"id": model[2], "user_id": model[0], "app_id": model[1]}
+    if version_id:
+        worker_model["model_version"] = {"id": version_id}
+    given_worker = "worker" in config or version_id
+    worker = {**config.get("worker", {}), "model": {**config.get("worker", {}).get("model", {}),
+                                                    **worker_model}}
+    config = {**config, "worker": worker}
+    deployment = client.deployment(deployment_id)
+    try:
+        existing = deployment.refresh().resource
+    except NotFoundError:
+        existing = None
+    if existing is None:
+        cluster, nodepool = compute_cluster_id or "local", nodepool_id or "local"
+        deployment = Nodepool(nodepool, compute_cluster_id=cluster, client=client).create_deployment(
+            deployment_id, **config)
+        action = "create"
+    else:
+        cluster, nodepool = existing.compute_cluster_id, existing.nodepool_id
+        if (compute_cluster_id or cluster, nodepool_id or nodepool) != (cluster, nodepool):
+            raise DeploymentError(f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete "
+                                  "it first, or give another deployment_id")
+        before = (deployment.status.get("version_id"), deployment.status.get("spec"))
+        changes_ = {k: v for k, v in config.items() if k != "worker" or given_worker}
+        deployment.update(**changes_)
+        status = deployment.status
+        stopped = status.get("desired") == "stopped"
+        if stopped:
+            deployment.start()
+        new = (status.get("version_id"), status.get("spec")) != before
+        action = "roll out" if new else "restart" if stopped else "keep"
+    rollout = Rollout(deployment_id, cluster, nodepool, version, action)
+    deployment.rollout = rollout
+    if progress is not None:
+        progress(rollout)
+    if wait:
+        def step(r: Readiness) -> None:
+            rollout.readiness = r
+            if progress is not None:
+                progress(rollout)
+        wait_ready(deployment, timeout, step)
+    return deployment

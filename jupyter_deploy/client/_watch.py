@@ -1,0 +1,103 @@
+"""The control plane's pushed state changes, as a client sees them (the ``Watch`` stream).
+
+Example::
+
+    for event in client.watch(kinds=["deployment"], timeout=60):
+        print(event.deployment_id, event.state)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ..errors import ControlPlaneError
+from ..proto import control_pb2 as cpb
+
+if TYPE_CHECKING:
+    from ._api import Client
+
+#: Watch refusals after which a caller polls instead (too many watchers; an older daemon).
+NO_STREAM = ("RESOURCE_EXHAUSTED", "UNIMPLEMENTED")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change (or, with ``initial``, one part of the current state).
+
+    ``kind`` is ``"deployment"``, ``"replica"``, ``"route"`` (the replicas serving a
+    deployment's version changed: ``state`` is SERVING or NOT_SERVING, ``addresses``
+    lists them) or ``"synced"`` (the current state has been sent; changes follow).
+    ``state`` is DELETED once the resource is gone.
+    """
+
+    kind: str
+    id: str
+    user_id: str
+    deployment_id: str
+    state: str
+    reason: str
+    version_id: str
+    addresses: tuple[str, ...]
+    time: float
+    initial: bool
+    seq: int
+
+    @classmethod
+    def from_proto(cls, e: cpb.Event) -> "Event":
+        return cls(kind=e.kind, id=e.id, user_id=e.user_id, deployment_id=e.deployment_id, state=e.state,
+                   reason=e.reason, version_id=e.version_id, addresses=tuple(e.addresses), time=e.time,
+                   initial=e.initial, seq=e.seq)
+
+
+def watch(client: "Client", kinds: Iterable[str] | None, ids: Iterable[str] | None,
+          user_id: str | None, timeout: float | None) -> Iterator[Event]:
+    """The Watch stream's events; it ends quietly when ``timeout`` passes (closing it cancels it)."""
+    request = cpb.WatchRequest(kinds=list(kinds or ()), ids=list(ids or ()), user_id=user_id or "")
+    call = client._stub.Watch(request, timeout=timeout, metadata=client._metadata)
+    try:
+        for event in call:
+            yield Event.from_proto(event)
+    except grpc.RpcError as e:
+        if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            code = e.code().name if e.code() else "UNKNOWN"
+            raise ControlPlaneError(e.details() or code, code) from None
+    finally:
+        call.cancel()
+
+
+def changes(client: "Client", deployment_id: str, user_id: str | None, timeout: float,
+            kinds: Iterable[str] | None = None, poll: float = 0.2) -> Iterator[None]:
+    """Yield once now and again each time something about the deployment may have changed,
+    until ``timeout`` passes: on pushed events, or, where the daemon refuses a stream (too
+    many watchers), every ``poll`` seconds."""
+    deadline = time.monotonic() + timeout
+    try:
+        with contextlib.closing(watch(client, kinds, [deployment_id], user_id, timeout)) as events:
+            for event in events:
+                if not event.initial:  # the first change, or the end of the current state
+                    yield
+        return
+    except ControlPlaneError as e:
+        if e.code not in NO_STREAM:
+            raise
+    yield from ticks(deadline - time.monotonic(), poll)
+
+
+def ticks(timeout: float, poll: float) -> Iterator[None]:
+    """Yield now, then after pauses growing to ``poll`` seconds, until ``timeout`` passes: what
+    a waiter does where no stream can tell it of changes."""
+    deadline = time.monotonic() + timeout
+    pause = 0.01  # short at first: a replica of a small model is ready in a few tenths of a second
+    while True:
+        yield
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, poll)
