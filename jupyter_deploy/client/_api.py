@@ -34,7 +34,7 @@ from ..proto import runner_pb2 as pb
 from ._methods import build_methods
 from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
 from ._runner_client import GrpcTransport
-from ._watch import Event, changes, ticks, watch
+from ._watch import Event, RouteWatch, changes, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -101,6 +101,7 @@ class Client:
         self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
         self._runner_channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self._routes = RouteWatch(self)
 
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"
@@ -120,6 +121,7 @@ class Client:
             return channel
 
     def close(self) -> None:
+        self._routes.close()
         for channel in self._runner_channels.values():
             channel.close()
         self._channel.close()
@@ -810,21 +812,31 @@ class _RoutedTransport:
         self._transports: list[GrpcTransport] = []
         self._turn = itertools.count()
         self._renew_at = 0.0
+        self._deployment_id = ""
+        self._seen: tuple[int, int] = (0, 0)  # the RouteWatch version the cached route was resolved at
         self._lock = threading.Lock()
 
     def _current(self, refresh: bool = False) -> GrpcTransport:
         with self._lock:
-            if refresh or not self._transports or time.time() > self._renew_at:
+            routes = self.model.client._routes
+            if (refresh or not self._transports or time.time() > self._renew_at
+                    or routes.version(self._deployment_id) != self._seen):
+                routes.ensure()
+                seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
                 route = self._resolve()
+                if route.deployment_id != self._deployment_id:  # the first resolve
+                    self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
+                self._seen = seen
                 metadata = (("jd-route-token", route.token),)
                 client = self.model.client
                 self._transports = [
                     GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
                     for address in (list(route.addresses) or [route.address])]
                 # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
-                # sooner where the daemon says replicas may come and go (autoscaling).
+                # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
+                # route changes tell us when.
                 self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
-                if route.refresh_at:
+                if route.refresh_at and not (routes.live and route.user_id == client.user_id):
                     self._renew_at = min(self._renew_at, route.refresh_at)
             transports = self._transports
         return transports[next(self._turn) % len(transports)]

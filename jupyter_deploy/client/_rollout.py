@@ -193,13 +193,13 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
              version_id: str | None = None) -> "Deployment":
     """Create the deployment of ``model`` (user, app, id), or roll it out, start it if stopped, and
     (``wait``) wait until ready. ``nodepool_id``/``compute_cluster_id`` None: where an existing
-    deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves."""
+    deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves
+    (an older pin is lifted)."""
     from ._api import Nodepool
 
-    worker_model: dict[str, Any] = {"id": model[2], "user_id": model[0], "app_id": model[1]}
-    if version_id:
-        worker_model["model_version"] = {"id": version_id}
-    given_worker = "worker" in config or version_id
+    # Always the version asked for: a deploy never leaves an older pin in place.
+    worker_model = {"id": model[2], "user_id": model[0], "app_id": model[1],
+                    "model_version": {"id": version_id or ""}}
     worker = {**config.get("worker", {}), "model": {**config.get("worker", {}).get("model", {}),
                                                     **worker_model}}
     config = {**config, "worker": worker}
@@ -219,8 +219,7 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
             raise DeploymentError(f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete "
                                   "it first, or give another deployment_id")
         before = (deployment.status.get("version_id"), deployment.status.get("spec"))
-        changes_ = {k: v for k, v in config.items() if k != "worker" or given_worker}
-        deployment.update(**changes_)
+        deployment.update(**config)
         status = deployment.status
         stopped = status.get("desired") == "stopped"
         if stopped:

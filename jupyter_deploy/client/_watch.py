@@ -9,10 +9,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -101,3 +102,59 @@ def ticks(timeout: float, poll: float) -> Iterator[None]:
             return
         time.sleep(min(pause, left))
         pause = min(pause * 2, poll)
+
+
+class RouteWatch:
+    """One per Client: learns, pushed, when the replicas serving a deployment change, so that
+    cached routes are resolved again at once instead of at their next renewal.
+
+    ``version(deployment_id)`` changes whenever the deployment's route may have changed (or
+    the stream was down, when anything may have). Without a stream (refused, or the daemon
+    is away) routes fall back to their renewal times; it tries again after ``retry`` seconds.
+    """
+
+    def __init__(self, client: "Client", retry: float = 10.0):
+        self.client, self.retry = client, retry
+        self._changes: dict[str, int] = {}
+        self._epoch = 0
+        self._call: Any = None
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+        self._closed = False
+        #: True while the stream runs and has sent the current state: route changes are pushed.
+        self.live = False
+
+    def version(self, deployment_id: str) -> tuple[int, int]:
+        return self._epoch, self._changes.get(deployment_id, 0)
+
+    def ensure(self) -> None:
+        """Start the stream unless it runs (or failed lately)."""
+        with self._lock:
+            if self._call is not None or self._closed or time.monotonic() < self._retry_at:
+                return
+            self._call = self.client._stub.Watch(cpb.WatchRequest(kinds=["route"]),
+                                                 metadata=self.client._metadata)
+            call = self._call
+        threading.Thread(target=self._run, args=(call,), name="jupyter_deploy-routes", daemon=True).start()
+
+    def _run(self, call: Any) -> None:
+        try:
+            for event in call:
+                if event.kind == "synced":  # routes resolved before the stream began may be stale
+                    self._epoch += 1
+                    self.live = True
+                elif not event.initial:
+                    self._changes[event.deployment_id] = self._changes.get(event.deployment_id, 0) + 1
+        except grpc.RpcError:
+            pass  # refused (too many watchers), cancelled, or the daemon went away
+        with self._lock:
+            self._call, self.live = None, False
+            self._epoch += 1  # changes may have been missed while no stream ran
+            self._retry_at = time.monotonic() + self.retry
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            call = self._call
+        if call is not None:
+            call.cancel()

@@ -39,7 +39,7 @@ DELETED = "DELETED"
 #: Route states: some replica serves the deployment's version, or none does.
 SERVING, NOT_SERVING = "SERVING", "NOT_SERVING"
 #: Open Watch streams at once (each holds a daemon thread); more are refused.
-MAX_WATCHERS = 16
+MAX_WATCHERS = 64
 #: Events a watcher may fall behind by before its stream ends (it watches again).
 QUEUE_LIMIT = 10_000
 

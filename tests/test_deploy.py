@@ -1,0 +1,225 @@
+"""The one deploy path (Client.deploy, Model.deploy, `jupyter-deploy deploy`) and the Watch
+stream it waits on, against a real daemon and real runners."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+
+import pytest
+from daemon_helpers import isolated_home
+
+from jupyter_deploy import Client, ControlPlaneError, DeploymentError, Model
+from jupyter_deploy.client import _watch
+from jupyter_deploy.control._events import MAX_WATCHERS
+
+pytestmark = pytest.mark.timeout(300)
+
+SOURCE = '''
+from jupyter_deploy import ModelClass
+
+
+class Greeter(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return "{greeting} " + text
+'''
+
+BROKEN = '''
+from jupyter_deploy import ModelClass
+
+
+class Broken(ModelClass):
+    def load_model(self):
+        raise RuntimeError("the weights are missing")
+
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+'''
+
+
+def folder(root, model_id: str, greeting: str = "hello"):
+    (root / "1").mkdir(parents=True, exist_ok=True)
+    (root / "1" / "model.py").write_text(SOURCE.format(greeting=greeting))
+    (root / "config.yaml").write_text(f"model:\n  id: {model_id}\n")
+    (root / "requirements.txt").write_text("")
+    return root
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with isolated_home(tmp_path_factory, "deploy_home") as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    client = Client()
+    yield client
+    client.close()
+
+
+def test_deploy_a_folder_then_redeploy_unchanged_and_changed(client, tmp_path):
+    root = folder(tmp_path / "greet", "greet-er")
+    seen = []
+    dep = client.deploy(root, progress=lambda r: seen.append((r.action, r.readiness)))
+    assert dep.id == "greeter"  # the model id without what a deployment id may not hold
+    assert dep.rollout.action == "create" and dep.rollout.version.number == 1
+    assert dep.rollout.readiness.done and dep.rollout.readiness.ready == 1
+    assert seen[0] == ("create", None) and seen[-1][1].done
+    assert "greet-er v1: deployment greeter RUNNING on local/local, 1 replica" in dep.rollout.summary()
+    model = Model(model_id="greet-er", client=client)
+    assert model.predict("you") == "hello you"
+
+    again = client.deploy(root)
+    assert again.rollout.version.deduplicated and again.rollout.action == "keep"
+
+    folder(root, "greet-er", greeting="hi")
+    changed = client.deploy(root / "1" / "model.py")  # a model.py in a folder: the folder's config
+    assert changed.rollout.action == "roll out" and changed.rollout.version.number == 2
+    # Ready means no replica of the old version takes new calls.
+    assert Model(model_id="greet-er", client=client).predict("you") == "hi you"
+    assert all(r["version_id"] == changed.status["version_id"] for r in changed.status["replicas"]
+               if r["state"] == "READY")
+
+
+def test_deploy_source_text_and_a_stopped_deployment_restarts(client):
+    with pytest.raises(ValueError, match="give model_id"):
+        client.deploy(SOURCE.format(greeting="yo"))
+    dep = client.deploy(SOURCE.format(greeting="yo"), "texty", autoscale_config={"min_replicas": 1})
+    assert Model(model_id="texty", client=client).predict("a") == "yo a"
+    dep.stop()
+    again = client.deploy(SOURCE.format(greeting="yo"), "texty")
+    assert again.rollout.action == "restart" and again.state == "RUNNING"
+
+
+def test_a_lone_model_py_with_a_config_beside_it(client, tmp_path):
+    (tmp_path / "model.py").write_text(SOURCE.format(greeting="lone"))
+    (tmp_path / "config.yaml").write_text("model:\n  id: lone\n")
+    dep = client.deploy(tmp_path / "model.py", deployment_id="loneone")
+    assert dep.id == "loneone" and Model(model_id="lone", client=client).predict("x") == "lone x"
+
+
+def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
+    root = folder(tmp_path / "pinned", "pinned", greeting="one")
+    first = client.upload_model(root)
+    client.upload_model(folder(root, "pinned", greeting="two"))
+    model = Model(model_id="pinned", client=client)
+    dep = model.deploy(version_id=first.id)
+    assert dep.id == "pinned" and dep.status["version_id"] == first.id
+    assert model.predict("x") == "one x"
+    follow = model.deploy()  # unpinned again: the latest serves
+    assert follow.rollout.action == "roll out" and model.predict("x") == "two x"
+
+
+def test_an_existing_deployment_is_never_moved(client, tmp_path):
+    root = folder(tmp_path / "stay", "stay")
+    client.deploy(root)
+    client.compute_cluster("local").create_nodepool("other")
+    with pytest.raises(DeploymentError, match="already exists on local/local"):
+        client.deploy(root, nodepool_id="other")
+
+
+def test_a_failing_model_fails_the_deploy_with_its_reason_and_log(client, tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.py").write_text(BROKEN)
+    (tmp_path / "config.yaml").write_text("model:\n  id: broken\n")
+    with pytest.raises(DeploymentError) as info:
+        client.deploy(tmp_path, timeout=120)
+    text = f"{info.value} {info.value.reason} {' '.join(info.value.log_tail)}"
+    assert "the weights are missing" in text
+
+
+def test_cli_deploy(client, home, tmp_path):
+    root = folder(tmp_path / "cli", "clim", greeting="cli")
+    out = subprocess.run([sys.executable, "-m", "jupyter_deploy", "deploy", str(root), "--min-replicas", "1"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "clim v1: create deployment clim on local/local" in out.stdout
+    assert out.stdout.strip().splitlines()[-1].startswith("clim v1: deployment clim RUNNING on local/local")
+    assert Model(model_id="clim", client=client).predict("x") == "cli x"
+    bad = subprocess.run([sys.executable, "-m", "jupyter_deploy", "deploy", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+# ---------------------------------------------------------------- Watch
+
+
+def test_watch_sends_the_current_state_then_changes(client, tmp_path):
+    dep = client.deploy(folder(tmp_path / "watched", "watched"))
+    events = client.watch(ids=["watched"], timeout=60)
+    initial = []
+    for event in events:
+        if event.kind == "synced":
+            break
+        initial.append(event)
+    assert {e.kind for e in initial} == {"deployment", "replica", "route"} and all(e.initial for e in initial)
+    assert next(e for e in initial if e.kind == "deployment").state == "RUNNING"
+    route = next(e for e in initial if e.kind == "route")
+    assert route.state == "SERVING" and len(route.addresses) == 1
+
+    threading.Thread(target=dep.stop, daemon=True).start()
+    changes = []
+    for event in events:
+        changes.append(event)
+        if event.kind == "deployment" and event.state == "STOPPED":
+            break
+    events.close()
+    assert not any(e.initial for e in changes)
+    assert [e.seq for e in changes] == sorted(e.seq for e in changes)
+    assert any(e.kind == "route" and e.state == "NOT_SERVING" for e in changes)
+    assert any(e.kind == "replica" and e.state in ("STOPPING", "DELETED") for e in changes)
+
+
+def test_watch_filters_and_refusals(client, home):
+    kinds = {e.kind for e in client.watch(["route"], timeout=5) if e.kind != "synced"}
+    assert kinds <= {"route"}
+    with pytest.raises(ControlPlaneError, match="kinds are deployment, replica, route") as info:
+        list(client.watch(["nodes"], timeout=5))
+    assert info.value.code == "INVALID_ARGUMENT"
+    _, token = client.create_user("watcher")
+    other = Client(pat=token)
+    try:
+        with pytest.raises(ControlPlaneError) as info:  # another user's deployments are not there
+            list(other.watch(user_id="local", timeout=5))
+        assert info.value.code == "NOT_FOUND"
+        with pytest.raises(ControlPlaneError, match="only the admin") as info:
+            list(other.watch(user_id="*", timeout=5))
+        # The admin's own deployments never reach another user's stream.
+        assert [e.kind for e in other.watch(timeout=2)] == ["synced"]
+    finally:
+        other.close()
+    assert any(e.user_id == "local" for e in client.watch(user_id="*", timeout=2))
+
+
+def test_waiting_works_when_every_watch_slot_is_taken(client, tmp_path):
+    """Watchers are capped (each holds a daemon thread); a waiter refused one polls instead."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(MAX_WATCHERS + 1):  # this client's route watch may hold one already
+            stream = client.watch(timeout=120)
+            stack.callback(stream.close)
+            try:
+                assert next(stream).kind in ("deployment", "replica", "route", "synced")  # it is open
+            except ControlPlaneError as e:
+                assert e.code == "RESOURCE_EXHAUSTED" and "watchers already" in str(e)
+                break
+        else:
+            pytest.fail(f"more than {MAX_WATCHERS} watchers were let in")
+        calls = []
+        original = _watch.ticks
+
+        def counted(*args):
+            calls.append(args)
+            yield from original(*args)
+
+        _watch.ticks = counted
+        try:
+            dep = client.deploy(folder(tmp_path / "polled", "polled"))
+        finally:
+            _watch.ticks = original
+        assert calls and dep.rollout.readiness.done
+        assert Model(model_id="polled", client=client).predict("x") == "hello x"
