@@ -86,6 +86,10 @@ class Subscription:
         except queue.Empty:
             return None
 
+    def wake(self) -> None:
+        """Wake the reader (it then finds the stream ended)."""
+        self.put(None)
+
     def put(self, event: cpb.Event | None) -> None:
         try:
             self._queue.put_nowait(event)
@@ -129,7 +133,7 @@ class EventBus:
         self.closed.set()
         with self._lock:
             for sub in self._subscribers:
-                sub.put(None)
+                sub.wake()
 
     # ------------------------------------------------------------ events
 

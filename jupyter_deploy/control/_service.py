@@ -205,6 +205,7 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
             own_resource(caller, owner, "deployments")
         where = WatchFilter(owner, frozenset(request.kinds), frozenset(request.ids))
         with self.plane.events.subscribe(where) as sub:
+            context.add_callback(sub.wake)  # a cancelled stream gives its slot back at once
             yield from stream(sub, context.is_active)
 
     # ------------------------------------------------------------ users and tokens (a token is shown once)
