@@ -203,20 +203,20 @@ class Scheduler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        running = [r for r in self._runtime.values() if r.handle is not None]
+        running = [run for run in self._runtime.values() if run.handle is not None]
         if stop_runners:
-            for r in running:
-                if r.stop_at is None:
-                    r.backend.drain(r.handle, self.stop_timeout)
+            for run in running:
+                if run.stop_at is None:
+                    run.backend.drain(run.handle, self.stop_timeout)
             deadline = time.monotonic() + self.stop_timeout
-            while any(r.backend.poll(r.handle) is None for r in running) and time.monotonic() < deadline:
+            while any(run.backend.poll(run.handle) is None for run in running) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            for r in running:
-                r.backend.stop(r.handle)
+            for run in running:
+                run.backend.stop(run.handle)
             with self.store.tx() as db:
                 db.execute("DELETE FROM replicas")
             self._runtime.clear()
-        for backend in {id(r.backend): r.backend for r in running}.values():
+        for backend in {id(run.backend): run.backend for run in running}.values():
             backend.close()
 
     # ------------------------------------------------------------ routing and logs
