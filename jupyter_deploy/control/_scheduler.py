@@ -56,7 +56,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -68,8 +68,9 @@ from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
+from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
-from ._resources import Needs, describe_gpus, eligible, needs_from, never_fits, runner_limit_args
+from ._resources import Needs, runner_limit_args
 from ._secrets import HINT_RE as SECRET_HINT_RE
 from ._secrets import Secrets
 from ._store import Store, now
@@ -88,10 +89,6 @@ ROLLBACK_PREFIX = "rollout failed"
 
 class _Failed(Exception):
     """Raised by Scheduler._fail once a deployment is marked FAILED: its pass ends there."""
-
-
-#: What one replica of a version asks for (see ``_resources``).
-_VersionNeeds = Needs
 
 
 @dataclass
@@ -171,7 +168,7 @@ class Scheduler:
         self.interval, self.log_max_bytes = interval, log_max_bytes
         self._runtime: dict[str, _Replica] = {}       # replica id -> what runs, and its timers
         self._deployments: dict[tuple[str, str], _Deployment] = {}
-        self._needs: dict[str, _VersionNeeds] = {}
+        self.placement = Placement(store, host)           # GPUs and memory per replica
         self._tested: set[str] = set()                     # versions whose test() passed
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
         # Read and advanced by route() on the service's threads, hence apart from _Deployment.
@@ -434,11 +431,11 @@ class Scheduler:
         backend = self._backend(dep)
         drain = float(cfg.get("drain_seconds", 5))
         try:
-            needs = self._version_needs(dep["version_id"])
+            needs = self.placement.needs(dep["version_id"])
         except LookupError as e:
             self._fail(dep, str(e))
         gpus_each = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
-        impossible = self._never_fits(gpus_each, needs)
+        impossible = self.placement.never_fits(gpus_each, needs)
         if impossible:
             self._fail(dep, impossible)
 
@@ -457,7 +454,7 @@ class Scheduler:
                 self._spawn(dep, backend, r["id"], r["version_id"], r["gpus"])
         waiting = ""
         for _ in range(wanted - len(current)):
-            gpus, waiting = self._allocate(dep, gpus_each, needs)
+            gpus, waiting = self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
@@ -492,7 +489,7 @@ class Scheduler:
             return ""
         return note
 
-    def _make_room(self, dep: Any, count: int, needs: _VersionNeeds, replicas: list[Any], old: list[Any],
+    def _make_room(self, dep: Any, count: int, needs: Needs, replicas: list[Any], old: list[Any],
                    drain: float) -> list[Any]:
         """Retire old-version replicas, one at a time, until a new replica would fit; return those left.
 
@@ -502,7 +499,7 @@ class Scheduler:
         leaving = {r["id"] for r in replicas if r["state"] in (DRAINING, STOPPING)}
 
         def fits(ignore: set[str]) -> bool:
-            return self._allocate(dep, count, needs, ignore)[0] is not None
+            return self.placement.allocate(dep["user_id"], count, needs, ignore)[0] is not None
 
         if fits(leaving) or not fits(leaving | {r["id"] for r in old}):
             return old
@@ -512,43 +509,6 @@ class Scheduler:
             if fits(leaving):
                 break
         return [r for r in old if r["id"] not in leaving]
-
-    def _allocate(self, dep: Any, count: int, needs: _VersionNeeds,
-                  ignore: Collection[str] = ()) -> tuple[str | None, str]:
-        """``(gpus, "")`` for one more replica (comma-separated indices), or ``(None, why it must wait)``."""
-        rows = [r for r in self.store.query("SELECT id, user_id, deployment_id, version_id, gpus FROM replicas")
-                if r["id"] not in ignore]
-        holders: dict[int, str] = {}
-        for r in rows:
-            name = r["deployment_id"] if r["user_id"] == dep["user_id"] else f"{r['user_id']}/{r['deployment_id']}"
-            for index in _gpu_list(r["gpus"]):
-                holders[index] = name
-        usable = [g.index for g in eligible(self.host.gpus, needs)]
-        free = [i for i in usable if i not in holders]
-        if len(free) < count:
-            users = ", ".join(sorted({holders[i] for i in usable if i in holders}))
-            if not free:
-                return None, f"waiting for {describe_gpus(count, needs)}: all {len(usable)} in use by {users}"
-            return None, (f"waiting for {describe_gpus(count, needs)}: only {len(free)} of {len(usable)} free "
-                          f"(the others are in use by {users})")
-        if needs.memory:
-            reserved = sum(self._version_needs(r["version_id"]).memory for r in rows)
-            if reserved + needs.memory > self.host.memory:
-                return None, (f"waiting for {_gib(needs.memory)} of memory: {_gib(reserved)} of "
-                              f"{_gib(self.host.memory)} is reserved by running replicas")
-        return ",".join(str(i) for i in free[:count]), ""
-
-    def _never_fits(self, count: int, needs: _VersionNeeds) -> str:
-        """Why one replica can never fit on this host, or ""."""
-        return never_fits(count, needs, self.host)
-
-    def _version_needs(self, version_id: str) -> _VersionNeeds:
-        if version_id not in self._needs:
-            row = self.store.one("SELECT config_json, python FROM versions WHERE id = ?", (version_id,))
-            if row is None:
-                raise LookupError(f"version {version_id} no longer exists")
-            self._needs[version_id] = needs_from(json.loads(row["config_json"] or "{}"), python=row["python"])
-        return self._needs[version_id]
 
     # ------------------------------------------------------------ starting
 
@@ -574,7 +534,7 @@ class Scheduler:
     def _spawn(self, dep: Any, backend: NodepoolBackend, rid: str, version_id: str, gpus: str) -> None:
         key = (dep["user_id"], dep["id"])
         state, run = self._deployment(key), self._runtime.setdefault(rid, _Replica())
-        needs = self._version_needs(version_id)
+        needs = self.placement.needs(version_id)
         cfg = json.loads(dep["config_json"])
         try:
             model_path = self.version_dir(version_id)
@@ -601,7 +561,7 @@ class Scheduler:
             env={**secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                  "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
                  "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))},
-            gpus=tuple(_gpu_list(gpus)), resources=needs, log=self._log(*key))
+            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key))
         try:
             handle = backend.start(spec)
         except StartFailed as e:
@@ -773,11 +733,3 @@ class Scheduler:
 def _spec(dep: Any) -> str:
     """The spec a deployment row asks its replicas to run (``_configs.replica_spec``)."""
     return deployment_spec(dep["version_id"], dep["config_json"])
-
-
-def _gpu_list(gpus: str) -> list[int]:
-    return [int(i) for i in gpus.split(",") if i]
-
-
-def _gib(value: float) -> str:
-    return f"{value / 2**30:.1f} GiB"
