@@ -15,10 +15,10 @@ what the store asks for with what runs:
 - a replica becomes READY when its gRPC health answers SERVING; one that exits
   is restarted with exponential backoff, and too many crashes in a window mark
   the deployment FAILED with the exit code and the log's last lines;
-- GPUs are reserved per replica (never one GPU for two replicas, across all
-  deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is reserved too,
-  CPU may be overcommitted. A replica that does not fit waits, and the
-  deployment says why;
+- GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
+  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is
+  reserved too, CPU may be overcommitted. A replica that does not fit waits,
+  and the deployment says why;
 - a new ``version_id`` rolls out: new replicas start, the route switches to
   them once they are all READY, the old ones drain for ``drain_seconds`` and
   stop. When a new replica cannot fit beside the old ones, old ones stop first.
