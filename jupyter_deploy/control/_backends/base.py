@@ -18,7 +18,7 @@ while something changes). The life of a replica, as the scheduler drives it::
     backend.stop(handle)                  # once grace is over, or once it is gone: always last
 
 After a daemon restart, ``list_running()`` hands back a handle for each replica the
-previous daemon left; the scheduler keeps those its store still wants and answer
+previous daemon left; the scheduler keeps those its store still wants that answer
 health checks, and ``stop()``s the rest.
 """
 
