@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._tokens import DEFAULT_TTL
 from . import _auth
+from ._backends import Backends
 from ._blobs import BlobStore
 from ._calllog import CallLog
 from ._compute import Compute
@@ -30,7 +31,8 @@ class ControlPlane:
         store: the SQLite state (``_store``)
         registry: model versions over content-addressed blobs (``_registry``, ``_blobs``)
         compute: clusters, nodepools and deployments (``_compute``)
-        scheduler: starts, supervises and routes to runner replicas (``_scheduler``)
+        backends: the nodepool backend of each compute cluster (``_backends``)
+        scheduler: starts, supervises and routes to runner replicas on them (``_scheduler``)
         router: resolves a call to a runner and signs its route token (``_router``)
         events: committed state changes, pushed to watchers (``_events``)
         calls: access records and inference logs shipped by the runners (``_calllog``)
@@ -46,7 +48,10 @@ class ControlPlane:
         _auth.ensure_local_user(self.store, self.home, self.secret)
         self.host = detect()
         self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
-        self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir)
+        # Each compute cluster's replicas run on the backend its cloud_provider names.
+        self.backends = Backends(self.home, self.host)
+        self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir,
+                                   backends=self.backends)
         self.calls = CallLog(self.home, self.store)
         self.compute = Compute(self.store, self.host, self.registry, self.scheduler, self.calls)
         self.router = Router(self.store, self.registry, self.scheduler, self.compute,

@@ -1,4 +1,4 @@
-"""The local backend: runner replicas as processes on this host, kept at their desired state.
+"""The scheduler: runner replicas kept at their deployments' desired state, on their nodepools' backends.
 
 A background thread reconciles, pass after pass (and at once on ``kick()``),
 what the store asks for with what runs:
@@ -7,17 +7,18 @@ what the store asks for with what runs:
   replicas of its ``version_id`` (``_autoscaler``: between ``min_replicas`` and
   ``max_replicas``, from the calls in flight its runners report; zero, state
   IDLE, after ``scale_to_zero_delay_seconds`` without a call when
-  ``min_replicas`` is 0, until a call ``wake()``s it). Each replica is ``python -m
-  jupyter_deploy.runner`` with the version's recorded interpreter, in its own
-  session (signals sent to a kernel's process group never reach it), its
-  output appended to ``home/logs/<user>/<deployment>.log``;
+  ``min_replicas`` is 0, until a call ``wake()``s it). Each replica is a runner
+  of the version, with the version's recorded interpreter, started by the
+  backend of the deployment's compute cluster (``_backends``: ``local`` runs
+  processes on this host), its output appended to the deployment's log
+  (``_replica_logs``);
 - a replica becomes READY when its gRPC health answers SERVING; one that exits
   is restarted with exponential backoff, and too many crashes in a window mark
   the deployment FAILED with the exit code and the log's last lines;
-- GPUs are reserved per replica (never one GPU for two replicas, across all
-  deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is reserved too,
-  CPU may be overcommitted. A replica that does not fit waits, and the
-  deployment says why;
+- GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
+  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is
+  reserved too, CPU may be overcommitted. A replica that does not fit waits,
+  and the deployment says why;
 - a new ``version_id`` rolls out: new replicas start, the route switches to
   them once they are all READY, the old ones drain for ``drain_seconds`` and
   stop. When a new replica cannot fit beside the old ones, old ones stop first.
@@ -26,13 +27,16 @@ what the store asks for with what runs:
   row keeps its ``spec`` (``_configs.replica_spec``), and one whose spec is not
   the deployment's counts as an old version's. A rollout that fails is rolled
   back to the version and settings the old replicas run;
-- a stopped deployment's replicas get SIGTERM (SIGKILL after ``stop_timeout``);
-  a deleted one's too, and then its row goes.
+- a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
+  are stopped after ``stop_timeout`` (``stop``: SIGKILL); a deleted one's too,
+  and then its row goes.
 
-Every state change is one transaction. Replica rows are written before their
-process starts, and each runner's command line names a port file under
-``home/run/`` that holds its replica id, so a daemon restarted after SIGKILL
-finds every runner it left: answering ones are re-adopted, the rest are killed
+The scheduler decides and keeps the state (SQLite, and ``_Replica`` and
+``_Deployment`` between passes); it reaches replicas only through the
+``NodepoolBackend`` interface. Every state change is one transaction. Replica
+rows are written before their replica starts, and a backend names each replica
+it runs by its row id, so a daemon restarted after SIGKILL finds every replica
+it left (``list_running``): answering ones are re-adopted, the rest are stopped
 and started afresh.
 
 Example::
@@ -49,36 +53,29 @@ import collections
 import itertools
 import json
 import logging
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from ..runner._telemetry import TELEMETRY_ENV
 from ._autoscaler import IDLE, Autoscaler
+from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
 from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, NotFound
 from ._host_info import HostInfo
-from ._resources import Needs, describe_gpus, eligible, needs_from, never_fits, runner_limit_args
+from ._placement import Placement, gpu_list
+from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
+from ._resources import Needs, runner_limit_args
 from ._secrets import HINT_RE as SECRET_HINT_RE
 from ._secrets import Secrets
 from ._store import Store, now
 
 log = logging.getLogger("jupyter_deploy.scheduler")
-
-RUNNER_MODULE = "jupyter_deploy.runner"
 
 # Replica states (the replicas.state column).
 STARTING, READY, DRAINING, STOPPING, CRASHED = "STARTING", "READY", "DRAINING", "STOPPING", "CRASHED"
@@ -94,46 +91,55 @@ class _Failed(Exception):
     """Raised by Scheduler._fail once a deployment is marked FAILED: its pass ends there."""
 
 
-#: What one replica of a version asks for (see ``_resources``).
-_VersionNeeds = Needs
+@dataclass
+class _Replica:
+    """What the scheduler keeps about one replica between passes (its row holds the rest)."""
+
+    #: The backend running it and its handle there; None while nothing runs (CRASHED, or not started).
+    backend: NodepoolBackend | None = None
+    handle: ReplicaHandle | None = None
+    #: CRASHED: when to start it again.
+    retry_at: float = 0.0
+    #: DRAINING: when its drain ends and it is stopped.
+    drain_until: float = 0.0
+    #: STOPPING: when it was asked to drain (``stop`` follows ``stop_timeout`` later).
+    stop_at: float | None = None
 
 
-class _Proc:
-    """A runner process: one this scheduler started, or one re-adopted after a daemon restart."""
+@dataclass
+class _Deployment:
+    """What the scheduler keeps about one deployment between passes."""
 
-    def __init__(self, pid: int, marker: str, popen: subprocess.Popen | None = None):
-        self.pid, self.marker, self.popen = pid, marker, popen
-        self.stop_at: float | None = None  # when SIGTERM was sent
+    #: When its replicas crashed lately (the crash window).
+    crashes: collections.deque[float] = field(default_factory=collections.deque)
+    #: The latest crash or wait, shown as the reason while it starts.
+    note: str = ""
+    #: ``updated_at`` of the row when it was marked FAILED: it stays FAILED until that changes.
+    failed_mark: str | None = None
+    #: ``(spec rolled back to, why)`` after a failed rollout.
+    rollback: tuple[str, str] | None = None
+    #: The inference logger settings last written for its runners.
+    logging: str | None = None
 
-    def exit(self) -> str | None:
-        """None while it runs; else how it ended."""
-        if self.popen is not None:
-            code = self.popen.poll()
-            return None if code is None else _describe_exit(code)
-        # Not our child, so no exit status: gone (or a zombie, whose cmdline is empty) is all we learn.
-        return None if self.marker in _cmdline(self.pid) else "exit code unknown (re-adopted after a daemon restart)"
-
-    def signal(self, sig: int) -> None:
-        if self.exit() is not None:
-            return  # its pid may already belong to another process
-        try:
-            # The runner leads its own session, so the group also reaches what the model started.
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
+    def forget_failures(self) -> None:
+        self.crashes.clear()
+        self.note = ""
+        self.failed_mark = None
 
 
 class Scheduler:
-    """Starts, supervises, restarts and routes to runner replicas on this host.
+    """Starts, supervises, restarts and routes to runner replicas, through their nodepools' backends.
 
     Args:
         store: the control plane's state (deployments, replicas, versions).
-        host: this host's capacity (``_host_info.detect()``).
-        home: the control plane's home folder (logs under ``logs/``, port files under ``run/``).
+        host: this host's capacity (``_host_info.detect()``), which GPUs and memory are reserved from.
+        home: the control plane's home folder (replica logs under ``logs/``).
         version_dir: the folder of a version, by id (``Registry.version_dir``).
+        backends: the backend of a compute cluster, by its config (``_backends.Backends``, the
+            default); the same instance for clusters that share a target.
         crash_limit, crash_window: this many crashes within this many seconds mark a deployment FAILED.
         backoff, max_backoff: the first restart delay in seconds, doubling per crash up to the max.
-        stop_timeout: seconds between SIGTERM and SIGKILL.
+        stop_timeout: seconds between asking a replica to drain (SIGTERM) and stopping it (SIGKILL).
         interval: seconds between passes when nothing is changing (a pass runs at once on ``kick()``).
         log_max_bytes: a log file at least this large is rotated (the last two files are kept).
 
@@ -148,34 +154,25 @@ class Scheduler:
     BUSY_INTERVAL = 0.05
     #: Seconds between passes at most while some deployment autoscales (its load is read each pass).
     AUTOSCALE_INTERVAL = 0.25
-    #: Seconds a health check may take.
-    HEALTH_TIMEOUT = 1.0
     #: Log lines put into a FAILED deployment's reason.
     REASON_LINES = 20
 
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
-                 crash_limit: int = 5, crash_window: float = 300.0, backoff: float = 0.5,
-                 max_backoff: float = 30.0, stop_timeout: float = 45.0, interval: float = 1.0,
-                 log_max_bytes: int = 5 << 20):
+                 backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
+                 crash_window: float = 300.0, backoff: float = 0.5, max_backoff: float = 30.0,
+                 stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES):
         self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
+        self.backends = backends or Backends(self.home, host)
         self.crash_limit, self.crash_window = crash_limit, crash_window
         self.backoff, self.max_backoff, self.stop_timeout = backoff, max_backoff, stop_timeout
         self.interval, self.log_max_bytes = interval, log_max_bytes
-        self.run_dir = self.home / "run"
-        self._marker_re = re.compile(re.escape(f"{self.run_dir}{os.sep}") + r"([0-9a-f]{12})\.port")
-        self._procs: dict[str, _Proc] = {}                 # replica id -> process
-        self._retry_at: dict[str, float] = {}              # CRASHED replica id -> restart time
-        self._drain_until: dict[str, float] = {}           # DRAINING replica id -> SIGTERM time
-        self._health: dict[str, tuple[grpc.Channel, Any]] = {}
-        self._crashes: dict[tuple[str, str], collections.deque[float]] = collections.defaultdict(collections.deque)
-        self._notes: dict[tuple[str, str], str] = {}       # the latest crash, shown as the reason
-        self._failed_marks: dict[tuple[str, str], float] = {}  # updated_at of a FAILED deployment
-        self._rollbacks: dict[tuple[str, str], tuple[str, str]] = {}  # -> (spec rolled back to, why)
-        self._needs: dict[str, _VersionNeeds] = {}
+        self._runtime: dict[str, _Replica] = {}       # replica id -> what runs, and its timers
+        self._deployments: dict[tuple[str, str], _Deployment] = {}
+        self.placement = Placement(store, host)           # GPUs and memory per replica
         self._tested: set[str] = set()                     # versions whose test() passed
         self._testing: dict[str, str] = {}                 # version id -> the replica running test()
+        # Read and advanced by route() on the service's threads, hence apart from _Deployment.
         self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
-        self._logging: dict[tuple[str, str], str] = {}    # inference logger settings last written
         self.autoscaler = Autoscaler(self.home)            # wanted replicas per deployment, from the load
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -184,8 +181,7 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Re-adopt or replace the runners a previous daemon left, then reconcile in the background."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Re-adopt or replace the replicas a previous daemon left, then reconcile in the background."""
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="jupyter_deploy-scheduler", daemon=True)
         self._thread.start()
@@ -204,22 +200,21 @@ class Scheduler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        running = [run for run in self._runtime.values() if run.handle is not None]
         if stop_runners:
-            for proc in self._procs.values():
-                proc.signal(signal.SIGTERM)
+            for run in running:
+                if run.stop_at is None:
+                    run.backend.drain(run.handle, self.stop_timeout)
             deadline = time.monotonic() + self.stop_timeout
-            while any(p.exit() is None for p in self._procs.values()) and time.monotonic() < deadline:
+            while any(run.backend.poll(run.handle) is None for run in running) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            for proc in self._procs.values():
-                proc.signal(signal.SIGKILL)
-                if proc.popen is not None:
-                    proc.popen.wait()
+            for run in running:
+                run.backend.stop(run.handle)
             with self.store.tx() as db:
                 db.execute("DELETE FROM replicas")
-            self._procs.clear()
-        for channel, _ in self._health.values():
-            channel.close()
-        self._health.clear()
+            self._runtime.clear()
+        for backend in {id(run.backend): run.backend for run in running}.values():
+            backend.close()
 
     # ------------------------------------------------------------ routing and logs
 
@@ -292,11 +287,7 @@ class Scheduler:
 
             print("\\n".join(scheduler.logs("local", "echo", 20)))
         """
-        path = self._log_path(user_id, deployment_id)
-        out = _tail(path, lines)
-        if len(out) < lines:
-            out = _tail(_rotated(path), lines - len(out)) + out
-        return out
+        return self._log(user_id, deployment_id).tail(lines)
 
     # ------------------------------------------------------------ the loop
 
@@ -321,9 +312,8 @@ class Scheduler:
                 # One broken deployment must not keep the others from their desired state.
                 log.exception("deployment %s/%s: reconcile failed", dep["user_id"], dep["id"])
         rows = self.store.query("SELECT id, state FROM replicas")
-        for rid in set(self._procs) - {r["id"] for r in rows}:
+        for rid in set(self._runtime) - {r["id"] for r in rows}:
             # Its row went (a deployment removed behind our back): nothing would ever stop it.
-            self._procs.pop(rid).signal(signal.SIGKILL)
             self._forget(rid)
         return any(r["state"] != READY for r in rows)
 
@@ -331,9 +321,7 @@ class Scheduler:
         key = (dep["user_id"], dep["id"])
         if dep["desired"] in ("stopped", "deleted"):
             self.autoscaler.forget(key)
-            self._crashes.pop(key, None)
-            self._notes.pop(key, None)
-            self._failed_marks.pop(key, None)
+            self._deployment(key).forget_failures()
             replicas = self._observe(dep, leaving=True)
             self._stop_all(replicas)
             if replicas:
@@ -341,27 +329,27 @@ class Scheduler:
             elif dep["desired"] == "deleted":
                 with self.store.tx() as db:
                     db.execute("DELETE FROM deployments WHERE user_id = ? AND id = ?", key)
+                self._deployments.pop(key, None)
             else:
                 self._set_state(dep, STOPPED, "")
             return
         # Before any replica starts: runners read the inference logger's settings from this file.
-        self._logging[key] = write_logging_settings(self.home, *key, json.loads(dep["config_json"]),
-                                                    self._logging.get(key))
+        state = self._deployment(key)
+        state.logging = write_logging_settings(self.home, *key, json.loads(dep["config_json"]), state.logging)
         try:
             self._keep_running(dep, self._observe(dep))
         except _Failed:
             pass  # the deployment is FAILED and its replicas are stopping
 
     def _keep_running(self, dep: Any, replicas: list[Any]) -> None:
-        key = (dep["user_id"], dep["id"])
+        state = self._deployment((dep["user_id"], dep["id"]))
         if dep["state"] == FAILED:
-            mark = self._failed_marks.setdefault(key, dep["updated_at"])
-            if mark == dep["updated_at"]:
+            if state.failed_mark is None:
+                state.failed_mark = dep["updated_at"]
+            if state.failed_mark == dep["updated_at"]:
                 self._stop_all(replicas)  # stays FAILED until the deployment is started or updated again
                 return
-            del self._failed_marks[key]
-            self._crashes.pop(key, None)
-            self._notes.pop(key, None)
+            state.forget_failures()
         self._converge(dep, replicas)
 
     # ------------------------------------------------------------ observing replicas
@@ -372,34 +360,36 @@ class Scheduler:
         With ``leaving`` (the deployment is being stopped) an exit is no crash.
         """
         for r in self._replicas(dep):
-            rid, proc = r["id"], self._procs.get(r["id"])
+            rid, run = r["id"], self._runtime.get(r["id"])
             if r["state"] == CRASHED:
                 continue
-            ended = proc.exit() if proc is not None else "its process is unknown to this daemon"
+            if run is None or run.handle is None:
+                ended = "its process is unknown to this daemon"
+            else:
+                ended = run.backend.poll(run.handle)
             if ended is not None:
                 if leaving or r["state"] in (DRAINING, STOPPING):
                     self._remove(rid)
                 else:
                     self._crashed(dep, r, ended)
             elif r["state"] == STARTING:
-                self._check_starting(r)
-            elif r["state"] == DRAINING and time.monotonic() >= self._drain_until.get(rid, 0):
+                self._check_starting(r, run)
+            elif r["state"] == DRAINING and time.monotonic() >= run.drain_until:
                 self._stop(r)
-            elif r["state"] == STOPPING and proc.stop_at is not None and \
-                    time.monotonic() - proc.stop_at >= self.stop_timeout:
-                proc.signal(signal.SIGKILL)
+            elif r["state"] == STOPPING and run.stop_at is not None and \
+                    time.monotonic() - run.stop_at >= self.stop_timeout:
+                run.backend.stop(run.handle)  # its grace is over
         return self._replicas(dep)
 
-    def _check_starting(self, r: Any) -> None:
+    def _check_starting(self, r: Any, run: _Replica) -> None:
         address = r["address"]
         if address is None:
-            port = _read_port(self._port_file(r["id"]))
-            if port is None:
+            address = run.backend.address(run.handle)
+            if address is None:
                 return
-            address = f"127.0.0.1:{port}"
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET address = ? WHERE id = ?", (address, r["id"]))
-        if self._check_health(r["id"], address) == health_pb2.HealthCheckResponse.SERVING:
+        if run.backend.health(run.handle) is Health.SERVING:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (READY, r["id"]))
             self.autoscaler.ready((r["user_id"], r["deployment_id"]))  # W4 from IDLE, as the status shows it
@@ -407,25 +397,16 @@ class Scheduler:
                 self._tested.add(r["version_id"])
                 del self._testing[r["version_id"]]
 
-    def _check_health(self, rid: str, address: str) -> int | None:
-        """The runner's health status, or None when it does not answer."""
-        if rid not in self._health:
-            channel = grpc.insecure_channel(address)
-            self._health[rid] = (channel, health_pb2_grpc.HealthStub(channel))
-        try:
-            return self._health[rid][1].Check(health_pb2.HealthCheckRequest(service=""),
-                                              timeout=self.HEALTH_TIMEOUT).status
-        except grpc.RpcError:
-            return None
-
     def _crashed(self, dep: Any, r: Any, ended: str) -> None:
         key = (dep["user_id"], dep["id"])
-        self._procs.pop(r["id"], None)
+        run = self._runtime.setdefault(r["id"], _Replica())
+        self._release(run)
         log.warning("deployment %s/%s: replica %s %s", *key, r["id"], ended)
         if r["spec"] != _spec(dep):
             self._remove(r["id"])  # an old version's (or old settings') replica, leaving anyway
             return
-        crashes = self._crashes[key]
+        state = self._deployment(key)
+        crashes = state.crashes
         crashes.append(time.monotonic())
         while crashes and crashes[0] < time.monotonic() - self.crash_window:
             crashes.popleft()
@@ -434,9 +415,8 @@ class Scheduler:
             self._fail(dep, f"replica crashed {len(crashes)} times within {self.crash_window:g} s; the last "
                             f"one ended with {ended}. Last log lines:\n{tail}")
         delay = min(self.max_backoff, self.backoff * 2 ** (len(crashes) - 1))
-        self._retry_at[r["id"]] = time.monotonic() + delay
-        self._notes[key] = f"replica {r['id']} ended with {ended}; restarting in {delay:g} s"
-        self._close_health(r["id"])
+        run.retry_at = time.monotonic() + delay
+        state.note = f"replica {r['id']} ended with {ended}; restarting in {delay:g} s"
         with self.store.tx() as db:
             db.execute("UPDATE replicas SET state = ?, pid = NULL, address = NULL, restarts = restarts + 1 "
                        "WHERE id = ?", (CRASHED, r["id"]))
@@ -448,13 +428,14 @@ class Scheduler:
         key = (dep["user_id"], dep["id"])
         cfg = json.loads(dep["config_json"])
         wanted = self.autoscaler.wanted(dep, cfg, replicas, _LIVE, READY)
+        backend = self._backend(dep)
         drain = float(cfg.get("drain_seconds", 5))
         try:
-            needs = self._version_needs(dep["version_id"])
+            needs = self.placement.needs(dep["version_id"])
         except LookupError as e:
             self._fail(dep, str(e))
         gpus_each = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
-        impossible = self._never_fits(gpus_each, needs)
+        impossible = self.placement.never_fits(gpus_each, needs)
         if impossible:
             self._fail(dep, impossible)
 
@@ -468,15 +449,16 @@ class Scheduler:
         current = current[:wanted]
 
         for r in current:
-            if r["state"] == CRASHED and time.monotonic() >= self._retry_at.get(r["id"], 0):
-                self._spawn(dep, r["id"], r["version_id"], r["gpus"])
+            run = self._runtime.setdefault(r["id"], _Replica())
+            if r["state"] == CRASHED and time.monotonic() >= run.retry_at:
+                self._spawn(dep, backend, r["id"], r["version_id"], r["gpus"])
         waiting = ""
         for _ in range(wanted - len(current)):
-            gpus, waiting = self._allocate(dep, gpus_each, needs)
+            gpus, waiting = self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
-            self._new_replica(dep, gpus)
+            self._new_replica(dep, backend, gpus)
 
         replicas = self._replicas(dep)
         ready = [r for r in replicas if r["spec"] == spec and r["state"] == READY]
@@ -489,25 +471,25 @@ class Scheduler:
             state = UPDATING
         elif wanted == 0:
             state = IDLE
-            self._notes.pop(key, None)
+            self._deployment(key).note = ""
         elif len(ready) >= wanted:
             state = RUNNING
-            self._notes.pop(key, None)
+            self._deployment(key).note = ""
         else:
             state = STARTING
         self._set_state(dep, state, self._rollback_note(dep) if state in (RUNNING, IDLE)
-                        else waiting or self._notes.get(key, ""))
+                        else waiting or self._deployment(key).note)
 
     def _rollback_note(self, dep: Any) -> str:
         """Why a RUNNING deployment serves an older version than asked, until it is updated again."""
-        key = (dep["user_id"], dep["id"])
-        spec, note = self._rollbacks.get(key, ("", ""))
+        state = self._deployment((dep["user_id"], dep["id"]))
+        spec, note = state.rollback or ("", "")
         if spec != _spec(dep):
-            self._rollbacks.pop(key, None)
+            state.rollback = None
             return ""
         return note
 
-    def _make_room(self, dep: Any, count: int, needs: _VersionNeeds, replicas: list[Any], old: list[Any],
+    def _make_room(self, dep: Any, count: int, needs: Needs, replicas: list[Any], old: list[Any],
                    drain: float) -> list[Any]:
         """Retire old-version replicas, one at a time, until a new replica would fit; return those left.
 
@@ -517,7 +499,7 @@ class Scheduler:
         leaving = {r["id"] for r in replicas if r["state"] in (DRAINING, STOPPING)}
 
         def fits(ignore: set[str]) -> bool:
-            return self._allocate(dep, count, needs, ignore)[0] is not None
+            return self.placement.allocate(dep["user_id"], count, needs, ignore)[0] is not None
 
         if fits(leaving) or not fits(leaving | {r["id"] for r in old}):
             return old
@@ -528,69 +510,32 @@ class Scheduler:
                 break
         return [r for r in old if r["id"] not in leaving]
 
-    def _allocate(self, dep: Any, count: int, needs: _VersionNeeds,
-                  ignore: Collection[str] = ()) -> tuple[str | None, str]:
-        """``(gpus, "")`` for one more replica (comma-separated indices), or ``(None, why it must wait)``."""
-        rows = [r for r in self.store.query("SELECT id, user_id, deployment_id, version_id, gpus FROM replicas")
-                if r["id"] not in ignore]
-        holders: dict[int, str] = {}
-        for r in rows:
-            name = r["deployment_id"] if r["user_id"] == dep["user_id"] else f"{r['user_id']}/{r['deployment_id']}"
-            for index in _gpu_list(r["gpus"]):
-                holders[index] = name
-        usable = [g.index for g in eligible(self.host.gpus, needs)]
-        free = [i for i in usable if i not in holders]
-        if len(free) < count:
-            users = ", ".join(sorted({holders[i] for i in usable if i in holders}))
-            if not free:
-                return None, f"waiting for {describe_gpus(count, needs)}: all {len(usable)} in use by {users}"
-            return None, (f"waiting for {describe_gpus(count, needs)}: only {len(free)} of {len(usable)} free "
-                          f"(the others are in use by {users})")
-        if needs.memory:
-            reserved = sum(self._version_needs(r["version_id"]).memory for r in rows)
-            if reserved + needs.memory > self.host.memory:
-                return None, (f"waiting for {_gib(needs.memory)} of memory: {_gib(reserved)} of "
-                              f"{_gib(self.host.memory)} is reserved by running replicas")
-        return ",".join(str(i) for i in free[:count]), ""
-
-    def _never_fits(self, count: int, needs: _VersionNeeds) -> str:
-        """Why one replica can never fit on this host, or ""."""
-        return never_fits(count, needs, self.host)
-
-    def _version_needs(self, version_id: str) -> _VersionNeeds:
-        if version_id not in self._needs:
-            row = self.store.one("SELECT config_json, python FROM versions WHERE id = ?", (version_id,))
-            if row is None:
-                raise LookupError(f"version {version_id} no longer exists")
-            self._needs[version_id] = needs_from(json.loads(row["config_json"] or "{}"), python=row["python"])
-        return self._needs[version_id]
-
     # ------------------------------------------------------------ starting
 
-    def _new_replica(self, dep: Any, gpus: str) -> None:
+    def _backend(self, dep: Any) -> NodepoolBackend:
+        """The backend of the deployment's compute cluster; its pass ends FAILED when there is none."""
+        row = self.store.one("SELECT config_json FROM compute_clusters WHERE user_id = ? AND id = ?",
+                             (dep["user_id"], dep["compute_cluster_id"]))
+        try:
+            return self.backends(json.loads(row["config_json"] or "{}") if row else {})
+        except FailedPrecondition as e:
+            self._fail(dep, e.message)
+
+    def _new_replica(self, dep: Any, backend: NodepoolBackend, gpus: str) -> None:
         rid = uuid.uuid4().hex[:12]
-        # The row first: a daemon killed right after the spawn still finds the runner through it.
+        # The row first: a daemon killed right after the start still finds the replica through it.
         with self.store.tx() as db:
             db.execute("INSERT INTO replicas (id, user_id, deployment_id, version_id, gpus, state, started_at, "
                        "spec, settings_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (rid, dep["user_id"], dep["id"], dep["version_id"], gpus, STARTING, now(), _spec(dep),
                         json.dumps(runner_settings(json.loads(dep["config_json"])))))
-        self._spawn(dep, rid, dep["version_id"], gpus)
+        self._spawn(dep, backend, rid, dep["version_id"], gpus)
 
-    def _spawn(self, dep: Any, rid: str, version_id: str, gpus: str) -> None:
+    def _spawn(self, dep: Any, backend: NodepoolBackend, rid: str, version_id: str, gpus: str) -> None:
         key = (dep["user_id"], dep["id"])
-        port_file = self._port_file(rid)
-        port_file.unlink(missing_ok=True)
-        needs = self._version_needs(version_id)
+        state, run = self._deployment(key), self._runtime.setdefault(rid, _Replica())
+        needs = self.placement.needs(version_id)
         cfg = json.loads(dep["config_json"])
-        notes = []
-        wanted = cfg.get("python") or needs.python  # the deployment's choice, else the uploading interpreter
-        python = shutil.which(wanted)
-        if python is None:
-            notes.append(f"the interpreter {wanted} is missing or not executable; using the daemon's "
-                         f"{sys.executable}")
-            log.warning("deployment %s/%s: %s", *key, notes[-1])
-            python = sys.executable
         try:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
@@ -598,62 +543,55 @@ class Scheduler:
         try:  # the deployment's secrets: their values go into the runner's environment and nowhere else
             secret_env = Secrets(self.home / "secrets").environment(dep["user_id"], cfg.get("secrets") or [])
         except NotFound as e:  # never start without one: wait (STARTING, the reason names it), retry soon
-            self._notes[key] = e.message
-            self._retry_at[rid] = time.monotonic() + 1.0
+            state.note = e.message
+            run.retry_at = time.monotonic() + 1.0
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ?, pid = NULL, address = NULL WHERE id = ?", (CRASHED, rid))
             return
-        if SECRET_HINT_RE.match(self._notes.get(key, "")):
-            del self._notes[key]
+        if SECRET_HINT_RE.match(state.note):
+            state.note = ""
         # test() runs on one replica per version, until one passed it (unless the deployment says not to).
         wants_test = cfg.get("run_test", True) and version_id not in self._tested
         tester = self._testing.setdefault(version_id, rid) if wants_test else None
-        cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(model_path), "--address", "127.0.0.1:0",
-               "--port-file", str(port_file), *(["--run-test"] if tester == rid else []), *runner_args(cfg),
-               *runner_limit_args(needs)]
-        env = {**os.environ, **secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
-               "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
-               "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1",
-               TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))}
-        with self._open_log(*key) as out:
-            for note in notes:
-                out.write(f"jupyter_deploy scheduler: {note}\n".encode())
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} replica {rid} of version {version_id} "
-                      f"starting (GPUs: {gpus or 'none'}) ---\n".encode())
-            out.flush()
-            try:
-                popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
-            except OSError as e:
-                out.write(f"jupyter_deploy scheduler: cannot start {python}: {e}\n".encode())
-                replica = self.store.one("SELECT * FROM replicas WHERE id = ?", (rid,))
-                self._crashed(dep, replica, f"a start failure ({e})")
-                return
-        self._procs[rid] = _Proc(popen.pid, str(port_file), popen)
-        self._retry_at.pop(rid, None)
+        spec = ReplicaSpec(
+            replica_id=rid, user_id=dep["user_id"], deployment_id=dep["id"], version_id=version_id,
+            model_path=model_path,
+            python=cfg.get("python") or needs.python,  # the deployment's choice, else the uploading interpreter
+            args=(*(["--run-test"] if tester == rid else []), *runner_args(cfg), *runner_limit_args(needs)),
+            env={**secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
+                 "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
+                 "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))},
+            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key))
+        try:
+            handle = backend.start(spec)
+        except StartFailed as e:
+            self._crashed(dep, self.store.one("SELECT * FROM replicas WHERE id = ?", (rid,)), str(e))
+            return
+        self._runtime[rid] = _Replica(backend, handle)
         with self.store.tx() as db:
             db.execute("UPDATE replicas SET pid = ?, address = NULL, state = ?, started_at = ? WHERE id = ?",
-                       (popen.pid, STARTING, now(), rid))
+                       (handle.pid, STARTING, now(), rid))
 
     # ------------------------------------------------------------ stopping
 
     def _retire(self, r: Any, drain: float) -> None:
         """Take a replica out of service: a READY one drains first, others stop now."""
         if r["state"] == READY:
-            self._drain_until[r["id"]] = time.monotonic() + drain
+            self._runtime.setdefault(r["id"], _Replica()).drain_until = time.monotonic() + drain
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (DRAINING, r["id"]))
         else:
             self._stop(r)
 
     def _stop(self, r: Any) -> None:
-        proc = self._procs.get(r["id"])
-        if proc is None:  # CRASHED: nothing runs
+        """Drain a replica and mark it STOPPING; ``_observe`` stops it after ``stop_timeout``."""
+        run = self._runtime.get(r["id"])
+        if run is None or run.handle is None:  # CRASHED: nothing runs
             self._remove(r["id"])
             return
-        if proc.stop_at is None:
-            proc.stop_at = time.monotonic()
-            proc.signal(signal.SIGTERM)
+        if run.stop_at is None:
+            run.stop_at = time.monotonic()
+            run.backend.drain(run.handle, self.stop_timeout)
         if r["state"] != STOPPING:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (STOPPING, r["id"]))
@@ -683,11 +621,12 @@ class Scheduler:
                 db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ? "
                            "WHERE user_id = ? AND id = ?",
                            (previous[0]["version_id"], json.dumps(config), RUNNING, note, *key))
-            self._rollbacks[key] = (previous[0]["spec"], note)
-            self._crashes.pop(key, None)
+            state = self._deployment(key)
+            state.rollback = (previous[0]["spec"], note)
+            state.crashes.clear()
             raise _Failed(reason)
         log.error("deployment %s/%s FAILED: %s", *key, reason)
-        self._failed_marks[key] = dep["updated_at"]
+        self._deployment(key).failed_mark = dep["updated_at"]
         self._set_state(dep, FAILED, reason)
         self._stop_all(self._replicas(dep))
         raise _Failed(reason)
@@ -695,45 +634,57 @@ class Scheduler:
     def _remove(self, rid: str) -> None:
         with self.store.tx() as db:
             db.execute("DELETE FROM replicas WHERE id = ?", (rid,))
-        self._procs.pop(rid, None)
         self._forget(rid)
 
     def _forget(self, rid: str) -> None:
+        """Stop what still runs of a replica whose row is gone, and drop what is kept about it."""
         for version_id, tester in list(self._testing.items()):
             if tester == rid:  # it left before passing test(): the next replica of that version runs it
                 del self._testing[version_id]
-        self._retry_at.pop(rid, None)
-        self._drain_until.pop(rid, None)
-        self._close_health(rid)
-        self._port_file(rid).unlink(missing_ok=True)
+        run = self._runtime.pop(rid, None)
+        if run is not None:
+            self._release(run)
 
-    def _close_health(self, rid: str) -> None:
-        if rid in self._health:
-            self._health.pop(rid)[0].close()
+    @staticmethod
+    def _release(run: _Replica) -> None:
+        """Hand a replica's handle back to its backend (``stop``: ended, or ended now)."""
+        if run.handle is not None:
+            run.backend.stop(run.handle)
+        run.backend = run.handle = None
+        run.stop_at = None
 
     # ------------------------------------------------------------ recovery
 
     def _recover(self) -> None:
-        """Re-adopt the runners a previous daemon left that still answer; kill the rest, drop their rows."""
-        found = {}
-        for pid, cmdline in _processes():
-            match = self._marker_re.search(cmdline)
-            if match and RUNNER_MODULE in cmdline:
-                found[match.group(1)] = pid
+        """Re-adopt the replicas a previous daemon left that still answer; stop the rest, drop their rows."""
+        found: dict[str, tuple[NodepoolBackend, ReplicaHandle]] = {}
+        for backend in self._cluster_backends():
+            for handle in backend.list_running():
+                found[handle.replica_id] = (backend, handle)
         for r in self.store.query("SELECT * FROM replicas"):
-            pid = found.pop(r["id"], None)
-            if pid is not None and r["state"] in (STARTING, READY) and self._adopt(r, pid):
+            hit = found.pop(r["id"], None)
+            if hit is not None and r["state"] in (STARTING, READY) and self._adopt(r, *hit):
                 continue
-            if pid is not None:
-                _Proc(pid, str(self._port_file(r["id"]))).signal(signal.SIGKILL)
+            if hit is not None:
+                hit[0].stop(hit[1])
             self._remove(r["id"])
-        for rid, pid in found.items():  # ours, but its row is gone
-            _Proc(pid, str(self._port_file(rid))).signal(signal.SIGKILL)
-            self._forget(rid)
+        for backend, handle in found.values():  # ours, but its row is gone
+            backend.stop(handle)
 
-    def _adopt(self, r: Any, pid: int) -> bool:
-        port = _read_port(self._port_file(r["id"]))
-        if port is None:
+    def _cluster_backends(self) -> list[NodepoolBackend]:
+        """The backend of every compute cluster in the store that has one, each once."""
+        found: dict[int, NodepoolBackend] = {}
+        for row in self.store.query("SELECT config_json FROM compute_clusters"):
+            try:
+                backend = self.backends(json.loads(row["config_json"] or "{}"))
+            except FailedPrecondition:
+                continue  # a provider with no backend runs nothing
+            found[id(backend)] = backend
+        return list(found.values())
+
+    def _adopt(self, r: Any, backend: NodepoolBackend, handle: ReplicaHandle) -> bool:
+        address = backend.address(handle)
+        if address is None:
             return False
         if not r["spec"]:
             # Started by a daemon from before replica specs, which never rolled settings out: take it
@@ -745,20 +696,18 @@ class Scheduler:
                     db.execute("UPDATE replicas SET spec = ?, settings_json = ? WHERE id = ?",
                                (deployment_spec(r["version_id"], dep["config_json"]),
                                 json.dumps(runner_settings(json.loads(dep["config_json"]))), r["id"]))
-        address = f"127.0.0.1:{port}"
-        status = self._check_health(r["id"], address)
-        if status is None:
-            self._close_health(r["id"])
+        health = backend.health(handle)
+        if health is Health.SILENT:
             return False
-        state = READY if status == health_pb2.HealthCheckResponse.SERVING else STARTING
+        state = READY if health is Health.SERVING else STARTING
         if state == READY:
             self._tested.add(r["version_id"])
-        self._procs[r["id"]] = _Proc(pid, str(self._port_file(r["id"])))
+        self._runtime[r["id"]] = _Replica(backend, handle)
         with self.store.tx() as db:
             db.execute("UPDATE replicas SET pid = ?, address = ?, state = ? WHERE id = ?",
-                       (pid, address, state, r["id"]))
-        log.info("re-adopted replica %s of %s/%s (pid %d, %s)", r["id"], r["user_id"], r["deployment_id"],
-                 pid, state)
+                       (handle.pid, address, state, r["id"]))
+        log.info("re-adopted replica %s of %s/%s (pid %s, %s)", r["id"], r["user_id"], r["deployment_id"],
+                 handle.pid, state)
         return True
 
     # ------------------------------------------------------------ helpers
@@ -774,101 +723,13 @@ class Scheduler:
                 db.execute("UPDATE deployments SET state = ?, reason = ? WHERE user_id = ? AND id = ?",
                            (state, reason, dep["user_id"], dep["id"]))
 
-    def _port_file(self, rid: str) -> Path:
-        return self.run_dir / f"{rid}.port"
+    def _deployment(self, key: tuple[str, str]) -> _Deployment:
+        return self._deployments.setdefault(key, _Deployment())
 
-    def _log_path(self, user_id: str, deployment_id: str) -> Path:
-        return self.home / "logs" / user_id / f"{deployment_id}.log"
-
-    def _open_log(self, user_id: str, deployment_id: str) -> Any:
-        path = self._log_path(user_id, deployment_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Rotated at each start: replicas still running keep writing to the file they
-        # opened, which is fine, since logs() reads both files.
-        if path.exists() and path.stat().st_size >= self.log_max_bytes:
-            os.replace(path, _rotated(path))
-        return open(path, "ab")
+    def _log(self, user_id: str, deployment_id: str) -> LogFile:
+        return LogFile.of(self.home, user_id, deployment_id, self.log_max_bytes)
 
 
 def _spec(dep: Any) -> str:
     """The spec a deployment row asks its replicas to run (``_configs.replica_spec``)."""
     return deployment_spec(dep["version_id"], dep["config_json"])
-
-
-def _rotated(path: Path) -> Path:
-    return path.with_name(path.name + ".1")
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a file ([] when it is missing), read from the end."""
-    if lines <= 0:
-        return []
-    try:
-        with open(path, "rb") as f:
-            data, pos = b"", f.seek(0, os.SEEK_END)
-            while pos > 0 and data.count(b"\n") <= lines:
-                step = min(pos, 64 << 10)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step) + data
-    except FileNotFoundError:
-        return []
-    text = data.decode(errors="replace").splitlines()
-    return text[-lines:]
-
-
-def _read_port(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _gpu_list(gpus: str) -> list[int]:
-    return [int(i) for i in gpus.split(",") if i]
-
-
-def _gib(value: float) -> str:
-    return f"{value / 2**30:.1f} GiB"
-
-
-#: The runner's exit code when its resident memory went over its cpu_memory cap (runner._limits).
-EXIT_OUT_OF_MEMORY = 5
-
-
-def _describe_exit(code: int) -> str:
-    if code == EXIT_OUT_OF_MEMORY:
-        return "out of memory (its resident memory went over inference_compute_info.cpu_memory)"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-def _cmdline(pid: int) -> str:
-    """A process's command line, arguments joined by spaces ("" when it is gone)."""
-    if _HAS_PROC:
-        try:
-            return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return ""
-    out = subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True, check=False)
-    return out.stdout.strip()
-
-
-def _processes() -> Iterator[tuple[int, str]]:
-    """``(pid, command line)`` of every process in sight."""
-    if _HAS_PROC:
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                yield int(entry.name), _cmdline(int(entry.name))
-        return
-    out = subprocess.run(["ps", "-axo", "pid=,command="], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        pid, _, cmdline = line.strip().partition(" ")
-        yield int(pid), cmdline
-
-
-_HAS_PROC = Path("/proc/self/cmdline").exists()

@@ -1,0 +1,55 @@
+"""Nodepool backends: where a compute cluster's replicas run (``base`` has the contract).
+
+A compute cluster's ``cloud_provider`` picks its backend, here and nowhere else:
+adding one (``ray``) is a module beside ``local.py`` and a line in ``backend_for``.
+
+Example::
+
+    backends = Backends(home, detect())
+    backend = backends({"cloud_provider": "local"})  # the LocalBackend of this host
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._errors import FailedPrecondition
+from .._host_info import HostInfo
+from .base import Health, Node, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
+from .local import LocalBackend
+
+__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "ReplicaHandle", "ReplicaSpec",
+           "StartFailed", "backend_for"]
+
+
+def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBackend:
+    """A new backend for a compute cluster, by its (validated) config's ``cloud_provider``.
+
+    Raises FailedPrecondition for a provider with no backend.
+    """
+    provider = cluster_config.get("cloud_provider") or "local"
+    if provider == "local":
+        return LocalBackend(home, host)
+    raise FailedPrecondition(f"compute clusters with cloud_provider {provider!r} cannot run replicas yet "
+                             f"(there is no {provider} backend); use local")
+
+
+class Backends:
+    """The backend of each compute cluster, made on first use and shared by every cluster
+    that names the same target (all ``local`` clusters are this host).
+
+    Args:
+        home: the control plane's home folder.
+        host: this host's capacity.
+    """
+
+    def __init__(self, home: Path, host: HostInfo):
+        self.home, self.host = Path(home), host
+        self._made: dict[tuple[str, str], NodepoolBackend] = {}
+
+    def __call__(self, cluster_config: dict) -> NodepoolBackend:
+        """The backend for a cluster's config; FailedPrecondition for a provider with none."""
+        key = (cluster_config.get("cloud_provider") or "local", str(cluster_config.get("address", "")))
+        if key not in self._made:
+            self._made[key] = backend_for(cluster_config, self.home, self.host)
+        return self._made[key]

@@ -1,0 +1,79 @@
+"""GPUs and memory reserved per replica on this host, across every deployment.
+
+A replica gets whole GPUs of an eligible type that no other replica holds (its
+row's ``gpus``), and, when its version asks for memory, a share of the host's
+memory that the replicas already there leave. CPU may be overcommitted. What a
+replica asks for comes from its version's config (``_resources.needs_from``),
+cached per version, since versions are immutable.
+
+Example::
+
+    placement = Placement(store, detect())
+    needs = placement.needs("v-3f2a")
+    gpus, why = placement.allocate("local", 1, needs)   # ("0", "") or (None, "waiting for 1 GPU(s): ...")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+
+from ._host_info import HostInfo
+from ._resources import Needs, describe_gpus, eligible, needs_from, never_fits
+from ._store import Store
+
+
+class Placement:
+    """Reserves GPUs and memory of ``host`` for replicas, from the replica rows in ``store``."""
+
+    def __init__(self, store: Store, host: HostInfo):
+        self.store, self.host = store, host
+        self._needs: dict[str, Needs] = {}
+
+    def needs(self, version_id: str) -> Needs:
+        """What one replica of a version asks for; LookupError when the version is gone."""
+        if version_id not in self._needs:
+            row = self.store.one("SELECT config_json, python FROM versions WHERE id = ?", (version_id,))
+            if row is None:
+                raise LookupError(f"version {version_id} no longer exists")
+            self._needs[version_id] = needs_from(json.loads(row["config_json"] or "{}"), python=row["python"])
+        return self._needs[version_id]
+
+    def allocate(self, user_id: str, count: int, needs: Needs,
+                 ignore: Collection[str] = ()) -> tuple[str | None, str]:
+        """``(gpus, "")`` for one more replica of a deployment of ``user_id`` (comma-separated
+        indices), or ``(None, why it must wait)``; replicas in ``ignore`` count as gone."""
+        rows = [r for r in self.store.query("SELECT id, user_id, deployment_id, version_id, gpus FROM replicas")
+                if r["id"] not in ignore]
+        holders: dict[int, str] = {}
+        for r in rows:
+            name = r["deployment_id"] if r["user_id"] == user_id else f"{r['user_id']}/{r['deployment_id']}"
+            for index in gpu_list(r["gpus"]):
+                holders[index] = name
+        usable = [g.index for g in eligible(self.host.gpus, needs)]
+        free = [i for i in usable if i not in holders]
+        if len(free) < count:
+            users = ", ".join(sorted({holders[i] for i in usable if i in holders}))
+            if not free:
+                return None, f"waiting for {describe_gpus(count, needs)}: all {len(usable)} in use by {users}"
+            return None, (f"waiting for {describe_gpus(count, needs)}: only {len(free)} of {len(usable)} free "
+                          f"(the others are in use by {users})")
+        if needs.memory:
+            reserved = sum(self.needs(r["version_id"]).memory for r in rows)
+            if reserved + needs.memory > self.host.memory:
+                return None, (f"waiting for {_gib(needs.memory)} of memory: {_gib(reserved)} of "
+                              f"{_gib(self.host.memory)} is reserved by running replicas")
+        return ",".join(str(i) for i in free[:count]), ""
+
+    def never_fits(self, count: int, needs: Needs) -> str:
+        """Why one replica asking for ``count`` GPUs can never fit on this host, or ""."""
+        return never_fits(count, needs, self.host)
+
+
+def gpu_list(gpus: str) -> list[int]:
+    """The indices in a replica row's ``gpus`` ("0,2" -> [0, 2])."""
+    return [int(i) for i in gpus.split(",") if i]
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB"
