@@ -16,9 +16,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jupyter_deploy"
 ECHO = PACKAGE.parent / "notebooks" / "models" / "echo"
 
 SERVER_SIDE = ("jupyter_deploy.runner", "jupyter_deploy.control")
+UI = ("jupyter_deploy.notebook", "jupyter_deploy.server")
 #: The front ends: they reach the server side only through the client (over gRPC) and load model
 #: folders through the SDK (``jupyter_deploy.model``).
-FRONT_ENDS = ("client/", "notebook/", "server/", "cli.py", "_cli_platform.py", "local.py")
+FRONT_END_FILES = ("client/", "notebook/", "server/", "cli.py", "_cli_platform.py", "local.py")
+FRONT_END_MODULES = ("jupyter_deploy.client", *UI, "jupyter_deploy.cli",
+                     "jupyter_deploy._cli_platform", "jupyter_deploy.local")
 
 #: (module, function the import sits in, module imported): the only imports allowed past a rule.
 ALLOWED = {
@@ -100,17 +103,20 @@ def test_imports_are_resolved_as_python_resolves_them() -> None:
 
 
 def test_front_ends_never_import_the_runner_or_the_control_plane() -> None:
-    assert _violations(_files(*FRONT_ENDS), SERVER_SIDE) == []
+    assert _violations(_files(*FRONT_END_FILES), SERVER_SIDE) == []
 
 
 def test_the_sdk_imports_nothing_above_it() -> None:
-    above = (*SERVER_SIDE, "jupyter_deploy.client", "jupyter_deploy.notebook",
-             "jupyter_deploy.server", "jupyter_deploy.local", "jupyter_deploy.cli")
-    assert _violations(_files("model/"), above) == []
+    assert _violations(_files("model/"), (*SERVER_SIDE, *FRONT_END_MODULES)) == []
 
 
 def test_the_client_knows_no_ui() -> None:
-    assert _violations(_files("client/"), ("jupyter_deploy.notebook", "jupyter_deploy.server")) == []
+    assert _violations(_files("client/"), UI) == []
+
+
+def test_the_server_side_imports_no_front_end_and_a_runner_not_the_control_plane() -> None:
+    assert _violations(_files("runner/"), ("jupyter_deploy.control", *FRONT_END_MODULES)) == []
+    assert _violations(_files("control/"), FRONT_END_MODULES) == []
 
 
 def test_loading_a_model_in_a_kernel_never_imports_the_runner() -> None:
