@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import MODEL_DIR, PAYLOAD, make_jpeg
 
+from jupyter_deploy.model import ModelHost
 from jupyter_deploy.model.codec import decode_args, decoder, encode_args
 from jupyter_deploy.proto import runner_pb2 as pb
-from jupyter_deploy.runner import ModelHost
 from jupyter_deploy.runner._service import _reader
 
 

@@ -149,10 +149,10 @@ def cmd_run_locally(args: argparse.Namespace) -> int:
             # The model needs packages this environment lacks: run in its own one.
             return subprocess.call([python, "-m", "jupyter_deploy", "run-locally", str(root), "--no-env"])
 
-    from .runner import ModelHost
+    from .model import load_folder
 
     clock = time.perf_counter()
-    host = ModelHost(root)  # imports model.py: syntax and import errors surface here
+    host = load_folder(root)  # imports model.py: syntax and import errors surface here
     timings = {"import": time.perf_counter() - clock}
     for note in host.config.notes if host.config is not None else ():
         print(f"note: {note}", file=sys.stderr)

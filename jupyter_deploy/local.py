@@ -18,8 +18,7 @@ from .errors import ConfigError
 from .folder import model_folder_for
 from .proto import runner_pb2 as pb
 from .errors import ModelDefinitionError
-from .runner import CallFailed, ModelHost
-from .runner._host import TransformerLoadError
+from .model._host import CallFailed, ModelHost, TransformerLoadError
 
 
 class LocalModel:
@@ -121,7 +120,7 @@ def load_local(path_or_source: str | os.PathLike, *, run_test: bool = False,
         m.predict("hi")           # encoded, decoded and type-checked as a deployment would
         help(m.predict)           # the model's own signature and docstring
     """
-    from .runner._batcher import BatcherSettings
+    from .model._batcher import BatcherSettings
 
     try:
         batcher = BatcherSettings.from_mapping(inference_batcher)

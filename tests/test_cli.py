@@ -165,7 +165,7 @@ class M(ModelClass):
 def test_a_runner_for_a_text_model_imports_no_heavy_library(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from jupyter_deploy.runner import ModelHost\n"
+        "from jupyter_deploy.model import ModelHost\n"
         "from jupyter_deploy.runner._service import make_server\n"
         "from jupyter_deploy import RunnerClient\n"
         f"host = ModelHost({str(Path(__file__).parent.parent / 'notebooks/models/echo')!r})\n"

@@ -168,10 +168,10 @@ def _describe_main(model_dir: str) -> int:
     # Runs in the subprocess: import the class (load_model is not called) and print
     # {"description": base64} or {"error": message} as the last line of stdout.
     from ..errors import DeployError
-    from ..runner._host import ModelHost
+    from ..model import load_folder
 
     try:
-        description = ModelHost(model_dir).describe()
+        description = load_folder(model_dir).describe()
     except DeployError as e:
         print("\n" + json.dumps({"error": str(e)}))
         return 2

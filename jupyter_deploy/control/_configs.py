@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import _autoscale as autoscale
 from ..config import parse_quantity
-from ..runner._batcher import check_settings as check_batcher
+from ..model._batcher import check_settings as check_batcher
 from ..runner._telemetry import DEFAULT_INLINE_BYTES
 from ._calllog import DEFAULT_MAX_AGE, DEFAULT_MAX_RECORDS
 from ._errors import InvalidArgument

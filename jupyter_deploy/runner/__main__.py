@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_MODEL
 
     from ..errors import ConfigError, ModelDefinitionError
-    from ._batcher import BatcherSettings
-    from ._host import ModelHost, TransformerLoadError
+    from ..model._batcher import BatcherSettings
+    from ..model._host import ModelHost, TransformerLoadError
     from ._service import make_server
 
     try:

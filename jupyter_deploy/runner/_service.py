@@ -11,8 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import _tokens
+from ..model._host import CallFailed, ModelHost, invalid
 from ..proto import runner_pb2 as pb
-from ._host import CallFailed, ModelHost, Pump, invalid
+from ._pump import Pump
 from ._telemetry import CallRecorder, recorded_generate, recorded_stream, recorded_unary
 
 SERVICE = "jupyter_deploy.v1.Runner"

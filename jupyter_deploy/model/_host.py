@@ -1,29 +1,31 @@
-"""One loaded model and the calls into it, independent of gRPC.
+"""Loading a model folder and calling the model it holds, independent of gRPC.
 
-``ModelHost`` decodes a request against the method's spec, calls the model
-(sync or async, unary or streaming) and encodes what it returns. The gRPC
-service (``_service``) and the in-kernel local test (``jupyter_deploy.local``)
-both call models through it, so they behave the same.
+``ModelHost`` imports a folder's model (and transformer) classes and reads its
+config; once loaded it decodes a request against the method's spec, calls the
+model (sync or async, unary or streaming, batched or not, through the
+transformer) and encodes what it returns. The runner's gRPC service, the
+in-kernel local test (``jupyter_deploy.local``), the CLI's ``run-locally`` and
+the client's upload (which reads a folder's signatures) all go through it, so
+they behave the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import threading
-import time
 import traceback
+from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class
-from ..model import MethodSpec, ModelClass
-from ..model.codec import decode_args, decode_value, encode_value
-from ..model.signature import UNARY, method_to_proto
 from ..proto import runner_pb2 as pb
 from ._batcher import Batcher, BatcherSettings, BatchTimeout
+from ._model_class import ModelClass
+from .codec import decode_args, decode_value, encode_value
+from .signature import UNARY, MethodSpec, method_to_proto
 
 
 class CallFailed(Exception):
@@ -48,9 +50,14 @@ def invalid(message: str) -> CallFailed:
 class ModelHost:
     """Loads one model folder and serves calls into it.
 
+    Creating one imports the folder's ``1/model.py`` (and ``1/transformer.py``)
+    and reads its config.yaml; ``load()`` creates the model and runs its
+    ``load_model``. ``load_folder`` makes one from a deployment's settings.
+
     Example::
 
         host = ModelHost("models/echo")
+        host.describe()           # model id, class and method signatures; no weights loaded
         host.load()
         host.call(pb.PredictRequest(method="predict", args=[...]))
     """
@@ -362,6 +369,35 @@ class ModelHost:
         return agen()
 
 
+def load_folder(model_dir: str | PathLike, *, inference_batcher: dict | bool | None = None,
+                transformer: bool = True) -> ModelHost:
+    """A host for a model folder: its classes imported and its config read, ``load_model`` not called.
+
+    Args:
+        model_dir: the folder (config.yaml, requirements.txt, 1/model.py).
+        inference_batcher: a deployment's ``inference_batcher`` settings, e.g.
+            ``{"max_batch_size": 8}``; without them each call of a batchable
+            method is a batch of one.
+        transformer: run the folder's ``1/transformer.py`` (if any) around every call.
+
+    Raises ``ModelDefinitionError`` for a model.py that does not import and
+    ``ConfigError`` for an invalid config.yaml or batcher setting.
+
+    Example::
+
+        from jupyter_deploy.model import load_folder
+
+        host = load_folder("models/echo")
+        [m.name for m in host.describe().methods]   # ['predict', 'generate']
+        host.load()                                  # now the weights
+    """
+    try:
+        batcher = BatcherSettings.from_mapping(inference_batcher)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return ModelHost(model_dir, batcher=batcher, transformer=transformer)
+
+
 def _decoded_items(node: Any, items: Iterator[pb.Value], method: str, param: str) -> Iterator[Any]:
     for i, item in enumerate(items):
         try:
@@ -375,85 +411,3 @@ def _is_under(filename: str, root: Path) -> bool:
         return Path(filename).resolve().is_relative_to(root)
     except (OSError, ValueError):
         return False
-
-
-_SMALL = frozenset({"int", "float", "bool", "none"})
-
-
-class Pump:
-    """Runs a stream's producer in its own thread, so items pile up while the
-    consumer sends, and the consumer takes all waiting items at once.
-
-    ``batches()`` yields lists of items (never empty) with no added wait: the
-    first item goes out as soon as it exists. ``stop()`` makes the producer
-    close the model's generator after its current item.
-    """
-
-    def __init__(self, source: Iterator[pb.Value], max_items: int = 4096, max_bytes: int = 1 << 20,
-                 max_queue: int = 16384):
-        self._source = source
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._done = False
-        self._error: BaseException | None = None
-        self._stopped = False
-        self._max_items, self._max_bytes, self._max_queue = max_items, max_bytes, max_queue
-        self._thread = threading.Thread(target=self._produce, name="stream-producer", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        try:
-            for item in self._source:
-                with self._cond:
-                    while len(self._items) >= self._max_queue and not self._stopped:
-                        self._cond.wait(0.1)  # the consumer is slower: hold the model back
-                    if self._stopped:
-                        break
-                    self._items.append(item)
-                    first = len(self._items) == 1
-                    self._cond.notify_all()
-                if first:
-                    # Give up the GIL now, or a fast generator makes every item before
-                    # the sender wakes, and the first item waits for the last.
-                    time.sleep(0)
-        except BaseException as e:  # handed to the consumer, which reports it
-            self._error = e
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # the model's finally raised while being cancelled: nobody to tell
-                    pass
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def batches(self, wait: float = 0.5) -> Iterator[list[pb.Value]]:
-        """Yield waiting items in groups; raise the producer's error at the end."""
-        while True:
-            with self._cond:
-                while not self._items and not self._done and not self._stopped:
-                    self._cond.wait(wait)
-                if self._stopped:
-                    return
-                batch, size = [], 0
-                while self._items and len(batch) < self._max_items and size < self._max_bytes:
-                    item = self._items.popleft()
-                    batch.append(item)
-                    kind = item.WhichOneof("kind")
-                    size += (len(item.str) if kind == "str" else 16 if kind in _SMALL
-                             else item.ByteSize())
-                done = self._done and not self._items
-                self._cond.notify_all()
-            if batch:
-                yield batch
-            if done:
-                if self._error is not None:
-                    raise self._error
-                return
