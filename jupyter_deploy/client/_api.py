@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
+from .. import _wire
 from ..errors import ControlPlaneError, DeploymentError, NotFoundError, RunnerError
 from ..model import MethodSpec
 from ..model.signature import method_from_proto
@@ -742,7 +743,7 @@ class _RoutedTransport:
         with self._lock:
             if refresh or not self._transports or time.time() > self._renew_at:
                 route = self._resolve()
-                metadata = (("jd-route-token", route.token),)
+                metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
                 client = self.model.client
                 self._transports = [
                     GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)

@@ -13,6 +13,7 @@ import inspect
 import os
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from .. import _wire
 from ..errors import DeployError, InputError, ModelError, RunnerError, TransformerError
 from ..model import MethodSpec
 from ..model.codec import Mismatch, decoder, encode_request, encode_value
@@ -30,11 +31,11 @@ class Transport(Protocol):
 
 def call_error(code: str, type: str, message: str, traceback: str = "") -> DeployError:
     """The exception a caller sees for a failed call (from a status or an error frame)."""
-    if code == "INVALID_ARGUMENT":
+    if code == _wire.INVALID_ARGUMENT:
         return InputError(message)
-    if type == "TransformerError":
+    if type == _wire.TRANSFORMER_ERROR:
         return TransformerError(message, traceback)
-    if code == "UNKNOWN" or type == "ReturnTypeError":
+    if code == _wire.UNKNOWN or type == _wire.RETURN_TYPE_ERROR:
         return ModelError(type or "Exception", message, traceback)
     return RunnerError(f"{code}: {message}" if code else message, code)
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
+from .. import _wire
 from ..errors import DeployError, InputError, RunnerError
 from ..model import MethodSpec
 from ..model.signature import method_from_proto
@@ -15,9 +16,6 @@ from ..proto import runner_pb2 as pb
 from ..proto import runner_pb2_grpc
 from ._methods import build_methods, call_error
 
-#: Trailing metadata keys set by the runner on a failed call (see runner._service).
-_ERROR_TYPE_KEY = "jd-error-type"
-_ERROR_TRACEBACK_KEY = "jd-error-traceback-bin"
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -25,12 +23,12 @@ def rpc_error(e: grpc.RpcError) -> DeployError:
     """A grpc failure as the jupyter_deploy exception a caller should see."""
     code = e.code() if callable(getattr(e, "code", None)) else None
     meta = dict(e.trailing_metadata() or ()) if callable(getattr(e, "trailing_metadata", None)) else {}
-    tb = meta.get(_ERROR_TRACEBACK_KEY, b"")
+    tb = meta.get(_wire.ERROR_TRACEBACK_KEY, b"")
     details = e.details() if callable(getattr(e, "details", None)) else ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or ""):
         # Far over the runner's limit, grpc refuses the request before the runner reads it.
         return InputError(f"the request is over the runner's size limit ({details})")
-    return call_error(code.name if code else "UNKNOWN", meta.get(_ERROR_TYPE_KEY, ""),
+    return call_error(code.name if code else "UNKNOWN", meta.get(_wire.ERROR_TYPE_KEY, ""),
                       details or str(code),
                       tb.decode(errors="replace") if isinstance(tb, bytes) else tb)
 

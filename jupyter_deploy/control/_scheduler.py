@@ -65,7 +65,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..runner._telemetry import TELEMETRY_ENV
+from .._wire import TELEMETRY_ENV
 from ._autoscaler import IDLE, Autoscaler
 from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
