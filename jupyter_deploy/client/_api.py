@@ -674,13 +674,6 @@ class Model(MethodMirror):
             raise _control_error(e) from None
         return unpack_archive(data, Path(path))
 
-    def form(self, method: str = "predict", **routing: Any) -> Any:
-        """An ipywidgets form built from ``method``'s signature, with a run button (in a notebook)."""
-        # The one place the client reaches up into the notebook layer, and only when asked to.
-        from ..notebook.widgets import predict_form
-
-        return predict_form(self, method, **routing)
-
     def set_visibility(self, visibility: str) -> None:
         """``"public"``: every user may see, call and deploy it; ``"private"``: only its owner."""
         self.client.call("SetVisibility", cpb.VisibilityRequest(model=self._model_ref(), visibility=visibility))

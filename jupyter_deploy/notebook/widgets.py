@@ -885,9 +885,20 @@ def _parse_literal(name: str, text: str) -> Any:
         raise ValueError(f"{name}: not a Python literal or JSON: {text[:40]!r}") from e
 
 
-def predict_form(model: Any, method: str = "predict", **call_kwargs: Any) -> Any:
-    """A :class:`PredictForm` for ``model``'s ``method`` (``model.form()`` calls this)."""
-    return PredictForm(model, method, **call_kwargs)
+def predict_form(model: Any, method: str = "predict", **routing: Any) -> PredictForm:
+    """A form for ``model``'s ``method``: one field per parameter, a run button, the result below.
+
+    ``model`` is a ``Model``, a ``LocalModel`` or a ``RunnerClient``; ``routing``
+    (``deployment_id=``, or ``compute_cluster_id=`` with ``nodepool_id=``) is passed to
+    every call. Also ``jupyter_deploy.predict_form`` and ``%predict MODEL --form``.
+
+    Example::
+
+        from jupyter_deploy import Model, predict_form
+
+        predict_form(Model("local/default/models/echo"), deployment_id="echo")
+    """
+    return PredictForm(model, method, **routing)
 
 
 def deployment_card(deployment: Any, **kwargs: Any) -> Any:
