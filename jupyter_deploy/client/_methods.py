@@ -45,7 +45,7 @@ def call_error(code: str, type: str, message: str, traceback: str = "") -> Deplo
 
 
 class MethodMirror:
-    """Base class of an object whose methods mirror a model's ``@ModelClass.method``\ s.
+    """Base class of an object whose methods mirror the methods a model declares.
 
     ``_mirror`` sets ``specs`` and ``methods`` and makes each method an attribute
     (one the class defines itself is never hidden); ``dir()`` lists them.
