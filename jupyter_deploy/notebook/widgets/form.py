@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ...model.types import Audio, Frame, Video
 from ..render import is_pil, render
 from ._shared import SummaryRepr, jsonable, one_line
 
@@ -111,8 +112,10 @@ class PredictForm(SummaryRepr, w.VBox):
         for name, p in self._params.items():
             field = self.fields[name]
             node, optional = self._base(p)
-            if isinstance(field, w.FileUpload):
-                if not field.value:
+            if isinstance(field, (w.FileUpload, w.Textarea)):
+                upload = isinstance(field, w.FileUpload)
+                given = field.value if upload else field.value.strip()
+                if not given:  # empty: the default, else None where optional, else missing
                     if p.has_default:
                         continue
                     if optional:
@@ -120,18 +123,7 @@ class PredictForm(SummaryRepr, w.VBox):
                     else:
                         missing.append(name)
                     continue
-                out[name] = self._from_file(node.kind, field.value[0])
-            elif isinstance(field, w.Textarea):
-                text = field.value.strip()
-                if not text:
-                    if p.has_default:
-                        continue
-                    if optional:
-                        out[name] = None
-                    else:
-                        missing.append(name)
-                    continue
-                out[name] = _parse_literal(name, text)
+                out[name] = self._from_file(node.kind, given[0]) if upload else _parse_literal(name, given)
             elif isinstance(field, w.Text) and optional and field.value == "" and p.default is None:
                 out[name] = None
             else:
@@ -148,12 +140,8 @@ class PredictForm(SummaryRepr, w.VBox):
         if kind == "bytes":
             return data
         if kind == "audio":
-            from ..model.types import Audio
-
             return Audio(data, mime)
         if kind == "video":
-            from ..model.types import Video
-
             return Video(data, mime)
         if kind == "ndarray" and upload.get("name", "").endswith(".npy"):
             import numpy as np
@@ -164,8 +152,6 @@ class PredictForm(SummaryRepr, w.VBox):
         image = Image.open(io.BytesIO(data))
         image.load()
         if kind == "frame":
-            from ..model.types import Frame
-
             return Frame(image)
         if kind == "ndarray":
             import numpy as np
