@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
+
+#: The color of an error line in a widget.
+ERROR_COLOR = "#c62828"
 
 
 class SummaryRepr:
@@ -26,6 +30,11 @@ def jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
     return {k: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray)) else v
             for k, v in data.items()}
+
+
+def colored(text: str, color: str = ERROR_COLOR) -> str:
+    """``text`` as HTML in ``color`` (an error's red by default)."""
+    return f"<span style='color:{color}'>{html.escape(text)}</span>"
 
 
 def one_line(e: BaseException) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ._shared import SummaryRepr, one_line
+from ._shared import ERROR_COLOR, SummaryRepr, colored, one_line
 
-_STATE_COLORS = {"RUNNING": "#2e7d32", "IDLE": "#1565c0", "FAILED": "#c62828", "STOPPED": "#616161",
-                 "DELETED": "#616161"}
+_STATE_COLORS = {"RUNNING": "#2e7d32", "IDLE": "#1565c0", "FAILED": ERROR_COLOR,
+                 "STOPPED": "#616161", "DELETED": "#616161"}
 
 
 def _badge(state: str) -> str:
@@ -57,7 +57,8 @@ class DeploymentCard(SummaryRepr, w.VBox):
         self.metrics_html = w.HTML()
         self.endpoint_html = w.HTML()
         self.message_html = w.HTML()
-        self.start_button = w.Button(description="Start", icon="play", tooltip="start the deployment")
+        self.start_button = w.Button(description="Start", icon="play",
+                                     tooltip="start the deployment")
         self.stop_button = w.Button(description="Stop", icon="stop", tooltip="stop its replicas")
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger",
                                       tooltip="delete the deployment (click twice)")
@@ -73,8 +74,8 @@ class DeploymentCard(SummaryRepr, w.VBox):
         self.live_toggle.observe(self._live_changed, names="value")
         buttons = w.HBox([self.start_button, self.stop_button, self.delete_button,
                           self.refresh_button, self.live_toggle])
-        super().__init__([self.title_html, self.details_html, self.metrics_html, self.endpoint_html, buttons,
-                          self.message_html, self.log_area],
+        super().__init__([self.title_html, self.details_html, self.metrics_html, self.endpoint_html,
+                          buttons, self.message_html, self.log_area],
                          layout=w.Layout(border="1px solid #ccc", padding="6px"))
         self.refresh()
         if live:
@@ -150,11 +151,12 @@ class DeploymentCard(SummaryRepr, w.VBox):
         s = self.deployment_status
         replicas = self._replicas()
         with self.hold_sync():
-            self.title_html.value = (f"<b>{html.escape(str(getattr(self.deployment, 'id', '?')))}</b> "
-                                     f"{_badge(self.state)}")
+            name = html.escape(str(getattr(self.deployment, "id", "?")))
+            self.title_html.value = f"<b>{name}</b> {_badge(self.state)}"
             ready = sum(1 for r in replicas if r.get("state") == "READY")
             version = s.get("version_number")
-            details = [f"version <b>{html.escape(str(version if version is not None else '?'))}</b>",
+            version_text = html.escape(str(version if version is not None else "?"))
+            details = [f"version <b>{version_text}</b>",
                        f"replicas <b>{ready}/{len(replicas)}</b> ready",
                        f"nodepool <code>{html.escape(self._where())}</code>"]
             if _scaling_text(s):
@@ -163,21 +165,22 @@ class DeploymentCard(SummaryRepr, w.VBox):
                 details.append(f"model <code>{html.escape(str(s['model']))}</code>")
             reason = f"<br/><i>{html.escape(str(s['reason']))}</i>" if s.get("reason") else ""
             self.details_html.value = " · ".join(details) + reason
-            self.metrics_html.value = html.escape(_metrics_text(self.metrics)) if self.metrics else ""
+            self.metrics_html.value = (html.escape(_metrics_text(self.metrics)) if self.metrics
+                                       else "")
             addresses = [str(r["address"]) for r in replicas if r.get("address")]
             self.endpoint_html.value = ("endpoint " + ", ".join(
-                f"<code>{html.escape(a)}</code>" for a in addresses)) if addresses else "endpoint: none"
+                f"<code>{html.escape(a)}</code>" for a in addresses)
+            ) if addresses else "endpoint: none"
             self.log_area.value = "\n".join(self.log_tail)
             if message:
-                self.message_html.value = f"<span style='color:#c62828'>{html.escape(message)}</span>"
+                self.message_html.value = colored(message)
             disabled = self.deleted
             self.start_button.disabled = disabled
             self.stop_button.disabled = disabled
             self.delete_button.disabled = disabled
 
     def _say(self, text: str, error: bool = False) -> None:
-        color = "#c62828" if error else "inherit"
-        self.message_html.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+        self.message_html.value = colored(text, ERROR_COLOR if error else "inherit")
 
     # ---------------------------------------------------- actions
 
@@ -215,7 +218,8 @@ class DeploymentCard(SummaryRepr, w.VBox):
 
     def _delete_clicked(self) -> None:
         now = time.monotonic()
-        if self._delete_armed_at is not None and now - self._delete_armed_at <= self.confirm_seconds:
+        armed = self._delete_armed_at
+        if armed is not None and now - armed <= self.confirm_seconds:
             self.delete()
             return
         self._delete_armed_at = now
@@ -276,7 +280,8 @@ def _scaling_text(status: dict) -> str:
     """The autoscaler's part of a status: wanted replicas, and the latest cold start from IDLE."""
     scale = status.get("autoscale") or {}
     parts = []
-    if scale.get("wanted") is not None and status.get("state") not in ("STOPPED", "STOPPING", "FAILED"):
+    stopped = status.get("state") in ("STOPPED", "STOPPING", "FAILED")
+    if scale.get("wanted") is not None and not stopped:
         parts.append(f"autoscaler wants {scale['wanted']}")
     if scale.get("last_cold_start_seconds") is not None:
         parts.append(f"last cold start from IDLE {scale['last_cold_start_seconds']:.2f} s")
@@ -284,13 +289,14 @@ def _scaling_text(status: dict) -> str:
 
 
 def _metrics_text(m: dict) -> str:
-    """``Deployment.metrics()`` on one line: requests, errors, latency percentiles, in flight, queue."""
+    """``Deployment.metrics()`` on one line: requests, errors, latencies, in flight, queue."""
     def ms(value: Any) -> str:
         return "-" if value is None else f"{value:.3g} ms"
 
     errors = m.get("errors", 0)
-    return (f"{m.get('requests', 0)} requests ({m.get('requests_last_minute', 0)} in the last minute), "
-            f"{errors} error{'s' if errors != 1 else ''} · p50 {ms(m.get('p50_ms'))}, p99 {ms(m.get('p99_ms'))} · "
+    return (f"{m.get('requests', 0)} requests ({m.get('requests_last_minute', 0)} in the last "
+            f"minute), {errors} error{'s' if errors != 1 else ''} · p50 {ms(m.get('p50_ms'))}, "
+            f"p99 {ms(m.get('p99_ms'))} · "
             f"{m.get('in_flight', 0)} in flight, queue {m.get('queue_depth', 0)}")
 
 

@@ -22,7 +22,7 @@ import ipywidgets as w
 
 from ...model.types import Audio, Frame, Video
 from ..render import is_pil, render
-from ._shared import SummaryRepr, jsonable, one_line
+from ._shared import SummaryRepr, colored, jsonable, one_line
 
 _FILE_KINDS = {"image": "image/*", "bytes": "", "audio": "audio/*", "video": "video/*",
                "frame": "image/*", "ndarray": "image/*,.npy"}
@@ -63,8 +63,8 @@ class PredictForm(SummaryRepr, w.VBox):
         name = getattr(model, "id", type(model).__name__)
         header = w.HTML(f"<b>{html.escape(str(name))}.{html.escape(method)}</b> "
                         f"<code>{html.escape(self._signature())}</code>")
-        super().__init__([header, *self.fields.values(), w.HBox([self.run_button, self.status_html]),
-                          self.output])
+        run_row = w.HBox([self.run_button, self.status_html])
+        super().__init__([header, *self.fields.values(), run_row, self.output])
 
     def _signature(self) -> str:
         return getattr(self.spec, "signature_text", "") or f"({', '.join(self._params)})"
@@ -92,8 +92,9 @@ class PredictForm(SummaryRepr, w.VBox):
             return w.Text(value=default if isinstance(default, str) else "", description=p.name,
                           tooltip=tip, placeholder=str(p.type), style=style)
         if kind == "int":
-            return w.IntText(value=default if isinstance(default, int) and not isinstance(default, bool)
-                             else 0, description=p.name, tooltip=tip, style=style)
+            whole = isinstance(default, int) and not isinstance(default, bool)
+            return w.IntText(value=default if whole else 0, description=p.name, tooltip=tip,
+                             style=style)
         if kind == "float":
             return w.FloatText(value=float(default) if isinstance(default, (int, float)) else 0.0,
                                description=p.name, tooltip=tip, style=style)
@@ -123,7 +124,8 @@ class PredictForm(SummaryRepr, w.VBox):
                     else:
                         missing.append(name)
                     continue
-                out[name] = self._from_file(node.kind, given[0]) if upload else _parse_literal(name, given)
+                out[name] = (self._from_file(node.kind, given[0]) if upload
+                             else _parse_literal(name, given))
             elif isinstance(field, w.Text) and optional and field.value == "" and p.default is None:
                 out[name] = None
             else:
@@ -177,10 +179,11 @@ class PredictForm(SummaryRepr, w.VBox):
             result = self._callable()(**values, **self.call_kwargs)
             if getattr(self.spec, "shape", "unary") == "server_stream":
                 items = list(result)
-                result = "".join(items) if items and all(isinstance(i, str) for i in items) else items
+                text = items and all(isinstance(i, str) for i in items)
+                result = "".join(items) if text else items
         except BaseException as e:
             self.error = e
-            self.status_html.value = f"<span style='color:#c62828'>{html.escape(one_line(e))}</span>"
+            self.status_html.value = colored(one_line(e))
             self._show({"text/plain": one_line(e)})
             raise
         self.result = result
@@ -192,7 +195,8 @@ class PredictForm(SummaryRepr, w.VBox):
         return result
 
     def _show(self, data: dict[str, Any]) -> None:
-        self.output.outputs = ({"output_type": "display_data", "data": jsonable(data), "metadata": {}},)
+        self.output.outputs = (
+            {"output_type": "display_data", "data": jsonable(data), "metadata": {}},)
 
     def _run_clicked(self) -> None:
         try:

@@ -44,7 +44,7 @@ def _shell() -> Any:
 
 
 def _live_by_default(shell: Any) -> bool:
-    """True where display updates replace in place (a kernel, a capture); False in a terminal or a script."""
+    """True where display updates replace in place (a kernel, a capture), not in a terminal."""
     if shell is None:
         return False
     from IPython.core.displaypub import DisplayPublisher
@@ -281,7 +281,8 @@ class StreamView:
         self.updates += 1
 
     def _use_widget(self) -> bool:
-        return self._transport == "widget" or (self._transport == "auto" and _in_kernel(self._shell))
+        return self._transport == "widget" or (
+            self._transport == "auto" and _in_kernel(self._shell))
 
     def _push_widget_frame(self) -> None:
         data = to_jpeg(as_pil(self._latest))
@@ -299,10 +300,13 @@ class StreamView:
         if self.kind == "text":
             text = self.text
             if self.markdown:
-                return {"text/plain": text, "text/markdown": f"{text}\n\n<sub>{html.escape(caption)}</sub>"}
+                return {"text/plain": text,
+                        "text/markdown": f"{text}\n\n<sub>{html.escape(caption)}</sub>"}
             return {"text/plain": text,
-                    "text/html": (f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(text)}</pre>"
-                                  f"<div style='font-size:smaller;opacity:0.7'>{html.escape(caption)}</div>")}
+                    "text/html": ("<pre style='white-space:pre-wrap;margin:0'>"
+                                  f"{html.escape(text)}</pre>"
+                                  "<div style='font-size:smaller;opacity:0.7'>"
+                                  f"{html.escape(caption)}</div>")}
         if self.kind == "frames":
             image = as_pil(self._latest)
             plain = f"<frame {self._count}, {image.width}x{image.height}: {caption}>"
@@ -314,7 +318,7 @@ class StreamView:
         return data
 
     def _push_plain(self, final: bool) -> None:
-        """No live display: text goes to stdout as it comes; frames and values are shown once, at the end."""
+        """No live display: text goes to stdout as it comes; frames and values once, at the end."""
         if self.kind == "text":
             text = self.text
             if len(text) > self._written or final:
