@@ -310,29 +310,29 @@ def _arguments(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
-#: What ``%predict`` and ``%stream`` share: the model, the method's arguments, and the options
-#: that fill a media parameter or pick the deployment.
-_MODEL_AND_VALUES = _arguments(
-    argument("model_id", type=_text, help="the model: MODEL_ID, or USER/APP/models/MODEL_ID"),
-    argument("args", nargs="*", metavar="ARG", type=_method_value,
-             help="a value for the method's first parameter, and/or name=value; values are Python "
-                  "literals, $var or {expression} from the notebook, else plain text"),
-)
-_MEDIA_AND_ROUTING = _arguments(
-    argument("--url", default=None, metavar="U", type=_text,
-             help="fill the method's first media parameter by URL"),
-    argument("--file", default=None, metavar="PATH", type=_text,
-             help="fill the method's first media parameter from a file"),
-    argument("--bytes", default=None, metavar="VAR", type=_variable("--bytes"),
-             help="fill the method's first media parameter with the bytes in VAR"),
-    argument("--deployment-id", default=None, type=_text, help="call this deployment"),
-    argument("--cluster", default=None, type=_text,
-             help="call the deployment on this cluster (with --nodepool)"),
-    argument("--nodepool", default=None, type=_text,
-             help="call the deployment on this nodepool (with --cluster)"),
-)
-_OUTPUT = argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
-                   help="also store the result in VAR")
+def _call_arguments(*own: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``%predict``'s and ``%stream``'s arguments: the model, the method's values, ``own``
+    (``--method`` and the magic's own options), media, routing and ``-o``."""
+    return _arguments(
+        argument("model_id", type=_text, help="the model: MODEL_ID, or USER/APP/models/MODEL_ID"),
+        argument("args", nargs="*", metavar="ARG", type=_method_value,
+                 help="a value for the method's first parameter, and/or name=value; values are "
+                      "Python literals, $var or {expression} from the notebook, else plain text"),
+        *own,
+        argument("--url", default=None, metavar="U", type=_text,
+                 help="fill the method's first media parameter by URL"),
+        argument("--file", default=None, metavar="PATH", type=_text,
+                 help="fill the method's first media parameter from a file"),
+        argument("--bytes", default=None, metavar="VAR", type=_variable("--bytes"),
+                 help="fill the method's first media parameter with the bytes in VAR"),
+        argument("--deployment-id", default=None, type=_text, help="call this deployment"),
+        argument("--cluster", default=None, type=_text,
+                 help="call the deployment on this cluster (with --nodepool)"),
+        argument("--nodepool", default=None, type=_text,
+                 help="call the deployment on this nodepool (with --cluster)"),
+        argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
+                 help="also store the result in VAR"),
+    )
 
 
 # ---------------------------------------------------------------- checking a cell
@@ -783,13 +783,12 @@ class DeployMagics(Magics):
     @needs_local_scope
     @output_can_be_silenced
     @magic_arguments()
-    @_MODEL_AND_VALUES
-    @argument("--method", default="predict", type=_text,
-              help="the method to call (default: predict)")
-    @_MEDIA_AND_ROUTING
-    @argument("--form", action="store_true",
-              help="show a form built from the method's signature instead of calling it")
-    @_OUTPUT
+    @_call_arguments(
+        argument("--method", default="predict", type=_text,
+                 help="the method to call (default: predict)"),
+        argument("--form", action="store_true",
+                 help="show a form built from the method's signature instead of calling it"),
+    )
     def predict(self, line: str, local_ns: dict | None = None) -> Any:
         """Call a deployed model's method and return the decoded result.
 
@@ -813,13 +812,13 @@ class DeployMagics(Magics):
     @needs_local_scope
     @output_can_be_silenced
     @magic_arguments()
-    @_MODEL_AND_VALUES
-    @argument("--method", default=None, type=_text,
-              help="the method (default: generate; with --input: stream)")
-    @argument("--input", default=None, metavar="VAR", type=_variable("--input"),
-              help="an iterable (a list, a generator) in VAR to stream in: calls a stream-stream method")
-    @_MEDIA_AND_ROUTING
-    @_OUTPUT
+    @_call_arguments(
+        argument("--method", default=None, type=_text,
+                 help="the method (default: generate; with --input: stream)"),
+        argument("--input", default=None, metavar="VAR", type=_variable("--input"),
+                 help="an iterable (a list, a generator) in VAR to stream in: calls a "
+                      "stream-stream method"),
+    )
     def stream(self, line: str, local_ns: dict | None = None) -> Any:
         """Call a streaming method and show its chunks as they come.
 
