@@ -103,12 +103,13 @@ def request_path_cost(n: int = 100_000) -> float:
     """
     import tempfile
 
+    from jupyter_deploy import _wire
     from jupyter_deploy.proto import runner_pb2 as pb
     from jupyter_deploy.runner._telemetry import CallRecorder
 
     request = pb.PredictRequest(method="echo", args=[pb.Entry(key="text", value=pb.Value(str=PAYLOAD))])
     response = pb.PredictResponse(output=pb.Value(str=PAYLOAD))
-    metadata = (("jd-route-token", "x.y"),)
+    metadata = ((_wire.ROUTE_TOKEN_KEY, "x.y"),)
     with tempfile.TemporaryDirectory() as tmp:
         rec = CallRecorder(Path(tmp) / "replica")
         begin, end = rec.begin, rec.end

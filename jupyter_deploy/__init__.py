@@ -43,13 +43,15 @@ _LAZY = {
     "Deployment": "jupyter_deploy.client",
     "Model": "jupyter_deploy.client",
     "to_dataframe": "jupyter_deploy.client",
+    "predict_form": "jupyter_deploy.notebook.widgets",
 }
 
 __all__ = [
     "Audio", "Client", "ComputeCluster", "Concept", "ConfigError", "ControlPlaneError", "DeployError",
     "Deployment", "DeploymentError", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
     "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Region", "RunnerClient",
-    "RunnerError", "Transformer", "TransformerError", "Video", "__version__", "load_local", "to_dataframe",
+    "RunnerError", "Transformer", "TransformerError", "Video", "__version__", "load_local", "predict_form",
+    "to_dataframe",
 ]
 
 

@@ -3,7 +3,8 @@
 A token names the deployment and the caller and expires; it is
 ``<payload>.<signature>`` where the payload is URL-safe base64 of JSON and the
 signature an HMAC-SHA256 of it under the deployment's signing key. Runners get
-the key in ``JUPYTER_DEPLOY_SIGNING_KEY`` and check every call with it.
+the key in ``JUPYTER_DEPLOY_SIGNING_KEY`` and check every call with it; clients send
+the token in the gRPC metadata key ``_wire.ROUTE_TOKEN_KEY``.
 
 Example::
 
@@ -19,8 +20,6 @@ import hmac
 import json
 import time
 
-#: gRPC metadata key that carries a route token to a runner.
-METADATA_KEY = "jd-route-token"
 #: Seconds a route token lives; clients renew a little before.
 DEFAULT_TTL = 300.0
 

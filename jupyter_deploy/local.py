@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
-from .client._methods import build_methods, call_error
-from .errors import ConfigError
+from .client._methods import MethodMirror, call_error
+from .errors import ConfigError, ModelDefinitionError
 from .folder import model_folder_for
-from .proto import runner_pb2 as pb
-from .errors import ModelDefinitionError
 from .model._host import CallFailed, ModelHost, TransformerLoadError
+from .proto import runner_pb2 as pb
 
 
-class LocalModel:
+class LocalModel(MethodMirror):
     """A model loaded in this process; its methods mirror the model's.
 
     ``model`` is the ModelClass instance itself, for poking at its state.
@@ -30,18 +29,10 @@ class LocalModel:
     def __init__(self, host: ModelHost):
         self._host = host
         self.model = host.instance
-        self.specs = host.specs
-        self.methods: dict[str, Callable[..., Any]] = build_methods(host.specs.values(),
-                                                                    _LocalTransport(host))
-        for name, fn in self.methods.items():
-            if not hasattr(type(self), name):
-                setattr(self, name, fn)
+        self._mirror(host.specs, _LocalTransport(host))
 
     def __repr__(self) -> str:
         return f"<LocalModel {self._host.cls.__name__}: {', '.join(self.specs)}>"
-
-    def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self.methods))
 
     def test(self) -> bool:
         """Run the model's own ``test()``; False when it defines none."""

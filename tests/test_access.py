@@ -9,7 +9,7 @@ import pytest
 from daemon_helpers import isolated_home
 from test_platform import write_model
 
-from jupyter_deploy import Client, ControlPlaneError, Deployment, Model, NotFoundError
+from jupyter_deploy import Client, ControlPlaneError, Deployment, Model, NotFoundError, _wire
 from jupyter_deploy.client import _api
 from jupyter_deploy.proto import runner_pb2, runner_pb2_grpc
 
@@ -133,5 +133,5 @@ def test_route_tokens_are_renewed_before_they_expire(alice):
     stub = runner_pb2_grpc.RunnerStub(alice.runner_channel(route.address))
     with pytest.raises(grpc.RpcError) as e:  # the lapsed token itself is refused by the runner
         stub.Predict(runner_pb2.PredictRequest(method="predict"), timeout=10,
-                     metadata=(("jd-route-token", route.token),))
+                     metadata=((_wire.ROUTE_TOKEN_KEY, route.token),))
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "expired" in e.value.details()

@@ -227,6 +227,20 @@ def test_values_are_literals_then_notebook_references_then_text():
         "echo", 'text="a b"', "{f(1, 2)}", "[1, 2]", "x='c d'"]
 
 
+def test_every_magic_reads_its_line_with_the_same_grammar():
+    ns = magics_module._Namespace({"n": 2, "path": "/tmp/c.yaml", "blob": b"xy"}, None)
+    deploy = magics_module.parse_line(
+        DeployMagics.deploy, 'echo --requirements "a b" --min-replicas $n --config=$path -o dep', ns)
+    assert (deploy.model_id, deploy.requirements, deploy.min_replicas, deploy.config, deploy.output) == (
+        "echo", "a b", 2, "/tmp/c.yaml", "dep")
+    predict = magics_module.parse_line(
+        DeployMagics.predict, "echo 'x y' --bytes blob n={n + 1} --deployment-id $path;", ns)
+    assert predict.args == [(None, "x y"), ("n", 3)]
+    assert (predict.bytes, predict.deployment_id, predict.method) == (b"xy", "/tmp/c.yaml", "predict")
+    stream = magics_module.parse_line(DeployMagics.stream, "echo --input {[n]} --cluster c", ns)
+    assert (stream.input, stream.cluster, stream.method) == ([2], "c", None)
+
+
 # ---------------------------------------------------------------- against the daemon
 
 

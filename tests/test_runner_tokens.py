@@ -21,7 +21,7 @@ import pytest
 from conftest import wait_for, write_model
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from jupyter_deploy import _tokens
+from jupyter_deploy import _tokens, _wire
 from jupyter_deploy.proto import runner_pb2 as pb
 from jupyter_deploy.proto import runner_pb2_grpc
 
@@ -99,7 +99,8 @@ def request(method: str = "predict", text: str = "hi") -> pb.PredictRequest:
 
 
 def token(key: bytes = KEY, deployment_id: str = DEPLOYMENT, **kwargs) -> list[tuple[str, str]]:
-    return [(_tokens.METADATA_KEY, _tokens.sign(key, deployment_id=deployment_id, caller="local", **kwargs))]
+    token = _tokens.sign(key, deployment_id=deployment_id, caller="local", **kwargs)
+    return [(_wire.ROUTE_TOKEN_KEY, token)]
 
 
 def refused(call, match: str) -> None:

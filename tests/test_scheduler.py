@@ -19,7 +19,7 @@ import grpc
 import pytest
 from conftest import wait_for, write_model
 
-from jupyter_deploy import _tokens
+from jupyter_deploy import _tokens, _wire
 from jupyter_deploy.control._configs import replica_spec
 from jupyter_deploy.control._errors import FailedPrecondition
 from jupyter_deploy.control._host_info import HostInfo, detect
@@ -133,7 +133,7 @@ class Platform:
         request = pb.PredictRequest(method=method, args=[pb.Entry(key="text", value=pb.Value(str=text))])
         with grpc.insecure_channel(address) as channel:
             reply = runner_pb2_grpc.RunnerStub(channel).Predict(
-                request, timeout=10, metadata=[(_tokens.METADATA_KEY, self.token(deployment_id))])
+                request, timeout=10, metadata=[(_wire.ROUTE_TOKEN_KEY, self.token(deployment_id))])
         return reply.output.str
 
     def predict(self, scheduler: Scheduler, deployment_id: str, text: str = "hi") -> str:

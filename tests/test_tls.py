@@ -16,7 +16,7 @@ import grpc
 import pytest
 from daemon_helpers import kill_everything
 
-from jupyter_deploy import Client, DeployError
+from jupyter_deploy import Client, DeployError, _wire
 from jupyter_deploy.client import _api, _daemon
 from jupyter_deploy.proto import control_pb2 as cpb
 from jupyter_deploy.proto import control_pb2_grpc
@@ -145,7 +145,8 @@ def test_a_plain_text_client_cannot_talk_to_it(tls_env, monkeypatch):
     token = (home / "local.token").read_text().strip()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as e:
         control_pb2_grpc.ControlPlaneStub(channel).GetInfo(
-            cpb.InfoRequest(), timeout=5, metadata=[("authorization", f"Bearer {token}")])
+            cpb.InfoRequest(), timeout=5,
+            metadata=[(_wire.AUTHORIZATION_KEY, _wire.BEARER_PREFIX + token)])
     assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     monkeypatch.delenv("JUPYTER_DEPLOY_TLS_CA")
     monkeypatch.setenv("JUPYTER_DEPLOY_HOME", str(home.parent / "elsewhere"))

@@ -429,3 +429,11 @@ def test_form_refuses_unknown_and_stream_input_methods():
         predict_form(FakeModel(), "nope")
     with pytest.raises(ValueError, match="stream of inputs"):
         predict_form(FakeModel(), "stream")
+
+
+def test_predict_form_is_offered_by_the_package_not_by_the_client():
+    import jupyter_deploy
+    from jupyter_deploy.client import Model
+
+    assert jupyter_deploy.predict_form is predict_form
+    assert not hasattr(Model, "form")  # the client knows no UI

@@ -15,7 +15,6 @@ default ``Client()``, which starts a local daemon when none answers::
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import json
 import threading
@@ -25,13 +24,13 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from ..errors import ControlPlaneError, DeploymentError, NotFoundError, RunnerError
-from ..model import MethodSpec
+from .. import _wire
+from ..errors import ControlPlaneError, NotFoundError, RunnerError
 from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
 from ..proto import runner_pb2 as pb
-from ._methods import build_methods
+from ._methods import MethodMirror
 from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
 from ._runner_client import GrpcTransport
 from ._watch import Event, RouteWatch, changes, ticks, watch
@@ -643,7 +642,7 @@ def parse_model_url(url: str) -> tuple[str, str, str]:
     raise ValueError(f"bad model address {url!r}: use user_id/app_id/models/model_id")
 
 
-class Model:
+class Model(MethodMirror):
     """A registered model whose methods mirror the model's own.
 
     Each ``@ModelClass.method`` becomes a method with the same name, signature
@@ -693,47 +692,25 @@ class Model:
         version = self.client.call("GetVersion", cpb.VersionRef(
             model=self._model_ref(), version_id=self._version_id, number=self._version_number))
         self.version = ModelVersionInfo(version)
-        self.specs: dict[str, MethodSpec] = {
-            m.name: method_from_proto(m) for m in version.description.methods}
-        template = build_methods(self.specs.values(), _RoutedTransport(self, ()))
-        self.methods: dict[str, Callable[..., Any]] = {
-            name: self._routed(name, fn) for name, fn in template.items()}
-        for name, fn in self.methods.items():
-            if not hasattr(type(self), name):
-                setattr(self, name, fn)
+        self._mirror({m.name: method_from_proto(m) for m in version.description.methods},
+                     self._transport, ROUTING)
 
     def __repr__(self) -> str:
         return f"<Model {self.user_id or self.client.user_id}/{self.app_id}/models/{self.id}: {', '.join(self.specs)}>"
 
-    def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self.methods))
-
-    def _routed(self, name: str, template: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, deployment_id: str | None = None, compute_cluster_id: str | None = None,
-                 nodepool_id: str | None = None, **kwargs: Any) -> Any:
-            if deployment_id and (compute_cluster_id or nodepool_id):
-                raise ValueError("give deployment_id, or compute_cluster_id with nodepool_id, not both")
-            if bool(compute_cluster_id) != bool(nodepool_id):
-                raise ValueError("compute_cluster_id and nodepool_id go together; give both")
-            return self._methods_for((deployment_id or "", compute_cluster_id or "", nodepool_id or ""))[name](
-                *args, **kwargs)
-
-        sig = inspect.signature(template)
-        routing = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None")
-                   for k in ROUTING]
-        params = list(sig.parameters.values())
-        call.__signature__ = sig.replace(parameters=params + routing)  # type: ignore[attr-defined]
-        call.__name__ = call.__qualname__ = name
-        call.__doc__ = template.__doc__
-        return call
-
-    def _methods_for(self, route: tuple) -> dict[str, Callable[..., Any]]:
+    def _transport(self, deployment_id: str | None = None, compute_cluster_id: str | None = None,
+                   nodepool_id: str | None = None) -> _RoutedTransport:
+        """The transport of a call given these routing keywords (one per route, kept)."""
+        if deployment_id and (compute_cluster_id or nodepool_id):
+            raise ValueError("give deployment_id, or compute_cluster_id with nodepool_id, not both")
+        if bool(compute_cluster_id) != bool(nodepool_id):
+            raise ValueError("compute_cluster_id and nodepool_id go together; give both")
+        route = (deployment_id or "", compute_cluster_id or "", nodepool_id or "")
         with self._lock:
             transport = self._transports.get(route)
             if transport is None:
                 transport = self._transports[route] = _RoutedTransport(self, route)
-                transport.methods = build_methods(self.specs.values(), transport)
-        return transport.methods
+        return transport
 
     # ------------------------------------------------------------ registry
 
@@ -752,13 +729,6 @@ class Model:
         except grpc.RpcError as e:
             raise _control_error(e) from None
         return unpack_archive(data, Path(path))
-
-    def form(self, method: str = "predict", **routing: Any) -> Any:
-        """An ipywidgets form built from ``method``'s signature, with a run button (in a notebook)."""
-        # The one place the client reaches up into the notebook layer, and only when asked to.
-        from ..notebook.widgets import predict_form
-
-        return predict_form(self, method, **routing)
 
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
                nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
@@ -827,7 +797,7 @@ class _RoutedTransport:
                 if route.deployment_id != self._deployment_id:  # the first resolve
                     self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
                 self._seen = seen
-                metadata = (("jd-route-token", route.token),)
+                metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
                 client = self.model.client
                 self._transports = [
                     GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)

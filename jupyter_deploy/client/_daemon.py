@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 
-from .. import paths
+from .. import _wire, paths
 from .._address import is_loopback, split_address
 from .._version import __version__
 from ..errors import ControlPlaneError, DeployError
@@ -215,7 +215,7 @@ def _metadata(pat: str | None, home: Path | None) -> Metadata:
             token = (home / "local.token").read_text().strip()
         except OSError:
             return []
-    return [("authorization", f"Bearer {token}")] if token else []
+    return [(_wire.AUTHORIZATION_KEY, _wire.BEARER_PREFIX + token)] if token else []
 
 
 def _call(channel: grpc.Channel, method: str, request: Any, metadata: Metadata) -> Any:

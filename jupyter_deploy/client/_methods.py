@@ -2,17 +2,18 @@
 
 A transport moves encoded calls (``unary``, ``server_stream``, ``bidi``); the
 functions built here give each model method its declared signature, encode
-the arguments, and decode what comes back. The runner client, the local test
-and (later) deployments share them, so a method looks and fails the same
-wherever it runs.
+the arguments, and decode what comes back. ``MethodMirror`` makes them methods
+of an object: the runner client, the local test and the registry's ``Model``
+share it, so a method looks and fails the same wherever it runs.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
+from .. import _wire
 from ..errors import DeployError, InputError, ModelError, RunnerError, TransformerError
 from ..model import MethodSpec
 from ..model.codec import Mismatch, decoder, encode_request, encode_value
@@ -28,22 +29,63 @@ class Transport(Protocol):
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]: ...
 
 
+#: The transport of one call, picked from its routing keywords (see ``build_methods``).
+Routes = Callable[..., Transport]
+
+
 def call_error(code: str, type: str, message: str, traceback: str = "") -> DeployError:
     """The exception a caller sees for a failed call (from a status or an error frame)."""
-    if code == "INVALID_ARGUMENT":
+    if code == _wire.INVALID_ARGUMENT:
         return InputError(message)
-    if type == "TransformerError":
+    if type == _wire.TRANSFORMER_ERROR:
         return TransformerError(message, traceback)
-    if code == "UNKNOWN" or type == "ReturnTypeError":
+    if code == _wire.UNKNOWN or type == _wire.RETURN_TYPE_ERROR:
         return ModelError(type or "Exception", message, traceback)
     return RunnerError(f"{code}: {message}" if code else message, code)
 
 
-def build_methods(specs: Iterable[MethodSpec], transport: Transport) -> dict[str, Callable[..., Any]]:
-    """One function per method, plus ``<name>_by_url/_by_bytes/_by_filepath`` for media inputs."""
+class MethodMirror:
+    """Base class of an object whose methods mirror the methods a model declares.
+
+    ``_mirror`` sets ``specs`` and ``methods`` and makes each method an attribute
+    (one the class defines itself is never hidden); ``dir()`` lists them.
+
+    Example::
+
+        class LocalModel(MethodMirror):
+            def __init__(self, host):
+                self._mirror(host.specs, _LocalTransport(host))
+
+        LocalModel(host).predict("hi")
+    """
+
+    specs: dict[str, MethodSpec]
+    methods: dict[str, Callable[..., Any]]
+
+    def _mirror(self, specs: Mapping[str, MethodSpec], transport: Transport | Routes,
+                routing: Sequence[str] = ()) -> None:
+        """Mirror ``specs`` over ``transport`` (see ``build_methods`` for ``routing``)."""
+        self.specs = dict(specs)
+        self.methods = build_methods(self.specs.values(), transport, routing)
+        for name, fn in self.methods.items():
+            if not hasattr(type(self), name):
+                setattr(self, name, fn)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.methods))
+
+
+def build_methods(specs: Iterable[MethodSpec], transport: Transport | Routes,
+                  routing: Sequence[str] = ()) -> dict[str, Callable[..., Any]]:
+    """One function per method, plus ``<name>_by_url/_by_bytes/_by_filepath`` for media inputs.
+
+    ``transport`` is a ``Transport``. With ``routing`` (keyword names), every function
+    also takes those keywords (default None) and ``transport`` is instead a function of
+    them that returns the ``Transport`` of that one call.
+    """
     out: dict[str, Callable[..., Any]] = {}
     for spec in specs:
-        fn = _method(spec, transport)
+        fn = _method(spec, transport, tuple(routing))
         out[spec.name] = fn
         media = _first_media_param(spec)
         if media is not None:
@@ -52,27 +94,33 @@ def build_methods(specs: Iterable[MethodSpec], transport: Transport) -> dict[str
     return out
 
 
-def _method(spec: MethodSpec, transport: Transport) -> Callable[..., Any]:
+def _method(spec: MethodSpec, transport: Transport | Routes,
+            routing: tuple[str, ...]) -> Callable[..., Any]:
     sig = spec.signature()
     decode_out = decoder(spec.returns)
     what = f"{spec.name}() output"
     stream = spec.stream_param
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        # The route is picked (and checked) first, as the routing keywords are not the method's.
+        chosen = transport(**{k: kwargs.pop(k, None) for k in routing}) if routing else transport
         try:
             arguments = sig.bind(*args, **kwargs).arguments
         except TypeError as e:
             raise InputError(f"{spec.name}(): {e}") from None
         request = encode_request(spec, arguments)
         if spec.shape == UNARY:
-            return _decoded(decode_out, transport.unary(request), what)
+            return _decoded(decode_out, chosen.unary(request), what)
         if spec.shape == BIDI:
             items = _encoded_items(stream.type, arguments.get(stream.name), spec.name, stream.name)
-            return _decoded_stream(decode_out, transport.bidi(request, items), what)
-        return _decoded_stream(decode_out, transport.server_stream(request), what)
+            return _decoded_stream(decode_out, chosen.bidi(request, items), what)
+        return _decoded_stream(decode_out, chosen.server_stream(request), what)
 
+    keywords = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                  annotation="str | None") for k in routing]
     call.__name__ = call.__qualname__ = spec.name
-    call.__signature__ = sig  # type: ignore[attr-defined]
+    call.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), *keywords])
     call.__doc__ = spec.doc or f"Call the model's {spec.name}{sig}."
     return call
 

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import grpc
 
+from .. import _wire
 from ..errors import DeployError, InputError, RunnerError
-from ..model import MethodSpec
 from ..model.signature import method_from_proto
 from ..proto import runner_pb2 as pb
 from ..proto import runner_pb2_grpc
-from ._methods import build_methods, call_error
+from ._methods import MethodMirror, call_error
 
-#: Trailing metadata keys set by the runner on a failed call (see runner._service).
-_ERROR_TYPE_KEY = "jd-error-type"
-_ERROR_TRACEBACK_KEY = "jd-error-traceback-bin"
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -25,17 +22,17 @@ def rpc_error(e: grpc.RpcError) -> DeployError:
     """A grpc failure as the jupyter_deploy exception a caller should see."""
     code = e.code() if callable(getattr(e, "code", None)) else None
     meta = dict(e.trailing_metadata() or ()) if callable(getattr(e, "trailing_metadata", None)) else {}
-    tb = meta.get(_ERROR_TRACEBACK_KEY, b"")
+    tb = meta.get(_wire.ERROR_TRACEBACK_KEY, b"")
     details = e.details() if callable(getattr(e, "details", None)) else ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or ""):
         # Far over the runner's limit, grpc refuses the request before the runner reads it.
         return InputError(f"the request is over the runner's size limit ({details})")
-    return call_error(code.name if code else "UNKNOWN", meta.get(_ERROR_TYPE_KEY, ""),
+    return call_error(code.name if code else "UNKNOWN", meta.get(_wire.ERROR_TYPE_KEY, ""),
                       details or str(code),
                       tb.decode(errors="replace") if isinstance(tb, bytes) else tb)
 
 
-class RunnerClient:
+class RunnerClient(MethodMirror):
     """A client for one runner, whose methods mirror the model's.
 
     Each ``@ModelClass.method`` of the served model becomes a method of the
@@ -70,20 +67,12 @@ class RunnerClient:
             self._channel.close()
             raise RunnerError(f"no runner answers at {address}: {e.details()}",
                               e.code().name) from None
-        self.specs: dict[str, MethodSpec] = {
-            m.name: method_from_proto(m) for m in self.description.methods}
         self._transport = GrpcTransport(self._stub, timeout)
-        self.methods: dict[str, Callable[..., Any]] = build_methods(self.specs.values(), self._transport)
-        for name, fn in self.methods.items():
-            if not hasattr(type(self), name):  # a model method never hides the client's own
-                setattr(self, name, fn)
+        self._mirror({m.name: method_from_proto(m) for m in self.description.methods}, self._transport)
 
     def __repr__(self) -> str:
         return (f"<RunnerClient {self.description.model_id} at {self.address}: "
                 f"{', '.join(self.specs)}>")
-
-    def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self.methods))
 
     # ------------------------------------------------------------ state
 

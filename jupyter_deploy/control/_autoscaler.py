@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _autoscale as autoscale
+from .. import _wire
 from ._calllog import read_stats
 from ._configs import deployment_spec
 
@@ -93,9 +94,10 @@ class Autoscaler:
                 stats = read_stats(self.home, *key, r["id"])
                 if stats is None:  # not reporting (yet): decide nothing on half the picture
                     return scale.wanted
-                load += float(stats.get("avg_in_flight", 0.0))
-                busy = busy or int(stats.get("in_flight", 0)) > 0
-                scale.active_at = max(scale.active_at, float(stats.get("last_request_at", 0.0)), r["started_at"])
+                load += float(stats.get(_wire.STAT_AVG_IN_FLIGHT, 0.0))
+                busy = busy or int(stats.get(_wire.STAT_IN_FLIGHT, 0)) > 0
+                last = float(stats.get(_wire.STAT_LAST_REQUEST_AT, 0.0))
+                scale.active_at = max(scale.active_at, last, r["started_at"])
             scale.load = load
             self._step(key, scale, settings, load)
             if lo == 0 and not busy and time.time() - scale.active_at >= settings["scale_to_zero_delay_seconds"]:

@@ -39,8 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import _wire
+from .._wire import LOGGING_FILE, SEGMENT_SUFFIX, STATS_FILE
 from ..proto import control_pb2 as cpb
-from ..runner._telemetry import LOGGING_FILE, SEGMENT_SUFFIX, STATS_FILE, logging_settings
+from ..runner._telemetry import logging_settings
 from ._store import Store
 
 log = logging.getLogger("jupyter_deploy.calllog")
@@ -121,7 +123,7 @@ def read_stats(home: Path, user_id: str, deployment_id: str, replica_id: str) ->
         stats = json.loads((replica_dir(home, user_id, deployment_id, replica_id) / STATS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return stats if time.time() - float(stats.get("t", 0)) <= STATS_FRESH else None
+    return stats if time.time() - float(stats.get(_wire.STAT_TIME, 0)) <= STATS_FRESH else None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -321,8 +323,8 @@ class CallLog:
             stats = read_stats(self.home, user_id, deployment_id, rid)
             if stats is not None:
                 reporting += 1
-                in_flight += int(stats.get("in_flight", 0))
-                queued += int(stats.get("queued", 0))
+                in_flight += int(stats.get(_wire.STAT_IN_FLIGHT, 0))
+                queued += int(stats.get(_wire.STAT_QUEUED, 0))
         return {"requests": total["n"], "errors": total["errors"],
                 "requests_last_minute": recent["n"], "errors_last_minute": recent["errors"],
                 "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
@@ -364,8 +366,11 @@ def _rows(key: tuple[str, str], replica_id: str, data: bytes) -> list[tuple]:
 def _row(key: tuple[str, str], replica_id: str, r: Any) -> tuple | None:
     """A spool record as a ``calls`` row; None for one that is not a record."""
     try:
-        return (*key, replica_id, str(r.get("v", "")), float(r["t"]), str(r["id"]), str(r.get("c", "")),
-                str(r.get("m", "")), str(r["s"]), float(r["l"]), int(r.get("bi", 0)), int(r.get("bo", 0)),
-                _json(r.get("e")), _json(r.get("in")), _json(r.get("out")))
+        return (*key, replica_id, str(r.get(_wire.REC_VERSION, "")), float(r[_wire.REC_TIME]),
+                str(r[_wire.REC_ID]), str(r.get(_wire.REC_CALLER, "")),
+                str(r.get(_wire.REC_METHOD, "")), str(r[_wire.REC_STATUS]),
+                float(r[_wire.REC_LATENCY]), int(r.get(_wire.REC_BYTES_IN, 0)),
+                int(r.get(_wire.REC_BYTES_OUT, 0)), _json(r.get(_wire.REC_ERROR)),
+                _json(r.get(_wire.REC_INPUTS)), _json(r.get(_wire.REC_OUTPUTS)))
     except (AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..runner._telemetry import TELEMETRY_ENV
+from .._wire import TELEMETRY_ENV
 from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
 from ._calllog import replica_dir, write_logging_settings

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import grpc
 
+from .. import _wire
 from .._version import __version__
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
@@ -61,8 +62,8 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         self.plane = plane
 
     def authenticate(self, context: grpc.ServicerContext) -> str:
-        header = dict(context.invocation_metadata()).get("authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
+        header = dict(context.invocation_metadata()).get(_wire.AUTHORIZATION_KEY, "")
+        token = header[len(_wire.BEARER_PREFIX):] if header.startswith(_wire.BEARER_PREFIX) else ""
         return _auth.authenticate(self.plane.store, self.plane.secret, token)
 
     # ------------------------------------------------------------ daemon

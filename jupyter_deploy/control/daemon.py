@@ -37,7 +37,7 @@ from pathlib import Path
 
 import grpc
 
-from .. import paths
+from .. import _wire, paths
 from .._address import is_loopback, split_address
 from .._version import __version__
 from ..errors import DeployError
@@ -193,7 +193,7 @@ def _wait_answering(address: str, home: Path, timeout: float = 30.0) -> None:
     with grpc.insecure_channel(address) as channel:
         control_pb2_grpc.ControlPlaneStub(channel).GetInfo(
             cpb.InfoRequest(), timeout=timeout, wait_for_ready=True,
-            metadata=[("authorization", f"Bearer {token}")])
+            metadata=[(_wire.AUTHORIZATION_KEY, _wire.BEARER_PREFIX + token)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,14 +23,15 @@ traceback is short (the model's own frames for a ``ModelError``).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import builtins
 import re
-import shlex
 import symtable
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float
 
-from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError, NotFoundError
+from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -241,10 +242,97 @@ def _media(node: Any) -> bool:
     return node.kind in ("bytes", "image", "audio", "video")
 
 
-def _output_name(name: str | None) -> str | None:
-    if name is not None and not name.isidentifier():
-        raise UsageError(f"-o takes a variable name, not {name!r}")
-    return name
+# ---------------------------------------------------------------- one grammar for every magic
+# A magic's line is split by ``_split`` and parsed by the magic's ``magic_arguments`` parser.
+# Each argument's ``type`` reads its token in the notebook ($var, {expr}, a literal, text),
+# in the namespaces of the cell being run, which ``parse_line`` makes current.
+
+_CELL_NAMESPACE: ContextVar[_Namespace] = ContextVar("jupyter_deploy_cell_namespace")
+
+
+def parse_line(magic: Any, line: str, ns: _Namespace) -> argparse.Namespace:
+    """``magic``'s arguments in ``line`` (options anywhere), their values read through ``ns``.
+
+    Example::
+
+        args = parse_line(self.predict, "echo text=$name --deployment-id echo", ns)
+        args.args   # [("text", <the value of name>)]
+    """
+    tokens = _split(_strip_silencing(line))
+    current = _CELL_NAMESPACE.set(ns)
+    try:
+        return magic.parser.parse_intermixed_args(tokens)
+    finally:
+        _CELL_NAMESPACE.reset(current)
+
+
+def _text(token: str) -> str:
+    """An option's text: ``$var`` / ``{expr}`` expanded (to str), quotes removed."""
+    return _CELL_NAMESPACE.get().text(token)
+
+
+def _int(token: str) -> int:
+    return int(_text(token))
+
+
+_int.__name__ = "int"  # argparse names the type in its message: "invalid int value: 'many'"
+
+
+def _variable(option: str) -> Callable[[str], Any]:
+    """``--bytes VAR`` / ``--input VAR``: the value of a name (or ``$name`` / ``{expr}``)."""
+    def variable(token: str) -> Any:
+        return _CELL_NAMESPACE.get().variable(token, option)
+
+    return variable
+
+
+def _method_value(token: str) -> tuple[str | None, Any]:
+    """A method's argument: ``(name, value)`` for ``name=value``, else ``(None, value)``."""
+    name, sep, value = token.partition("=")
+    if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
+        return name, _CELL_NAMESPACE.get().value(value)
+    return None, _CELL_NAMESPACE.get().value(token)
+
+
+def _variable_name(token: str) -> str:
+    if not token.isidentifier():
+        raise UsageError(f"-o takes a variable name, not {token!r}")
+    return token
+
+
+def _arguments(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several ``@argument`` decorators as one, their arguments listed in the order given."""
+    def apply(fn: Any) -> Any:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return apply
+
+
+def _call_arguments(*own: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``%predict``'s and ``%stream``'s arguments: the model, the method's values, ``own``
+    (``--method`` and the magic's own options), media, routing and ``-o``."""
+    return _arguments(
+        argument("model_id", type=_text, help="the model: MODEL_ID, or USER/APP/models/MODEL_ID"),
+        argument("args", nargs="*", metavar="ARG", type=_method_value,
+                 help="a value for the method's first parameter, and/or name=value; values are "
+                      "Python literals, $var or {expression} from the notebook, else plain text"),
+        *own,
+        argument("--url", default=None, metavar="U", type=_text,
+                 help="fill the method's first media parameter by URL"),
+        argument("--file", default=None, metavar="PATH", type=_text,
+                 help="fill the method's first media parameter from a file"),
+        argument("--bytes", default=None, metavar="VAR", type=_variable("--bytes"),
+                 help="fill the method's first media parameter with the bytes in VAR"),
+        argument("--deployment-id", default=None, type=_text, help="call this deployment"),
+        argument("--cluster", default=None, type=_text,
+                 help="call the deployment on this cluster (with --nodepool)"),
+        argument("--nodepool", default=None, type=_text,
+                 help="call the deployment on this nodepool (with --cluster)"),
+        argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
+                 help="also store the result in VAR"),
+    )
 
 
 # ---------------------------------------------------------------- checking a cell
@@ -451,26 +539,29 @@ class DeployMagics(Magics):
     @needs_local_scope
     @output_can_be_silenced
     @magic_arguments()
-    @argument("model_id", help="the model's id (letters, digits, - and _)")
-    @argument("--nodepool", default=None, help="the nodepool to deploy on (default: local)")
-    @argument("--cluster", default=None, help="the nodepool's compute cluster (default: local)")
-    @argument("--deployment-id", default=None,
+    @argument("model_id", type=_text, help="the model's id (letters, digits, - and _)")
+    @argument("--nodepool", default=None, type=_text,
+              help="the nodepool to deploy on (default: local)")
+    @argument("--cluster", default=None, type=_text,
+              help="the nodepool's compute cluster (default: local)")
+    @argument("--deployment-id", default=None, type=_text,
               help="the deployment's id (default: the model id with all but letters and digits removed)")
-    @argument("--app-id", default=None, help="the app that holds the model (default: default)")
-    @argument("--config", default=None, metavar="FILE",
+    @argument("--app-id", default=None, type=_text,
+              help="the app that holds the model (default: default)")
+    @argument("--config", default=None, metavar="FILE", type=_text,
               help="a config.yaml, or a deployment YAML, whose keys override the defaults")
-    @argument("--requirements", default=None, metavar='"PKG PKG"',
+    @argument("--requirements", default=None, metavar='"PKG PKG"', type=_text,
               help="the model's requirements.txt, as one quoted list")
-    @argument("--min-replicas", type=int, default=None,
+    @argument("--min-replicas", type=_int, default=None,
               help="at least this many replicas (autoscale_config.min_replicas; 0: scale to zero when idle)")
-    @argument("--max-replicas", type=int, default=None,
+    @argument("--max-replicas", type=_int, default=None,
               help="at most this many replicas (autoscale_config.max_replicas; default: --min-replicas)")
     @argument("--local", action="store_true",
               help="load and test in this kernel only (no upload); the model object is put in the "
                    "namespace under the class's name")
     @argument("--no-test", action="store_true",
               help="do not run the model's test() (in the kernel with --local, else on the first replica)")
-    @argument("-o", "--output", default=None, metavar="VAR",
+    @argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
               help="also store the Deployment (or, with --local, the local model) in VAR")
     def deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
         """Deploy the ModelClass subclass in the cell.
@@ -486,12 +577,10 @@ class DeployMagics(Magics):
         if cell is None:
             raise UsageError("%%deploy is a cell magic: start a cell with %%deploy MODEL_ID and put the "
                              "model's code (a ModelClass subclass) below it")
-        ns = _Namespace(self.shell.user_ns, local_ns)
-        args = self._parse_deploy(line, ns)
+        args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
         if not cell.strip():
             raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
         _check_replica_flags(args.min_replicas, args.max_replicas)
-        _output_name(args.output)
         check_cell_source(cell, self.shell.user_ns)
         file_config = _read_yaml(args.config) if args.config else {}
         model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
@@ -499,20 +588,6 @@ class DeployMagics(Magics):
         if args.local:
             return self._deploy_local(args, cell, model_part)
         return self._deploy(args, cell, model_part, deployment_part)
-
-    def _parse_deploy(self, line: str, ns: _Namespace) -> Any:
-        try:
-            tokens = shlex.split(line)
-        except ValueError as e:
-            raise UsageError(f"%%deploy: {e}") from None
-        expanded = []
-        for token in tokens:
-            name, sep, value = token.partition("=")
-            if token.startswith("--") and sep:
-                expanded.append(f"{name}={ns.text(value)}")
-            else:
-                expanded.append(ns.text(token) if token[:1] in "${" else token)
-        return self.deploy.parser.parse_args(expanded)
 
     def _folder(self, args: Any, cell: str, model_part: dict, user_id: str) -> Path:
         from ..config import default_config
@@ -590,7 +665,7 @@ class DeployMagics(Magics):
 
     # ------------------------------------------------------------ %predict / %stream
 
-    def _call(self, args: Any, ns: _Namespace, method: str) -> tuple[Any, Any, Callable[[], Any]]:
+    def _call(self, args: Any, method: str) -> tuple[Any, Any, Callable[[], Any]]:
         """The model, the method's spec, and a thunk that makes the call."""
         if bool(args.cluster) != bool(args.nodepool):
             raise UsageError("--cluster and --nodepool go together; give both")
@@ -600,21 +675,20 @@ class DeployMagics(Magics):
                                                     ("bytes", args.bytes)) if value is not None]
         if len(media) > 1:
             raise UsageError("give one of --url, --file and --bytes")
-        routing = {k: ns.text(v) for k, v in (("deployment_id", args.deployment_id),
-                                              ("compute_cluster_id", args.cluster),
-                                              ("nodepool_id", args.nodepool)) if v}
+        routing = {k: v for k, v in (("deployment_id", args.deployment_id),
+                                     ("compute_cluster_id", args.cluster),
+                                     ("nodepool_id", args.nodepool)) if v}
         positional, named = [], {}
-        for token in args.args:
-            name, sep, value = token.partition("=")
-            if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
+        for name, value in args.args:
+            if name is not None:
                 if name in named:
                     raise UsageError(f"{name}= given twice")
-                named[name] = ns.value(value)
+                named[name] = value
             else:
                 if named:
-                    raise UsageError(f"positional value {token!r} after name=value arguments")
-                positional.append(ns.value(token))
-        model = self._model(ns.text(args.model_id), method)
+                    raise UsageError(f"positional value {value!r} after name=value arguments")
+                positional.append(value)
+        model = self._model(args.model_id, method)
         spec = model.specs[method]
         taken: list[str] = []  # parameters filled by an option: positional values fill the others
         stream_input = getattr(args, "input", None)
@@ -622,16 +696,15 @@ class DeployMagics(Magics):
             if spec.stream_param is None:
                 raise UsageError(f"{method}() takes no input stream; --input is for stream-stream "
                                  f"methods (those taking an Iterator), e.g. --method stream")
-            named[spec.stream_param.name] = ns.variable(stream_input, "--input")
+            named[spec.stream_param.name] = stream_input
             taken.append(spec.stream_param.name)
         by, value = None, None
         if media:
-            flag, token = media[0]
+            flag, value = media[0]
             option = f"--{'file' if flag == 'filepath' else flag}"
             by = model.methods.get(f"{method}_by_{flag}")
             if by is None:
                 raise UsageError(f"{method}() has no image, audio, video or bytes parameter to fill with {option}")
-            value = ns.variable(token, "--bytes") if flag == "bytes" else ns.text(token)
             media_param = next(p.name for p in spec.params if _media(p.type))
             if media_param in taken:
                 raise UsageError(f"{option} and --input both fill {media_param}; give one")
@@ -653,22 +726,12 @@ class DeployMagics(Magics):
     @needs_local_scope
     @output_can_be_silenced
     @magic_arguments()
-    @argument("model_id", help="the model: MODEL_ID, or USER/APP/models/MODEL_ID")
-    @argument("args", nargs="*", metavar="ARG",
-              help="a value for the method's first parameter, and/or name=value; values are Python "
-                   "literals, $var or {expression} from the notebook, else plain text")
-    @argument("--method", default="predict", help="the method to call (default: predict)")
-    @argument("--url", default=None, metavar="U", help="fill the method's first media parameter by URL")
-    @argument("--file", default=None, metavar="PATH",
-              help="fill the method's first media parameter from a file")
-    @argument("--bytes", default=None, metavar="VAR",
-              help="fill the method's first media parameter with the bytes in VAR")
-    @argument("--deployment-id", default=None, help="call this deployment")
-    @argument("--cluster", default=None, help="call the deployment on this cluster (with --nodepool)")
-    @argument("--nodepool", default=None, help="call the deployment on this nodepool (with --cluster)")
-    @argument("--form", action="store_true",
-              help="show a form built from the method's signature instead of calling it")
-    @argument("-o", "--output", default=None, metavar="VAR", help="also store the result in VAR")
+    @_call_arguments(
+        argument("--method", default="predict", type=_text,
+                 help="the method to call (default: predict)"),
+        argument("--form", action="store_true",
+                 help="show a form built from the method's signature instead of calling it"),
+    )
     def predict(self, line: str, local_ns: dict | None = None) -> Any:
         """Call a deployed model's method and return the decoded result.
 
@@ -676,14 +739,13 @@ class DeployMagics(Magics):
         value from the notebook. A streaming method's output is consumed as
         %stream does. Without routing options the model's default deployment serves.
         """
-        ns = _Namespace(self.shell.user_ns, local_ns)
-        args = self._parse_call(self.predict, line)
-        method = ns.text(args.method)
+        args = parse_line(self.predict, line, _Namespace(self.shell.user_ns, local_ns))
+        method = args.method
         if args.form:
             from .widgets import predict_form
 
-            return predict_form(self._model(ns.text(args.model_id), method), method)
-        _model, spec, call = self._call(args, ns, method)
+            return predict_form(self._model(args.model_id, method), method)
+        _model, spec, call = self._call(args, method)
         result = self._consume(call(), spec) if spec.shape != "unary" else call()
         self._store(args.output, result)
         return result
@@ -693,22 +755,13 @@ class DeployMagics(Magics):
     @needs_local_scope
     @output_can_be_silenced
     @magic_arguments()
-    @argument("model_id", help="the model: MODEL_ID, or USER/APP/models/MODEL_ID")
-    @argument("args", nargs="*", metavar="ARG",
-              help="a value for the method's first parameter, and/or name=value (as for %%predict)")
-    @argument("--method", default=None,
-              help="the method (default: generate; with --input: stream)")
-    @argument("--input", default=None, metavar="VAR",
-              help="an iterable (a list, a generator) in VAR to stream in: calls a stream-stream method")
-    @argument("--url", default=None, metavar="U", help="fill the method's first media parameter by URL")
-    @argument("--file", default=None, metavar="PATH",
-              help="fill the method's first media parameter from a file")
-    @argument("--bytes", default=None, metavar="VAR",
-              help="fill the method's first media parameter with the bytes in VAR")
-    @argument("--deployment-id", default=None, help="call this deployment")
-    @argument("--cluster", default=None, help="call the deployment on this cluster (with --nodepool)")
-    @argument("--nodepool", default=None, help="call the deployment on this nodepool (with --cluster)")
-    @argument("-o", "--output", default=None, metavar="VAR", help="also store the result in VAR")
+    @_call_arguments(
+        argument("--method", default=None, type=_text,
+                 help="the method (default: generate; with --input: stream)"),
+        argument("--input", default=None, metavar="VAR", type=_variable("--input"),
+                 help="an iterable (a list, a generator) in VAR to stream in: calls a "
+                      "stream-stream method"),
+    )
     def stream(self, line: str, local_ns: dict | None = None) -> Any:
         """Call a streaming method and show its chunks as they come.
 
@@ -717,10 +770,9 @@ class DeployMagics(Magics):
         server and keeps what was received. End the line with ; to show the
         chunks only.
         """
-        ns = _Namespace(self.shell.user_ns, local_ns)
-        args = self._parse_call(self.stream, line)
-        method = ns.text(args.method) or ("stream" if args.input is not None else "generate")
-        _model, spec, call = self._call(args, ns, method)
+        args = parse_line(self.stream, line, _Namespace(self.shell.user_ns, local_ns))
+        method = args.method or ("stream" if args.input is not None else "generate")
+        _model, spec, call = self._call(args, method)
         if spec.shape == "unary":
             raise UsageError(f"{method}() is unary (it returns one value); call it with %predict")
         if spec.shape == "bidi" and args.input is None:
@@ -728,11 +780,6 @@ class DeployMagics(Magics):
         result = self._consume(call(), spec)
         self._store(args.output, result)
         return result
-
-    def _parse_call(self, magic: Any, line: str) -> Any:
-        args = magic.parser.parse_intermixed_args(_split(_strip_silencing(line)))
-        _output_name(args.output)
-        return args
 
     def _consume(self, items: Iterator[Any], spec: Any) -> Any:
         """Read a stream to its end (or to an interrupt), showing each item; the joined result."""

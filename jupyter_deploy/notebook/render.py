@@ -126,13 +126,13 @@ def _bundle(value: Any, input_image: Any, markdown: bool, max_media: int, depth:
         return _frame_bundle(value)
     if isinstance(value, (Audio, Video)):
         return _media_bundle(value, max_media)
-    if _is_pil(value):
+    if is_pil(value):
         return _image_bundle(value)
-    if _is_module_type(value, "numpy", "ndarray"):
+    if is_loaded_type(value, "numpy", "ndarray"):
         return _array_bundle(value)
-    if _is_module_type(value, "numpy", "generic"):
+    if is_loaded_type(value, "numpy", "generic"):
         return {"text/plain": repr(value.item()) if value.ndim == 0 else repr(value)}
-    if _is_module_type(value, "pandas", "DataFrame") or _is_module_type(value, "pandas", "Series"):
+    if is_loaded_type(value, "pandas", "DataFrame") or is_loaded_type(value, "pandas", "Series"):
         return _pandas_bundle(value)
     if isinstance(value, (list, tuple)) and value:
         if all(isinstance(v, Concept) for v in value):
@@ -149,12 +149,12 @@ def _bundle(value: Any, input_image: Any, markdown: bool, max_media: int, depth:
     return {"text/plain": _cut(repr(value))}
 
 
-def _is_module_type(value: Any, module: str, name: str) -> bool:
+def is_loaded_type(value: Any, module: str, name: str) -> bool:
     mod = sys.modules.get(module)  # never import a library just to ask
     return mod is not None and isinstance(value, getattr(mod, name))
 
 
-def _is_pil(value: Any) -> bool:
+def is_pil(value: Any) -> bool:
     image_mod = sys.modules.get("PIL.Image")
     return image_mod is not None and isinstance(value, image_mod.Image)
 
@@ -182,17 +182,17 @@ def _img_tag(content: bytes | str, mime: str = "image/png", style: str = "max-wi
 # ---------------------------------------------------------------- images
 
 
-def _as_pil(image: Any) -> Any:
+def as_pil(image: Any) -> Any:
     """A PIL image from a PIL image, an image-like array, encoded bytes or a path (None if none)."""
     if image is None:
         return None
     if isinstance(image, Frame):
         image = image.image
-    if _is_pil(image):
+    if is_pil(image):
         return image
     from PIL import Image
 
-    if _is_module_type(image, "numpy", "ndarray"):
+    if is_loaded_type(image, "numpy", "ndarray"):
         if not looks_like_image(image):
             raise ValueError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image")
         return _array_to_pil(image)
@@ -205,7 +205,7 @@ def _as_pil(image: Any) -> Any:
 
 def to_png(image: Any) -> bytes:
     """PNG bytes of a PIL image (modes PNG cannot hold are converted)."""
-    image = _as_pil(image)
+    image = as_pil(image)
     if image.mode not in ("1", "L", "LA", "I", "P", "RGB", "RGBA", "I;16"):
         image = image.convert("RGBA" if "A" in image.mode else "RGB")
     buf = io.BytesIO()
@@ -219,7 +219,7 @@ def to_png(image: Any) -> bytes:
 
 def to_jpeg(image: Any, quality: int = 85) -> bytes:
     """JPEG bytes (smaller and faster than PNG, for frames shown while a stream runs)."""
-    image = _as_pil(image)
+    image = as_pil(image)
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     buf = io.BytesIO()
@@ -236,19 +236,19 @@ def _image_bundle(image: Any) -> dict[str, Any]:
 
 
 def _frame_bundle(frame: Frame) -> dict[str, Any]:
-    image = _as_pil(frame.image)
+    image = as_pil(frame.image)
     return {"image/png": to_png(image), "text/plain": f"<Frame t={frame.time:g}s {_image_plain(image)[1:]}"}
 
 
 def _bytes_bundle(data: bytes) -> dict[str, Any]:
     plain = f"<{len(data)} bytes>"
-    mime = _sniff_image(data)
+    mime = sniff_image(data)
     if mime is not None:
         return {mime: data, "text/plain": f"<{len(data)} bytes of {mime}>"}
     return {"text/plain": plain}
 
 
-def _sniff_image(data: bytes) -> str | None:
+def sniff_image(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -388,7 +388,7 @@ def draw_regions(image: Any, regions: list[Region]) -> Any:
     """A copy of ``image`` with each region's box and best concept drawn on it."""
     from PIL import ImageDraw
 
-    image = _as_pil(image)
+    image = as_pil(image)
     image = image.convert("RGBA" if "A" in image.mode else "RGB")
     w, h = image.size
     normalized = bool(regions) and all(0.0 <= v <= 1.0 for r in regions for v in r.box)

@@ -10,16 +10,13 @@ from typing import Any, Callable, Iterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .. import _tokens
+from .. import _tokens, _wire
 from ..model._host import CallFailed, ModelHost, invalid
 from ..proto import runner_pb2 as pb
 from ._pump import Pump
 from ._telemetry import CallRecorder, recorded_generate, recorded_stream, recorded_unary
 
 SERVICE = "jupyter_deploy.v1.Runner"
-#: Trailing metadata of a failed unary call: the exception class and the model's traceback.
-ERROR_TYPE_KEY = "jd-error-type"
-ERROR_TRACEBACK_KEY = "jd-error-traceback-bin"
 
 
 class _Rejected:
@@ -65,7 +62,8 @@ class RouteTokens:
         self._good: dict[str, float] = {}  # token -> expiry (epoch seconds)
 
     def check(self, context: grpc.ServicerContext) -> None:
-        token = next((value for key, value in context.invocation_metadata() if key == _tokens.METADATA_KEY), None)
+        token = next((value for key, value in context.invocation_metadata()
+                      if key == _wire.ROUTE_TOKEN_KEY), None)
         expires = self._good.get(token) if token else None
         now = time.time()
         if expires is not None and expires >= now:
@@ -227,9 +225,9 @@ def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterat
 
 
 def _abort(context: grpc.ServicerContext, e: CallFailed) -> None:
-    metadata = [(ERROR_TYPE_KEY, e.type)]
+    metadata = [(_wire.ERROR_TYPE_KEY, e.type)]
     if e.traceback:
-        metadata.append((ERROR_TRACEBACK_KEY, e.traceback.encode()))
+        metadata.append((_wire.ERROR_TRACEBACK_KEY, e.traceback.encode()))
     context.set_trailing_metadata(metadata)
     context.abort(getattr(grpc.StatusCode, e.code), e.message)
 

@@ -47,17 +47,12 @@ from typing import Any
 
 import grpc
 
-from .. import _tokens
+from .. import _wire
+from .._wire import LOGGING_FILE, SEGMENT_SUFFIX, STATS_FILE, TELEMETRY_ENV
 from ..proto import runner_pb2 as pb
 
-#: The directory of this replica's files; set by the control plane.
-TELEMETRY_ENV = "JUPYTER_DEPLOY_TELEMETRY"
 #: ``off``: record nothing (for measuring the recorder's own cost).
 SWITCH_ENV = "JUPYTER_DEPLOY_CALL_LOG"
-#: Per deployment, beside the replicas' directories: the inference logger's settings.
-LOGGING_FILE = "logging.json"
-STATS_FILE = "stats.json"
-SEGMENT_SUFFIX = ".jsonl"
 
 #: Inference logger modes: which of inputs and outputs are recorded beside the access fields.
 MODES = {"none": (False, False), "model_inputs": (True, False), "predictions": (False, True),
@@ -66,8 +61,6 @@ MODES = {"none": (False, False), "model_inputs": (True, False), "predictions": (
 DEFAULT_INLINE_BYTES = 64 << 10
 #: Stream items recorded per call; a longer stream is recorded as its first items and its count.
 MAX_STREAM_ITEMS = 1000
-#: Trailing metadata naming a failed call's exception class (``runner._service.ERROR_TYPE_KEY``).
-ERROR_TYPE_KEY = "jd-error-type"
 
 
 def logging_settings(inference_logger: dict | None) -> dict:
@@ -231,10 +224,12 @@ class CallRecorder:
             span = t - self._last_tick
             self._busy, self._changed, self._last_tick = 0.0, t, t
             in_flight = self._in_flight
-        stats = {"t": time.time(), "pid": os.getpid(), "started_at": self.started_at, "in_flight": in_flight,
-                 "queued": max(0, in_flight - self.capacity),
-                 "avg_in_flight": busy / span if span > 0 else float(in_flight),
-                 "requests": self.requests, "errors": self.errors, "last_request_at": self.last_request_at}
+        stats = {_wire.STAT_TIME: time.time(), "pid": os.getpid(), "started_at": self.started_at,
+                 _wire.STAT_IN_FLIGHT: in_flight,
+                 _wire.STAT_QUEUED: max(0, in_flight - self.capacity),
+                 _wire.STAT_AVG_IN_FLIGHT: busy / span if span > 0 else float(in_flight),
+                 "requests": self.requests, "errors": self.errors,
+                 _wire.STAT_LAST_REQUEST_AT: self.last_request_at}
         tmp = self.dir / f".{STATS_FILE}.tmp"
         tmp.write_text(json.dumps(stats))
         os.replace(tmp, self.dir / STATS_FILE)
@@ -252,21 +247,21 @@ class CallRecorder:
             bytes_out = response.ByteSize() if response is not None else 0
         # The access fields formatted by hand (strings escaped by json's C routine): a few times
         # cheaper than encoding a dict, and this runs for every call the runner serves.
-        line = (f'{{"t":{wall!r},"id":{_quote(request_id)},"c":{_quote(self._caller(metadata, status))},'
-                f'"m":{_quote(method)},"s":{_quote(status)},"l":{latency:.4f},"bi":{bytes_in},"bo":{bytes_out},'
-                f'"v":{_quote(self.version)}')
+        caller = self._caller(metadata, status)
+        line = _LINE.format(wall, _quote(request_id), _quote(caller), _quote(method),
+                            _quote(status), latency, bytes_in, bytes_out, _quote(self.version))
         extra = {}
         if error is not None:
-            extra["e"] = error
+            extra[_wire.REC_ERROR] = error
         if self.keep_inputs and method:
-            extra["in"] = self._inputs(shape, request)
+            extra[_wire.REC_INPUTS] = self._inputs(shape, request)
         if self.keep_outputs:
             if error is not None:
-                extra["out"] = {"error": error}
+                extra[_wire.REC_OUTPUTS] = {"error": error}
             elif shape == "unary" and response is not None:
-                extra["out"] = value_json(response.output, self.max_inline)
+                extra[_wire.REC_OUTPUTS] = value_json(response.output, self.max_inline)
             elif shape != "unary" and response is not None:
-                extra["out"] = self._items(response[0], response[1])
+                extra[_wire.REC_OUTPUTS] = self._items(response[0], response[1])
         if extra:
             return line + "," + _ENCODE(extra)[1:] + "\n"
         return line + "}\n"
@@ -290,7 +285,7 @@ class CallRecorder:
     def _caller(self, metadata: Any, status: str) -> str:
         if status == "UNAUTHENTICATED" or not metadata:
             return ""
-        token = next((v for k, v in metadata if k == _tokens.METADATA_KEY), None)
+        token = next((v for k, v in metadata if k == _wire.ROUTE_TOKEN_KEY), None)
         if not token:
             return ""
         caller = self._callers.get(token)
@@ -321,7 +316,8 @@ def _failure(context: grpc.ServicerContext) -> tuple[str, dict]:
     if isinstance(details, bytes):
         details = details.decode(errors="replace")
     meta = dict(context.trailing_metadata() or ())
-    return name, {"code": name, "type": meta.get(ERROR_TYPE_KEY, ""), "message": details or ""}
+    error_type = meta.get(_wire.ERROR_TYPE_KEY, "")
+    return name, {"code": name, "type": error_type, "message": details or ""}
 
 
 def recorded_unary(recorder: CallRecorder, handler: Callable) -> Callable:
@@ -430,6 +426,11 @@ def recorded_stream(recorder: CallRecorder, handler: Callable) -> Callable:
 #: One encoder for every line (json.dumps with options builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _quote = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, in C
+#: A record's access fields, less its closing brace: wall time (repr), the request id, caller,
+#: method and status (quoted), latency, bytes in and out, and the version (quoted).
+_LINE = ('{{"%s":{!r},"%s":{},"%s":{},"%s":{},"%s":{},"%s":{:.4f},"%s":{},"%s":{},"%s":{}' % (
+    _wire.REC_TIME, _wire.REC_ID, _wire.REC_CALLER, _wire.REC_METHOD, _wire.REC_STATUS,
+    _wire.REC_LATENCY, _wire.REC_BYTES_IN, _wire.REC_BYTES_OUT, _wire.REC_VERSION))
 
 
 def _blob(data: bytes, cap: int, **fields: Any) -> dict:

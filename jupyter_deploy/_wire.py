@@ -1,0 +1,70 @@
+"""Names that two processes must spell alike: gRPC metadata keys, error names, telemetry files.
+
+A runner, the control plane and the client each write what another one reads,
+so every key and field name they exchange lives here, once. This module imports
+nothing, so every layer (model, runner, control, client) may import it.
+
+Example::
+
+    from jupyter_deploy import _wire
+
+    metadata = [(_wire.ROUTE_TOKEN_KEY, token)]
+    kind = dict(error.trailing_metadata()).get(_wire.ERROR_TYPE_KEY, "")
+"""
+
+# ---------------------------------------------------------------- gRPC metadata
+
+#: A control-plane call's credentials: ``authorization: Bearer <token>``.
+AUTHORIZATION_KEY = "authorization"
+BEARER_PREFIX = "Bearer "
+#: The route token (``_tokens.sign``) a runner started by the control plane requires.
+ROUTE_TOKEN_KEY = "jd-route-token"
+#: Trailing metadata of a failed unary call: the exception class, and the model's traceback
+#: (a ``-bin`` key: gRPC carries its value as bytes).
+ERROR_TYPE_KEY = "jd-error-type"
+ERROR_TRACEBACK_KEY = "jd-error-traceback-bin"
+
+# ---------------------------------------------------------------- error names
+# A failed call carries a gRPC status code name and an error type (the exception class);
+# the client turns these into its own exceptions (``client._methods.call_error``).
+
+#: The status of a call refused for its inputs (the client raises InputError).
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+#: The status of a call the model (or its transformer) raised in.
+UNKNOWN = "UNKNOWN"
+#: Error types the client maps to its own exception classes.
+TRANSFORMER_ERROR = "TransformerError"
+RETURN_TYPE_ERROR = "ReturnTypeError"
+
+# ---------------------------------------------------------------- telemetry spool
+# A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).
+
+#: The runner's telemetry directory, one per replica, set by the control plane.
+TELEMETRY_ENV = "JUPYTER_DEPLOY_TELEMETRY"
+#: Per deployment, beside the replicas' directories: the inference logger's settings.
+LOGGING_FILE = "logging.json"
+#: Per replica: the latest load figures, replaced atomically every tick.
+STATS_FILE = "stats.json"
+#: Per replica: record segments ``NNNNNNNNNN.jsonl``, one JSON record a line.
+SEGMENT_SUFFIX = ".jsonl"
+
+#: A record's fields (short: a busy runner writes thousands of lines a second).
+REC_TIME = "t"          # epoch seconds the runner received the call
+REC_ID = "id"           # the request id
+REC_CALLER = "c"        # the caller named by the route token
+REC_METHOD = "m"
+REC_STATUS = "s"        # a gRPC status code name, "OK" on success
+REC_LATENCY = "l"       # milliseconds
+REC_BYTES_IN = "bi"
+REC_BYTES_OUT = "bo"
+REC_VERSION = "v"       # the model version id
+REC_ERROR = "e"         # {"code", "type", "message"} of a failed call
+REC_INPUTS = "in"       # what the inference logger keeps
+REC_OUTPUTS = "out"
+
+#: ``stats.json``'s fields that the control plane reads.
+STAT_TIME = "t"
+STAT_IN_FLIGHT = "in_flight"
+STAT_QUEUED = "queued"
+STAT_AVG_IN_FLIGHT = "avg_in_flight"
+STAT_LAST_REQUEST_AT = "last_request_at"
