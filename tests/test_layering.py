@@ -28,8 +28,6 @@ ALLOWED = {
     # `jupyter-deploy serve` runs the control plane daemon in the foreground: starting the
     # daemon is that command's whole job.
     ("jupyter_deploy.cli", "cmd_serve", "jupyter_deploy.control.daemon"),
-    # TODO: remove once `Model.form` moves out of the client into the notebook layer.
-    ("jupyter_deploy.client._api", "form", "jupyter_deploy.notebook.widgets"),
 }
 
 
