@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ..client import Client, Deployment, Model
+from ..client import Client, Deployment, Event, Model
 from ..errors import ControlPlaneError, DeployError
 
 T = TypeVar("T")
@@ -108,9 +108,16 @@ class PanelAPI:
     def delete_deployment(self, deployment_id: str) -> None:
         self._with_client(lambda client: client.deployment(deployment_id).delete())
 
-    def states(self) -> dict[str, str]:
-        """deployment id -> state, for the change watcher."""
-        return {d["id"]: d["state"] for d in self.deployments()}
+    def watch(self, timeout: float) -> Iterator[Event]:
+        """The daemon's pushed deployment state changes, for ``timeout`` seconds (the change watcher)."""
+        events = self._with_client(lambda client: client.watch(["deployment"], timeout=timeout))
+        try:
+            yield from events
+        except ControlPlaneError as e:
+            if e.code == "UNAVAILABLE":
+                self.close()
+                raise DaemonUnavailable(str(e)) from None
+            raise
 
     # ------------------------------------------------------------ models
 

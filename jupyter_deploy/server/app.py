@@ -26,8 +26,8 @@ class DeployServerExtension(ExtensionApp):
                              "(default: JUPYTER_DEPLOY_ADDRESS, else the discovery file)")
     pat = Unicode("", config=True, help="Personal access token (default: JUPYTER_DEPLOY_PAT, "
                   "else the local user's token file)")
-    watch_interval = Float(1.0, config=True, help="Seconds between looks at deployment states "
-                           "while a panel is open (state changes are pushed as events)")
+    watch_interval = Float(1.0, config=True, help="Seconds before watching the daemon's state "
+                           "changes again when it does not answer")
 
     def initialize_settings(self) -> None:
         self.api = PanelAPI(address=self.daemon_address, pat=self.pat)
