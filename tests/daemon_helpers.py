@@ -56,6 +56,15 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_for_state(client, deployment_id: str, state, timeout: float, what: str = "") -> str:
+    """Wait on the daemon's pushed changes (no polling) until the deployment's state is ``state``
+    (or, a callable, until it says yes to the state); the state."""
+    for event in client.watch(["deployment"], [deployment_id], timeout=timeout):
+        if event.kind == "deployment" and (state(event.state) if callable(state) else event.state == state):
+            return event.state
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or state}")
+
+
 def kill_everything(home: Path) -> None:
     """Stop the daemon and any runner it left (bounded), whatever state the test left them in."""
     try:

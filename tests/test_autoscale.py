@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from daemon_helpers import alive, isolated_home, wait_for
+from daemon_helpers import alive, isolated_home, wait_for, wait_for_state
 from IPython.core.error import UsageError
 
 from jupyter_deploy import Client, ControlPlaneError, Nodepool
@@ -162,10 +162,10 @@ def test_max_replicas_follows_min_replicas_unless_given(client):
 
 def test_the_scheduler_state_is_derived_again_after_a_restart(client):
     """An IDLE deployment stays IDLE across a daemon restart, and a call still wakes it."""
-    deployment = nodepool(client).create_deployment(
+    nodepool(client).create_deployment(
         "idle", worker={"model": {"id": "idle"}}, drain_seconds=0,
         autoscale_config={"min_replicas": 0, "scale_to_zero_delay_seconds": 0.5})
-    wait_for(lambda: deployment.status["state"] == "IDLE", 60, "IDLE")
+    wait_for_state(client, "idle", "IDLE", 60)
     from jupyter_deploy.client._daemon import stop
 
     stop(address=client.address, timeout=60)
@@ -224,7 +224,7 @@ def test_many_callers_waiting_on_a_wake_leave_the_daemon_free(client, tmp_path):
     threads = [threading.Thread(target=call, args=(c,), daemon=True) for c in callers]
     for t in threads:
         t.start()
-    wait_for(lambda: deployment.status["state"] != "IDLE", 30, "a call to wake the deployment")
+    wait_for_state(client, "slowwake", lambda state: state != "IDLE", 30, "a call to wake the deployment")
     # Answered while the replica is still loading: no daemon thread is held by a waiting caller.
     seen = {d.id: d.state for d in client.list_deployments()}
     assert seen["slowwake"] in ("STARTING", "UPDATING"), seen

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from daemon_helpers import daemon_pid, isolated_home, wait_for
+from daemon_helpers import daemon_pid, isolated_home, wait_for, wait_for_state
 
 from jupyter_deploy import (
     Client,
@@ -271,7 +271,7 @@ def test_fake_gpus_are_pinned_one_per_replica(client, tmp_path):
 def test_stop_and_start(client, echo):
     deployment = Deployment("echo", client=client)
     deployment.stop()
-    wait_for(lambda: deployment.state == "STOPPED", 30, "STOPPED")
+    wait_for_state(client, "echo", "STOPPED", 30)
     assert deployment.status["replicas"] == [] or all(
         r["state"] in ("STOPPED",) for r in deployment.status["replicas"])
     deployment.start()

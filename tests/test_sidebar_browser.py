@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from daemon_helpers import deployed_echo, wait_for
+from daemon_helpers import deployed_echo, wait_for, wait_for_state
 from lab_helpers import CHROMIUM, browser_page, open_sidebar, running_lab
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,7 +56,7 @@ def test_sidebar_shows_stops_and_inserts_a_predict_cell(deployed, page):
 
     # Stop from the panel: the daemon stops it, and the badge follows.
     details.locator("button.jd-StopButton").click()
-    wait_for(lambda: client.deployment("echo").state == "STOPPED", 60, "the deployment to stop")
+    wait_for_state(client, "echo", "STOPPED", 60, "the deployment to stop")
     row.locator('.jd-StateBadge[data-state="STOPPED"]').wait_for(timeout=10_000)
 
     # The predict cell lands below the active cell of the open notebook.
