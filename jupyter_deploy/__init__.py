@@ -1,17 +1,23 @@
 """jupyter_deploy: put a model into production from a notebook.
 
 Write a ``ModelClass`` in a cell, test it in the kernel with ``load_local``,
-serve it with a runner and call it with ``RunnerClient``::
+deploy it with ``Client().deploy`` (or ``%%deploy`` after ``%load_ext jupyter_deploy``,
+or ``jupyter-deploy deploy``), and call the deployed model's own methods::
 
-    from jupyter_deploy import ModelClass, load_local
+    from jupyter_deploy import Client, Model, ModelClass, load_local
 
     class Upper(ModelClass):
         @ModelClass.method
         def predict(self, text: str) -> str:
             return text.upper()
 
-Heavy modules (gRPC, the runner, pandas) load on first use, so importing
-jupyter_deploy stays fast.
+    load_local(SOURCE).predict("hi")                 # SOURCE: the class above, as text
+    Client().deploy(SOURCE, "upper")                 # upload, deploy, wait until ready
+    Model(model_id="upper").predict("hi")            # 'HI', from a replica
+
+The public names are listed in ``__all__`` (and by ``dir(jupyter_deploy)``). Heavy
+modules (gRPC, pandas, the client) load on first use, so importing jupyter_deploy
+stays fast.
 """
 
 from __future__ import annotations
@@ -42,16 +48,20 @@ _LAZY = {
     "Nodepool": "jupyter_deploy.client",
     "Deployment": "jupyter_deploy.client",
     "Model": "jupyter_deploy.client",
+    "Event": "jupyter_deploy.client",
+    "Readiness": "jupyter_deploy.client",
+    "Rollout": "jupyter_deploy.client",
     "to_dataframe": "jupyter_deploy.client",
+    "load_folder": "jupyter_deploy.model",
     "predict_form": "jupyter_deploy.notebook.widgets",
 }
 
 __all__ = [
     "Audio", "Client", "ComputeCluster", "Concept", "ConfigError", "ControlPlaneError", "DeployError",
-    "Deployment", "DeploymentError", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
-    "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Region", "RunnerClient",
-    "RunnerError", "Transformer", "TransformerError", "Video", "__version__", "load_local", "predict_form",
-    "to_dataframe",
+    "Deployment", "DeploymentError", "Event", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
+    "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Readiness", "Region", "Rollout",
+    "RunnerClient", "RunnerError", "Transformer", "TransformerError", "Video", "__version__",
+    "load_folder", "load_local", "predict_form", "to_dataframe",
 ]
 
 
@@ -79,6 +89,11 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server import DeployServerExtension
 
     return [{"module": "jupyter_deploy.server", "app": DeployServerExtension}]
+
+
+def __dir__() -> list[str]:
+    # The public names, lazy ones included; not the submodules and helpers a module namespace holds.
+    return sorted({*__all__, "load_ipython_extension", "unload_ipython_extension"})
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 
 class DeployError(Exception):
-    """Base class of every jupyter_deploy error."""
+    """Base class of every jupyter_deploy error.
+
+    Example::
+
+        try:
+            Client().deploy("models/echo")
+        except DeployError as e:
+            print(e)          # what was wrong, and what to do
+    """
 
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of printing our own (client-side) stack:
@@ -21,6 +29,14 @@ class ConfigError(DeployError, ValueError):
 
     ``errors`` holds one line per problem, each naming the file, the field path
     and what is wrong, e.g. ``config.yaml: model.id: bad id 'a b' ...``.
+
+    Example::
+
+        try:
+            load_local("models/echo")
+        except ConfigError as e:
+            for line in e.errors:
+                print(line)
     """
 
     def __init__(self, errors: list[str] | str):
@@ -29,13 +45,25 @@ class ConfigError(DeployError, ValueError):
 
 
 class ModelDefinitionError(DeployError, TypeError):
-    """A ModelClass subclass or one of its methods cannot be served as written."""
+    """A ModelClass subclass or one of its methods cannot be served as written.
+
+    Example::
+
+        class Bad(ModelClass):
+            @ModelClass.method
+            def predict(self, text):        # no annotations: ModelDefinitionError names the parameter
+                return text
+    """
 
 
 class InputError(DeployError, TypeError):
     """A call's argument does not fit the method's signature.
 
     The message names the parameter, the expected type and what was given.
+
+    Example::
+
+        model.predict(text=3)   # InputError: predict(): text: expected str, got int 3
     """
 
 
@@ -46,6 +74,14 @@ class ModelError(DeployError):
         type: the model's exception class name, e.g. ``"KeyError"``.
         message: the exception's message.
         remote_traceback: the model's own frames, as text.
+
+    Example::
+
+        try:
+            model.predict("boom")
+        except ModelError as e:
+            print(e.type, e.message)
+            print(e.remote_traceback)
     """
 
     def __init__(self, type: str, message: str, remote_traceback: str = ""):
@@ -65,6 +101,11 @@ class TransformerError(DeployError):
     The message names the transformer, the hook, the method and the exception;
     ``remote_traceback`` holds the transformer's own frames. The model did not
     fail (for a preprocess error it was not even called).
+
+    Example::
+
+        except TransformerError as e:
+            print(e.message)        # names the transformer, the hook and the method
     """
 
     def __init__(self, message: str, remote_traceback: str = ""):
@@ -81,6 +122,12 @@ class RunnerError(DeployError):
     """A runner could not be reached, refused a call, or broke a stream off.
 
     ``code`` is the gRPC status name (e.g. ``"UNAVAILABLE"``) when there is one.
+
+    Example::
+
+        except RunnerError as e:
+            if e.code == "UNAVAILABLE":
+                ...                 # the replica went away: the client resolves the route again
     """
 
     def __init__(self, message: str, code: str = ""):
@@ -98,6 +145,12 @@ class ControlPlaneError(DeployError):
     ``code`` is the gRPC status name: ``NOT_FOUND``, ``ALREADY_EXISTS``,
     ``INVALID_ARGUMENT``, ``FAILED_PRECONDITION``, ``PERMISSION_DENIED``,
     ``UNAUTHENTICATED``, ...
+
+    Example::
+
+        except ControlPlaneError as e:
+            if e.code == "PERMISSION_DENIED":
+                print("ask the model's owner:", e)
     """
 
     def __init__(self, message: str, code: str = ""):
@@ -106,7 +159,15 @@ class ControlPlaneError(DeployError):
 
 
 class NotFoundError(ControlPlaneError, LookupError):
-    """What was asked for does not exist (or is not visible to the caller)."""
+    """What was asked for does not exist (or is not visible to the caller).
+
+    Example::
+
+        try:
+            Deployment("nope").refresh()
+        except NotFoundError:
+            ...
+    """
 
 
 class DeploymentError(DeployError):
@@ -116,6 +177,15 @@ class DeploymentError(DeployError):
         state: the deployment's state when the error was raised.
         reason: why, as the control plane sees it.
         log_tail: the last lines of its replicas' logs.
+
+    Example::
+
+        try:
+            Client().deploy("models/echo")
+        except DeploymentError as e:
+            print(e.state, e.reason)
+            for line in e.log_tail:
+                print(line)
     """
 
     def __init__(self, message: str, state: str = "", reason: str = "", log_tail: list[str] | None = None):

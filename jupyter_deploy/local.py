@@ -24,6 +24,11 @@ class LocalModel(MethodMirror):
     """A model loaded in this process; its methods mirror the model's.
 
     ``model`` is the ModelClass instance itself, for poking at its state.
+
+    Example::
+
+        m = load_local("notebooks/models/echo")    # a LocalModel
+        m.predict("hi"), m.model.prefix
     """
 
     def __init__(self, host: ModelHost):

@@ -340,7 +340,12 @@ class Listing(list):
 
 
 def to_dataframe(listing: Any) -> Any:
-    """A pandas DataFrame with one row per resource, one column per field."""
+    """A pandas DataFrame with one row per resource, one column per field.
+
+    Example::
+
+        to_dataframe(Client().list_deployments())[["id", "state", "replicas"]]
+    """
     import pandas as pd
 
     return pd.DataFrame([item.to_dict() for item in listing])
@@ -386,7 +391,14 @@ class _Resource:
 
 
 class ComputeCluster(_Resource):
-    """A compute cluster: ``ComputeCluster(compute_cluster_id="local")``."""
+    """A compute cluster: where nodepools live (``local`` is this host).
+
+    Example::
+
+        cluster = ComputeCluster(compute_cluster_id="local")
+        cluster.create_nodepool("gpus", instance_type={"accelerators": 1})
+        cluster.list_nodepools().to_dataframe()
+    """
 
     def __init__(self, compute_cluster_id: str, user_id: str | None = None, *, client: Client | None = None,
                  _resource: cpb.Resource | None = None):
@@ -422,7 +434,13 @@ class ComputeCluster(_Resource):
 
 
 class Nodepool(_Resource):
-    """A nodepool of a cluster: ``Nodepool(nodepool_id="local", compute_cluster_id="local")``."""
+    """A nodepool of a cluster: where deployments run their replicas.
+
+    Example::
+
+        nodepool = Nodepool(nodepool_id="local", compute_cluster_id="local")
+        nodepool.create_deployment("echo", worker={"model": {"id": "echo"}}).wait_until_ready()
+    """
 
     def __init__(self, nodepool_id: str, compute_cluster_id: str = "local", user_id: str | None = None, *,
                  client: Client | None = None, _resource: cpb.Resource | None = None):
@@ -467,7 +485,15 @@ class Nodepool(_Resource):
 
 
 class Deployment(_Resource):
-    """A deployment: ``Deployment(deployment_id="echo")`` (``user_id`` defaults to the caller)."""
+    """A deployment of a model on a nodepool (``user_id`` defaults to the caller).
+
+    Example::
+
+        dep = Deployment(deployment_id="echo")
+        dep.state                      # 'RUNNING'
+        dep.stop(); dep.start().wait_until_ready()
+        dep.logs(20)
+    """
 
     def __init__(self, deployment_id: str, user_id: str | None = None, *, client: Client | None = None,
                  _resource: cpb.Resource | None = None):

@@ -31,6 +31,10 @@ class Readiness:
 
     ``ready`` counts the READY replicas of the current version and settings, out of
     ``current`` such replicas; ``wanted`` is ``min_replicas``.
+
+    Example::
+
+        Deployment("echo").wait_until_ready(progress=lambda r: print(r.state, r.ready, r.wanted))
     """
 
     state: str
@@ -89,6 +93,11 @@ class Rollout:
     ``action`` is ``"create"`` (a new deployment), ``"roll out"`` (a new version or new
     settings on an existing one) or ``"restart"`` (nothing new; the deployment was stopped
     and is started again) or ``"keep"`` (nothing new, already running).
+
+    Example::
+
+        dep = Client().deploy("models/echo")
+        dep.rollout.action, dep.rollout.version.number, dep.rollout.summary()
     """
 
     deployment_id: str

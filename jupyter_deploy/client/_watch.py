@@ -35,6 +35,12 @@ class Event:
     deployment's version changed: ``state`` is SERVING or NOT_SERVING, ``addresses``
     lists them) or ``"synced"`` (the current state has been sent; changes follow).
     ``state`` is DELETED once the resource is gone.
+
+    Example::
+
+        for event in Client().watch(["route"], ["echo"], timeout=60):
+            if event.state == "SERVING":
+                print("served by", event.addresses)
     """
 
     kind: str

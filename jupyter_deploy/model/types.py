@@ -22,7 +22,12 @@ if TYPE_CHECKING:  # Pillow is imported only by the models whose types need it
 
 @dataclass
 class Concept:
-    """A labelled score: ``Concept(id="cat", name="Cat", value=0.9)``."""
+    """A labelled score.
+
+    Example::
+
+        Concept(id="cat", name="Cat", value=0.9)
+    """
 
     id: str
     name: str = ""
@@ -31,7 +36,12 @@ class Concept:
 
 @dataclass
 class Region:
-    """A box ``(x0, y0, x1, y1)`` with the concepts found in it."""
+    """A box ``(x0, y0, x1, y1)`` with the concepts found in it.
+
+    Example::
+
+        Region(box=(0.1, 0.2, 0.5, 0.9), concepts=[Concept("cat", value=0.8)])
+    """
 
     box: tuple[float, float, float, float]
     concepts: list[Concept] = field(default_factory=list)
@@ -44,7 +54,12 @@ class Region:
 
 @dataclass
 class Frame:
-    """One video frame: an image and its time in seconds."""
+    """One video frame: an image and its time in seconds.
+
+    Example::
+
+        Frame(image=PIL.Image.new("RGB", (64, 64)), time=1.5)
+    """
 
     image: "Image"
     time: float = 0.0
@@ -52,7 +67,12 @@ class Frame:
 
 @dataclass
 class Audio:
-    """Encoded audio: the file's bytes and its MIME type (``"audio/wav"``)."""
+    """Encoded audio: the file's bytes and its MIME type.
+
+    Example::
+
+        Audio(bytes=Path("hello.wav").read_bytes(), mime="audio/wav")
+    """
 
     bytes: bytes
     mime: str = ""
@@ -60,7 +80,12 @@ class Audio:
 
 @dataclass
 class Video:
-    """Encoded video: the file's bytes and its MIME type (``"video/mp4"``)."""
+    """Encoded video: the file's bytes and its MIME type.
+
+    Example::
+
+        Video(bytes=Path("clip.mp4").read_bytes(), mime="video/mp4")
+    """
 
     bytes: bytes
     mime: str = ""
