@@ -127,6 +127,7 @@ class Greeter(ModelClass):
 TIMERS_CELL = '''
 import functools as _jd_functools, json as _jd_json, time as _jd_time
 import jupyter_deploy.client as _jd_client
+import jupyter_deploy.client._rollout as _jd_rollout
 import jupyter_deploy.client._upload as _jd_upload
 import jupyter_deploy.notebook.magics as _jd_magics
 _jd_t = {}
@@ -145,7 +146,7 @@ _jd_wrap(_jd_upload, "describe_folder", "describe")
 _jd_wrap(_jd_client.Client, "upload_model", "upload")
 _jd_wrap(_jd_client.Nodepool, "create_deployment", "create")
 _jd_wrap(_jd_client.Deployment, "update", "update")
-_jd_wrap(_jd_magics.DeployMagics, "_wait", "wait")
+_jd_wrap(_jd_rollout, "wait_ready", "wait")
 '''
 
 
