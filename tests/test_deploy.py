@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import write_model
 from daemon_helpers import isolated_home
 
 from jupyter_deploy import Client, ControlPlaneError, DeploymentError, Model
@@ -43,11 +44,7 @@ class Broken(ModelClass):
 
 
 def folder(root, model_id: str, greeting: str = "hello"):
-    (root / "1").mkdir(parents=True, exist_ok=True)
-    (root / "1" / "model.py").write_text(SOURCE.format(greeting=greeting))
-    (root / "config.yaml").write_text(f"model:\n  id: {model_id}\n")
-    (root / "requirements.txt").write_text("")
-    return root
+    return write_model(root, SOURCE.format(greeting=greeting), model_id)
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +122,8 @@ def test_an_existing_deployment_is_never_moved(client, tmp_path):
 
 
 def test_a_failing_model_fails_the_deploy_with_its_reason_and_log(client, tmp_path):
-    (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "model.py").write_text(BROKEN)
-    (tmp_path / "config.yaml").write_text("model:\n  id: broken\n")
     with pytest.raises(DeploymentError) as info:
-        client.deploy(tmp_path, timeout=120)
+        client.deploy(write_model(tmp_path, BROKEN, "broken"), timeout=120)
     text = f"{info.value} {info.value.reason} {' '.join(info.value.log_tail)}"
     assert "the weights are missing" in text
 
