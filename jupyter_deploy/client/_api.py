@@ -19,6 +19,7 @@ import itertools
 import json
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -100,7 +101,8 @@ class Client:
         self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
         self._runner_channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
-        self._routes = RouteWatch(self)
+        self._routes = RouteWatch(self._stub, self._metadata)
+        weakref.finalize(self, self._routes.close)
 
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"

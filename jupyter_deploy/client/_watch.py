@@ -89,11 +89,12 @@ def changes(client: "Client", deployment_id: str, user_id: str | None, timeout: 
             for event in events:
                 if not event.initial:  # the first change, or the end of the current state
                     yield
-        return
     except ControlPlaneError as e:
         if e.code not in NO_STREAM:
             raise
-    yield from ticks(deadline - time.monotonic(), poll)
+    left = deadline - time.monotonic()
+    if left > 0:  # the stream was refused, or ended early (the daemon is stopping): poll the rest
+        yield from ticks(left, poll)
 
 
 def ticks(timeout: float, poll: float) -> Iterator[None]:
@@ -119,8 +120,10 @@ class RouteWatch:
     is away) routes fall back to their renewal times; it tries again after ``retry`` seconds.
     """
 
-    def __init__(self, client: "Client", retry: float = 10.0):
-        self.client, self.retry = client, retry
+    def __init__(self, stub: Any, metadata: Any, retry: float = 10.0):
+        # The stub, not the client: a client nobody holds any more is collected, and its
+        # finalizer closes this stream.
+        self.stub, self.metadata, self.retry = stub, metadata, retry
         self._changes: dict[str, int] = {}
         self._epoch = 0
         self._call: Any = None
@@ -138,8 +141,7 @@ class RouteWatch:
         with self._lock:
             if self._call is not None or self._closed or time.monotonic() < self._retry_at:
                 return
-            self._call = self.client._stub.Watch(cpb.WatchRequest(kinds=["route"]),
-                                                 metadata=self.client._metadata)
+            self._call = self.stub.Watch(cpb.WatchRequest(kinds=["route"]), metadata=self.metadata)
             call = self._call
         threading.Thread(target=self._run, args=(call,), name="jupyter_deploy-routes", daemon=True).start()
 
