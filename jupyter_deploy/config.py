@@ -37,7 +37,7 @@ import yaml
 from jupyter_deploy.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .configs.model import ModelConfig
+    from .configs.model import Checkpoints, ComputeInfo, ConceptInfo, ModelConfig, ModelInfo
 
 __all__ = [
     "QUANTITY_PATTERN",
