@@ -4,7 +4,7 @@ The control plane validates every deployment config (``AutoscaleConfig`` fills i
 defaults and stores them); the ``%%deploy`` magic and the CLI check their
 ``--min-replicas``/``--max-replicas`` flags with ``normalize`` before uploading
 anything, so all of them say the same thing. The autoscaler and the router read the
-stored, already valid settings and only ask ``scales``.
+stored, already valid settings (``stored``) and ask ``scales``.
 
 Example::
 
@@ -25,6 +25,18 @@ def normalize(data: Any) -> tuple[dict, list[tuple[str, str]]]:
 
     settings, problems = validate(AutoscaleConfig, {} if data is None else data)
     return (settings or AutoscaleConfig()).model_dump(), problems
+
+
+def stored(config: dict) -> dict:
+    """The autoscale settings of a stored deployment config, read as they are: the daemon stored
+    them checked, defaults filled in. A row written another way (an older daemon, a test that
+    inserts rows) is normalized first."""
+    from .configs import AutoscaleConfig
+
+    settings = config.get("autoscale_config")
+    if isinstance(settings, dict) and settings.keys() == AutoscaleConfig.model_fields.keys():
+        return settings
+    return normalize(settings)[0]
 
 
 def scales(settings: dict) -> bool:

@@ -105,4 +105,4 @@ def as_deployment_id(name: str) -> str:
     >>> as_deployment_id("sentiment-v2")
     'sentimentv2'
     """
-    return re.sub(r"[^A-Za-z0-9]", "", name)[: id_rule("deployment").max_length]
+    return re.sub(r"[^A-Za-z0-9]", "", name)

@@ -230,6 +230,16 @@ class ResourcesConfig(ConfigModel):
     num_accelerators: Annotated[int | None, number(0, whole=True)] = None
 
 
+def _or(short: dict) -> Any:
+    """A field's JSON Schema that also allows the section's short form (``transformer: false``)."""
+
+    def extra(schema: dict) -> None:
+        options = schema.pop("anyOf", None) or [{"$ref": schema.pop("$ref")}]
+        schema["anyOf"] = [short, *options]
+
+    return extra
+
+
 class DeploymentConfig(ConfigModel):
     """A deployment: the model it serves, its scaling, and the settings its replicas start with.
 
@@ -254,9 +264,10 @@ class DeploymentConfig(ConfigModel):
     run_test: Annotated[bool, flag()] = True
     resources: ResourcesConfig | None = None
     secrets: Annotated[list[SecretRef] | None, BeforeValidator(_secret_list)] = None
-    inference_logger: InferenceLoggerConfig = InferenceLoggerConfig()
-    transformer: TransformerConfig | None = None
-    inference_batcher: BatcherConfig | None = None
+    inference_logger: InferenceLoggerConfig = Field(
+        InferenceLoggerConfig(), json_schema_extra=_or({"enum": list(LOGGER_MODES)}))
+    transformer: TransformerConfig | None = Field(None, json_schema_extra=_or({"type": "boolean"}))
+    inference_batcher: BatcherConfig | None = Field(None, json_schema_extra=_or({"type": "boolean"}))
     python: Annotated[str | None, text()] = Field(
         None, description="the interpreter replicas run with (default: the uploader's)")
     # Accepted for Clarifai files (the nodepool and id travel in the request), not stored.

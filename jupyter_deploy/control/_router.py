@@ -98,7 +98,7 @@ class Router:
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
         addresses = self.scheduler.addresses(row["user_id"], row["id"], version_id) or [address]
-        scaling = autoscale.scales(json.loads(row["config_json"])["autoscale_config"])
+        scaling = autoscale.scales(autoscale.stored(json.loads(row["config_json"])))
         if address in addresses:  # the replica route() picked first: clients that use one still take turns
             addresses.insert(0, addresses.pop(addresses.index(address)))
         return cpb.Route(address=address, token=token, expires_at=now() + self.ttl,

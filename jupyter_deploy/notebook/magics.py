@@ -49,6 +49,7 @@ from IPython.display import display
 from traitlets import Float
 
 from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError, NotFoundError
+from ..ids import as_deployment_id
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -554,7 +555,7 @@ class DeployMagics(Magics):
 
         started = time.monotonic()
         progress = _Progress(self._live(), self.progress_interval)
-        deployment_id = args.deployment_id or re.sub(r"[^A-Za-z0-9]", "", args.model_id)
+        deployment_id = args.deployment_id or as_deployment_id(args.model_id)
         if not deployment_id:
             raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
