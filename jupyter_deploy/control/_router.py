@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from .. import _autoscale as autoscale
-from .. import _tokens
+from .. import _tokens, ids
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
 from ._access import PLATFORM, own_resource, readable_model
@@ -183,4 +183,4 @@ class _Starting(Exception):
 
 
 def _deployment_id(model_id: str) -> str:
-    return "".join(ch for ch in model_id if ch.isalnum()) or "deployment"
+    return ids.as_deployment_id(model_id) or "deployment"
