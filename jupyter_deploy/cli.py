@@ -146,10 +146,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     """``config schema NAME``: the JSON Schema an editor or a CI check can validate a file with."""
     import json
 
-    from .configs import SCHEMAS, json_schema
+    from .configs import json_schema, schema_names
 
-    if args.name not in SCHEMAS:
-        print(f"error: unknown config {args.name!r} (use {', '.join(SCHEMAS)})", file=sys.stderr)
+    if args.name not in schema_names():
+        print(f"error: unknown config {args.name!r} (use {', '.join(schema_names())})", file=sys.stderr)
         return 2
     print(json.dumps(json_schema(args.name), indent=2))
     return 0

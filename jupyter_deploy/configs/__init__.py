@@ -20,23 +20,35 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._base import ConfigModel, validate
-from .compute import ComputeClusterConfig, InstanceType, NodepoolConfig
-from .deployment import (
-    AutoscaleConfig,
-    BatcherConfig,
-    DeploymentConfig,
-    InferenceLoggerConfig,
-    ResourcesConfig,
-    SecretRef,
-    TransformerConfig,
-)
-from .model import Checkpoints, ComputeInfo, ConceptInfo, ModelConfig, ModelInfo
+
+if TYPE_CHECKING:
+    from .compute import ComputeClusterConfig, InstanceType, NodepoolConfig
+    from .deployment import (
+        AutoscaleConfig,
+        BatcherConfig,
+        DeploymentConfig,
+        InferenceLoggerConfig,
+        ResourcesConfig,
+        SecretRef,
+        TransformerConfig,
+    )
+    from .model import Checkpoints, ComputeInfo, ConceptInfo, ModelConfig, ModelInfo
+
+# Each module is imported when one of its models is first asked for: a runner that only
+# reads config.yaml does not build the deployment models (pydantic builds a validator per class).
+_MODULES = {
+    "model": ("Checkpoints", "ComputeInfo", "ConceptInfo", "ModelConfig", "ModelInfo"),
+    "compute": ("ComputeClusterConfig", "InstanceType", "NodepoolConfig"),
+    "deployment": ("AutoscaleConfig", "BatcherConfig", "DeploymentConfig", "InferenceLoggerConfig",
+                   "ResourcesConfig", "SecretRef", "TransformerConfig"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
-    "SCHEMAS",
     "AutoscaleConfig",
     "BatcherConfig",
     "Checkpoints",
@@ -54,26 +66,34 @@ __all__ = [
     "SecretRef",
     "TransformerConfig",
     "json_schema",
+    "schema_names",
     "validate",
 ]
 
 #: The config files a user writes, by the name ``jupyter-deploy config schema`` takes.
-SCHEMAS: dict[str, type[ConfigModel]] = {
-    "model": ModelConfig,
-    "cluster": ComputeClusterConfig,
-    "nodepool": NodepoolConfig,
-    "deployment": DeploymentConfig,
-}
+_SCHEMAS = {"model": "ModelConfig", "cluster": "ComputeClusterConfig", "nodepool": "NodepoolConfig",
+            "deployment": "DeploymentConfig"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def schema_names() -> tuple[str, ...]:
+    """The names ``json_schema`` takes: ``model`` (config.yaml), ``cluster``, ``nodepool``, ``deployment``."""
+    return tuple(_SCHEMAS)
 
 
 def json_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of the config file ``name`` (a key of ``SCHEMAS``): an object schema
+    """The JSON Schema of the config file ``name`` (one of ``schema_names()``): an object schema
     with ``properties`` at the top level and the sections under ``$defs``.
 
     >>> sorted(json_schema("cluster")["properties"])
     ['cloud_provider', 'description', 'id', 'region']
     """
-    model = SCHEMAS[name]
+    model = __getattr__(_SCHEMAS[name])
     schema = model.model_json_schema()
     for key in model._also_known:  # accepted so that other tools' files load; ignored
         schema["properties"][key] = {"description": "accepted and ignored"}
