@@ -52,12 +52,17 @@ _NAME_HELP = "use letters, digits, '-', '_' and '.'; start with a letter or digi
 
 #: The rule of every id kind that is not the default (``_DEFAULT``).
 _RULES = {
-    "deployment": IdRule(r"[A-Za-z0-9]+", 64, "use letters and digits only (at most 64), e.g. 'echo1'"),
+    "deployment": IdRule(
+        r"[A-Za-z0-9]+", 64, "use letters and digits only (at most 64), e.g. 'echo1'"
+    ),
     # 64, not 128: a user id is also a folder name and a token's owner, and was always this short.
     "user": IdRule(_NAME, 64, _NAME_HELP),
     # Secret names were always allowed to start with '_' or '-' ('_api_key'); never with '.'.
-    "secret": IdRule(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", 128,
-                     "use letters, digits, '_', '-' and '.'; do not start with '.', e.g. 'api_key'"),
+    "secret": IdRule(
+        r"[A-Za-z0-9_-][A-Za-z0-9._-]*",
+        128,
+        "use letters, digits, '_', '-' and '.'; do not start with '.', e.g. 'api_key'",
+    ),
 }
 _DEFAULT = IdRule(_NAME, 128, _NAME_HELP)
 

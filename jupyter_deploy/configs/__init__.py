@@ -11,11 +11,14 @@ modules that validate import it inside the function that needs it.
 Example::
 
     >>> from jupyter_deploy.configs import DeploymentConfig, validate
-    >>> cfg, problems = validate(DeploymentConfig, {"worker": {"model": {"id": "echo"}}}, caller="local")
+    >>> data = {"worker": {"model": {"id": "echo"}}}
+    >>> cfg, problems = validate(DeploymentConfig, data, caller="local")
     >>> cfg.autoscale_config.max_replicas, problems
     (1, [])
-    >>> validate(DeploymentConfig, {"worker": {}, "drain_seconds": -1})[1]
-    [('worker.model.id', 'required: the id of the model to serve'), ('drain_seconds', 'must be at least 0, got -1')]
+    >>> for path, problem in validate(DeploymentConfig, {"worker": {}, "drain_seconds": -1})[1]:
+    ...     print(f"{path}: {problem}")
+    worker.model.id: required: the id of the model to serve
+    drain_seconds: must be at least 0, got -1
 """
 
 from __future__ import annotations
@@ -43,8 +46,15 @@ if TYPE_CHECKING:
 _MODULES = {
     "model": ("Checkpoints", "ComputeInfo", "ConceptInfo", "ModelConfig", "ModelInfo"),
     "compute": ("ComputeClusterConfig", "InstanceType", "NodepoolConfig"),
-    "deployment": ("AutoscaleConfig", "BatcherConfig", "DeploymentConfig", "InferenceLoggerConfig",
-                   "ResourcesConfig", "SecretRef", "TransformerConfig"),
+    "deployment": (
+        "AutoscaleConfig",
+        "BatcherConfig",
+        "DeploymentConfig",
+        "InferenceLoggerConfig",
+        "ResourcesConfig",
+        "SecretRef",
+        "TransformerConfig",
+    ),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -71,8 +81,12 @@ __all__ = [
 ]
 
 #: The config files a user writes, by the name ``jupyter-deploy config schema`` takes.
-_SCHEMAS = {"model": "ModelConfig", "cluster": "ComputeClusterConfig", "nodepool": "NodepoolConfig",
-            "deployment": "DeploymentConfig"}
+_SCHEMAS = {
+    "model": "ModelConfig",
+    "cluster": "ComputeClusterConfig",
+    "nodepool": "NodepoolConfig",
+    "deployment": "DeploymentConfig",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -82,7 +96,8 @@ def __getattr__(name: str) -> Any:
 
 
 def schema_names() -> tuple[str, ...]:
-    """The names ``json_schema`` takes: ``model`` (config.yaml), ``cluster``, ``nodepool``, ``deployment``."""
+    """The names ``json_schema`` takes: ``model`` (config.yaml), ``cluster``, ``nodepool``,
+    ``deployment``."""
     return tuple(_SCHEMAS)
 
 

@@ -204,17 +204,24 @@ def number(
 
     def test(value: Any) -> str | None:
         is_number = isinstance(value, kinds) and not isinstance(value, bool)
-        in_range = is_number and (minimum is None or value >= minimum) and (
-            maximum is None or value <= maximum)
+        in_range = (
+            is_number
+            and (minimum is None or value >= minimum)
+            and (maximum is None or value <= maximum)
+        )
         if in_range:
             return None
         if message:
             return f"{message}, got {describe(value)}"
         if maximum is not None:
-            return (f"must be a {'whole number' if whole else 'number'} from {_bound(minimum)} to "
-                    f"{_bound(maximum)}, got {value!r}")
+            return (
+                f"must be a {'whole number' if whole else 'number'} from {_bound(minimum)} to "
+                f"{_bound(maximum)}, got {value!r}"
+            )
         if not is_number:
-            return f"expected {what or ('an integer' if whole else 'a number')}, got {describe(value)}"
+            return (
+                f"expected {what or ('an integer' if whole else 'a number')}, got {describe(value)}"
+            )
         return f"must be at least {_bound(minimum)}, got {value:g}"
 
     return _check(test)
@@ -236,8 +243,11 @@ def one_of(choices: tuple[str, ...], say: Callable[[Any], str]) -> BeforeValidat
     return _check(test)
 
 
-def validate(cls: type[ConfigModel], data: Any, **context: Any) -> tuple[Any, list[tuple[str, str]]]:
-    """``(model, [])`` if ``data`` is a valid ``cls``, else ``(None, [(field path, message), ...])``."""
+def validate(
+    cls: type[ConfigModel], data: Any, **context: Any
+) -> tuple[Any, list[tuple[str, str]]]:
+    """``(model, [])`` if ``data`` is a valid ``cls``, else ``(None, [(path, message), ...])``;
+    ``context`` reaches every section's checks (the daemon's ``caller``, ``host``)."""
     try:
         return cls.model_validate(data, context=context), []
     except ValidationError as exc:

@@ -35,8 +35,14 @@ class ComputeClusterConfig(ConfigModel):
     cloud_provider: Annotated[
         Literal["local"],
         BeforeValidator(_provider),
-        WithJsonSchema({"anyOf": [{"enum": ["local"]},
-                                  {"type": "object", "properties": {"id": {"enum": ["local"]}}}]}),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"enum": ["local"]},
+                    {"type": "object", "properties": {"id": {"enum": ["local"]}}},
+                ]
+            }
+        ),
     ] = "local"
     region: Annotated[str, text()] = "local"
     description: Annotated[str, text()] = ""
@@ -66,8 +72,13 @@ class InstanceType(ConfigModel):
         host = context.get("host")
         if host is None:
             return data
-        return {"cpus": float(host.cpus), "memory": float(host.memory), "accelerators": len(host.gpus),
-                "accelerator_type": host.gpus[0].name if host.gpus else "", **data}
+        return {
+            "cpus": float(host.cpus),
+            "memory": float(host.memory),
+            "accelerators": len(host.gpus),
+            "accelerator_type": host.gpus[0].name if host.gpus else "",
+            **data,
+        }
 
 
 class NodepoolConfig(ConfigModel):
@@ -104,10 +115,18 @@ class NodepoolConfig(ConfigModel):
         except (KeyError, ValueError):  # not given (this host's), or reported with the field
             memory = None
         if memory is not None and memory > host.memory:
-            out.append((("instance_type", "memory"),
-                        f"{memory:.0f} bytes is more than this host has ({host.memory})"))
+            out.append(
+                (
+                    ("instance_type", "memory"),
+                    f"{memory:.0f} bytes is more than this host has ({host.memory})",
+                )
+            )
         gpus = given.get("accelerators")
         if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > len(host.gpus):
-            out.append((("instance_type", "accelerators"),
-                        f"{gpus} GPU(s) asked, this host has {len(host.gpus)}"))
+            out.append(
+                (
+                    ("instance_type", "accelerators"),
+                    f"{gpus} GPU(s) asked, this host has {len(host.gpus)}",
+                )
+            )
         return out

@@ -34,8 +34,13 @@ LOGGER_MODES = ("none", "model_inputs", "predictions", "all")
 #: Environment variable names a secret may be exposed as.
 ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 #: Environment variables the scheduler sets itself: a secret may not take their place.
-RESERVED_ENV = {"MODEL_PATH", "MODEL_VERSION", "DEPLOYMENT_ID", "CUDA_VISIBLE_DEVICES",
-                "PYTHONUNBUFFERED"}
+RESERVED_ENV = {
+    "MODEL_PATH",
+    "MODEL_VERSION",
+    "DEPLOYMENT_ID",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONUNBUFFERED",
+}
 
 
 class ModelVersionRef(ConfigModel):
@@ -51,8 +56,9 @@ class WorkerModel(ConfigModel):
     _sort_known: ClassVar[bool] = True
 
     id: Annotated[str, ident("model")]
-    user_id: Annotated[str | None, ident("user")] = Field(default=None,
-                                                          description="default: the caller")
+    user_id: Annotated[str | None, ident("user")] = Field(
+        default=None, description="default: the caller"
+    )
     app_id: Annotated[str, ident("app")] = "default"
     model_version: ModelVersionRef = ModelVersionRef()
 
@@ -82,27 +88,36 @@ class AutoscaleConfig(ConfigModel):
     ``max_replicas`` defaults to ``min_replicas`` (at least 1); ``min_replicas: 0``
     lets the deployment scale to zero.
 
-    >>> AutoscaleConfig.model_validate({"min_replicas": 0, "max_replicas": 3}).scale_to_zero_delay_seconds
+    >>> AutoscaleConfig.model_validate({"min_replicas": 0}).scale_to_zero_delay_seconds
     300.0
     """
 
     _sort_known: ClassVar[bool] = True
 
     min_replicas: Annotated[int, number(0, whole=True)] = Field(
-        1, description="replicas kept running however idle; 0 lets the deployment scale to zero "
-        "(state IDLE) and start a replica when a call comes")
+        1,
+        description="replicas kept running however idle; 0 lets the deployment scale to zero "
+        "(state IDLE) and start a replica when a call comes",
+    )
     max_replicas: Annotated[int, number(1, whole=True)] = Field(
-        1, description="the most replicas the autoscaler starts (default: min_replicas, at least 1)")
+        1, description="the most replicas the autoscaler starts (default: min_replicas, at least 1)"
+    )
     target_in_flight_per_replica: Annotated[float, number(0.01)] = Field(
-        2.0, description="calls in flight per replica the autoscaler aims for: more for "
-        "scale_up_delay_seconds adds replicas")
+        2.0,
+        description="calls in flight per replica the autoscaler aims for: more for "
+        "scale_up_delay_seconds adds replicas",
+    )
     scale_up_delay_seconds: Annotated[float, number(0)] = Field(
-        10.0, description="how long the load must stay above the target before replicas are added")
+        10.0, description="how long the load must stay above the target before replicas are added"
+    )
     scale_down_delay_seconds: Annotated[float, number(0)] = Field(
-        120.0, description="how long the load must stay below what fewer replicas would carry "
-        "before replicas are removed")
+        120.0,
+        description="how long the load must stay below what fewer replicas would carry "
+        "before replicas are removed",
+    )
     scale_to_zero_delay_seconds: Annotated[float, number(0)] = Field(
-        300.0, description="with min_replicas 0: seconds without a call before every replica stops")
+        300.0, description="with min_replicas 0: seconds without a call before every replica stops"
+    )
 
     @classmethod
     def _prepare(cls, data: dict, context: dict) -> dict:
@@ -166,8 +181,10 @@ class InferenceLoggerConfig(ConfigModel):
 
     _sort_known: ClassVar[bool] = True
 
-    mode: Annotated[Literal["none", "model_inputs", "predictions", "all"], one_of(
-        LOGGER_MODES, lambda v: f"unknown mode {v!r} (use {', '.join(LOGGER_MODES)})")] = "none"
+    mode: Annotated[
+        Literal["none", "model_inputs", "predictions", "all"],
+        one_of(LOGGER_MODES, lambda v: f"unknown mode {v!r} (use {', '.join(LOGGER_MODES)})"),
+    ] = "none"
     max_records: Annotated[int, number(1, whole=True)] = DEFAULT_MAX_RECORDS
     max_age_seconds: Annotated[float, number(1, what="a number of seconds")] = DEFAULT_MAX_AGE
     max_inline_bytes: Annotated[int, number(0, whole=True)] = DEFAULT_INLINE_BYTES
@@ -191,8 +208,10 @@ def _env_var(value: Any) -> Any:
     if not isinstance(value, str):
         raise problem(f"expected a string, got {describe(value)}")
     if not ENV_VAR_RE.match(value):
-        raise problem(f"bad environment variable name {value!r} (use A-Z, 0-9 and '_', "
-                      "not starting with a digit, e.g. API_KEY)")
+        raise problem(
+            f"bad environment variable name {value!r} (use A-Z, 0-9 and '_', "
+            "not starting with a digit, e.g. API_KEY)"
+        )
     if value in RESERVED_ENV or value.startswith("JUPYTER_DEPLOY_"):
         raise problem(f"{value} is set by jupyter_deploy itself; choose another name")
     return value
@@ -265,11 +284,15 @@ class DeploymentConfig(ConfigModel):
     resources: ResourcesConfig | None = None
     secrets: Annotated[list[SecretRef] | None, BeforeValidator(_secret_list)] = None
     inference_logger: InferenceLoggerConfig = Field(
-        InferenceLoggerConfig(), json_schema_extra=_or({"enum": list(LOGGER_MODES)}))
+        InferenceLoggerConfig(), json_schema_extra=_or({"enum": list(LOGGER_MODES)})
+    )
     transformer: TransformerConfig | None = Field(None, json_schema_extra=_or({"type": "boolean"}))
-    inference_batcher: BatcherConfig | None = Field(None, json_schema_extra=_or({"type": "boolean"}))
+    inference_batcher: BatcherConfig | None = Field(
+        None, json_schema_extra=_or({"type": "boolean"})
+    )
     python: Annotated[str | None, text()] = Field(
-        None, description="the interpreter replicas run with (default: the uploader's)")
+        None, description="the interpreter replicas run with (default: the uploader's)"
+    )
     # Accepted for Clarifai files (the nodepool and id travel in the request), not stored.
     nodepools: Any = Field(default=None, exclude=True)
     id: Any = Field(default=None, exclude=True)
@@ -296,7 +319,9 @@ class DeploymentConfig(ConfigModel):
             if isinstance(name, str) and not rule_problem("secret", name) and name in seen_ids:
                 out.append((("secrets", i, "id"), f"secret {name} is listed twice"))
             if isinstance(var, str) and ENV_VAR_RE.match(var) and var in seen_vars:
-                out.append((("secrets", i, "env_var"), f"environment variable {var} is given twice"))
+                out.append(
+                    (("secrets", i, "env_var"), f"environment variable {var} is given twice")
+                )
             seen_ids.add(name)
             seen_vars.add(var)
         return out

@@ -25,8 +25,17 @@ def _quantity(value: Any) -> float:
 Quantity = Annotated[
     float,
     BeforeValidator(_quantity),
-    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
-                              {"type": "string", "pattern": "^" + re.sub(r"\?P<\w+>", "", QUANTITY_PATTERN) + "$"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {
+                    "type": "string",
+                    "pattern": "^" + re.sub(r"\?P<\w+>", "", QUANTITY_PATTERN) + "$",
+                },
+            ]
+        }
+    ),
 ]
 
 VISIBILITIES = ("private", "public")
@@ -46,8 +55,10 @@ class ModelInfo(ConfigModel):
     app_id: Annotated[str, ident("app")] = "default"
     model_type_id: Annotated[str, ident("model_type")] = "any-to-any"
     # "public": other users may see, call and deploy it
-    visibility: Annotated[Literal["private", "public"], one_of(
-        VISIBILITIES, lambda v: f"must be one of {', '.join(VISIBILITIES)}, got {v!r}")] = "private"
+    visibility: Annotated[
+        Literal["private", "public"],
+        one_of(VISIBILITIES, lambda v: f"must be one of {', '.join(VISIBILITIES)}, got {v!r}"),
+    ] = "private"
 
 
 def _as_list(value: Any) -> Any:
@@ -87,8 +98,14 @@ class ComputeInfo(ConfigModel):
     accelerator_type: Annotated[
         tuple[Annotated[str, BeforeValidator(_non_empty)], ...],
         BeforeValidator(_as_list),
-        WithJsonSchema({"anyOf": [{"type": "string"},
-                                  {"type": "array", "items": {"type": "string", "minLength": 1}}]}),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                ]
+            }
+        ),
     ] = ()
     accelerator_memory: Quantity | None = None
 
@@ -96,7 +113,10 @@ class ComputeInfo(ConfigModel):
     def _relations(cls, data: dict, context: dict) -> list[tuple[tuple, str]]:
         # Kubernetes refuses a request above its limit; say so before a scheduler does.
         out = []
-        for request, limit in (("cpu_requests", "cpu_limit"), ("cpu_memory_requests", "cpu_memory")):
+        for request, limit in (
+            ("cpu_requests", "cpu_limit"),
+            ("cpu_memory_requests", "cpu_memory"),
+        ):
             try:
                 above = parse_quantity(data[request]) > parse_quantity(data[limit])
             except (KeyError, ValueError):
@@ -126,16 +146,23 @@ class Checkpoints(ConfigModel):
 
     _missing: ClassVar[dict[str, str]] = {"type": "required (huggingface or local)"}
 
-    type: Annotated[Literal["huggingface", "local"], one_of(
-        ("huggingface", "local"), lambda v: f"unknown type {short(v)} (use huggingface or local)")]
+    type: Annotated[
+        Literal["huggingface", "local"],
+        one_of(
+            ("huggingface", "local"),
+            lambda v: f"unknown type {short(v)} (use huggingface or local)",
+        ),
+    ]
     repo_id: Annotated[str | None, text(non_empty=True)] = None
     revision: Annotated[str | None, text(non_empty=True)] = None
     path: Annotated[str | None, text(non_empty=True)] = None
     # Kept out of repr so that a notebook displaying the config does not show it.
     hf_token: Annotated[str | None, text(non_empty=True)] = Field(default=None, repr=False)
     # Fetch the weights at runtime, upload or build; applies to both types.
-    when: Annotated[Literal["runtime", "upload", "build"], one_of(
-        _WHEN, lambda v: f"bad value {short(v)} (use {', '.join(_WHEN)})")] = "runtime"
+    when: Annotated[
+        Literal["runtime", "upload", "build"],
+        one_of(_WHEN, lambda v: f"bad value {short(v)} (use {', '.join(_WHEN)})"),
+    ] = "runtime"
 
     @classmethod
     def _relations(cls, data: dict, context: dict) -> list[tuple[tuple, str]]:
@@ -144,13 +171,19 @@ class Checkpoints(ConfigModel):
             repo_id = data.get("repo_id")
             if repo_id is None:
                 out.append((("repo_id",), "required (e.g. 'org/name')"))
-            elif isinstance(repo_id, str) and repo_id.strip() and not _REPO_ID_RE.fullmatch(repo_id):
-                out.append((("repo_id",), f"bad repo_id {short(repo_id)} (use 'name' or 'org/name')"))
+            elif (
+                isinstance(repo_id, str) and repo_id.strip() and not _REPO_ID_RE.fullmatch(repo_id)
+            ):
+                out.append(
+                    (("repo_id",), f"bad repo_id {short(repo_id)} (use 'name' or 'org/name')")
+                )
             if "path" in data:
                 out.append((("path",), "only used with type local"))
         elif data.get("type") == "local":
             if data.get("path") is None:
-                out.append((("path",), "required (a folder, relative to the model folder or absolute)"))
+                out.append(
+                    (("path",), "required (a folder, relative to the model folder or absolute)")
+                )
             out += [((key,), "only used with type huggingface") for key in _HF_ONLY if key in data]
         return out
 
@@ -159,7 +192,9 @@ class ConceptInfo(ConfigModel):
     """One item of the ``concepts`` list: ``ConceptInfo("pos", "positive")``."""
 
     _missing: ClassVar[dict[str, str]] = {
-        "id": "required (e.g. 'cat')", "name": "required (the concept's display name)"}
+        "id": "required (e.g. 'cat')",
+        "name": "required (the concept's display name)",
+    }
 
     id: Annotated[str, ident("concept")]
     name: Annotated[str, text(non_empty=True)]
@@ -195,7 +230,8 @@ class ModelConfig(ConfigModel):
     """
 
     _missing: ClassVar[dict[str, str]] = {
-        "model": "required section (at least `model: {id: my-model}`)"}
+        "model": "required section (at least `model: {id: my-model}`)"
+    }
     _unknown: ClassVar[str] = "unknown section"
     _also_known: ClassVar[tuple[str, ...]] = tuple(IGNORED_SECTIONS)
 
@@ -224,8 +260,8 @@ class ModelConfig(ConfigModel):
             if not isinstance(concept_id, str):
                 continue
             if concept_id in first_seen:
-                out.append((("concepts", i, "id"),
-                            f"duplicate id {short(concept_id)} (also concepts[{first_seen[concept_id]}])"))
+                also = f"also concepts[{first_seen[concept_id]}]"
+                out.append((("concepts", i, "id"), f"duplicate id {short(concept_id)} ({also})"))
             else:
                 first_seen[concept_id] = i
         return out
@@ -238,8 +274,11 @@ class ModelConfig(ConfigModel):
         """
         data = self.model_dump(exclude_none=True)
         data["model"] = self.model.model_dump()
-        compute = {name: _plain_number(value) if isinstance(value, float) else value
-                   for name, value in data["inference_compute_info"].items() if value != ()}
+        compute = {
+            name: _plain_number(value) if isinstance(value, float) else value
+            for name, value in data["inference_compute_info"].items()
+            if value != ()
+        }
         if "accelerator_type" in compute:
             compute["accelerator_type"] = list(compute["accelerator_type"])
         data["inference_compute_info"] = compute
@@ -253,4 +292,3 @@ class ModelConfig(ConfigModel):
 def _plain_number(value: float) -> int | float:
     # 13958643712 reads better in a dumped file than 13958643712.0
     return int(value) if value.is_integer() else value
-
