@@ -7,6 +7,7 @@
     jupyter-deploy token create | token list | token revoke ID
     jupyter-deploy status
     jupyter-deploy demo                                   (run notebooks/quickstart.ipynb headless)
+    jupyter-deploy config schema model|cluster|nodepool|deployment   (JSON Schema of a config file)
     jupyter-deploy stop
     jupyter-deploy upload | model | cluster | nodepool | deployment | predict | logs ...
                                         (see _cli_platform: they mirror the Python API)
@@ -101,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300, help="seconds one cell may take (default: 300)")
     p.add_argument("--kernel", default="python3", help="the Jupyter kernel to use (default: python3)")
     p.set_defaults(run=cmd_demo)
+    p = sub.add_parser("config", help="the config files: their JSON Schema")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = csub.add_parser("schema", help="print the JSON Schema of a config file")
+    q.add_argument("name", help="model (config.yaml), cluster, nodepool or deployment")
+    p.set_defaults(run=cmd_config)
     from ._cli_platform import add_commands
 
     add_commands(sub)
@@ -131,6 +137,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _model_id_from(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-_.")
     return cleaned or "model"
+
+
+# ---------------------------------------------------------------- config
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``config schema NAME``: the JSON Schema an editor or a CI check can validate a file with."""
+    import json
+
+    from .configs import json_schema, schema_names
+
+    if args.name not in schema_names():
+        print(f"error: unknown config {args.name!r} (use {', '.join(schema_names())})", file=sys.stderr)
+        return 2
+    print(json.dumps(json_schema(args.name), indent=2))
+    return 0
 
 
 # ---------------------------------------------------------------- run-locally

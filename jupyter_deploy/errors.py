@@ -44,6 +44,13 @@ class ConfigError(DeployError, ValueError):
         super().__init__("\n".join(self.errors))
 
 
+class IdError(DeployError, ValueError):
+    """An id breaks its rule (``jupyter_deploy.ids``); the message says the rule.
+
+    e.g. ``bad user id '.dotted': use letters, digits, '-', '_' and '.'; start with a letter or digit``.
+    """
+
+
 class ModelDefinitionError(DeployError, TypeError):
     """A ModelClass subclass or one of its methods cannot be served as written.
 

@@ -82,6 +82,16 @@ def test_the_admin_creates_a_user_who_gets_a_working_token_and_an_app(home, admi
     assert admin.create_user("Dot.dash-under_1")[0] == "Dot.dash-under_1"
 
 
+def test_a_user_id_starting_with_a_dot_is_refused_by_the_cli_and_the_client(home, admin):
+    # The one rule of jupyter_deploy.ids: an id starts with a letter or digit, on every path.
+    _refused(lambda: admin.create_user(".dotted"), "INVALID_ARGUMENT", "bad user id '.dotted'")
+    result = _cli(home, "user", "create", ".dotted")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "bad user id '.dotted': use letters, digits, '-', '_' and '.'; start with a letter or digit" \
+        in result.stderr
+    assert ".dotted" not in {u["id"] for u in admin.list_users()}
+
+
 def test_only_the_admin_creates_or_lists_users(bob):
     client, _ = bob
     _refused(lambda: client.create_user("eve"), "PERMISSION_DENIED", r"only the admin \(local\) can create users")

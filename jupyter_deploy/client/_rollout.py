@@ -11,7 +11,6 @@ it scaled to zero (IDLE), and the next call starts a replica.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, ModelDefinitionError, NotFoundError
+from ..ids import as_deployment_id
 from ._watch import changes
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class Rollout:
 
 def deployment_id_for(model_id: str) -> str:
     """The default deployment id of a model: its id without what a deployment id may not hold."""
-    deployment_id = re.sub(r"[^A-Za-z0-9]", "", model_id)
+    deployment_id = as_deployment_id(model_id)
     if not deployment_id:
         raise ValueError(f"cannot make a deployment id from {model_id!r}; give deployment_id")
     return deployment_id

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import sqlite3
 import tempfile
 from pathlib import Path
 
+from .. import ids
 from ._errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from ._store import Store, now
 
@@ -32,7 +32,6 @@ LOCAL_USER = "local"
 #: The built-in owner of the models the package ships; it has no token: nobody logs in as it.
 PLATFORM_USER = "platform"
 DEFAULT_APP = "default"
-_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
@@ -152,8 +151,7 @@ def create_user(store: Store, secret: bytes, caller: str, user_id: str) -> tuple
     Returns ``(user, token_id, token)``; ``user`` has id, created_at, admin.
     """
     require_admin(caller, "create users")
-    if not _USER_ID.fullmatch(user_id or ""):
-        raise InvalidArgument(f"bad user id {user_id!r}: use 1 to 64 letters, digits, '-', '_' or '.'")
+    ids.check_id("user", user_id, error=InvalidArgument)
     with store.tx() as db:
         if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
             raise AlreadyExists(f"user {user_id} already exists")

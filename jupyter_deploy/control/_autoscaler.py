@@ -74,7 +74,7 @@ class Autoscaler:
         """How many replicas of ``dep``'s current version to keep (``replicas``: its rows; ``live``:
         the replica states that serve or will; ``ready_state``: the one that serves)."""
         key = (dep["user_id"], dep["id"])
-        settings = autoscale.normalize(config.get("autoscale_config"))[0]
+        settings = autoscale.stored(config)
         lo, hi = settings["min_replicas"], settings["max_replicas"]
         self.active = self.active or autoscale.scales(settings)
         spec = deployment_spec(dep["version_id"], dep["config_json"])  # replicas of another are leaving
@@ -139,7 +139,7 @@ class Autoscaler:
             if scale is None:
                 return False
             if scale.wanted == 0:
-                settings = autoscale.normalize(json.loads(dep["config_json"]).get("autoscale_config"))[0]
+                settings = autoscale.stored(json.loads(dep["config_json"]))
                 scale.wanted = max(1, settings["min_replicas"])
                 scale.woken_at, scale.active_at = time.monotonic(), time.time()
                 scale.up_since = scale.down_since = None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sqlite3
 import tarfile
@@ -30,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .. import ids
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
 from ._access import ADMIN, PLATFORM
@@ -39,7 +39,6 @@ from ._store import Store, now
 
 EXPORT_CHUNK = 1 << 20
 DEFAULT_APP = "default"
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _REQUIRED_FILES = ("config.yaml", "1/model.py")
 _VERSION_COLUMNS = ("v.id, v.user_id, v.app_id, v.model_id, v.number, v.sha256, b.size, v.description, "
                     "v.config_json, v.python, v.created_at")
@@ -51,10 +50,8 @@ def check_id(value: str, what: str) -> str:
     >>> check_id("sentiment-v2", "model_id")
     'sentiment-v2'
     """
-    if not _ID.fullmatch(value):
-        raise InvalidArgument(f"bad {what} {value[:80]!r}: use letters, digits, '-', '_' and '.' "
-                              "(starting with a letter or digit, at most 128 characters)")
-    return value
+    kind = what.removesuffix("_id")  # "user_id" -> the user rule
+    return ids.check_id(kind, value, label=what, error=InvalidArgument)
 
 
 def check_archive(path: Path) -> None:

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from .. import _autoscale as autoscale
-from .. import _tokens
+from .. import _tokens, ids
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
 from ._access import PLATFORM, own_resource, readable_model
@@ -99,7 +99,7 @@ class Router:
         token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
                              ttl=self.ttl)
         addresses = self.scheduler.addresses(row["user_id"], row["id"], version_id) or [address]
-        scaling = autoscale.scales(autoscale.normalize(json.loads(row["config_json"]).get("autoscale_config"))[0])
+        scaling = autoscale.scales(autoscale.stored(json.loads(row["config_json"])))
         if address in addresses:  # the replica route() picked first: clients that use one still take turns
             addresses.insert(0, addresses.pop(addresses.index(address)))
         return cpb.Route(address=address, token=token, expires_at=now() + self.ttl,
@@ -184,4 +184,4 @@ class _Starting(Exception):
 
 
 def _deployment_id(model_id: str) -> str:
-    return "".join(ch for ch in model_id if ch.isalnum()) or "deployment"
+    return ids.as_deployment_id(model_id) or "deployment"

@@ -21,25 +21,17 @@ import os
 import re
 from pathlib import Path
 
+from .. import ids
 from ._auth import write_atomic
 from ._errors import InvalidArgument, NotFound
 
-#: Secret names: letters, digits, '_', '-' and '.', at most 128, not starting with '.'.
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
-#: Environment variable names a secret may be exposed as.
-ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 #: Largest value accepted, in bytes.
 MAX_VALUE_BYTES = 64 << 10
 
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
 
 def check_name(name: str) -> str:
-    """``name`` if it is a valid secret name; InvalidArgument (naming the rule) otherwise."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidArgument(f"bad secret name {name!r}: use letters, digits, '_', '-' and '.' "
-                              "(at most 128, not starting with '.'), e.g. 'api_key'")
-    return name
+    """``name`` if it is a valid secret name (``jupyter_deploy.ids``); InvalidArgument otherwise."""
+    return ids.check_id("secret", name, label="secret name", error=InvalidArgument)
 
 
 def hint(name: str) -> str:
@@ -58,8 +50,7 @@ class Secrets:
         self.root = Path(root)
 
     def _dir(self, user_id: str) -> Path:
-        if not _USER_RE.match(user_id or ""):  # never a path outside root
-            raise InvalidArgument(f"bad user id {user_id!r}")
+        ids.check_id("user", user_id, error=InvalidArgument)  # never a path outside root
         return self.root / user_id
 
     def _path(self, user_id: str, name: str) -> Path:
@@ -93,7 +84,7 @@ class Secrets:
         except FileNotFoundError:
             return []
         return sorted((e.name, e.stat().st_mtime) for e in entries
-                      if e.is_file(follow_symlinks=False) and NAME_RE.match(e.name))
+                      if e.is_file(follow_symlinks=False) and not ids.rule_problem("secret", e.name))
 
     def exists(self, user_id: str, name: str) -> bool:
         return self._path(user_id, name).is_file()

@@ -8,8 +8,8 @@ oldest call arrived for more to join, calls the model once, and hands every
 caller its own result (or the batch's error).
 
 The settings come from a deployment's ``inference_batcher`` section (checked by
-``check_settings``, which the control plane uses too) or from the runner's
-``--inference-batcher JSON`` flag.
+``jupyter_deploy.configs.BatcherConfig``, which the control plane uses too) or from
+the runner's ``--inference-batcher JSON`` flag.
 
 Example::
 
@@ -26,55 +26,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-#: What ``inference_batcher`` holds, with its defaults.
-DEFAULTS = {"enabled": False, "max_batch_size": 32, "max_latency_ms": 5.0, "timeout_ms": 10_000}
-FIELDS = frozenset(DEFAULTS)
-#: Upper bounds that catch a unit mistake (seconds given as milliseconds and the like).
-MAX_BATCH_SIZE = 4096
-MAX_LATENCY_MS = 10_000
-MAX_TIMEOUT_MS = 3_600_000
-
-
-def check_settings(data: Any) -> tuple[dict, list[tuple[str, str]]]:
-    """``(settings with defaults filled in, [(field, problem), ...])`` for an ``inference_batcher`` mapping.
-
-    A section that is given but says nothing of ``enabled`` is enabled: writing
-    ``inference_batcher: {max_batch_size: 8}`` means batching is wanted.
-
-    >>> check_settings({"max_batch_size": 0})[1]
-    [('max_batch_size', 'must be a whole number from 1 to 4096, got 0')]
-    """
-    if data is None:
-        return dict(DEFAULTS), []
-    if isinstance(data, bool):  # `inference_batcher: true` reads naturally; accept it
-        data = {"enabled": data}
-    if not isinstance(data, dict):
-        return dict(DEFAULTS), [("", f"expected a mapping like {{enabled: true, max_batch_size: 32}}, "
-                                     f"got {type(data).__name__}")]
-    problems: list[tuple[str, str]] = []
-    out = dict(DEFAULTS, enabled=True)
-    for key in data:
-        if key not in FIELDS:
-            problems.append((str(key), f"unknown field (known: {', '.join(sorted(FIELDS))})"))
-    if "enabled" in data:
-        if not isinstance(data["enabled"], bool):
-            problems.append(("enabled", f"expected true or false, got {data['enabled']!r}"))
-        else:
-            out["enabled"] = data["enabled"]
-    for key, low, high, whole in (("max_batch_size", 1, MAX_BATCH_SIZE, True),
-                                  ("max_latency_ms", 0, MAX_LATENCY_MS, False),
-                                  ("timeout_ms", 1, MAX_TIMEOUT_MS, False)):
-        if key not in data:
-            continue
-        value = data[key]
-        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
-        if not number or not low <= value <= high:
-            kind = "whole number" if whole else "number"
-            problems.append((key, f"must be a {kind} from {low} to {high}, got {value!r}"))
-        else:
-            out[key] = value
-    return out, problems
-
 
 @dataclass(frozen=True)
 class BatcherSettings:
@@ -85,23 +36,29 @@ class BatcherSettings:
     its batch to start before it fails (DEADLINE_EXCEEDED).
     """
 
-    enabled: bool = DEFAULTS["enabled"]
-    max_batch_size: int = DEFAULTS["max_batch_size"]
-    max_latency_ms: float = DEFAULTS["max_latency_ms"]
-    timeout_ms: float = DEFAULTS["timeout_ms"]
+    # The defaults of ``configs.BatcherConfig``, which checks every inference_batcher section.
+    enabled: bool = False
+    max_batch_size: int = 32
+    max_latency_ms: float = 5.0
+    timeout_ms: float = 10_000
 
     @classmethod
     def from_mapping(cls, data: Any) -> "BatcherSettings":
-        """Settings from an ``inference_batcher`` mapping; ValueError listing every problem.
+        """Settings from an ``inference_batcher`` mapping, checked by ``configs.BatcherConfig``;
+        ValueError listing every problem.
 
         >>> BatcherSettings.from_mapping({"max_batch_size": 8}).enabled
         True
         """
-        values, problems = check_settings(data)
+        if data is None:
+            return cls()
+        from ..configs import BatcherConfig, validate
+
+        config, problems = validate(BatcherConfig, data)
         if problems:
             raise ValueError("; ".join(f"inference_batcher.{k}: {p}" if k else f"inference_batcher: {p}"
                                        for k, p in problems))
-        return cls(**values)
+        return cls(**config.model_dump())
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,6 +50,7 @@ from IPython.display import display
 from traitlets import Float
 
 from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError
+from ..ids import as_deployment_id
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -625,13 +626,10 @@ class DeployMagics(Magics):
         return model
 
     def _deploy(self, args: Any, cell: str, model_part: dict, deployment_part: dict) -> Any:
-        from ..client import deployment_id_for
-
-        try:
-            deployment_id = args.deployment_id or deployment_id_for(args.model_id)
-        except ValueError:
-            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id") from None
         progress = _Progress(self._live(), self.progress_interval)
+        deployment_id = args.deployment_id or as_deployment_id(args.model_id)
+        if not deployment_id:
+            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
         client = self.client
         folder = self._folder(args, cell, model_part, client.user_id)
