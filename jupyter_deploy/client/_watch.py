@@ -115,9 +115,10 @@ class RouteWatch:
     """One per Client: learns, pushed, when the replicas serving a deployment change, so that
     cached routes are resolved again at once instead of at their next renewal.
 
-    ``version(deployment_id)`` changes whenever the deployment's route may have changed (or
-    the stream was down, when anything may have). Without a stream (refused, or the daemon
-    is away) routes fall back to their renewal times; it tries again after ``retry`` seconds.
+    ``version(deployment_id)`` changes whenever the deployment's route may have changed (and,
+    for all, when a stream begins: changes may have been missed before). Without a stream
+    (refused, or the daemon is away) routes keep to their renewal times, and calls over them
+    go on without the daemon; it tries again after ``retry`` seconds.
     """
 
     def __init__(self, stub: Any, metadata: Any, retry: float = 10.0):
@@ -156,8 +157,9 @@ class RouteWatch:
         except grpc.RpcError:
             pass  # refused (too many watchers), cancelled, or the daemon went away
         with self._lock:
+            # Cached routes stay as they are: calls must not depend on the daemon while their route
+            # is valid. The next stream's "synced" has them resolved again (changes may be missed).
             self._call, self.live = None, False
-            self._epoch += 1  # changes may have been missed while no stream ran
             self._retry_at = time.monotonic() + self.retry
 
     def close(self) -> None:
