@@ -18,9 +18,12 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from jupyter_deploy.config import Checkpoints
 from jupyter_deploy.errors import ConfigError
+
+if TYPE_CHECKING:  # the config models (pydantic) load only where a config is read
+    from jupyter_deploy.config import Checkpoints
 
 __all__ = ["hf_cache_dir", "resolve_checkpoint"]
 

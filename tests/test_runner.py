@@ -649,3 +649,29 @@ def test_sigterm_stops_the_runner_cleanly(start_runner):
     r.proc.terminate()
     assert r.proc.wait(timeout=20) == 0
     assert c.health() == "UNREACHABLE"
+
+
+CONFIG_READER = '''
+import sys
+from jupyter_deploy import ModelClass
+
+
+class Reader(ModelClass):
+    @ModelClass.method
+    def validator_loaded(self) -> bool:
+        return "pydantic" in sys.modules
+
+    @ModelClass.method
+    def model_id(self) -> str:
+        return self.config.model.id
+'''
+
+
+def test_the_config_is_read_when_the_model_first_asks_for_it(start_runner):
+    """A replica starts without the config validator (its cold start), and self.config still works."""
+    r = start_runner(CONFIG_READER)
+    with r.client() as model:
+        model.wait_ready()
+        assert model.validator_loaded() is False
+        assert model.model_id() == "test"
+        assert model.validator_loaded() is True

@@ -12,6 +12,7 @@ they behave the same.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 import traceback
@@ -23,7 +24,7 @@ from ..errors import ConfigError, InputError
 from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class
 from ..proto import runner_pb2 as pb
 from ._batcher import Batcher, BatcherSettings, BatchTimeout
-from ._model_class import ModelClass
+from ._model_class import Deferred, ModelClass
 from .codec import decode_args, decode_value, encode_value
 from .signature import UNARY, MethodSpec, method_to_proto
 
@@ -71,7 +72,6 @@ class ModelHost:
         self.transformer_enabled = transformer and self.transformer_cls is not None
         self.transformer: Any = None
         self.specs: dict[str, MethodSpec] = self.cls.method_specs()
-        self.config = self._read_config()
         self.instance: ModelClass | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
@@ -85,15 +85,42 @@ class ModelHost:
                     self.batchers[spec.name] = Batcher(
                         spec.name, lambda batch, spec=spec: self._run_batch(spec, batch), self.batcher_settings)
 
-    def _read_config(self) -> Any:
+    @functools.cached_property
+    def config(self) -> Any:
+        """The folder's config.yaml, checked (None without one). Read on first use: a replica
+        whose model asks nothing of it starts without the config validator (pydantic)."""
         from ..config import load_config
 
         if not (self.model_dir / "config.yaml").is_file():
             return None
         return load_config(self.model_dir)
 
+    @property
+    def config_read(self) -> bool:
+        return "config" in self.__dict__
+
+    @functools.cached_property
+    def _unchecked_config(self) -> dict | None:
+        """config.yaml as plain data, not checked (None if unreadable or not a mapping): what
+        the host needs of it before anything asks for the checked config."""
+        import yaml
+
+        try:
+            data = yaml.safe_load((self.model_dir / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _declares_checkpoints(self) -> bool:
+        data = self._unchecked_config
+        return data is None or data.get("checkpoints") is not None  # unreadable: the checked read says why
+
     def describe(self) -> pb.ModelDescription:
-        model_id = self.config.model.id if self.config is not None else self.cls.__name__.lower()
+        written = (self._unchecked_config or {}).get("model")
+        if not self.config_read and isinstance(written, dict) and isinstance(written.get("id"), str):
+            model_id = written["id"]  # as written: a served folder was checked when it was uploaded
+        else:
+            model_id = self.config.model.id if self.config is not None else self.cls.__name__.lower()
         return pb.ModelDescription(
             model_id=model_id, class_name=self.cls.__name__, doc=inspect.getdoc(self.cls) or "",
             methods=[method_to_proto(s) for s in self.specs.values()])
@@ -106,9 +133,9 @@ class ModelHost:
 
         instance = self.cls()
         instance.model_path = self.model_dir
-        instance.config = self.config
+        instance.config = Deferred(lambda: self.config)
         instance.checkpoint_path = (resolve_checkpoint(self.config.checkpoints, self.model_dir)
-                                    if self.config is not None else None)
+                                    if self._declares_checkpoints() and self.config is not None else None)
         instance.load_model()
         self.instance = instance
         if self.transformer_enabled:
@@ -395,7 +422,9 @@ def load_folder(model_dir: str | PathLike, *, inference_batcher: dict | bool | N
         batcher = BatcherSettings.from_mapping(inference_batcher)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return ModelHost(model_dir, batcher=batcher, transformer=transformer)
+    host = ModelHost(model_dir, batcher=batcher, transformer=transformer)
+    host.config  # noqa: B018 - checked now, so a bad config.yaml is reported before anything loads
+    return host
 
 
 def _decoded_items(node: Any, items: Iterator[pb.Value], method: str, param: str) -> Iterator[Any]:

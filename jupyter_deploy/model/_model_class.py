@@ -13,6 +13,35 @@ _MARK = "__jupyter_deploy_method__"
 BATCH_MARK = "__jupyter_deploy_batch__"
 
 
+class Deferred:
+    """A value computed when first read, for an attribute declared with ``_ReadOnFirstUse``."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute = compute
+
+
+class _ReadOnFirstUse:
+    """An instance attribute that may be set to a :class:`Deferred`, computed on first read.
+
+    ``ModelClass.config`` is one: the host sets it deferred, so a replica whose model
+    never reads its config never loads the config validator (pydantic) on its way up.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_{name}_value"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None
+        value = obj.__dict__.get(self.key)
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.key] = value.compute()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.key] = value
+
+
 class ModelClass:
     """Base class of every served model; subclass it in ``1/model.py``.
 
@@ -37,8 +66,8 @@ class ModelClass:
         the first replica of a deployment; raise (or fail an assert) to fail.
 
     Before ``load_model`` runs, the runner sets ``self.model_path`` (the model
-    folder), ``self.config`` (its parsed config.yaml, or None) and
-    ``self.checkpoint_path`` (the resolved ``checkpoints`` folder, or None).
+    folder), ``self.config`` (its parsed config.yaml, or None; read when first
+    used) and ``self.checkpoint_path`` (the resolved ``checkpoints`` folder, or None).
 
     Example::
 
@@ -63,7 +92,7 @@ class ModelClass:
     """
 
     model_path: Any = None
-    config: Any = None
+    config: Any = _ReadOnFirstUse()
     checkpoint_path: Any = None
     _method_names: ClassVar[tuple[str, ...]] = ()
 

@@ -182,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
         return EXIT_BAD_MODEL
-    for note in host.config.notes if host.config is not None else ():
-        say(f"note: {note}")
     if host.transformer_enabled:
         say(f"transformer: {host.transformer_cls.__name__} (1/transformer.py) runs around every call")
     elif host.transformer_cls is not None:
@@ -236,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("", "jupyter_deploy.v1.Runner"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     say("serving")
+    # The config is read only when something used it (the model, its checkpoints): so are its notes.
+    for note in host.config.notes if host.config_read and host.config is not None else ():
+        say(f"note: {note}")
     while not stop.wait(3600):
         pass
     health_servicer.enter_graceful_shutdown()
