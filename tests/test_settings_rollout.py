@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import write_model
-from daemon_helpers import isolated_home, wait_for
+from daemon_helpers import isolated_home, wait_for, wait_for_state
 
 from jupyter_deploy import Client, DeploymentError, Nodepool
 from jupyter_deploy.control._configs import replica_spec
@@ -111,11 +111,13 @@ def test_a_transformer_change_rolls_out_without_failed_calls(client, tmp_path) -
     assert not failures, failures[:3]
     assert answers[0] == "[<ABC>]" and answers[-1] == "<abc>"
     assert set(answers) == {"[<ABC>]", "<abc>"}
-    after = replica_ids(deployment)
-    assert len(after) == 1 and after[0][0] not in {rid for rid, _ in before}
+    # Ready means the new replica serves and the old one takes no new call; it may still drain.
+    after = wait_for(lambda: replica_ids(deployment) if len(replica_ids(deployment)) == 1 else None, 30,
+                     "the old replica to drain away")
+    assert after[0][0] not in {rid for rid, _ in before}
     assert model.pid() != old_pid
     assert deployment.status["replicas"][0]["spec"] == deployment.status["spec"]
-    assert deployment.state == "RUNNING"
+    wait_for_state(client, "words", "RUNNING", 30)  # the rollout ends once the old replica is gone
 
 
 def test_live_settings_do_not_replace_the_replica(client, tmp_path) -> None:
