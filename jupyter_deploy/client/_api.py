@@ -180,12 +180,13 @@ class Client:
         """
         from ..paths import home
 
+        started = time.monotonic()
         folder, model_id = model_folder(source, model_id, home() / "notebook_models")
         version = self.upload_model(folder, model_id=model_id, app_id=app_id)
         return roll_out(self, (self.user_id, app_id or "default", model_id), version,
                         deployment_id=deployment_id or deployment_id_for(model_id),
                         nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
-                        timeout=timeout, progress=progress, config=config)
+                        timeout=timeout, progress=progress, config=config, started=started)
 
     def watch(self, kinds: list[str] | None = None, ids: list[str] | None = None, *,
               user_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:

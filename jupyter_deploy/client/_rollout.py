@@ -10,6 +10,7 @@ it scaled to zero (IDLE), and the next call starts a replica.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -147,6 +148,10 @@ class Rollout:
                 f"replica{'s' if ready != 1 else ''}, ready in {self.seconds:.1f} s")
 
 
+def _status(resource: Any) -> dict:
+    return json.loads(resource.status_json or "{}")
+
+
 def deployment_id_for(model_id: str) -> str:
     """The default deployment id of a model: its id without what a deployment id may not hold."""
     deployment_id = as_deployment_id(model_id)
@@ -199,7 +204,7 @@ def _configured_id(config: Any, where: Path) -> str:
 def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersionInfo | None", *,
              deployment_id: str, nodepool_id: str | None, compute_cluster_id: str | None, wait: bool,
              timeout: float, progress: Callable[[Rollout], None] | None, config: dict,
-             version_id: str | None = None) -> "Deployment":
+             version_id: str | None = None, started: float | None = None) -> "Deployment":
     """Create the deployment of ``model`` (user, app, id), or roll it out, start it if stopped, and
     (``wait``) wait until ready. ``nodepool_id``/``compute_cluster_id`` None: where an existing
     deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves
@@ -227,15 +232,14 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
         if (compute_cluster_id or cluster, nodepool_id or nodepool) != (cluster, nodepool):
             raise DeploymentError(f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete "
                                   "it first, or give another deployment_id")
-        before = (deployment.status.get("version_id"), deployment.status.get("spec"))
-        deployment.update(**config)
-        status = deployment.status
+        before = _status(existing)
+        status = _status(deployment.update(**config).resource)
         stopped = status.get("desired") == "stopped"
         if stopped:
             deployment.start()
-        new = (status.get("version_id"), status.get("spec")) != before
+        new = (status.get("version_id"), status.get("spec")) != (before.get("version_id"), before.get("spec"))
         action = "roll out" if new else "restart" if stopped else "keep"
-    rollout = Rollout(deployment_id, cluster, nodepool, version, action)
+    rollout = Rollout(deployment_id, cluster, nodepool, version, action, started or time.monotonic())
     deployment.rollout = rollout
     if progress is not None:
         progress(rollout)
