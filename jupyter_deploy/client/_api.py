@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import grpc
 
 from .. import _wire
-from ..errors import ControlPlaneError, NotFoundError, RunnerError
+from ..errors import ControlPlaneError, RunnerError
 from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
@@ -34,16 +34,10 @@ from ..proto import runner_pb2 as pb
 from ._methods import MethodMirror
 from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
 from ._runner_client import GrpcTransport
-from ._watch import Event, RouteWatch, changes, ticks, watch
+from ._watch import Event, RouteWatch, changes, control_error, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-
-
-def _control_error(e: grpc.RpcError) -> ControlPlaneError:
-    code = e.code().name if e.code() else "UNKNOWN"
-    cls = NotFoundError if code == "NOT_FOUND" else ControlPlaneError
-    return cls(e.details() or code, code)
 
 
 def _read_config(config_filepath: str | Path | None, config: dict) -> dict:
@@ -112,7 +106,7 @@ class Client:
         try:
             return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
-            raise _control_error(e) from None
+            raise control_error(e) from None
 
     def runner_channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -145,7 +139,7 @@ class Client:
             version = self._stub.UploadModel(upload_chunks(model_path, ref), timeout=600,
                                              metadata=self._metadata)
         except grpc.RpcError as e:
-            raise _control_error(e) from None
+            raise control_error(e) from None
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
@@ -756,7 +750,7 @@ class Model(MethodMirror):
             data = b"".join(c.data for c in self.client._stub.ExportVersion(
                 ref, timeout=600, metadata=self.client._metadata))
         except grpc.RpcError as e:
-            raise _control_error(e) from None
+            raise control_error(e) from None
         return unpack_archive(data, Path(path))
 
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,

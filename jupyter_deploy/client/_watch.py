@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..errors import ControlPlaneError
+from ..errors import ControlPlaneError, NotFoundError
 from ..proto import control_pb2 as cpb
 
 if TYPE_CHECKING:
@@ -62,6 +62,13 @@ class Event:
                    initial=e.initial, seq=e.seq)
 
 
+def control_error(e: grpc.RpcError) -> ControlPlaneError:
+    """A control-plane RPC's failure as the error users catch (NotFoundError for NOT_FOUND)."""
+    code = e.code().name if e.code() else "UNKNOWN"
+    cls = NotFoundError if code == "NOT_FOUND" else ControlPlaneError
+    return cls(e.details() or code, code)
+
+
 def watch(client: "Client", kinds: Iterable[str] | None, ids: Iterable[str] | None,
           user_id: str | None, timeout: float | None) -> Iterator[Event]:
     """The Watch stream's events; it ends quietly when ``timeout`` passes (closing it cancels it)."""
@@ -72,8 +79,7 @@ def watch(client: "Client", kinds: Iterable[str] | None, ids: Iterable[str] | No
             yield Event.from_proto(event)
     except grpc.RpcError as e:
         if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            code = e.code().name if e.code() else "UNKNOWN"
-            raise ControlPlaneError(e.details() or code, code) from None
+            raise control_error(e) from None
     finally:
         call.cancel()
 
