@@ -31,10 +31,11 @@ from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
 from ..proto import runner_pb2 as pb
+from ._errors import control_error
 from ._methods import MethodMirror
 from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
 from ._runner_client import GrpcTransport
-from ._watch import Event, RouteWatch, changes, control_error, ticks, watch
+from ._watch import Event, RouteWatch, changes, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..errors import ControlPlaneError, NotFoundError
+from ..errors import ControlPlaneError
 from ..proto import control_pb2 as cpb
+from ._errors import control_error
 
 if TYPE_CHECKING:
     from ._api import Client
@@ -60,13 +61,6 @@ class Event:
         return cls(kind=e.kind, id=e.id, user_id=e.user_id, deployment_id=e.deployment_id, state=e.state,
                    reason=e.reason, version_id=e.version_id, addresses=tuple(e.addresses), time=e.time,
                    initial=e.initial, seq=e.seq)
-
-
-def control_error(e: grpc.RpcError) -> ControlPlaneError:
-    """A control-plane RPC's failure as the error users catch (NotFoundError for NOT_FOUND)."""
-    code = e.code().name if e.code() else "UNKNOWN"
-    cls = NotFoundError if code == "NOT_FOUND" else ControlPlaneError
-    return cls(e.details() or code, code)
 
 
 def watch(client: "Client", kinds: Iterable[str] | None, ids: Iterable[str] | None,
