@@ -100,15 +100,21 @@ def describe_folder(model_dir: str | os.PathLike,
         [m.name for m in description.methods]   # ['predict', 'generate']
     """
     root = Path(model_dir).resolve()
-    config_json = json.dumps(load_config(root).to_dict())
     file = model_file(root)
+    # The child imports the model while this process checks config.yaml (two cores, not one).
+    child = subprocess.Popen([python, "-m", __name__, "describe", str(root)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, errors="replace")
     try:
-        proc = subprocess.run([python, "-m", __name__, "describe", str(root)], check=False,
-                              capture_output=True, text=True, errors="replace",
-                              timeout=DESCRIBE_TIMEOUT)
+        config_json = json.dumps(load_config(root).to_dict())
+        stdout, stderr = child.communicate(timeout=DESCRIBE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise ModelDefinitionError(f"importing {file} took more than {DESCRIBE_TIMEOUT:.0f} s; "
                                    "move slow work from import time into load_model") from None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     answer = _answer(proc.stdout) if proc.returncode in (0, 2) else {}
     if "description" in answer:
         return pb.ModelDescription.FromString(base64.b64decode(answer["description"])), config_json
@@ -168,10 +174,11 @@ def _describe_main(model_dir: str) -> int:
     # Runs in the subprocess: import the class (load_model is not called) and print
     # {"description": base64} or {"error": message} as the last line of stdout.
     from ..errors import DeployError
-    from ..model import load_folder
+    from ..model import ModelHost
 
     try:
-        description = load_folder(model_dir).describe()
+        # Not load_folder: the parent checked config.yaml already; this process only reads signatures.
+        description = ModelHost(model_dir).describe()
     except DeployError as e:
         print("\n" + json.dumps({"error": str(e)}))
         return 2
