@@ -109,6 +109,8 @@ def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
     dep = model.deploy(version_id=first.id)
     assert dep.id == "pinned" and dep.status["version_id"] == first.id
     assert model.predict("x") == "one x"
+    pinned_by_config = client.deploy(root, worker={"model": {"model_version": {"id": first.id}}})
+    assert pinned_by_config.status["version_id"] == first.id  # a pin the config names holds
     follow = model.deploy()  # unpinned again: the latest serves
     assert follow.rollout.action == "roll out" and model.predict("x") == "two x"
 

@@ -211,12 +211,13 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
     (an older pin is lifted)."""
     from ._api import Nodepool
 
-    # Always the version asked for: a deploy never leaves an older pin in place.
-    worker_model = {"id": model[2], "user_id": model[0], "app_id": model[1],
-                    "model_version": {"id": version_id or ""}}
-    worker = {**config.get("worker", {}), "model": {**config.get("worker", {}).get("model", {}),
-                                                    **worker_model}}
-    config = {**config, "worker": worker}
+    # Always the version asked for (version_id, else a pin the config names, else the latest):
+    # a deploy never leaves an older pin in place.
+    given = config.get("worker", {}).get("model", {})
+    pin = version_id or given.get("model_version", {}).get("id", "")
+    worker_model = {**given, "id": model[2], "user_id": model[0], "app_id": model[1],
+                    "model_version": {"id": pin}}
+    config = {**config, "worker": {**config.get("worker", {}), "model": worker_model}}
     deployment = client.deployment(deployment_id)
     try:
         existing = deployment.refresh().resource
