@@ -188,14 +188,26 @@ def parse_config(text: str, filename: str = "config.yaml") -> ModelConfig:
     Raises:
         ConfigError: for invalid YAML or any problem ``validate_config`` finds.
     """
+    return validate_config(parse_yaml(text, filename), filename)
+
+
+def parse_yaml(text: str, filename: str) -> Any:
+    """The data of a YAML document; ConfigError naming the file (and the line and column) when it
+    is not valid YAML or nests too deeply to read.
+
+    >>> parse_yaml("a: [1, 2]", "x.yaml")
+    {'a': [1, 2]}
+    """
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         where = f"{filename}: line {mark.line + 1}, column {mark.column + 1}" if mark else filename
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    return validate_config(data, filename)
+    except RecursionError:
+        raise ConfigError(f"{filename}: nested too deeply to read (hundreds of levels of lists or "
+                          "mappings); a config is a few levels deep") from None
 
 
 def load_config(model_dir_or_file: str | Path) -> ModelConfig:

@@ -430,3 +430,9 @@ def test_default_config_is_valid_and_dumps_in_order():
 def test_default_config_rejects_a_bad_id():
     with pytest.raises(ConfigError, match="model.id: bad id 'my model'"):
         default_config("my model")
+
+
+def test_deeply_nested_yaml_is_a_clear_error(tmp_path):
+    (tmp_path / "config.yaml").write_text("model:\n  id: deep\nbuild_info: " + "[" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(tmp_path)

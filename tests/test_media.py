@@ -254,3 +254,25 @@ def test_fetch_url_connection_refused():
     sock.close()  # nothing listens there now
     with pytest.raises(ValueError, match="cannot fetch"):
         fetch_url(f"http://127.0.0.1:{port}/x", timeout=5)
+
+
+def test_fetch_url_from_a_server_that_does_not_speak_http():
+    """A URL pointing at another protocol's port (here: one that greets in SMTP) is a clear error."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def greet() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"220 mail.example ESMTP ready\r\n")
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ValueError, match="did not answer in HTTP"):
+            fetch_url(f"http://127.0.0.1:{sock.getsockname()[1]}/x", timeout=5)
+    finally:
+        thread.join(5)
+        sock.close()

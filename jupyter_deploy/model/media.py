@@ -8,6 +8,7 @@ only, a size cap, a timeout, and no redirect to another scheme.
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
 import urllib.error
@@ -64,6 +65,9 @@ def fetch_url(url: str, max_bytes: int | None = None, timeout: float = FETCH_TIM
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ValueError(f"cannot fetch {url}: {reason}") from None
+    except http.client.HTTPException as e:  # something answered, but not in HTTP
+        raise ValueError(f"cannot fetch {url}: the server did not answer in HTTP "
+                         f"({type(e).__name__})") from None
     if len(body) > limit:
         raise ValueError(f"{url} is over the {limit}-byte limit")
     return body

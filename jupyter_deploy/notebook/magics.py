@@ -410,18 +410,17 @@ def _merge(base: dict, changes: dict) -> dict:
 
 
 def _read_yaml(path: str) -> dict:
-    import yaml
+    from ..config import parse_yaml
+    from ..errors import ConfigError
 
     try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
+        data = parse_yaml(Path(path).expanduser().read_text(), path)
     except FileNotFoundError:
         raise UsageError(f"--config: no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--config: cannot read {path}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UsageError(f"--config: {path}: {where}not valid YAML: {getattr(e, 'problem', e)}") from None
+    except ConfigError as e:
+        raise UsageError(f"--config: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
