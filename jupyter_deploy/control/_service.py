@@ -1,4 +1,9 @@
-"""The ControlPlane gRPC service: authenticate, call the plane, map errors to status codes."""
+"""The ControlPlane gRPC service: authenticate, check the RPC's rule, call the plane, map errors.
+
+Each RPC method is wrapped by ``_rpc`` (or ``_rpc_stream``), which authenticates the
+caller and applies the RPC's rule from ``_access.RPC_RULES`` before the method runs;
+the import fails if an RPC of the service is not wrapped.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,15 @@ from .._version import __version__
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
 from . import _auth
-from ._access import ADMIN, PLATFORM, own_resource, owned_model, readable_model
+from ._access import (
+    ADMIN,
+    PLATFORM,
+    RPC_RULES,
+    check_rpc,
+    own_resource,
+    owned_model,
+    readable_model,
+)
 from ._errors import ControlError, InvalidArgument, PermissionDenied
 from ._events import KINDS, MAX_WATCHERS, WatchFilter, stream
 from ._plane import ControlPlane
@@ -34,14 +47,17 @@ def _json(text: str, what: str) -> dict:
 
 
 def _rpc(method: Callable) -> Callable:
-    """Authenticate the caller, pass it in, and turn ControlErrors into statuses."""
+    """Authenticate the caller, check the RPC's rule, pass the caller in, and turn ControlErrors
+    into statuses."""
     @functools.wraps(method)
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             caller = self.authenticate(context)
+            check_rpc(method.__name__, caller)
             return method(self, caller, request, context)
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    handler.guarded = True
     return handler
 
 
@@ -51,9 +67,11 @@ def _rpc_stream(method: Callable) -> Callable:
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             caller = self.authenticate(context)
+            check_rpc(method.__name__, caller)
             yield from method(self, caller, request, context)
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    handler.guarded = True
     return handler
 
 
@@ -213,13 +231,13 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
 
     @_rpc
     def CreateUser(self, caller, request, context):
-        user, token_id, token = _auth.create_user(self.plane.store, self.plane.secret, caller, request.user_id)
+        user, token_id, token = _auth.create_user(self.plane.store, self.plane.secret, request.user_id)
         return cpb.UserWithToken(user=cpb.User(**user),
                                  token=cpb.NewToken(id=token_id, user_id=user["id"], token=token))
 
     @_rpc
     def ListUsers(self, caller, request, context):
-        return cpb.ListUsersResponse(users=[cpb.User(**u) for u in _auth.list_users(self.plane.store, caller)])
+        return cpb.ListUsersResponse(users=[cpb.User(**u) for u in _auth.list_users(self.plane.store)])
 
     @_rpc
     def CreateToken(self, caller, request, context):
@@ -250,6 +268,11 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     def DeleteSecret(self, caller, request, context):
         self.plane.secrets.delete(caller, request.name)
         return cpb.DeleteResponse()
+
+
+_UNGUARDED = sorted(rpc for rpc in RPC_RULES if not getattr(getattr(ControlService, rpc), "guarded", False))
+if _UNGUARDED:  # it would skip authentication and its rule
+    raise ImportError(f"ControlService RPCs not wrapped by _rpc/_rpc_stream: {', '.join(_UNGUARDED)}")
 
 
 def _token_info(row: dict) -> cpb.TokenInfo:
