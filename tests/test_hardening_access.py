@@ -1,13 +1,22 @@
-"""Who may call each control-plane RPC, against a real daemon: the admin-only ones refuse others,
-and every RPC answers a non-admin's minimal request with a status the rules allow."""
+"""The control plane's hardening, against real daemons: who may call each RPC (the admin-only
+ones refuse others; every RPC answers a non-admin as its rule says), a private home folder,
+damaged databases, a read-only home and undecodable requests."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
 from daemon_helpers import daemon_pid, isolated_home
 
 from jupyter_deploy import Client, ControlPlaneError, _wire
+from jupyter_deploy.client import _daemon
 from jupyter_deploy.control._access import RPC_RULES
 from jupyter_deploy.proto import control_pb2 as cpb
 
@@ -84,3 +93,77 @@ def test_every_rpc_answers_a_non_admin_as_its_rule_says(home, bob):
             wrong[rpc] = code.name
     assert not wrong, f"unexpected answers to a non-admin: {wrong}"
     assert Client(pat=token).call("GetInfo", cpb.InfoRequest()).user_id == "bob"  # still serving
+
+
+# ---------------------------------------------------------------- the home folder and its files
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_restart_makes_a_loose_home_and_its_secrets_private_again(tmp_path_factory):
+    with isolated_home(tmp_path_factory, "loose_home") as home:
+        client = Client()
+        client.set_secret("api_key", "s3cr3t")
+        _daemon.stop()
+        client.close()
+        # As a home made by hand (mkdir: 0755) or copied with a umask of 022 would be.
+        home.chmod(0o755)
+        for name in ("state.db", "logs.db", "secret.key", "local.token", "secrets/local/api_key"):
+            (home / name).chmod(0o644)
+        for name in ("secrets", "secrets/local"):
+            (home / name).chmod(0o755)
+        assert Client().call("GetInfo", cpb.InfoRequest()).user_id == "local"
+        assert _mode(home) == 0o700
+        for name in ("state.db", "state.db-wal", "state.db-shm", "logs.db", "secret.key", "local.token",
+                     "daemon.json", "secrets/local/api_key"):
+            assert _mode(home / name) == 0o600, name
+        for name in ("secrets", "secrets/local"):
+            assert _mode(home / name) == 0o700, name
+
+
+# ---------------------------------------------------------------- damaged files, bad requests
+
+
+def _serve(home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jupyter_deploy.control", "serve", "--home", str(home)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_corrupt_state_db_is_one_line_that_says_what_to_do(tmp_path):
+    (tmp_path / "state.db").write_bytes(os.urandom(8192))
+    done = _serve(tmp_path)
+    state = tmp_path / "state.db"
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: {state} is damaged (file is not a database)")
+    assert "restore it from a backup" in done.stderr and f"mv {state} {state}.bad" in done.stderr
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """``folder`` read-only for this process: a read-only bind mount for root, else its mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("root here cannot make a read-only bind mount")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_home_is_one_line_that_says_what_to_do(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    with _read_only(home):
+        done = _serve(home)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: the home folder {home} is not writable (")
+    assert f"chmod u+rwx {home}" in done.stderr and "JUPYTER_DEPLOY_HOME" in done.stderr
