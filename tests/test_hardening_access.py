@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from daemon_helpers import daemon_pid, isolated_home
+from daemon_helpers import daemon_pid, deployed_echo, isolated_home, wait_for
 
-from jupyter_deploy import Client, ControlPlaneError, _wire
+from jupyter_deploy import Client, ControlPlaneError, Deployment, Model, _wire
 from jupyter_deploy.client import _daemon
 from jupyter_deploy.control._access import RPC_RULES
 from jupyter_deploy.proto import control_pb2 as cpb
@@ -124,6 +124,28 @@ def test_a_restart_makes_a_loose_home_and_its_secrets_private_again(tmp_path_fac
 
 
 # ---------------------------------------------------------------- damaged files, bad requests
+
+
+def test_a_corrupt_call_log_is_moved_aside_and_call_logs_work_again(tmp_path_factory):
+    with deployed_echo(tmp_path_factory, "corrupt_logs") as (client, home):
+        _daemon.stop()
+        client.close()
+        for suffix in ("-wal", "-shm"):
+            (home / f"logs.db{suffix}").unlink(missing_ok=True)
+        garbage = os.urandom(8192)
+        (home / "logs.db").write_bytes(garbage)
+
+        client = Client()
+        assert client.call("GetInfo", cpb.InfoRequest()).user_id == "local"
+        aside = list(home.glob("logs.db.corrupt-*"))
+        assert [p.read_bytes() for p in aside if p.name.count("-") == 1] == [garbage]
+        log = (home / "logs" / "daemon.log").read_text()
+        assert f"{home / 'logs.db'} is damaged" in log and "moved it aside" in log
+        echo = Deployment(deployment_id="echo", client=client)
+        echo.wait_until_ready(120)
+        Model(model_id="echo", client=client).predict("after")
+        wait_for(lambda: not echo.access_logs().empty, 20, "the call to be logged in the new logs.db")
+        client.close()
 
 
 def _serve(home: Path) -> subprocess.CompletedProcess:
