@@ -189,3 +189,21 @@ def test_a_read_only_home_is_one_line_that_says_what_to_do(tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: the home folder {home} is not writable (")
     assert f"chmod u+rwx {home}" in done.stderr and "JUPYTER_DEPLOY_HOME" in done.stderr
+
+
+def test_bytes_that_are_not_a_request_are_invalid_argument(home, admin):
+    token = (home / "local.token").read_text().strip()
+    metadata = [(_wire.AUTHORIZATION_KEY, _wire.BEARER_PREFIX + token)]
+    garbage = b"\xff\xff\xff\xff" + os.urandom(64)
+    with grpc.insecure_channel(admin.address) as channel:
+        for rpc, kind in (("GetInfo", "unary_unary"), ("Watch", "unary_stream"),
+                          ("UploadModel", "stream_unary")):
+            call = getattr(channel, kind)(f"/{SERVICE.full_name}/{rpc}")
+            with pytest.raises(grpc.RpcError) as e:
+                answer = call(iter([garbage]) if kind == "stream_unary" else garbage,
+                              timeout=10, metadata=metadata)
+                if kind == "unary_stream":
+                    next(answer)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (rpc, e.value.details())
+            assert "is not a valid jupyter_deploy.v1." in e.value.details()
+    assert admin.call("GetInfo", cpb.InfoRequest()).user_id == "local"  # still serving

@@ -11,9 +11,10 @@ import functools
 import json
 import os
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from .. import _wire
 from .._version import __version__
@@ -46,12 +47,54 @@ def _json(text: str, what: str) -> dict:
     return value
 
 
+class Undecodable:
+    """What the server hands an RPC in place of a request that is not a valid message."""
+
+    def __init__(self, message_type: type, error: Exception):
+        self.message_type, self.error = message_type, error
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid {self.message_type.DESCRIPTOR.full_name} "
+                               f"message ({self.error}); call the daemon with jupyter_deploy.Client")
+
+
+def _lenient(message_type: type) -> Callable[[bytes], Any]:
+    """A request deserializer that returns an Undecodable instead of raising.
+
+    gRPC deserializes before the RPC runs and answers a failure with INTERNAL; handed an
+    Undecodable, the RPC's wrapper answers INVALID_ARGUMENT, as for any other bad request.
+    """
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:
+            return Undecodable(message_type, e)
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    """``request``, or for a request stream an iterator over it; raises InvalidArgument at an
+    Undecodable."""
+    if isinstance(request, Undecodable):
+        raise request.refuse()
+    if isinstance(request, Message):
+        return request
+
+    def checked() -> Iterator[Message]:
+        for item in request:
+            if isinstance(item, Undecodable):
+                raise item.refuse()
+            yield item
+    return checked()
+
+
 def _rpc(method: Callable) -> Callable:
     """Authenticate the caller, check the RPC's rule, pass the caller in, and turn ControlErrors
     into statuses."""
     @functools.wraps(method)
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _decoded(request)
             caller = self.authenticate(context)
             check_rpc(method.__name__, caller)
             return method(self, caller, request, context)
@@ -66,6 +109,7 @@ def _rpc_stream(method: Callable) -> Callable:
     @functools.wraps(method)
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _decoded(request)
             caller = self.authenticate(context)
             check_rpc(method.__name__, caller)
             yield from method(self, caller, request, context)
@@ -270,6 +314,7 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         return cpb.DeleteResponse()
 
 
+_SERVICE = cpb.DESCRIPTOR.services_by_name["ControlPlane"]
 _UNGUARDED = sorted(rpc for rpc in RPC_RULES if not getattr(getattr(ControlService, rpc), "guarded", False))
 if _UNGUARDED:  # it would skip authentication and its rule
     raise ImportError(f"ControlService RPCs not wrapped by _rpc/_rpc_stream: {', '.join(_UNGUARDED)}")
@@ -284,6 +329,25 @@ def _owned(ref: cpb.ModelRef, caller: str) -> cpb.ModelRef:
     return cpb.ModelRef(user_id=ref.user_id or caller, app_id=ref.app_id or "default", model_id=ref.model_id)
 
 
+class _LenientRequests(grpc.ServerInterceptor):
+    """Gives each ControlPlane method a ``_lenient`` request deserializer (see there)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = continuation(details)
+            rpc = details.method.rpartition("/")[2]
+            if handler is None or details.method != f"/{_SERVICE.full_name}/{rpc}":
+                return handler
+            request_type = getattr(cpb, _SERVICE.methods_by_name[rpc].input_type.name)
+            handler = self._handlers[details.method] = handler._replace(
+                request_deserializer=_lenient(request_type))
+        return handler
+
+
 def make_server(plane: ControlPlane, address: str,
                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
     """A server for ``plane`` bound to ``address`` (not started); returns it and its port.
@@ -294,6 +358,7 @@ def make_server(plane: ControlPlane, address: str,
         futures.ThreadPoolExecutor(max_workers=32 + MAX_WATCHERS, thread_name_prefix="control"),
         # Off, so a second daemon cannot bind the same port and split the clients.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
+        interceptors=[_LenientRequests()],
     )
     control_pb2_grpc.add_ControlPlaneServicer_to_server(ControlService(plane), server)
     port = (server.add_secure_port(address, credentials) if credentials is not None
