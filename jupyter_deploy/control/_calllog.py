@@ -150,6 +150,8 @@ def _open(path: Path) -> tuple[Store, dict[str, int]]:
     except sqlite3.DatabaseError as e:
         if db is not None:
             db.close()
+        if isinstance(e, sqlite3.OperationalError):  # locked, I/O: the file may be fine, keep it
+            raise
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):

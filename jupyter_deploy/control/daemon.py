@@ -85,6 +85,8 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
         plane = ControlPlane(home, address)
     except sqlite3.DatabaseError as e:
         os.close(lock)
+        if isinstance(e, sqlite3.OperationalError):  # locked, I/O: the file may be fine
+            raise
         state = home / "state.db"
         raise DeployError(f"{state} is damaged ({e}): restore it from a backup, or move it aside "
                           f"(mv {state} {state}.bad) to start with an empty state") from None
