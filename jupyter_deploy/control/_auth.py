@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .. import ids
-from ._errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from ._errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from ._store import Store, now
 
 TOKEN_PREFIX = "jdp_"
@@ -139,18 +139,11 @@ def is_admin(user_id: str) -> bool:
     return user_id == LOCAL_USER
 
 
-def require_admin(caller: str, what: str) -> None:
-    """Raise PermissionDenied unless ``caller`` is the admin; ``what``: e.g. "create users"."""
-    if not is_admin(caller):
-        raise PermissionDenied(f"only the admin ({LOCAL_USER}) can {what}; you are {caller}")
-
-
-def create_user(store: Store, secret: bytes, caller: str, user_id: str) -> tuple[dict, str, str]:
-    """Admin only: a new user with its app ``default`` and a first token.
+def create_user(store: Store, secret: bytes, user_id: str) -> tuple[dict, str, str]:
+    """A new user with its app ``default`` and a first token (the admin's RPC: ``_access``).
 
     Returns ``(user, token_id, token)``; ``user`` has id, created_at, admin.
     """
-    require_admin(caller, "create users")
     ids.check_id("user", user_id, error=InvalidArgument)
     with store.tx() as db:
         if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
@@ -160,9 +153,8 @@ def create_user(store: Store, secret: bytes, caller: str, user_id: str) -> tuple
     return {"id": user_id, "created_at": created_at, "admin": is_admin(user_id)}, token_id, token
 
 
-def list_users(store: Store, caller: str) -> list[dict]:
-    """Admin only: every user (id, created_at, admin), oldest first."""
-    require_admin(caller, "list users")
+def list_users(store: Store) -> list[dict]:
+    """Every user (id, created_at, admin), oldest first (the admin's RPC: ``_access``)."""
     return [{"id": r["id"], "created_at": r["created_at"], "admin": is_admin(r["id"])}
             for r in store.query("SELECT id, created_at FROM users ORDER BY created_at, id")]
 

@@ -30,10 +30,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -133,6 +135,31 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[k], 3)
 
 
+def _open(path: Path) -> tuple[Store, dict[str, int]]:
+    """The call-log database at ``path`` and its spool offsets.
+
+    A file SQLite cannot read (garbage, a truncated copy) is moved aside to
+    ``<path>.corrupt-<time>``, with a warning, and a new one is made: logs are not
+    state, and a damaged one must not keep the control plane from starting. (The
+    runners' spool files still on disk are then read again from their start.)
+    """
+    db = None
+    try:
+        db = Store(path, migrations=LOG_MIGRATIONS)
+        return db, {r["path"]: r["offset"] for r in db.query("SELECT path, offset FROM spool_offsets")}
+    except sqlite3.DatabaseError as e:
+        if db is not None:
+            db.close()
+        if isinstance(e, sqlite3.OperationalError):  # locked, I/O: the file may be fine, keep it
+            raise
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").replace(f"{aside}{suffix}")
+        log.warning("%s is damaged (%s): moved it aside to %s and started a new call log", path, e, aside)
+    return Store(path, migrations=LOG_MIGRATIONS), {}
+
+
 class CallLog:
     """The daemon's store of call records, fed by a background thread.
 
@@ -145,8 +172,7 @@ class CallLog:
     def __init__(self, home: Path, state: Store, *, interval: float = 0.5):
         self.home, self.state, self.interval = Path(home), state, interval
         self.root = telemetry_root(self.home)
-        self.db = Store(self.home / "logs.db", migrations=LOG_MIGRATIONS)
-        self._offsets = {r["path"]: r["offset"] for r in self.db.query("SELECT path, offset FROM spool_offsets")}
+        self.db, self._offsets = _open(self.home / "logs.db")
         self._lock = threading.Lock()  # one ingestion at a time (the thread, or a read that catches up)
         self._since_retention: dict[tuple[str, str], tuple[int, float]] = {}
         self._orphans_checked = 0.0

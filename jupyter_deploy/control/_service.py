@@ -1,4 +1,9 @@
-"""The ControlPlane gRPC service: authenticate, call the plane, map errors to status codes."""
+"""The ControlPlane gRPC service: authenticate, check the RPC's rule, call the plane, map errors.
+
+Each RPC method is wrapped by ``_rpc`` (or ``_rpc_stream``), which authenticates the
+caller and applies the RPC's rule from ``_access.RPC_RULES`` before the method runs;
+the import fails if an RPC of the service is not wrapped.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,25 @@ import functools
 import json
 import os
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from .. import _wire
 from .._version import __version__
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
 from . import _auth
-from ._access import ADMIN, PLATFORM, own_resource, owned_model, readable_model
+from ._access import (
+    ADMIN,
+    PLATFORM,
+    RPC_RULES,
+    check_rpc,
+    own_resource,
+    owned_model,
+    readable_model,
+)
 from ._errors import ControlError, InvalidArgument, PermissionDenied
 from ._events import KINDS, MAX_WATCHERS, WatchFilter, stream
 from ._plane import ControlPlane
@@ -33,15 +47,60 @@ def _json(text: str, what: str) -> dict:
     return value
 
 
+class Undecodable:
+    """What the server hands an RPC in place of a request that is not a valid message."""
+
+    def __init__(self, message_type: type, error: Exception):
+        self.message_type, self.error = message_type, error
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid {self.message_type.DESCRIPTOR.full_name} "
+                               f"message ({self.error}); call the daemon with jupyter_deploy.Client")
+
+
+def _lenient(message_type: type) -> Callable[[bytes], Any]:
+    """A request deserializer that returns an Undecodable instead of raising.
+
+    gRPC deserializes before the RPC runs and answers a failure with INTERNAL; handed an
+    Undecodable, the RPC's wrapper answers INVALID_ARGUMENT, as for any other bad request.
+    """
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:
+            return Undecodable(message_type, e)
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    """``request``, or for a request stream an iterator over it; raises InvalidArgument at an
+    Undecodable."""
+    if isinstance(request, Undecodable):
+        raise request.refuse()
+    if isinstance(request, Message):
+        return request
+
+    def checked() -> Iterator[Message]:
+        for item in request:
+            if isinstance(item, Undecodable):
+                raise item.refuse()
+            yield item
+    return checked()
+
+
 def _rpc(method: Callable) -> Callable:
-    """Authenticate the caller, pass it in, and turn ControlErrors into statuses."""
+    """Authenticate the caller, check the RPC's rule, pass the caller in, and turn ControlErrors
+    into statuses."""
     @functools.wraps(method)
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _decoded(request)
             caller = self.authenticate(context)
+            check_rpc(method.__name__, caller)
             return method(self, caller, request, context)
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    handler.guarded = True
     return handler
 
 
@@ -50,10 +109,13 @@ def _rpc_stream(method: Callable) -> Callable:
     @functools.wraps(method)
     def handler(self: "ControlService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            request = _decoded(request)
             caller = self.authenticate(context)
+            check_rpc(method.__name__, caller)
             yield from method(self, caller, request, context)
         except ControlError as e:
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    handler.guarded = True
     return handler
 
 
@@ -213,13 +275,13 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
 
     @_rpc
     def CreateUser(self, caller, request, context):
-        user, token_id, token = _auth.create_user(self.plane.store, self.plane.secret, caller, request.user_id)
+        user, token_id, token = _auth.create_user(self.plane.store, self.plane.secret, request.user_id)
         return cpb.UserWithToken(user=cpb.User(**user),
                                  token=cpb.NewToken(id=token_id, user_id=user["id"], token=token))
 
     @_rpc
     def ListUsers(self, caller, request, context):
-        return cpb.ListUsersResponse(users=[cpb.User(**u) for u in _auth.list_users(self.plane.store, caller)])
+        return cpb.ListUsersResponse(users=[cpb.User(**u) for u in _auth.list_users(self.plane.store)])
 
     @_rpc
     def CreateToken(self, caller, request, context):
@@ -252,6 +314,12 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         return cpb.DeleteResponse()
 
 
+_SERVICE = cpb.DESCRIPTOR.services_by_name["ControlPlane"]
+_UNGUARDED = sorted(rpc for rpc in RPC_RULES if not getattr(getattr(ControlService, rpc), "guarded", False))
+if _UNGUARDED:  # it would skip authentication and its rule
+    raise ImportError(f"ControlService RPCs not wrapped by _rpc/_rpc_stream: {', '.join(_UNGUARDED)}")
+
+
 def _token_info(row: dict) -> cpb.TokenInfo:
     return cpb.TokenInfo(id=row["id"], user_id=row["user_id"], created_at=row["created_at"],
                          revoked_at=row["revoked_at"] or 0.0)
@@ -259,6 +327,25 @@ def _token_info(row: dict) -> cpb.TokenInfo:
 
 def _owned(ref: cpb.ModelRef, caller: str) -> cpb.ModelRef:
     return cpb.ModelRef(user_id=ref.user_id or caller, app_id=ref.app_id or "default", model_id=ref.model_id)
+
+
+class _LenientRequests(grpc.ServerInterceptor):
+    """Gives each ControlPlane method a ``_lenient`` request deserializer (see there)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = continuation(details)
+            rpc = details.method.rpartition("/")[2]
+            if handler is None or details.method != f"/{_SERVICE.full_name}/{rpc}":
+                return handler
+            request_type = getattr(cpb, _SERVICE.methods_by_name[rpc].input_type.name)
+            handler = self._handlers[details.method] = handler._replace(
+                request_deserializer=_lenient(request_type))
+        return handler
 
 
 def make_server(plane: ControlPlane, address: str,
@@ -271,6 +358,7 @@ def make_server(plane: ControlPlane, address: str,
         futures.ThreadPoolExecutor(max_workers=32 + MAX_WATCHERS, thread_name_prefix="control"),
         # Off, so a second daemon cannot bind the same port and split the clients.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
+        interceptors=[_LenientRequests()],
     )
     control_pb2_grpc.add_ControlPlaneServicer_to_server(ControlService(plane), server)
     port = (server.add_secure_port(address, credentials) if credentials is not None

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import sys
 import threading
@@ -44,6 +45,7 @@ from .._version import __version__
 from ..errors import DeployError
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc
+from . import _home
 from ._auth import write_atomic
 
 DEFAULT_ADDRESS = "127.0.0.1:0"
@@ -74,12 +76,21 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
     os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
     host, _ = split_address(address)
     credentials = _tls_credentials(host, tls_cert, tls_key)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _home.prepare(home)
     lock = _take_lock(home)
     signalled: list[int] = []
     _on_signals(signalled)
 
-    plane = ControlPlane(home, address)
+    try:
+        plane = ControlPlane(home, address)
+    except sqlite3.DatabaseError as e:
+        os.close(lock)
+        if isinstance(e, sqlite3.OperationalError):  # locked, I/O: the file may be fine
+            raise
+        state = home / "state.db"
+        raise DeployError(f"{state} is damaged ({e}): restore it from a backup, or move it aside "
+                          f"(mv {state} {state}.bad) to start with an empty state") from None
+    _home.make_private(home)  # the files this start created, and those an older one left open
     try:
         server, port = make_server(plane, address, credentials)
     except OSError as e:
