@@ -91,23 +91,62 @@ class Client:
         from ._daemon import connect
 
         self.timeout = timeout  # seconds each model call may take (None: no deadline)
-        self._channel, self.address, self._metadata = connect(address=address, pat=pat, autostart=autostart)
+        # Kept to find the daemon again, the same way, after it restarted (see _reconnect).
+        self._connect_args = {"address": address, "pat": pat, "autostart": autostart}
+        self._channel, self.address, self._metadata = connect(**self._connect_args)
         self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
-        self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
+        self._reconnect_lock = threading.Lock()
         self._runner_channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)
+        self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
 
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"
 
     def call(self, method: str, request: Any, timeout: float = 60.0) -> Any:
-        """One control-plane RPC with this client's credentials (errors as ControlPlaneError)."""
+        """One control-plane RPC with this client's credentials (errors as ControlPlaneError).
+
+        When the daemon does not answer (UNAVAILABLE), it is found again (it may have restarted
+        on another port) and the call is made once more."""
+        return self.control(lambda stub, metadata: getattr(stub, method)(
+            request, timeout=timeout, metadata=metadata))
+
+    def control(self, rpc: Callable[[Any, Any], Any]) -> Any:
+        """``rpc(stub, metadata)``, once more on the daemon found again if it raised UNAVAILABLE;
+        errors as ControlPlaneError."""
+        stub = self._stub
         try:
-            return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
+            return rpc(stub, self._metadata)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or not self._reconnect(stub):
+                raise control_error(e) from None
+        try:
+            return rpc(self._stub, self._metadata)
         except grpc.RpcError as e:
             raise control_error(e) from None
+
+    def _reconnect(self, failed: Any) -> bool:
+        """Find the daemon again after a call on the stub ``failed`` got UNAVAILABLE: re-read the
+        discovery file, or start a daemon where ``Client()`` would, and swap the channel in place
+        (every Model and Deployment made from this client follows). False if none answers."""
+        from ..errors import DeployError
+        from ._daemon import connect
+
+        with self._reconnect_lock:
+            if self._stub is not failed:  # another thread found it already
+                return True
+            try:
+                channel, address, metadata = connect(**self._connect_args)
+            except DeployError:
+                return False
+            old, self._channel = self._channel, channel
+            self.address, self._metadata = address, metadata
+            self._stub = control_pb2_grpc.ControlPlaneStub(channel)
+            self._routes.follow(self._stub, metadata)
+        old.close()
+        return True
 
     def runner_channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -136,11 +175,8 @@ class Client:
         from ._upload import upload_chunks
 
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
-        try:
-            version = self._stub.UploadModel(upload_chunks(model_path, ref), timeout=600,
-                                             metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise control_error(e) from None
+        version = self.control(lambda stub, metadata: stub.UploadModel(
+            upload_chunks(model_path, ref), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
@@ -747,11 +783,8 @@ class Model(MethodMirror):
         from ._upload import unpack_archive
 
         ref = cpb.VersionRef(model=self._model_ref(), version_id=version_id or self.version.id)
-        try:
-            data = b"".join(c.data for c in self.client._stub.ExportVersion(
-                ref, timeout=600, metadata=self.client._metadata))
-        except grpc.RpcError as e:
-            raise control_error(e) from None
+        data = self.client.control(lambda stub, metadata: b"".join(
+            c.data for c in stub.ExportVersion(ref, timeout=600, metadata=metadata)))
         return unpack_archive(data, Path(path))
 
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
@@ -788,6 +821,8 @@ class Model(MethodMirror):
 START_WAIT = 120.0
 #: Seconds one ResolveRoute may take (the daemon answers at once, also while a replica starts).
 ROUTE_TIMEOUT = 30.0
+#: Seconds a cached route is used before resolving again, while no daemon answers.
+DAEMON_RETRY = 2.0
 
 
 class _RoutedTransport:
@@ -806,6 +841,7 @@ class _RoutedTransport:
         self._transports: list[GrpcTransport] = []
         self._turn = itertools.count()
         self._renew_at = 0.0
+        self._expires_at = 0.0  # when the cached route's token lapses
         self._deployment_id = ""
         self._seen: tuple[int, int] = (0, 0)  # the RouteWatch version the cached route was resolved at
         self._lock = threading.Lock()
@@ -817,7 +853,16 @@ class _RoutedTransport:
                     or routes.version(self._deployment_id) != self._seen):
                 routes.ensure()
                 seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
-                route = self._resolve()
+                try:
+                    route = self._resolve()
+                except ControlPlaneError as e:
+                    # No daemon answers (and none was found again): calls must not depend on it while
+                    # their route is valid. Keep the route whose token is still good; try again soon.
+                    if (e.code != "UNAVAILABLE" or refresh or not self._transports
+                            or time.time() > self._expires_at - DAEMON_RETRY):
+                        raise
+                    self._renew_at = time.time() + DAEMON_RETRY
+                    return self._transports[next(self._turn) % len(self._transports)]
                 if route.deployment_id != self._deployment_id:  # the first resolve
                     self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
                 self._seen = seen
@@ -829,6 +874,7 @@ class _RoutedTransport:
                 # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
                 # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
                 # route changes tell us when.
+                self._expires_at = route.expires_at
                 self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
                 if route.refresh_at and not (routes.live and route.user_id == client.user_id):
                     self._renew_at = min(self._renew_at, route.refresh_at)

@@ -1,0 +1,86 @@
+"""Faults under load: calls through one Client while the daemon is killed (-9).
+
+Real daemon and runner processes. Each test counts the calls that failed while 8 threads
+call the model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from daemon_helpers import daemon_pid, deployed_echo, wait_for
+
+from jupyter_deploy import Client, Deployment, Model
+
+pytestmark = pytest.mark.timeout(240)
+
+CALLERS = 8
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory):
+    with deployed_echo(tmp_path_factory, "faults") as (client, home):
+        yield client, home
+
+
+class Load:
+    """``CALLERS`` threads calling ``call()`` in a loop until stopped; counts answers and failures."""
+
+    def __init__(self, call):
+        self.call, self.answers, self.failures = call, 0, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(CALLERS)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.call()
+                self.answers += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append(e)
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(90)
+
+    def report(self, what: str) -> str:
+        return f"{what}: {len(self.failures)} failed of {self.answers + len(self.failures)} calls"
+
+
+def replicas(client: Client, deployment_id: str) -> list[dict]:
+    return [r for r in Deployment(deployment_id, client=client).status["replicas"]
+            if r["state"] == "READY"]
+
+
+def test_a_client_outlives_a_daemon_restart(echo):
+    client, home = echo
+    model = client.model("echo")
+    model.predict("warm", deployment_id="echo")
+    old_address = client.address
+    with Load(lambda: model.predict("x", deployment_id="echo")) as load:
+        time.sleep(0.3)
+        os.kill(daemon_pid(home), signal.SIGKILL)
+        time.sleep(3)
+    print(load.report("daemon killed, route cached"))
+    assert not load.failures, load.failures[:3]
+    assert load.answers > 0
+
+    Client()  # a new daemon, on a new port, over the same state
+    assert "echo" in [d.id for d in client.list_deployments()]  # the old Client found it
+    assert client.address != old_address
+    assert Model(model_id="echo", client=client).predict("hi", deployment_id="echo").endswith("hi")
+
+    # Killed again, with no one to start it: the old Client starts one, as Client() would.
+    os.kill(daemon_pid(home), signal.SIGKILL)
+    wait_for(lambda: "echo" in [d.id for d in client.list_deployments()], 30, "a new daemon")
+    assert model.predict("again", deployment_id="echo").endswith("again")
