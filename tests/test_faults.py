@@ -1,7 +1,7 @@
-"""Faults under load: calls through one Client while the daemon is killed (-9).
+"""Faults under load: calls through one Client while the daemon or a replica is killed (-9).
 
 Real daemon and runner processes. Each test counts the calls that failed while 8 threads
-call the model.
+call the model; the tests share one daemon, and the one that kills the daemon runs last.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import threading
 import time
 
 import pytest
-from daemon_helpers import daemon_pid, deployed_echo, wait_for
+from conftest import write_model
+from daemon_helpers import ECHO_MODEL, daemon_pid, deployed_echo, wait_for
 
 from jupyter_deploy import Client, Deployment, Model
 
@@ -60,6 +61,39 @@ class Load:
 def replicas(client: Client, deployment_id: str) -> list[dict]:
     return [r for r in Deployment(deployment_id, client=client).status["replicas"]
             if r["state"] == "READY"]
+
+
+def test_a_killed_replica_of_two_costs_no_call(echo, tmp_path):
+    client, _ = echo
+    client.upload_model(write_model(tmp_path, ECHO_MODEL, model_id="echo2"))
+    client.model("echo2").deploy("echo2", autoscale_config={"min_replicas": 2, "max_replicas": 2},
+                                 timeout=120)
+    wait_for(lambda: len(replicas(client, "echo2")) == 2, 60, "two READY replicas")
+    model = client.model("echo2")
+    model.predict("warm", deployment_id="echo2")
+    with Load(lambda: model.predict("x", deployment_id="echo2")) as load:
+        time.sleep(0.5)
+        os.kill(replicas(client, "echo2")[0]["pid"], signal.SIGKILL)
+        time.sleep(1.5)
+    print(load.report("one of two replicas killed"))
+    assert not load.failures, load.failures[:3]
+    assert load.answers > 0
+
+
+def test_calls_wait_while_the_only_replica_restarts(echo):
+    client, _ = echo
+    model = client.model("echo")
+    model.predict("warm", deployment_id="echo")
+    pid = replicas(client, "echo")[0]["pid"]
+    with Load(lambda: model.predict("x", deployment_id="echo")) as load:
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: any(r["pid"] != pid for r in replicas(client, "echo")), 60,
+                 "the replica to be restarted")
+        before = load.answers
+        wait_for(lambda: load.answers > before + 50, 30, "calls to go through again")
+    print(load.report("the only replica killed"))
+    assert not load.failures, load.failures[:3]
 
 
 def test_a_client_outlives_a_daemon_restart(echo):

@@ -821,6 +821,8 @@ class Model(MethodMirror):
 START_WAIT = 120.0
 #: Seconds one ResolveRoute may take (the daemon answers at once, also while a replica starts).
 ROUTE_TIMEOUT = 30.0
+#: Seconds a call that reached no replica waits for one (a crashed replica is restarted).
+REPLICA_WAIT = 60.0
 #: Seconds a cached route is used before resolving again, while no daemon answers.
 DAEMON_RETRY = 2.0
 
@@ -828,9 +830,11 @@ DAEMON_RETRY = 2.0
 class _RoutedTransport:
     """Calls a model through the route the control plane resolves, cached until near expiry.
 
-    Calls take turns over the route's replicas. When the runner cannot be
-    reached before any message was exchanged, the route is resolved again and
-    the call retried once, for every call shape. Resolving a route to a
+    Calls take turns over the route's replicas. A call that got no answer because its runner
+    could not be reached (UNAVAILABLE before any message came back) goes on to the route's
+    other replicas, then to those of the route resolved again, waiting up to ``REPLICA_WAIT``
+    seconds while a crashed replica is restarted; this for every call shape. A call that
+    failed otherwise may have reached the model, and is not retried. Resolving a route to a
     deployment that scaled to zero waits while a replica starts.
     """
 
@@ -843,6 +847,7 @@ class _RoutedTransport:
         self._renew_at = 0.0
         self._expires_at = 0.0  # when the cached route's token lapses
         self._deployment_id = ""
+        self._owner = ""  # the deployment's user
         self._seen: tuple[int, int] = (0, 0)  # the RouteWatch version the cached route was resolved at
         self._lock = threading.Lock()
 
@@ -865,6 +870,7 @@ class _RoutedTransport:
                     return self._transports[next(self._turn) % len(self._transports)]
                 if route.deployment_id != self._deployment_id:  # the first resolve
                     self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
+                    self._owner = route.user_id
                 self._seen = seen
                 metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
                 client = self.model.client
@@ -906,59 +912,140 @@ class _RoutedTransport:
                                 f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
+        transport = None
         try:
-            return self._current().unary(request)
-        except RunnerError as e:
-            if e.code != "UNAVAILABLE":
+            transport = self._current()
+            return transport.unary(request)
+        except (RunnerError, ControlPlaneError) as e:
+            if not self._retryable(e):
                 raise
-            return self._current(refresh=True).unary(request)
+        for transport in self._fallbacks(transport):
+            try:
+                return transport.unary(request)
+            except RunnerError as e:
+                if e.code != "UNAVAILABLE":
+                    raise
 
     def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
         started = False
+        transport = None
         try:
-            for value in self._current().server_stream(request):
+            transport = self._current()
+            for value in transport.server_stream(request):
                 started = True
                 yield value
-        except RunnerError as e:
-            if started or e.code != "UNAVAILABLE":
+            return
+        except (RunnerError, ControlPlaneError) as e:
+            if started or not self._retryable(e):
                 raise
-            yield from self._current(refresh=True).server_stream(request)
+        for transport in self._fallbacks(transport):
+            try:
+                for value in transport.server_stream(request):
+                    started = True
+                    yield value
+                return
+            except RunnerError as e:
+                if started or e.code != "UNAVAILABLE":
+                    raise
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
-        sent: list[pb.Value] = []
-        replay = _Replay(items, sent)
+        replay = _Replay(items)
         started = False
+        transport = None
         try:
-            for value in self._current().bidi(request, replay):
+            transport = self._current()
+            for value in transport.bidi(request, replay):
                 started = True
                 replay.stop_recording()
                 yield value
-        except RunnerError as e:
-            if started or e.code != "UNAVAILABLE":
+            return
+        except (RunnerError, ControlPlaneError) as e:
+            if started or not self._retryable(e):
                 raise
-            # Nothing came back: send again what the first attempt had taken from the caller.
-            yield from self._current(refresh=True).bidi(request, _Replay(replay.rest(), [], sent))
+        for transport in self._fallbacks(transport):
+            # Nothing came back: send again what the attempts so far took from the caller.
+            replay = _Replay(replay.rest(), replay.sent)
+            try:
+                for value in transport.bidi(request, replay):
+                    started = True
+                    replay.stop_recording()
+                    yield value
+                return
+            except RunnerError as e:
+                if started or e.code != "UNAVAILABLE":
+                    raise
+
+    def _retryable(self, error: Exception) -> bool:
+        """Whether a call that got ``error`` before any answer goes on to another replica or waits:
+        the runner could not be reached, or the route found none while one is (re)starting."""
+        if isinstance(error, RunnerError):
+            return error.code == "UNAVAILABLE"
+        return self._replica_coming(error)
+
+    def _replica_coming(self, error: ControlPlaneError) -> bool:
+        """Whether a failed resolve of a route that served before is worth waiting out: the daemon
+        is away (it may be restarting), or no replica is READY while the deployment is meant to
+        run (the scheduler restarts a crashed one)."""
+        if not self._deployment_id:
+            return False
+        if error.code == "UNAVAILABLE":
+            return True
+        if error.code != "FAILED_PRECONDITION":
+            return False
+        try:
+            state = Deployment(self._deployment_id, self._owner, client=self.model.client).state
+        except ControlPlaneError:
+            return False
+        return state not in ("STOPPING", "STOPPED", "FAILED")
+
+    def _fallbacks(self, failed: GrpcTransport | None) -> Iterator[GrpcTransport]:
+        """Where to retry a call that reached no replica: the route's other replicas, then the
+        replicas of the route resolved again, until one answers or ``REPLICA_WAIT`` seconds
+        pass (a crashed replica is being restarted); then RunnerError UNAVAILABLE."""
+        self._renew_at = 0.0  # the next call resolves again, and learns which replicas are gone
+        with self._lock:
+            others = [t for t in self._transports if t is not failed]
+        yield from others
+        deadline = time.monotonic() + REPLICA_WAIT
+        pause = 0.02
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+            try:
+                self._current(refresh=True)
+            except ControlPlaneError as e:
+                if not self._replica_coming(e):
+                    raise
+                continue
+            with self._lock:
+                transports = list(self._transports)
+            yield from transports
+        raise RunnerError(f"deployment {self._deployment_id or '/'.join(filter(None, self.route))}: "
+                          f"no replica answered within {REPLICA_WAIT:g} s", "UNAVAILABLE")
 
 
 class _Replay:
-    """An input iterator that remembers what it handed out until told to stop (for a retry)."""
+    """An input iterator that remembers what it handed out (``sent``) until told to stop, so that
+    a retry can send it again."""
 
-    def __init__(self, items: Iterator[pb.Value], record: list[pb.Value], first: list[pb.Value] | None = None):
+    def __init__(self, items: Iterator[pb.Value], first: list[pb.Value] | None = None):
         self._items = iter(items)
-        self._record: list[pb.Value] | None = record
         self._first = list(first or [])
+        self._recording = True
+        self.sent: list[pb.Value] = []
 
     def __iter__(self) -> "_Replay":
         return self
 
     def __next__(self) -> pb.Value:
         item = self._first.pop(0) if self._first else next(self._items)
-        if self._record is not None:
-            self._record.append(item)
+        if self._recording:
+            self.sent.append(item)
         return item
 
     def stop_recording(self) -> None:
-        self._record = None
+        self._recording = False
 
     def rest(self) -> Iterator[pb.Value]:
-        return self._items
+        """What is left to send: the replayed items not yet taken, then the caller's."""
+        return itertools.chain(list(self._first), self._items)
