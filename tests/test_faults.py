@@ -1,7 +1,7 @@
 """Faults under load: calls through one Client while the daemon or a replica is killed (-9).
 
 Real daemon and runner processes. Each test counts the calls that failed while 8 threads
-call the model; the tests share one daemon, and the one that kills the daemon runs last.
+call the model; the tests share one daemon, and those that kill the daemon run last.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import time
 
 import pytest
 from conftest import write_model
-from daemon_helpers import ECHO_MODEL, daemon_pid, deployed_echo, wait_for
+from daemon_helpers import ECHO_MODEL, alive, daemon_pid, deployed_echo, wait_for
 
-from jupyter_deploy import Client, Deployment, Model
+from jupyter_deploy import Client, Deployment, Model, RunnerError
+from jupyter_deploy.client import _api
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -118,3 +119,20 @@ def test_a_client_outlives_a_daemon_restart(echo):
     os.kill(daemon_pid(home), signal.SIGKILL)
     wait_for(lambda: "echo" in [d.id for d in client.list_deployments()], 30, "a new daemon")
     assert model.predict("again", deployment_id="echo").endswith("again")
+
+
+
+def test_a_call_no_replica_answers_fails_clearly(echo, monkeypatch):
+    client, home = echo
+    fixed = Client(autostart=False)  # nothing starts a daemon for it
+    model = fixed.model("echo")
+    model.predict("warm", deployment_id="echo")
+    pid = replicas(fixed, "echo")[0]["pid"]
+    monkeypatch.setattr(_api, "REPLICA_WAIT", 1.0)
+    os.kill(daemon_pid(home), signal.SIGKILL)  # no one restarts the replica
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 10, "the replica to die")
+    started = time.monotonic()
+    with pytest.raises(RunnerError, match="no replica answered within 1 s") as e:
+        model.predict("x", deployment_id="echo")
+    assert e.value.code == "UNAVAILABLE" and time.monotonic() - started < 10
