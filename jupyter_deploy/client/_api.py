@@ -849,43 +849,70 @@ class _RoutedTransport:
         self._deployment_id = ""
         self._owner = ""  # the deployment's user
         self._seen: tuple[int, int] = (0, 0)  # the RouteWatch version the cached route was resolved at
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held briefly: the cached route's fields change together
+        self._resolving = threading.Lock()  # held by the one caller resolving the route again
 
     def _current(self, refresh: bool = False) -> GrpcTransport:
+        """The transport of the next call (in turn over the route's replicas), the route resolved
+        first when it is stale, or always with ``refresh``."""
         with self._lock:
-            routes = self.model.client._routes
-            if (refresh or not self._transports or time.time() > self._renew_at
-                    or routes.version(self._deployment_id) != self._seen):
-                routes.ensure()
-                seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
-                try:
-                    route = self._resolve()
-                except ControlPlaneError as e:
-                    # No daemon answers (and none was found again): calls must not depend on it while
-                    # their route is valid. Keep the route whose token is still good; try again soon.
-                    if (e.code != "UNAVAILABLE" or refresh or not self._transports
-                            or time.time() > self._expires_at - DAEMON_RETRY):
-                        raise
-                    self._renew_at = time.time() + DAEMON_RETRY
-                    return self._transports[next(self._turn) % len(self._transports)]
-                if route.deployment_id != self._deployment_id:  # the first resolve
-                    self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
-                    self._owner = route.user_id
-                self._seen = seen
-                metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
-                client = self.model.client
-                self._transports = [
-                    GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
-                    for address in (list(route.addresses) or [route.address])]
-                # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
-                # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
-                # route changes tell us when.
-                self._expires_at = route.expires_at
-                self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
-                if route.refresh_at and not (routes.live and route.user_id == client.user_id):
-                    self._renew_at = min(self._renew_at, route.refresh_at)
-            transports = self._transports
+            if not (refresh or self._stale()):
+                transports = self._transports
+                return transports[next(self._turn) % len(transports)]
+            # A route whose token is still good serves while one caller resolves it again: calls
+            # must not wait on the daemon (it may be away, or restarting) while their route is valid.
+            serving = not refresh and self._valid()
+        if not self._resolving.acquire(blocking=not serving):
+            return self._pick()
+        try:
+            if refresh or self._stale():
+                self._renew(refresh)
+        finally:
+            self._resolving.release()
+        return self._pick()
+
+    def _pick(self) -> GrpcTransport:
+        transports = self._transports
         return transports[next(self._turn) % len(transports)]
+
+    def _stale(self) -> bool:
+        return (not self._transports or time.time() > self._renew_at
+                or self.model.client._routes.version(self._deployment_id) != self._seen)
+
+    def _valid(self) -> bool:
+        """Whether the cached route's token is good for a call made now."""
+        return bool(self._transports) and time.time() < self._expires_at - DAEMON_RETRY
+
+    def _renew(self, refresh: bool) -> None:
+        """Resolve the route again and cache it (one caller at a time: ``_resolving`` is held)."""
+        client = self.model.client
+        routes = client._routes
+        routes.ensure()
+        seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
+        try:
+            route = self._resolve()
+        except ControlPlaneError as e:
+            # No daemon answers (and none was found again): keep a route whose token is still
+            # good, and try again soon.
+            if e.code != "UNAVAILABLE" or refresh or not self._valid():
+                raise
+            self._renew_at = time.time() + DAEMON_RETRY
+            return
+        if route.deployment_id != self._deployment_id:  # the first resolve
+            seen = routes.version(route.deployment_id)
+        metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
+        transports = [
+            GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
+            for address in (list(route.addresses) or [route.address])]
+        # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
+        # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
+        # route changes tell us when.
+        renew_at = time.time() + 0.8 * (route.expires_at - time.time())
+        if route.refresh_at and not (routes.live and route.user_id == client.user_id):
+            renew_at = min(renew_at, route.refresh_at)
+        with self._lock:
+            self._deployment_id, self._owner, self._seen = route.deployment_id, route.user_id, seen
+            self._transports, self._expires_at, self._renew_at = transports, route.expires_at, renew_at
 
     def _resolve(self) -> cpb.Route:
         """The route; while the deployment starts a replica (woken from zero), resolve again when
