@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import write_model
-from daemon_helpers import ECHO_MODEL, alive, daemon_pid, deployed_echo, wait_for
+from daemon_helpers import alive, daemon_pid, deployed_echo, wait_for
 
 from jupyter_deploy import Client, Deployment, Model, RunnerError
 from jupyter_deploy.client import _api
@@ -21,6 +21,22 @@ from jupyter_deploy.client import _api
 pytestmark = pytest.mark.timeout(240)
 
 CALLERS = 8
+
+TWO_SHAPES = '''
+from typing import Iterator
+from jupyter_deploy import ModelClass
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return "echo: " + text
+
+    @ModelClass.method
+    def generate(self, text: str, n: int = 3) -> Iterator[str]:
+        for i in range(n):
+            yield f"{text}{i}"
+'''
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +82,21 @@ def replicas(client: Client, deployment_id: str) -> list[dict]:
 
 def test_a_killed_replica_of_two_costs_no_call(echo, tmp_path):
     client, _ = echo
-    client.upload_model(write_model(tmp_path, ECHO_MODEL, model_id="echo2"))
+    client.upload_model(write_model(tmp_path, TWO_SHAPES, model_id="echo2"))
     client.model("echo2").deploy("echo2", autoscale_config={"min_replicas": 2, "max_replicas": 2},
                                  timeout=120)
     wait_for(lambda: len(replicas(client, "echo2")) == 2, 60, "two READY replicas")
     model = client.model("echo2")
     model.predict("warm", deployment_id="echo2")
-    with Load(lambda: model.predict("x", deployment_id="echo2")) as load:
+    turn = iter(range(1 << 62))
+
+    def call() -> None:  # unary and server-streaming calls, in turn
+        if next(turn) % 2:
+            assert model.predict("x", deployment_id="echo2") == "echo: x"
+        else:
+            assert list(model.generate("x", deployment_id="echo2")) == ["x0", "x1", "x2"]
+
+    with Load(call) as load:
         time.sleep(0.5)
         os.kill(replicas(client, "echo2")[0]["pid"], signal.SIGKILL)
         time.sleep(1.5)

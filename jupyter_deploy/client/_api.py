@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import grpc
 
 from .. import _wire
-from ..errors import ControlPlaneError, RunnerError
+from ..errors import ControlPlaneError, DeployError, RunnerError
 from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
@@ -131,7 +131,6 @@ class Client:
         """Find the daemon again after a call on the stub ``failed`` got UNAVAILABLE: re-read the
         discovery file, or start a daemon where ``Client()`` would, and swap the channel in place
         (every Model and Deployment made from this client follows). False if none answers."""
-        from ..errors import DeployError
         from ._daemon import connect
 
         with self._reconnect_lock:
