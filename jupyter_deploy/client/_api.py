@@ -110,10 +110,10 @@ class Client:
 
         When the daemon does not answer (UNAVAILABLE), it is found again (it may have restarted
         on another port) and the call is made once more."""
-        return self.control(lambda stub, metadata: getattr(stub, method)(
+        return self._control(lambda stub, metadata: getattr(stub, method)(
             request, timeout=timeout, metadata=metadata))
 
-    def control(self, rpc: Callable[[Any, Any], Any]) -> Any:
+    def _control(self, rpc: Callable[[Any, Any], Any]) -> Any:
         """``rpc(stub, metadata)``, once more on the daemon found again if it raised UNAVAILABLE;
         errors as ControlPlaneError."""
         stub = self._stub
@@ -174,7 +174,7 @@ class Client:
         from ._upload import upload_chunks
 
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
-        version = self.control(lambda stub, metadata: stub.UploadModel(
+        version = self._control(lambda stub, metadata: stub.UploadModel(
             upload_chunks(model_path, ref), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
@@ -782,7 +782,7 @@ class Model(MethodMirror):
         from ._upload import unpack_archive
 
         ref = cpb.VersionRef(model=self._model_ref(), version_id=version_id or self.version.id)
-        data = self.client.control(lambda stub, metadata: b"".join(
+        data = self.client._control(lambda stub, metadata: b"".join(
             c.data for c in stub.ExportVersion(ref, timeout=600, metadata=metadata)))
         return unpack_archive(data, Path(path))
 
@@ -855,7 +855,8 @@ class _RoutedTransport:
         """The transport of the next call (in turn over the route's replicas), the route resolved
         first when it is stale, or always with ``refresh``."""
         with self._lock:
-            if not (refresh or self._stale()):
+            if not (refresh or not self._transports or time.time() > self._renew_at
+                    or self.model.client._routes.version(self._deployment_id) != self._seen):
                 transports = self._transports
                 return transports[next(self._turn) % len(transports)]
             # A route whose token is still good serves while one caller resolves it again: calls
@@ -875,6 +876,7 @@ class _RoutedTransport:
         return transports[next(self._turn) % len(transports)]
 
     def _stale(self) -> bool:
+        """Whether the cached route must be resolved again (as the fast path in _current checks)."""
         return (not self._transports or time.time() > self._renew_at
                 or self.model.client._routes.version(self._deployment_id) != self._seen)
 
