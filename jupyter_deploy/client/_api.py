@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import grpc
 
 from .. import _wire
-from ..errors import ControlPlaneError, RunnerError
+from ..errors import ControlPlaneError, DeployError, RunnerError
 from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
@@ -91,23 +91,61 @@ class Client:
         from ._daemon import connect
 
         self.timeout = timeout  # seconds each model call may take (None: no deadline)
-        self._channel, self.address, self._metadata = connect(address=address, pat=pat, autostart=autostart)
+        # Kept to find the daemon again, the same way, after it restarted (see _reconnect).
+        self._connect_args = {"address": address, "pat": pat, "autostart": autostart}
+        self._channel, self.address, self._metadata = connect(**self._connect_args)
         self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
-        self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
+        self._reconnect_lock = threading.Lock()
         self._runner_channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)
+        self.user_id = self.call("GetInfo", cpb.InfoRequest()).user_id
 
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"
 
     def call(self, method: str, request: Any, timeout: float = 60.0) -> Any:
-        """One control-plane RPC with this client's credentials (errors as ControlPlaneError)."""
+        """One control-plane RPC with this client's credentials (errors as ControlPlaneError).
+
+        When the daemon does not answer (UNAVAILABLE), it is found again (it may have restarted
+        on another port) and the call is made once more."""
+        return self._control(lambda stub, metadata: getattr(stub, method)(
+            request, timeout=timeout, metadata=metadata))
+
+    def _control(self, rpc: Callable[[Any, Any], Any]) -> Any:
+        """``rpc(stub, metadata)``, once more on the daemon found again if it raised UNAVAILABLE;
+        errors as ControlPlaneError."""
+        stub = self._stub
         try:
-            return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
+            return rpc(stub, self._metadata)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or not self._reconnect(stub):
+                raise control_error(e) from None
+        try:
+            return rpc(self._stub, self._metadata)
         except grpc.RpcError as e:
             raise control_error(e) from None
+
+    def _reconnect(self, failed: Any) -> bool:
+        """Find the daemon again after a call on the stub ``failed`` got UNAVAILABLE: re-read the
+        discovery file, or start a daemon where ``Client()`` would, and swap the channel in place
+        (every Model and Deployment made from this client follows). False if none answers."""
+        from ._daemon import connect
+
+        with self._reconnect_lock:
+            if self._stub is not failed:  # another thread found it already
+                return True
+            try:
+                channel, address, metadata = connect(**self._connect_args)
+            except DeployError:
+                return False
+            old, self._channel = self._channel, channel
+            self.address, self._metadata = address, metadata
+            self._stub = control_pb2_grpc.ControlPlaneStub(channel)
+            self._routes.follow(self._stub, metadata)
+        old.close()
+        return True
 
     def runner_channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -136,11 +174,8 @@ class Client:
         from ._upload import upload_chunks
 
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
-        try:
-            version = self._stub.UploadModel(upload_chunks(model_path, ref), timeout=600,
-                                             metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise control_error(e) from None
+        version = self._control(lambda stub, metadata: stub.UploadModel(
+            upload_chunks(model_path, ref), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
@@ -747,11 +782,8 @@ class Model(MethodMirror):
         from ._upload import unpack_archive
 
         ref = cpb.VersionRef(model=self._model_ref(), version_id=version_id or self.version.id)
-        try:
-            data = b"".join(c.data for c in self.client._stub.ExportVersion(
-                ref, timeout=600, metadata=self.client._metadata))
-        except grpc.RpcError as e:
-            raise control_error(e) from None
+        data = self.client._control(lambda stub, metadata: b"".join(
+            c.data for c in stub.ExportVersion(ref, timeout=600, metadata=metadata)))
         return unpack_archive(data, Path(path))
 
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
@@ -788,14 +820,20 @@ class Model(MethodMirror):
 START_WAIT = 120.0
 #: Seconds one ResolveRoute may take (the daemon answers at once, also while a replica starts).
 ROUTE_TIMEOUT = 30.0
+#: Seconds a call that reached no replica waits for one (a crashed replica is restarted).
+REPLICA_WAIT = 60.0
+#: Seconds a cached route is used before resolving again, while no daemon answers.
+DAEMON_RETRY = 2.0
 
 
 class _RoutedTransport:
     """Calls a model through the route the control plane resolves, cached until near expiry.
 
-    Calls take turns over the route's replicas. When the runner cannot be
-    reached before any message was exchanged, the route is resolved again and
-    the call retried once, for every call shape. Resolving a route to a
+    Calls take turns over the route's replicas. A call that got no answer because its runner
+    could not be reached (UNAVAILABLE before any message came back) goes on to the route's
+    other replicas, then to those of the route resolved again, waiting up to ``REPLICA_WAIT``
+    seconds while a crashed replica is restarted; this for every call shape. A call that
+    failed otherwise may have reached the model, and is not retried. Resolving a route to a
     deployment that scaled to zero waits while a replica starts.
     """
 
@@ -806,34 +844,76 @@ class _RoutedTransport:
         self._transports: list[GrpcTransport] = []
         self._turn = itertools.count()
         self._renew_at = 0.0
+        self._expires_at = 0.0  # when the cached route's token lapses
         self._deployment_id = ""
+        self._owner = ""  # the deployment's user
         self._seen: tuple[int, int] = (0, 0)  # the RouteWatch version the cached route was resolved at
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held briefly: the cached route's fields change together
+        self._resolving = threading.Lock()  # held by the one caller resolving the route again
 
     def _current(self, refresh: bool = False) -> GrpcTransport:
+        """The transport of the next call (in turn over the route's replicas), the route resolved
+        first when it is stale, or always with ``refresh``."""
         with self._lock:
-            routes = self.model.client._routes
-            if (refresh or not self._transports or time.time() > self._renew_at
-                    or routes.version(self._deployment_id) != self._seen):
-                routes.ensure()
-                seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
-                route = self._resolve()
-                if route.deployment_id != self._deployment_id:  # the first resolve
-                    self._deployment_id, seen = route.deployment_id, routes.version(route.deployment_id)
-                self._seen = seen
-                metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
-                client = self.model.client
-                self._transports = [
-                    GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
-                    for address in (list(route.addresses) or [route.address])]
-                # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
-                # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
-                # route changes tell us when.
-                self._renew_at = time.time() + 0.8 * (route.expires_at - time.time())
-                if route.refresh_at and not (routes.live and route.user_id == client.user_id):
-                    self._renew_at = min(self._renew_at, route.refresh_at)
-            transports = self._transports
+            if not (refresh or not self._transports or time.time() > self._renew_at
+                    or self.model.client._routes.version(self._deployment_id) != self._seen):
+                transports = self._transports
+                return transports[next(self._turn) % len(transports)]
+            # A route whose token is still good serves while one caller resolves it again: calls
+            # must not wait on the daemon (it may be away, or restarting) while their route is valid.
+            serving = not refresh and self._valid()
+        if not self._resolving.acquire(blocking=not serving):
+            return self._pick()
+        try:
+            if refresh or self._stale():
+                self._renew(refresh)
+        finally:
+            self._resolving.release()
+        return self._pick()
+
+    def _pick(self) -> GrpcTransport:
+        transports = self._transports
         return transports[next(self._turn) % len(transports)]
+
+    def _stale(self) -> bool:
+        """Whether the cached route must be resolved again (as the fast path in _current checks)."""
+        return (not self._transports or time.time() > self._renew_at
+                or self.model.client._routes.version(self._deployment_id) != self._seen)
+
+    def _valid(self) -> bool:
+        """Whether the cached route's token is good for a call made now."""
+        return bool(self._transports) and time.time() < self._expires_at - DAEMON_RETRY
+
+    def _renew(self, refresh: bool) -> None:
+        """Resolve the route again and cache it (one caller at a time: ``_resolving`` is held)."""
+        client = self.model.client
+        routes = client._routes
+        routes.ensure()
+        seen = routes.version(self._deployment_id)  # read before resolving: a change meanwhile counts
+        try:
+            route = self._resolve()
+        except ControlPlaneError as e:
+            # No daemon answers (and none was found again): keep a route whose token is still
+            # good, and try again soon.
+            if e.code != "UNAVAILABLE" or refresh or not self._valid():
+                raise
+            self._renew_at = time.time() + DAEMON_RETRY
+            return
+        if route.deployment_id != self._deployment_id:  # the first resolve
+            seen = routes.version(route.deployment_id)
+        metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
+        transports = [
+            GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
+            for address in (list(route.addresses) or [route.address])]
+        # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
+        # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
+        # route changes tell us when.
+        renew_at = time.time() + 0.8 * (route.expires_at - time.time())
+        if route.refresh_at and not (routes.live and route.user_id == client.user_id):
+            renew_at = min(renew_at, route.refresh_at)
+        with self._lock:
+            self._deployment_id, self._owner, self._seen = route.deployment_id, route.user_id, seen
+            self._transports, self._expires_at, self._renew_at = transports, route.expires_at, renew_at
 
     def _resolve(self) -> cpb.Route:
         """The route; while the deployment starts a replica (woken from zero), resolve again when
@@ -860,59 +940,140 @@ class _RoutedTransport:
                                 f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
+        transport = None
         try:
-            return self._current().unary(request)
-        except RunnerError as e:
-            if e.code != "UNAVAILABLE":
+            transport = self._current()
+            return transport.unary(request)
+        except (RunnerError, ControlPlaneError) as e:
+            if not self._retryable(e):
                 raise
-            return self._current(refresh=True).unary(request)
+        for transport in self._fallbacks(transport):
+            try:
+                return transport.unary(request)
+            except RunnerError as e:
+                if e.code != "UNAVAILABLE":
+                    raise
 
     def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
         started = False
+        transport = None
         try:
-            for value in self._current().server_stream(request):
+            transport = self._current()
+            for value in transport.server_stream(request):
                 started = True
                 yield value
-        except RunnerError as e:
-            if started or e.code != "UNAVAILABLE":
+            return
+        except (RunnerError, ControlPlaneError) as e:
+            if started or not self._retryable(e):
                 raise
-            yield from self._current(refresh=True).server_stream(request)
+        for transport in self._fallbacks(transport):
+            try:
+                for value in transport.server_stream(request):
+                    started = True
+                    yield value
+                return
+            except RunnerError as e:
+                if started or e.code != "UNAVAILABLE":
+                    raise
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
-        sent: list[pb.Value] = []
-        replay = _Replay(items, sent)
+        replay = _Replay(items)
         started = False
+        transport = None
         try:
-            for value in self._current().bidi(request, replay):
+            transport = self._current()
+            for value in transport.bidi(request, replay):
                 started = True
                 replay.stop_recording()
                 yield value
-        except RunnerError as e:
-            if started or e.code != "UNAVAILABLE":
+            return
+        except (RunnerError, ControlPlaneError) as e:
+            if started or not self._retryable(e):
                 raise
-            # Nothing came back: send again what the first attempt had taken from the caller.
-            yield from self._current(refresh=True).bidi(request, _Replay(replay.rest(), [], sent))
+        for transport in self._fallbacks(transport):
+            # Nothing came back: send again what the attempts so far took from the caller.
+            replay = _Replay(replay.rest(), replay.sent)
+            try:
+                for value in transport.bidi(request, replay):
+                    started = True
+                    replay.stop_recording()
+                    yield value
+                return
+            except RunnerError as e:
+                if started or e.code != "UNAVAILABLE":
+                    raise
+
+    def _retryable(self, error: Exception) -> bool:
+        """Whether a call that got ``error`` before any answer goes on to another replica or waits:
+        the runner could not be reached, or the route found none while one is (re)starting."""
+        if isinstance(error, RunnerError):
+            return error.code == "UNAVAILABLE"
+        return self._replica_coming(error)
+
+    def _replica_coming(self, error: ControlPlaneError) -> bool:
+        """Whether a failed resolve of a route that served before is worth waiting out: the daemon
+        is away (it may be restarting), or no replica is READY while the deployment is meant to
+        run (the scheduler restarts a crashed one)."""
+        if not self._deployment_id:
+            return False
+        if error.code == "UNAVAILABLE":
+            return True
+        if error.code != "FAILED_PRECONDITION":
+            return False
+        try:
+            state = Deployment(self._deployment_id, self._owner, client=self.model.client).state
+        except ControlPlaneError:
+            return False
+        return state not in ("STOPPING", "STOPPED", "FAILED")
+
+    def _fallbacks(self, failed: GrpcTransport | None) -> Iterator[GrpcTransport]:
+        """Where to retry a call that reached no replica: the route's other replicas, then the
+        replicas of the route resolved again, until one answers or ``REPLICA_WAIT`` seconds
+        pass (a crashed replica is being restarted); then RunnerError UNAVAILABLE."""
+        self._renew_at = 0.0  # the next call resolves again, and learns which replicas are gone
+        with self._lock:
+            others = [t for t in self._transports if t is not failed]
+        yield from others
+        deadline = time.monotonic() + REPLICA_WAIT
+        pause = 0.02
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+            try:
+                self._current(refresh=True)
+            except ControlPlaneError as e:
+                if not self._replica_coming(e):
+                    raise
+                continue
+            with self._lock:
+                transports = list(self._transports)
+            yield from transports
+        raise RunnerError(f"deployment {self._deployment_id or '/'.join(filter(None, self.route))}: "
+                          f"no replica answered within {REPLICA_WAIT:g} s", "UNAVAILABLE")
 
 
 class _Replay:
-    """An input iterator that remembers what it handed out until told to stop (for a retry)."""
+    """An input iterator that remembers what it handed out (``sent``) until told to stop, so that
+    a retry can send it again."""
 
-    def __init__(self, items: Iterator[pb.Value], record: list[pb.Value], first: list[pb.Value] | None = None):
+    def __init__(self, items: Iterator[pb.Value], first: list[pb.Value] | None = None):
         self._items = iter(items)
-        self._record: list[pb.Value] | None = record
         self._first = list(first or [])
+        self._recording = True
+        self.sent: list[pb.Value] = []
 
     def __iter__(self) -> "_Replay":
         return self
 
     def __next__(self) -> pb.Value:
         item = self._first.pop(0) if self._first else next(self._items)
-        if self._record is not None:
-            self._record.append(item)
+        if self._recording:
+            self.sent.append(item)
         return item
 
     def stop_recording(self) -> None:
-        self._record = None
+        self._recording = False
 
     def rest(self) -> Iterator[pb.Value]:
-        return self._items
+        """What is left to send: the replayed items not yet taken, then the caller's."""
+        return itertools.chain(list(self._first), self._items)

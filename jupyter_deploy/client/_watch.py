@@ -67,15 +67,27 @@ def watch(client: "Client", kinds: Iterable[str] | None, ids: Iterable[str] | No
           user_id: str | None, timeout: float | None) -> Iterator[Event]:
     """The Watch stream's events; it ends quietly when ``timeout`` passes (closing it cancels it)."""
     request = cpb.WatchRequest(kinds=list(kinds or ()), ids=list(ids or ()), user_id=user_id or "")
-    call = client._stub.Watch(request, timeout=timeout, metadata=client._metadata)
-    try:
-        for event in call:
-            yield Event.from_proto(event)
-    except grpc.RpcError as e:
-        if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            raise control_error(e) from None
-    finally:
-        call.cancel()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for attempt in range(2):
+        stub = client._stub
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        call = stub.Watch(request, timeout=left, metadata=client._metadata)
+        received = False
+        try:
+            for event in call:
+                received = True
+                yield Event.from_proto(event)
+            return
+        except grpc.RpcError as e:
+            # A daemon that went away before the stream began: find it again, and watch there.
+            if (e.code() == grpc.StatusCode.UNAVAILABLE and not received and attempt == 0
+                    and client._reconnect(stub)):
+                continue
+            if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                raise control_error(e) from None
+            return
+        finally:
+            call.cancel()
 
 
 def changes(client: "Client", deployment_id: str, user_id: str | None, timeout: float,
@@ -157,10 +169,22 @@ class RouteWatch:
         except grpc.RpcError:
             pass  # refused (too many watchers), cancelled, or the daemon went away
         with self._lock:
+            if self._call is not call:  # replaced by follow(): the new stream's state is not ours
+                return
             # Cached routes stay as they are: calls must not depend on the daemon while their route
             # is valid. The next stream's "synced" has them resolved again (changes may be missed).
             self._call, self.live = None, False
             self._retry_at = time.monotonic() + self.retry
+
+    def follow(self, stub: Any, metadata: Any) -> None:
+        """Watch through ``stub`` from now on (the client found its daemon again), at once: the new
+        stream's "synced" has cached routes resolved again by the daemon that now answers."""
+        with self._lock:
+            old, self._call, self.live = self._call, None, False
+            self.stub, self.metadata, self._retry_at = stub, metadata, 0.0
+        if old is not None:
+            old.cancel()
+        self.ensure()
 
     def close(self) -> None:
         with self._lock:
