@@ -207,3 +207,16 @@ def test_bytes_that_are_not_a_request_are_invalid_argument(home, admin):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (rpc, e.value.details())
             assert "is not a valid jupyter_deploy.v1." in e.value.details()
     assert admin.call("GetInfo", cpb.InfoRequest()).user_id == "local"  # still serving
+
+
+def test_a_client_on_a_read_only_home_says_what_to_do(tmp_path):
+    """Client() starts the daemon itself: a home it cannot write is the same one line, not an OSError."""
+    home = tmp_path / "client_home"
+    home.mkdir(mode=0o700)
+    with _read_only(home):
+        out = subprocess.run([sys.executable, "-c", "from jupyter_deploy import Client; Client()"],
+                             env={**os.environ, "JUPYTER_DEPLOY_HOME": str(home)},
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"the home folder {home} is not writable (" in out.stderr
+    assert "OSError" not in out.stderr and "PermissionError" not in out.stderr

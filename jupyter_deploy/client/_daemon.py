@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -249,12 +251,23 @@ def _try(address: str | None, pat: str | None, home: Path | None, timeout: float
     return channel, address, metadata, found
 
 
+def _unwritable(home: Path, e: OSError) -> str:
+    return (f"the home folder {home} is not writable ({e.strerror}): make it writable by you "
+            f"(chmod u+rwx {home}), or use another one (JUPYTER_DEPLOY_HOME)")
+
+
 def _start(home: Path, address: str | None,
            pat: str | None) -> tuple[grpc.Channel, str, Metadata, cpb.Info | None]:
     """Start a daemon for ``home`` (on ``address``, else any free loopback port) unless one runs."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (home / "logs").mkdir(exist_ok=True)
-    with _FileLock(home / "start.lock", timeout=60.0):
+    with contextlib.ExitStack() as locked:
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (home / "logs").mkdir(exist_ok=True)
+            locked.enter_context(_FileLock(home / "start.lock", timeout=60.0))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise DeployError(_unwritable(home, e)) from None
         # Another client may have started one while we waited for the lock.
         found = _try(address or _discovered_address(home), pat, home, timeout=5.0,
                      tls=None if address else _discovered_tls(home))
