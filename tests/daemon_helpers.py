@@ -57,11 +57,24 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def wait_for_state(client, deployment_id: str, state, timeout: float, what: str = "") -> str:
-    """Wait on the daemon's pushed changes (no polling) until the deployment's state is ``state``
-    (or, a callable, until it says yes to the state); the state."""
-    for event in client.watch(["deployment"], [deployment_id], timeout=timeout):
-        if event.kind == "deployment" and (state(event.state) if callable(state) else event.state == state):
-            return event.state
+    """Wait on the daemon's pushed changes until the deployment's state is ``state`` (or, a
+    callable, until it says yes to the state); the state. Polls only where the daemon refuses
+    another watcher (its watchers are capped)."""
+    from jupyter_deploy import ControlPlaneError
+
+    wanted = state if callable(state) else state.__eq__
+    try:
+        for event in client.watch(["deployment"], [deployment_id], timeout=timeout):
+            if event.kind == "deployment" and wanted(event.state):
+                return event.state
+    except ControlPlaneError as e:
+        if e.code != "RESOURCE_EXHAUSTED":
+            raise
+        def polled() -> str | None:
+            now = client.deployment(deployment_id).state
+            return now if wanted(now) else None
+
+        return wait_for(polled, timeout, what or str(state))
     raise AssertionError(f"timed out after {timeout} s waiting for {what or state}")
 
 

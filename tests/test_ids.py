@@ -105,7 +105,7 @@ def _paths(kind: str, value: str, store: Store, secrets: Secrets) -> dict[str, o
                 {"worker": {"model": {"id": "m", "user_id": value}}}, caller="local"
             ),
             "registry": lambda: _registry.check_id(value, "user_id"),
-            "create_user": lambda: _auth.create_user(store, b"k" * 32, "local", value),
+            "create_user": lambda: _auth.create_user(store, b"k" * 32, value),
             "secrets folder": lambda: secrets._dir(value),
         },
         "app": {
