@@ -840,7 +840,6 @@ class _RoutedTransport:
     def __init__(self, model: Model, route: tuple):
         self.model = model
         self.route = route
-        self.methods: dict[str, Callable[..., Any]] = {}
         self._transports: list[GrpcTransport] = []
         self._turn = itertools.count()
         self._renew_at = 0.0
@@ -855,8 +854,7 @@ class _RoutedTransport:
         """The transport of the next call (in turn over the route's replicas), the route resolved
         first when it is stale, or always with ``refresh``."""
         with self._lock:
-            if not (refresh or not self._transports or time.time() > self._renew_at
-                    or self.model.client._routes.version(self._deployment_id) != self._seen):
+            if not (refresh or self._stale()):
                 transports = self._transports
                 return transports[next(self._turn) % len(transports)]
             # A route whose token is still good serves while one caller resolves it again: calls
@@ -876,7 +874,8 @@ class _RoutedTransport:
         return transports[next(self._turn) % len(transports)]
 
     def _stale(self) -> bool:
-        """Whether the cached route must be resolved again (as the fast path in _current checks)."""
+        """Whether the cached route must be resolved again: none yet, due for renewal, or its
+        replicas changed (pushed)."""
         return (not self._transports or time.time() > self._renew_at
                 or self.model.client._routes.version(self._deployment_id) != self._seen)
 
