@@ -33,7 +33,6 @@ import socket
 import sqlite3
 import ssl
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -110,9 +109,6 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
         write_atomic(discovery, json.dumps({
             "address": local_address, "pid": os.getpid(), "version": __version__,
             "started_at": time.time(), "tls": credentials is not None}).encode())
-        # The config models (pydantic) load while the first client is still uploading, not
-        # inside its first create_deployment.
-        threading.Thread(target=_load_config_models, name="config-models", daemon=True).start()
         log.info("listening on %s%s (home %s, pid %d)", plane.address,
                  " (TLS)" if credentials is not None else "", home, os.getpid())
         # Polled, not waited on: a signal handler must not touch an Event's lock.
@@ -209,10 +205,6 @@ def _wait_answering(address: str, home: Path, timeout: float = 30.0) -> None:
         control_pb2_grpc.ControlPlaneStub(channel).GetInfo(
             cpb.InfoRequest(), timeout=timeout, wait_for_ready=True,
             metadata=[(_wire.AUTHORIZATION_KEY, _wire.BEARER_PREFIX + token)])
-
-
-def _load_config_models() -> None:
-    from ..configs import compute, deployment  # noqa: F401 - imported (and so built) now
 
 
 def main(argv: list[str] | None = None) -> int:
