@@ -270,7 +270,7 @@ def test_config_schema_refuses_an_unknown_name_in_one_line():
     assert result.returncode == 2 and result.stdout == ""
     assert (
         result.stderr.strip()
-        == "error: unknown config 'modle' (use model, cluster, nodepool, deployment)"
+        == "error: unknown config 'modle' (use model, cluster, nodepool, deployment, limits)"
     )
 
 

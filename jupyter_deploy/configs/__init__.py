@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         SecretRef,
         TransformerConfig,
     )
+    from .limits import LimitsConfig, UserLimits
     from .model import Checkpoints, ComputeInfo, ConceptInfo, ModelConfig, ModelInfo
 
 # Each module is imported when one of its models is first asked for: a runner that only
@@ -55,6 +56,7 @@ _MODULES = {
         "SecretRef",
         "TransformerConfig",
     ),
+    "limits": ("LimitsConfig", "UserLimits"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -69,12 +71,14 @@ __all__ = [
     "DeploymentConfig",
     "InferenceLoggerConfig",
     "InstanceType",
+    "LimitsConfig",
     "ModelConfig",
     "ModelInfo",
     "NodepoolConfig",
     "ResourcesConfig",
     "SecretRef",
     "TransformerConfig",
+    "UserLimits",
     "json_schema",
     "schema_names",
     "validate",
@@ -86,6 +90,7 @@ _SCHEMAS = {
     "cluster": "ComputeClusterConfig",
     "nodepool": "NodepoolConfig",
     "deployment": "DeploymentConfig",
+    "limits": "LimitsConfig",
 }
 
 
@@ -97,7 +102,7 @@ def __getattr__(name: str) -> Any:
 
 def schema_names() -> tuple[str, ...]:
     """The names ``json_schema`` takes: ``model`` (config.yaml), ``cluster``, ``nodepool``,
-    ``deployment``."""
+    ``deployment``, ``limits`` (the admin's ``home/limits.yaml``)."""
     return tuple(_SCHEMAS)
 
 

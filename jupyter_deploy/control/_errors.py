@@ -35,3 +35,9 @@ class PermissionDenied(ControlError):
 
 class Unauthenticated(ControlError):
     code = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(ControlError):
+    """A limit of ``home/limits.yaml`` (or the nodepool's capacity) refused the request."""
+
+    code = "RESOURCE_EXHAUSTED"

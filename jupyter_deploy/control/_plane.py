@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from .._tokens import DEFAULT_TTL
-from . import _auth
+from . import _auth, _limits
 from ._backends import Backends
 from ._blobs import BlobStore
 from ._calllog import CallLog
@@ -46,6 +46,7 @@ class ControlPlane:
         self.events = EventBus(self.store)
         self.secret = _auth.server_secret(self.home)
         _auth.ensure_local_user(self.store, self.home, self.secret)
+        self.limits = _limits.load(self.home)  # the admin's per-user limits (a bad file stops the start)
         self.host = detect()
         self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
         # Each compute cluster's replicas run on the backend its cloud_provider names.
