@@ -600,8 +600,8 @@ class DeployMagics(Magics):
         if cell is None:
             if args.object is None:
                 raise UsageError("%deploy (one %) deploys a trained object: %deploy MODEL_ID --object NAME "
-                                 "[--sample EXPR]; for a model written in a cell, start the cell with "
-                                 "%%deploy MODEL_ID and put its code (a ModelClass subclass) below")
+                                 "[--sample EXPR]; for a model written in a cell, %%deploy is a cell magic: start "
+                                 "the cell with %%deploy MODEL_ID and put its code (a ModelClass subclass) below")
             return self._deploy_object(args)
         if args.object is not None or args.sample is not None:
             raise UsageError("--object and --sample are for the line form: %deploy MODEL_ID --object NAME; "
