@@ -79,8 +79,20 @@ def as_model_folder(path: Path, model_id: str | None) -> tuple[Path, str | None]
     kind = detect(path)
     if kind == "folder":
         return path, model_id
+    if not model_id and kind == "clarifai":
+        model_id = _configured_id(path)  # a Clarifai folder names its model, as ours do
     model_id = model_id or (path.stem if path.is_file() else name)
     return _convert(kind, path, model_id), model_id
+
+
+def _configured_id(folder: Path) -> str | None:
+    import yaml
+
+    try:
+        data = yaml.safe_load((folder / "config.yaml").read_text())
+        return str(data["model"]["id"]) or None
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
 
 
 def _unzipped(zip_path: Path) -> tuple[Path, bool]:
@@ -126,7 +138,7 @@ def _convert(kind: str, src: Path, model_id: str) -> Path:
     from ..paths import home
 
     default_config(model_id)  # a bad id fails before anything is written
-    adapter = importlib.import_module(f"{__name__}._{kind}")
+    adapter = importlib.import_module(f"{__name__}.{kind}")
     root = home() / "imported_models"
     root.mkdir(parents=True, exist_ok=True)
     dest = root / f"{model_id}.{kind}"
