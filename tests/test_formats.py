@@ -171,3 +171,202 @@ def test_a_folder_of_no_known_format_gets_one_message_listing_what_was_looked_fo
     for looked_for in ("1/model.py", "Clarifai", "MLmodel", "score.py with runtime.yaml", "class Predict",
                        "ZIP"):
         assert looked_for in message
+
+
+# ---------------------------------------------------------------- a model trained here, for the others
+
+
+@pytest.fixture(scope="module")
+def trained():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    return X, LogisticRegression(max_iter=500).fit(X, y)
+
+
+# ---------------------------------------------------------------- Hopsworks
+
+HOPSWORKS_PREDICTOR = """
+import os
+
+import joblib
+
+
+class Predict(object):
+    def __init__(self):
+        # Hopsworks gives the model's files here.
+        self.model = joblib.load(os.path.join(os.environ["MODEL_FILES_PATH"], "model.pkl"))
+
+    async def predict(self, inputs):
+        return self.model.predict(inputs).tolist()
+"""
+
+HOPSWORKS_TRANSFORMER = """
+class Transformer(object):
+    def __init__(self):
+        self.scale = 0.1  # the callers send millimetres; the model was fitted on centimetres
+
+    def preprocess(self, inputs):
+        inputs["instances"] = [[v * self.scale for v in row] for row in inputs["instances"]]
+        return inputs
+
+    def postprocess(self, outputs):
+        names = ["setosa", "versicolor", "virginica"]
+        outputs["predictions"] = [names[p] for p in outputs["predictions"]]
+        return outputs
+"""
+
+
+def hopsworks_folder(root: Path, estimator) -> Path:
+    import joblib
+
+    write(root, {"predictor.py": HOPSWORKS_PREDICTOR, "transformer.py": HOPSWORKS_TRANSFORMER})
+    joblib.dump(estimator, root / "model.pkl")
+    return root
+
+
+def test_a_hopsworks_predictor_with_a_transformer_is_served(client, trained, tmp_path):
+    X, clf = trained
+    folder = hopsworks_folder(tmp_path / "hops-iris", clf)
+    dep = client.deploy(folder, autoscale_config={"min_replicas": 1})
+    assert dep.rollout.version.model_id == "hops-iris"  # the folder's name
+    model = Model(model_id="hops-iris", client=client)
+    assert list(model.specs) == ["predict"] and model.specs["predict"].signature_text == "(payload: JSON) -> JSON"
+    rows = X.sample(12, random_state=0)
+    got = model.predict({"instances": (rows.to_numpy() * 10).tolist()})
+    names = ["setosa", "versicolor", "virginica"]
+    assert got == {"predictions": [names[p] for p in clf.predict(rows)]}
+
+
+def test_a_hopsworks_script_that_fails_to_load_names_its_file_and_line(client, trained, tmp_path):
+    _, clf = trained
+    folder = hopsworks_folder(tmp_path / "hops-broken", clf)
+    (folder / "model.pkl").unlink()
+    from jupyter_deploy import DeploymentError
+
+    with pytest.raises(DeploymentError) as info:
+        client.deploy(folder, timeout=120)
+    text = f"{info.value} {info.value.reason} {' '.join(info.value.log_tail)}"
+    assert "predictor.py, line 9: Predict(): FileNotFoundError" in text, text
+    client.deployment("hopsbroken").delete()
+
+
+# ---------------------------------------------------------------- Oracle ADS
+
+ADS_SCORE = """
+import json
+import os
+
+import joblib
+
+model_name = "model.joblib"
+
+
+def load_model(model_file_name=model_name):
+    model_dir = os.path.dirname(os.path.realpath(__file__))
+    if model_file_name in os.listdir(model_dir):
+        return joblib.load(os.path.join(model_dir, model_file_name))
+    raise Exception(f"{model_file_name} is not found in model directory {model_dir}")
+
+
+def predict(data, model=load_model()):
+    import pandas as pd
+
+    frame = pd.DataFrame.from_dict(json.loads(data) if isinstance(data, str) else data)
+    return {"prediction": model.predict(frame).tolist()}
+"""
+
+ADS_RUNTIME = """
+MODEL_ARTIFACT_VERSION: '3.0'
+MODEL_DEPLOYMENT:
+  INFERENCE_CONDA_ENV:
+    INFERENCE_ENV_SLUG: generalml_p311_cpu_v1
+    INFERENCE_ENV_TYPE: data_science
+    INFERENCE_ENV_PATH: oci://bucket@namespace/conda/generalml_p311_cpu_v1
+    INFERENCE_PYTHON_VERSION: '3.11'
+"""
+
+
+def test_an_ads_artifact_zip_is_served(client, trained, tmp_path):
+    import zipfile
+
+    import joblib
+
+    X, clf = trained
+    artifact = write(tmp_path / "artifact", {"score.py": ADS_SCORE, "runtime.yaml": ADS_RUNTIME})
+    joblib.dump(clf, artifact / "model.joblib")
+    packed = tmp_path / "ads-iris.zip"
+    with zipfile.ZipFile(packed, "w") as z:  # as ADS zips an artifact: its files at the root
+        for f in sorted(artifact.iterdir()):
+            z.write(f, f.name)
+    dep = client.deploy(packed, autoscale_config={"min_replicas": 1})
+    assert dep.rollout.version.model_id == "ads-iris"  # the ZIP's name
+    rows = X.sample(10, random_state=2)
+    got = Model(model_id="ads-iris", client=client).predict(rows.to_dict(orient="list"))
+    assert got == {"prediction": clf.predict(rows).tolist()}
+
+
+def test_an_ads_runtime_yaml_without_its_version_is_refused(client, tmp_path):
+    artifact = write(tmp_path / "noversion", {"score.py": ADS_SCORE, "runtime.yaml": "MODEL_DEPLOYMENT: {}\n"})
+    with pytest.raises(ModelDefinitionError, match="runtime.yaml: no MODEL_ARTIFACT_VERSION"):
+        client.upload_model(artifact)
+    broken = write(tmp_path / "syntax", {"score.py": "def predict(data:\n", "runtime.yaml": ADS_RUNTIME})
+    with pytest.raises(ModelDefinitionError, match=r"score.py, line 1"):
+        client.upload_model(broken)
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def test_an_mlflow_model_is_served_through_pyfunc_with_its_signature(client, trained, tmp_path):
+    mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
+    from mlflow.models import infer_signature
+
+    X, clf = trained
+    path = tmp_path / "mlflow-iris"
+    mlflow_sklearn.save_model(clf, str(path), signature=infer_signature(X, clf.predict(X)))
+    dep = client.deploy(path, autoscale_config={"min_replicas": 1})
+    assert dep.rollout.readiness.done
+    model = Model(model_id="mlflow-iris", client=client)
+    assert model.specs["predict"].signature_text == "(data: pandas.DataFrame) -> numpy.ndarray"
+    rows = X.sample(15, random_state=3)
+    np.testing.assert_array_equal(model.predict(rows), clf.predict(rows))
+    from jupyter_deploy import InputError
+
+    with pytest.raises(InputError, match="data: missing column 'petal width"):
+        model.predict(rows.drop(columns=["petal width (cm)"]))
+    converted, _ = as_model_folder(path, "mlflow-iris")
+    assert "mlflow-skinny==" in (converted / "requirements.txt").read_text()
+
+
+# ---------------------------------------------------------------- through the magics
+
+
+def test_the_foreign_models_answer_through_the_magics(client, trained):
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    X, clf = trained
+    c = Config()
+    c.HistoryAccessor.enabled = False
+    ip = InteractiveShell(config=c)
+    ip.displayhook.flush = lambda: None
+    ip.run_cell("%load_ext jupyter_deploy")
+    magics = ip.magics_manager.registry["DeployMagics"]
+    magics._client = client
+    try:
+        rows = X.head(4)
+        ip.user_ns.update(rows=rows, payload={"instances": (rows.to_numpy() * 10).tolist()})
+        for line, name in (("%predict hops-iris $payload", "hops"), ("%predict ads-iris {rows.to_dict('list')}", "ads"),
+                           ("%predict mlflow-iris $rows", "mlf"), ("%predict clarifai-demo hello", "cf")):
+            result = ip.run_cell(f"{name} = {line}")
+            result.raise_error()
+        expected = clf.predict(rows).tolist()
+        assert ip.user_ns["hops"]["predictions"] == [["setosa", "versicolor", "virginica"][p] for p in expected]
+        assert ip.user_ns["ads"] == {"prediction": expected}
+        assert ip.user_ns["mlf"].tolist() == expected
+        assert ip.user_ns["cf"] == "clarifai: hello"
+    finally:
+        magics._client = None

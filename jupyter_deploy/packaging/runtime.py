@@ -125,7 +125,10 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+    module = type(value).__module__.split(".")[0]
+    if module == "pandas" and hasattr(value, "to_dict") and hasattr(value, "columns"):
+        return jsonable(value.to_dict(orient="records"))
+    if module in ("numpy", "pandas") and hasattr(value, "tolist"):
         return value.tolist()
     return value
 
