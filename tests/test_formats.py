@@ -370,3 +370,28 @@ def test_the_foreign_models_answer_through_the_magics(client, trained):
         assert ip.user_ns["cf"] == "clarifai: hello"
     finally:
         magics._client = None
+
+
+def test_a_hopsworks_script_alone_is_a_package_and_a_model_py_named_predict_is_not(home, tmp_path):
+    from jupyter_deploy import load_local
+
+    script = write(tmp_path, {"doubler.py": """
+        class Predict:
+            def __init__(self):
+                self.k = 2
+
+            def predict(self, inputs):
+                return [x * self.k for x in inputs]
+        """}) / "doubler.py"
+    folder, model_id = as_model_folder(script, None)
+    assert model_id == "doubler" and (folder / "1" / "artifacts" / "doubler.py").is_file()
+    assert load_local(folder).predict([1, 2]) == {"predictions": [2, 4]}
+    ours = write(tmp_path / "ours", {"model.py": """
+        from jupyter_deploy import ModelClass
+
+        class Predict(ModelClass):
+            @ModelClass.method
+            def predict(self, x: int) -> int:
+                return x
+        """}) / "model.py"
+    assert as_model_folder(ours, None) == (ours, None)

@@ -38,7 +38,8 @@ LOOKED_FOR = ("1/model.py (a jupyter_deploy or Clarifai model folder), MLmodel (
               "with runtime.yaml (an Oracle ADS artifact), a script with class Predict (a Hopsworks predictor), "
               "or a ZIP of one of these (Model.export writes one)")
 _CLARIFAI = re.compile(r"^\s*(from|import)\s+clarifai\b", re.MULTILINE)
-_PREDICT = re.compile(r"^class\s+Predict\b", re.MULTILINE)
+#: Hopsworks' ``class Predict:`` / ``(object)``; not a ModelClass subclass that happens to be named so.
+_PREDICT = re.compile(r"^class\s+Predict\s*(\(\s*(object)?\s*\))?\s*:", re.MULTILINE)
 
 
 def detect(path: Path) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import InputError, ModelDefinitionError
 from . import _script
 
-_CLASS = re.compile(r"^class\s+(Predict|Transformer)\b", re.MULTILINE)
+_CLASS = re.compile(r"^class\s+(Predict|Transformer)\s*(?:\(\s*(?:object)?\s*\))?\s*:", re.MULTILINE)
 
 
 class Predictor:
