@@ -15,6 +15,10 @@ or ``jupyter-deploy deploy``), and call the deployed model's own methods::
     Client().deploy(SOURCE, "upper")                 # upload, deploy, wait until ready
     Model(model_id="upper").predict("hi")            # 'HI', from a replica
 
+A model trained in the notebook is served without writing a ModelClass:
+``Client().deploy(package(estimator, "iris", sample=X.head()))`` (or ``%deploy iris
+--object estimator --sample X.head()``).
+
 The public names are listed in ``__all__`` (and by ``dir(jupyter_deploy)``). Heavy
 modules (gRPC, pandas, the client) load on first use, so importing jupyter_deploy
 stays fast.
@@ -54,6 +58,7 @@ _LAZY = {
     "to_dataframe": "jupyter_deploy.client",
     "load_folder": "jupyter_deploy.model",
     "predict_form": "jupyter_deploy.notebook.widgets",
+    "package": "jupyter_deploy.packaging",
 }
 
 __all__ = [
@@ -61,7 +66,7 @@ __all__ = [
     "Deployment", "DeploymentError", "Event", "Frame", "InputError", "LocalModel", "Model", "ModelClass",
     "ModelDefinitionError", "ModelError", "Nodepool", "NotFoundError", "Readiness", "Region", "Rollout",
     "RunnerClient", "RunnerError", "Transformer", "TransformerError", "Video", "__version__",
-    "load_folder", "load_local", "predict_form", "to_dataframe",
+    "load_folder", "load_local", "package", "predict_form", "to_dataframe",
 ]
 
 

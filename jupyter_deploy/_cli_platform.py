@@ -39,9 +39,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-wait", action="store_true", help="return once the rollout has begun")
     p.set_defaults(run=cmd_deploy)
 
-    p = sub.add_parser("upload", help="upload a model folder as a new version")
+    p = sub.add_parser("upload", help="upload a model folder as a new version (also: a ZIP from `model export`, "
+                                      "a Clarifai folder, an MLflow model, an Oracle ADS artifact, a Hopsworks "
+                                      "predictor)")
     p.add_argument("path")
-    p.add_argument("--model-id", help="default: the id in config.yaml")
+    p.add_argument("--model-id", help="default: the id in config.yaml (another platform's package: its name)")
     p.add_argument("--app-id")
     p.set_defaults(run=cmd_upload)
 
@@ -52,7 +54,8 @@ def add_commands(sub: Any) -> None:
         q = msub.add_parser(name, help=helptext)
         q.add_argument("model")
         q.set_defaults(run=cmd_model)
-    q = msub.add_parser("export", help="write a version back to a folder")
+    q = msub.add_parser("export", help="write a version back to a folder, or to a ZIP with its manifest "
+                                       "(DEST ending in .zip), which `upload` imports unchanged")
     q.add_argument("model")
     q.add_argument("dest")
     q.add_argument("--version", help="a version id (default: the latest)")

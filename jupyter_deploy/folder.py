@@ -183,6 +183,8 @@ def _syntax_message(e: SyntaxError) -> str:
 
 
 def _import_message(e: BaseException, file: Path) -> str:
+    if isinstance(e, ModelDefinitionError):
+        return str(e)  # already names its own file (a model.py that loads another one)
     if isinstance(e, SyntaxError):
         return _syntax_message(e)
     line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))

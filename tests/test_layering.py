@@ -110,6 +110,13 @@ def test_the_sdk_imports_nothing_above_it() -> None:
     assert _violations(sdk, (*SERVER_SIDE, *FRONT_END_MODULES)) == []
 
 
+def test_packaging_and_the_formats_sit_with_the_sdk() -> None:
+    # package() and the format converters write model folders (the client calls the converters),
+    # and the model.py files they write import their runtimes on a replica: neither may pull in
+    # the client, a UI or the server side.
+    assert _violations(_files("packaging/", "formats/"), (*SERVER_SIDE, *FRONT_END_MODULES)) == []
+
+
 def test_the_client_knows_no_ui() -> None:
     assert _violations(_files("client/"), UI) == []
 

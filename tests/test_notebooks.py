@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("quickstart", "image_classifier", "streaming_text", "video_frames")
+NAMES = ("quickstart", "image_classifier", "streaming_text", "video_frames", "sklearn_to_endpoint")
 #: Each notebook must run headless well under this (2 cores).
 BUDGET_S = 60
 
@@ -101,7 +101,7 @@ def test_deployment_ids_do_not_clash():
     for name in NAMES:
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         for c in nb.cells:
-            m = re.match(r"%%deploy\s+(\S+)", c.source)
+            m = re.match(r"%%?deploy\s+(\S+)", c.source)
             if m:
                 ids.append(re.sub(r"[^A-Za-z0-9]", "", m.group(1)))
     assert len(ids) == len(NAMES) and len(set(ids)) == len(ids), ids
@@ -181,6 +181,22 @@ def test_video_frames(home, tmp_path):
     assert last.source.strip() == "annotated[-1].image"
     assert png_size(last) == (192, 128)
     assert [o.output_type for o in last.outputs] == ["execute_result"]
+
+
+def test_sklearn_to_endpoint(home, tmp_path):
+    pytest.importorskip("sklearn")
+    nb, _ = execute("sklearn_to_endpoint", tmp_path)
+    assert "test accuracy: " in stdout(cell(nb, "from sklearn.datasets import load_wine"))
+    packaged = stdout(cell(nb, "from jupyter_deploy import package"))
+    assert "'1/checkpoint/model.skops'" in packaged and "def predict(self, X: pd.DataFrame) -> np.ndarray:" in packaged
+    assert "deployment wine RUNNING on local/local" in " ".join(plain(cell(nb, "%deploy wine")))
+    (shown,) = plain(cell(nb, "%predict wine"))
+    assert shown.startswith("array([")
+    served = stdout(cell(nb, "import numpy as np"))
+    assert "same predictions as the notebook: True" in served
+    refused = stdout(cell(nb, "from jupyter_deploy import InputError"))
+    assert refused.startswith("InputError: X: missing column 'alcohol'")
+    assert stdout(cell(nb, "from jupyter_deploy import Deployment")) == "deleted\n"
 
 
 # ---------------------------------------------------------------- jupyter-deploy demo

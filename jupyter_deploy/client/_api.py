@@ -166,16 +166,24 @@ class Client:
                      app_id: str | None = None, user_id: str | None = None) -> "ModelVersionInfo":
         """Upload a model folder as a new immutable version (identical content is not stored twice).
 
+        ``model_path`` may also be a ZIP written by :meth:`Model.export` (imported with the
+        same content hash) or another platform's package (a Clarifai folder, an MLflow model,
+        an Oracle ADS artifact, a Hopsworks predictor; see ``jupyter_deploy.formats``), whose
+        model id is its folder's or ZIP's name unless ``model_id`` is given.
+
         Signatures are read in this interpreter (the class is imported, ``load_model``
         is not called), and this interpreter is recorded to run the version.
         ``user_id="platform"`` (the admin only) installs a model every user may call,
         served on demand by the shared nodepool.
         """
+        from ..paths import home
         from ._upload import upload_chunks
 
+        # Through the same door as deploy: another platform's package or a ZIP is converted here.
+        folder, model_id = model_folder(model_path, model_id, home() / "notebook_models")
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
         version = self._control(lambda stub, metadata: stub.UploadModel(
-            upload_chunks(model_path, ref), timeout=600, metadata=metadata))
+            upload_chunks(folder, ref), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
@@ -778,12 +786,32 @@ class Model(MethodMirror):
         return Listing(ModelVersionInfo(v) for v in resp.versions)
 
     def export(self, path: str | Path, version_id: str | None = None) -> Path:
-        """Write a version (default: this one) back to a model folder at ``path``."""
+        """Write a version (default: this one) back to a model folder at ``path``, or, when
+        ``path`` ends in ``.zip``, to that ZIP: the folder's files plus a manifest with the
+        version's signatures, config and the files' checksums. ``upload_model`` of the ZIP (in
+        this home or another) imports it as a version with the same content hash.
+
+        Example::
+
+            Model(model_id="echo").export("echo.zip")
+            Client().upload_model("echo.zip").proto.sha256    # the exported version's
+        """
         from ._upload import unpack_archive
 
-        ref = cpb.VersionRef(model=self._model_ref(), version_id=version_id or self.version.id)
+        version = self.version if version_id in (None, self.version.id) else ModelVersionInfo(
+            self.client.call("GetVersion", cpb.VersionRef(model=self._model_ref(), version_id=version_id)))
+        ref = cpb.VersionRef(model=self._model_ref(), version_id=version.id)
         data = self.client._control(lambda stub, metadata: b"".join(
             c.data for c in stub.ExportVersion(ref, timeout=600, metadata=metadata)))
+        if str(path).lower().endswith(".zip"):
+            from ..formats._zip import write_export
+
+            v = version.proto
+            return write_export(data, Path(path), {
+                "model": {"user_id": v.model.user_id, "app_id": v.model.app_id, "model_id": v.model.model_id},
+                "version": {"id": v.id, "number": v.number, "sha256": v.sha256, "created_at": v.created_at},
+                "config": json.loads(v.config_json or "{}"),
+                "signatures": {m.name: method_from_proto(m).signature_text for m in v.description.methods}})
         return unpack_archive(data, Path(path))
 
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,

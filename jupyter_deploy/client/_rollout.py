@@ -164,14 +164,18 @@ def model_folder(source: str | os.PathLike, model_id: str | None, scratch: Path)
     """The model folder for ``source`` and the model's id.
 
     ``source`` is a model folder, a ``model.py`` (in a model folder, or beside a
-    ``config.yaml``, or alone), or a cell's source text (written under ``scratch``).
+    ``config.yaml``, or alone), a cell's source text (written under ``scratch``), or what
+    ``jupyter_deploy.formats`` converts: another platform's package, a ZIP.
     """
     from ..config import default_config, load_config
     from ..folder import MODEL_FILE, write_model_folder
 
     text = str(source)
     if isinstance(source, os.PathLike) or ("\n" not in text and Path(text).exists()):
-        path = Path(source)
+        from ..formats import as_model_folder
+
+        # Another platform's package, or a ZIP, becomes an ordinary folder here, on the client.
+        path, model_id = as_model_folder(Path(source), model_id)
         if path.is_dir():
             return path, model_id or _configured_id(load_config(path), path)
         if path.parent.name == MODEL_FILE.parent.name and (path.parent.parent / "config.yaml").exists():

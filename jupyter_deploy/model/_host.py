@@ -346,7 +346,13 @@ class ModelHost:
                              str(e).replace("that: ", "that does not fit its annotation: ", 1)) from None
 
     def model_failure(self, e: BaseException) -> CallFailed:
-        """A model exception as a CallFailed, its traceback trimmed to the model's own frames."""
+        """A model exception as a CallFailed, its traceback trimmed to the model's own frames.
+
+        An ``InputError`` the model raises is the caller's mistake (a missing column, a
+        wrong shape): it reaches the caller as an InputError (INVALID_ARGUMENT), not as the
+        model's failure."""
+        if isinstance(e, InputError):
+            return invalid(str(e))
         frames = traceback.extract_tb(e.__traceback__)
         root = self.model_dir.resolve()
         own = [f for f in frames if _is_under(f.filename, root)] or frames[-1:]

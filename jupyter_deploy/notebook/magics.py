@@ -287,6 +287,16 @@ def _variable(option: str) -> Callable[[str], Any]:
     return variable
 
 
+def _expression(option: str) -> Callable[[str], Any]:
+    """``--sample EXPR``: a Python expression (or ``$name`` / ``{expr}``) evaluated in the notebook."""
+    def expression(token: str) -> Any:
+        ns = _CELL_NAMESPACE.get()
+        found, value = ns.reference(token)
+        return value if found else ns.eval(token, f"{option} {token}")
+
+    return expression
+
+
 def _method_value(token: str) -> tuple[str | None, Any]:
     """A method's argument: ``(name, value)`` for ``name=value``, else ``(None, value)``."""
     name, sep, value = token.partition("=")
@@ -561,10 +571,22 @@ class DeployMagics(Magics):
                    "namespace under the class's name")
     @argument("--no-test", action="store_true",
               help="do not run the model's test() (in the kernel with --local, else on the first replica)")
+    @argument("--object", default=None, metavar="NAME", type=_variable("--object"),
+              help="line form (%%deploy MODEL_ID --object NAME): package this trained object of the "
+                   "notebook (a scikit-learn, XGBoost, LightGBM or PyTorch model, a transformers "
+                   "pipeline) and deploy it")
+    @argument("--sample", default=None, metavar="EXPR", type=_expression("--sample"),
+              help="with --object: a few input rows (a DataFrame or an array; an expression such as "
+                   "X_test.head()) whose columns and dtypes every call is checked against, and on which "
+                   "the first replica must reproduce the notebook's predictions")
     @argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
               help="also store the Deployment (or, with --local, the local model) in VAR")
     def deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
-        """Deploy the ModelClass subclass in the cell.
+        """Deploy the ModelClass subclass in the cell, or (line form) a trained object.
+
+        ``%deploy MODEL_ID --object NAME [--sample EXPR]`` packages the notebook's
+        variable NAME with ``jupyter_deploy.package`` and deploys the folder it wrote,
+        as the cell form does (every other option works the same).
 
         Writes the model folder ($JUPYTER_DEPLOY_HOME/notebook_models/MODEL_ID),
         checks the cell without loading weights (syntax, names used but defined
@@ -574,10 +596,16 @@ class DeployMagics(Magics):
         the Deployment. The first replica runs load_model() and test(); a failing
         test fails the deploy with the test's error. Values may be $var or {expr}.
         """
-        if cell is None:
-            raise UsageError("%%deploy is a cell magic: start a cell with %%deploy MODEL_ID and put the "
-                             "model's code (a ModelClass subclass) below it")
         args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
+        if cell is None:
+            if args.object is None:
+                raise UsageError("%deploy (one %) deploys a trained object: %deploy MODEL_ID --object NAME "
+                                 "[--sample EXPR]; for a model written in a cell, %%deploy is a cell magic: start "
+                                 "the cell with %%deploy MODEL_ID and put its code (a ModelClass subclass) below")
+            return self._deploy_object(args)
+        if args.object is not None or args.sample is not None:
+            raise UsageError("--object and --sample are for the line form: %deploy MODEL_ID --object NAME; "
+                             "%%deploy deploys the ModelClass in its cell")
         if not cell.strip():
             raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
         _check_replica_flags(args.min_replicas, args.max_replicas)
@@ -589,34 +617,40 @@ class DeployMagics(Magics):
             return self._deploy_local(args, cell, model_part)
         return self._deploy(args, cell, model_part, deployment_part)
 
+    def _config(self, args: Any, base: dict, model_part: dict, user_id: str) -> dict:
+        """``base`` with the --config file's model sections over it, and the ids the line gives."""
+        config = _merge(base, model_part)
+        ids = {"id": args.model_id, "user_id": user_id}
+        if args.app_id:
+            ids["app_id"] = args.app_id
+        config["model"] = {**config.get("model", {}), **ids}
+        return config
+
     def _folder(self, args: Any, cell: str, model_part: dict, user_id: str) -> Path:
         from ..config import default_config
         from ..folder import write_model_folder
         from ..paths import home
 
-        config = default_config(args.model_id, user_id=user_id, app_id=args.app_id or "default")
-        config = _merge(config, model_part)
-        ids = {"id": args.model_id, "user_id": user_id}
-        if args.app_id:
-            ids["app_id"] = args.app_id
-        config["model"] = {**config.get("model", {}), **ids}
+        config = self._config(args, default_config(args.model_id, user_id=user_id,
+                                                   app_id=args.app_id or "default"), model_part, user_id)
         requirements = " ".join((args.requirements or "").replace(",", " ").split())
         folder = home() / "notebook_models" / args.model_id
         return write_model_folder(cell, folder, model_id=args.model_id, config=config,
                                   requirements=requirements.split())
 
-    def _deploy_local(self, args: Any, cell: str, model_part: dict) -> Any:
-        from ..folder import model_class_names
+    def _deploy_local(self, args: Any, cell: str | None, model_part: dict, folder: Path | None = None) -> Any:
+        from ..folder import model_class_names, model_file
         from ..local import load_local
 
-        folder = self._folder(args, cell, model_part, "local")
+        if folder is None:
+            folder = self._folder(args, cell, model_part, "local")
         try:
             model = load_local(folder, run_test=not args.no_test)
         except DeployError:
             raise
         except Exception as e:  # noqa: BLE001 - load_model() or test() raised: the model's own frames
             raise _model_error(e, folder) from None
-        name = model_class_names(cell)[0]
+        name = model_class_names(cell if cell is not None else model_file(folder).read_text())[0]
         self.shell.user_ns[name] = model
         self._store(args.output, model)
         has_test = getattr(type(model.model), "test", None) is not None
@@ -624,14 +658,45 @@ class DeployMagics(Magics):
         print(f"{name}: loaded in this kernel{tested}; call {name}.{next(iter(model.specs), 'predict')}(...)")
         return model
 
-    def _deploy(self, args: Any, cell: str, model_part: dict, deployment_part: dict) -> Any:
+    def _deploy_object(self, args: Any) -> Any:
+        """The line form: package ``--object``, then deploy (or, with --local, load) its folder."""
+        import yaml
+
+        from ..config import dump_config
+        from ..packaging import package
+
+        _check_replica_flags(args.min_replicas, args.max_replicas)
+        file_config = _read_yaml(args.config) if args.config else {}
+        model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
+        deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
+        requirements = (args.requirements or "").replace(",", " ").split()
+        try:
+            folder = package(args.object, args.model_id, sample=args.sample, requirements=requirements)
+        except (ValueError, FileExistsError) as e:
+            if isinstance(e, DeployError):
+                raise
+            raise UsageError(str(e)) from None
+        user_id = "local" if args.local else self.client.user_id
+        if model_part or args.app_id or user_id != "local":
+            # The config the line and --config give, over the one package() wrote (its notes kept).
+            path = folder / "config.yaml"
+            text = path.read_text()
+            notes = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+            path.write_text(notes + dump_config(self._config(args, yaml.safe_load(text), model_part, user_id)))
+        if args.local:
+            return self._deploy_local(args, None, model_part, folder)
+        return self._deploy(args, None, model_part, deployment_part, folder)
+
+    def _deploy(self, args: Any, cell: str | None, model_part: dict, deployment_part: dict,
+                folder: Path | None = None) -> Any:
         progress = _Progress(self._live(), self.progress_interval)
         deployment_id = args.deployment_id or as_deployment_id(args.model_id)
         if not deployment_id:
             raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
         client = self.client
-        folder = self._folder(args, cell, model_part, client.user_id)
+        if folder is None:
+            folder = self._folder(args, cell, model_part, client.user_id)
         config = dict(deployment_part)
         scale = {k: v for k, v in (("min_replicas", args.min_replicas),
                                    ("max_replicas", args.max_replicas)) if v is not None}
