@@ -33,6 +33,8 @@ from ..errors import DeployError
 EXIT_BAD_MODEL = 2
 EXIT_LOAD_FAILED = 3
 EXIT_TEST_FAILED = 4
+#: The runner's supervisor (a Ray actor) died: the runner stops with it.
+EXIT_ORPHANED = 6
 #: Seconds a stopping runner refuses new calls before its server stops.
 REFUSE_BEFORE_STOP = 0.5
 #: Seconds calls in flight get to finish once the server stops.
@@ -78,6 +80,23 @@ def _signing_key() -> tuple[bytes, str] | None:
         return bytes.fromhex(key_hex), deployment_id
     except ValueError:
         raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+
+
+def _exit_with_parent() -> None:
+    """Under a supervisor that can die without stopping us (a Ray actor's worker, SIGKILLed),
+    exit once it is gone: nothing else would ever stop this runner. Its pid is in ``PARENT_ENV``."""
+    from ._ray_actor import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _apply_limits(args: argparse.Namespace, say, fail) -> None:
@@ -145,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
         auth = _signing_key()
