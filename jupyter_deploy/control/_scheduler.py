@@ -166,7 +166,7 @@ class Scheduler:
     #: there; a model still loading may not look at signals until it is done).
     STARTING_GRACE = 1.0
     #: Seconds ``stop()`` waits for the pass under way to end.
-    STOP_JOIN = 3.0
+    STOP_JOIN = 2.0
 
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
                  backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
@@ -189,6 +189,7 @@ class Scheduler:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._starts_left = self.MAX_STARTS_PER_PASS  # in the current pass
+        self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -212,8 +213,11 @@ class Scheduler:
 
         Replicas get ``grace`` seconds (default ``stop_timeout``) between SIGTERM and
         SIGKILL. Without ``stop_runners`` the runners keep serving, and the next
-        ``start()`` (of this or a new daemon) re-adopts them.
+        ``start()`` (of this or a new daemon) re-adopts them. A second call does nothing.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         self.halt()
         if self._thread is not None:
             # A pass checks the halt between replicas; one stuck in a backend call is left behind (a

@@ -180,10 +180,10 @@ class IdleWatch:
                 self._streams.difference_update(idle)
             for stream in idle:
                 log.warning("cancelling an idle %s stream (nothing moved for %g s)", stream.what, self.seconds)
-                peer = "sent" if stream.what == "upload" else "took"
+                idle_side = "the upload sent" if stream.what == "upload" else f"the {stream.what}'s reader took"
                 cancel(stream.context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                       f"the {stream.what} {peer} nothing for {self.seconds:g} s (the daemon's "
-                       f"upload_idle_seconds), so the daemon cancelled it and kept none of it; try again")
+                       f"{idle_side} nothing for {self.seconds:g} s (the daemon's upload_idle_seconds), so "
+                       f"the daemon cancelled the {stream.what} and kept none of it; try again")
 
 
 def cancel(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> None:

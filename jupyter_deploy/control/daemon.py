@@ -130,8 +130,11 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
         log.info("stopping")
         plane.scheduler.halt()  # no replica starts from now on, and the pass under way ends soon
         plane.events.close()  # Watch streams end now, not at the end of the grace period
-        server.stop(STOP_GRACE).wait(STOP_GRACE + 1)
-        plane.stop(stop_runners=plane.stop_runners_on_shutdown, grace=RUNNER_STOP_GRACE)
+        stopped = server.stop(STOP_GRACE)
+        # The runners stop while calls in flight finish: they need no RPC, and the two graces overlap.
+        plane.scheduler.stop(plane.stop_runners_on_shutdown, grace=RUNNER_STOP_GRACE)
+        stopped.wait(STOP_GRACE + 1)
+        plane.stop(stop_runners=plane.stop_runners_on_shutdown)
         try:
             if json.loads(discovery.read_text())["pid"] == os.getpid():
                 discovery.unlink()
