@@ -340,9 +340,12 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_limits(args: argparse.Namespace) -> int:
     from ._cli_platform import _client, table
 
+    def number(value: float | None) -> str:
+        return "" if value is None else str(int(value)) if float(value).is_integer() else f"{value:g}"
+
     limits = _client().limits(args.user)
-    print(table([{"limit": name, "value": f"{v['value']:g}", "used": f"{v['used']:g}" if v["used"] is not None
-                  else "", "what": v["description"]} for name, v in limits.items()]))
+    print(table([{"limit": name, "value": number(v["value"]), "used": number(v["used"]), "what": v["description"]}
+                 for name, v in limits.items()]))
     return 0
 
 

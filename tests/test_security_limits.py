@@ -370,6 +370,20 @@ def test_list_answers_while_every_stream_budget_is_full(admin, users):
 # ---------------------------------------------------------------- delete and SIGTERM under load
 
 
+def test_a_stop_that_hangs_still_ends_the_process_by_the_deadline():
+    """The last resort behind the orderly stop: told to stop, the process ends by the deadline
+    even when its main thread never gets there (here: it sleeps)."""
+    script = ("import threading, time\n"
+              "from jupyter_deploy.control import daemon\n"
+              "stopping = threading.Event()\n"
+              "daemon._exit_by_deadline([], stopping, deadline=0.5)\n"
+              "stopping.set()\n"
+              "time.sleep(60)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "still stopping 0.5 s after being told to stop: exiting now" in done.stderr
+
+
 def _runner_pids(home: Path) -> list[int]:
     out = subprocess.run(["pgrep", "-f", f"{home}/run/"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]

@@ -64,5 +64,6 @@ def refuse(limit: str, value: int | float, what: str, user: str, now: str = "") 
     """Raise ResourceExhausted: ``what`` would take ``user`` over ``limit`` (its ``value``);
     ``now`` says what they hold already."""
     held = f" ({now})" if now else ""
-    raise ResourceExhausted(f"{what} would go over user {user}'s limit {limit} = {value:g}{held}; "
+    shown = value if isinstance(value, int) else f"{value:g}"
+    raise ResourceExhausted(f"{what} would go over user {user}'s limit {limit} = {shown}{held}; "
                             f"ask the admin to raise it in {FILENAME}")
