@@ -169,14 +169,16 @@ class Compute:
         limits = self.limits.for_user(owner)
         others = db.execute("SELECT id, config_json FROM deployments WHERE user_id = ? AND desired != 'deleted' "
                             "AND id != ?", (owner, deployment_id)).fetchall()
-        exists = db.execute("SELECT 1 FROM deployments WHERE user_id = ? AND id = ? AND desired != 'deleted'",
-                            (owner, deployment_id)).fetchone() is not None
-        if not exists and len(others) + 1 > limits.max_deployments:
+        row = db.execute("SELECT config_json FROM deployments WHERE user_id = ? AND id = ? AND desired != 'deleted'",
+                         (owner, deployment_id)).fetchone()
+        if row is None and len(others) + 1 > limits.max_deployments:
             refuse("max_deployments", limits.max_deployments, f"deployment {deployment_id}", owner,
                    f"{len(others)} deployments now")
         asked = autoscale.stored(cfg)["max_replicas"]
+        before = autoscale.stored(json.loads(row["config_json"] or "{}"))["max_replicas"] if row else 0
         held = sum(autoscale.stored(json.loads(r["config_json"] or "{}"))["max_replicas"] for r in others)
-        if held + asked > limits.max_replicas:
+        # An update that does not ask for more is let through even over a limit lowered since.
+        if asked > before and held + asked > limits.max_replicas:
             refuse("max_replicas", limits.max_replicas, f"deployment {deployment_id} with max_replicas {asked}",
                    owner, f"the other deployments ask for {held}")
 

@@ -225,10 +225,11 @@ class Scheduler:
             self._thread.join(self.STOP_JOIN)
         running = [run for run in list(self._runtime.values()) if run.handle is not None]
         if stop_runners:
+            grace = self.stop_timeout if grace is None else grace
             for run in running:
                 if run.stop_at is None:
-                    run.backend.drain(run.handle, self.stop_timeout)
-            deadline = time.monotonic() + (self.stop_timeout if grace is None else grace)
+                    run.backend.drain(run.handle, grace)
+            deadline = time.monotonic() + grace
             while any(run.backend.poll(run.handle) is None for run in running) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for run in running:

@@ -149,8 +149,6 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         self.plane.shutdown_requested.set()
         return cpb.ShutdownResponse()
 
-    # ------------------------------------------------------------ registry
-
     @_rpc
     def GetLimits(self, caller, request, context):
         user = request.user_id or caller
@@ -164,6 +162,8 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         limits.append(cpb.Limit(name="upload_idle_seconds", value=self.plane.limits.upload_idle_seconds,
                                 description=type(self.plane.limits).model_fields["upload_idle_seconds"].description))
         return cpb.Limits(user_id=user, limits=limits)
+
+    # ------------------------------------------------------------ registry
 
     @_rpc
     def UploadModel(self, caller, request_iterator, context):

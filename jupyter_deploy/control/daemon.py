@@ -4,9 +4,9 @@
 second daemon on the same home refuses to start), serves the ControlPlane gRPC
 service, and writes ``home/daemon.json`` (address, pid, version, started_at)
 once the service answers. SIGTERM, SIGINT and the Shutdown RPC stop it
-cleanly: the scheduler starts nothing more, the server drains (``STOP_GRACE``),
-the plane stops (and its runners, with ``RUNNER_STOP_GRACE`` between SIGTERM and
-SIGKILL, unless the Shutdown call asked otherwise), the discovery file is removed.
+cleanly: the scheduler starts nothing more, the server drains (``STOP_GRACE``)
+while the runners stop (``RUNNER_STOP_GRACE`` between SIGTERM and SIGKILL, unless
+the Shutdown call asked to keep them), the plane stops, the discovery file is removed.
 Whatever it is doing, the process ends within ``STOP_DEADLINE`` seconds of being
 told to stop: past it, it exits at once (the state is SQLite transactions, so
 nothing is half written; runners left behind are found and stopped at the next start).
