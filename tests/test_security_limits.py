@@ -203,8 +203,8 @@ def test_each_per_user_limit_is_refused_naming_it_and_its_value(admin, users, tm
     refused(lambda: bob.upload_model(model(tmp_path, "big", extra=os.urandom(3 << 20))),
             "would go over user bob's limit max_upload_mb = 1")
     assert not list((Path(os.environ["JUPYTER_DEPLOY_HOME"]) / "blobs" / "tmp").iterdir())
-    held = int(bob.limits()["max_versions"]["used"])
-    for i in range(3 - held):
+    versions_now = int(bob.limits()["max_versions"]["used"])
+    for i in range(3 - versions_now):
         bob.upload_model(model(tmp_path / f"v{i}", "versions", source=ECHO_MODEL + f"\n# {i}\n"))
     refused(lambda: bob.upload_model(model(tmp_path / "last", "versions", source=ECHO_MODEL + "\n# last\n")),
             "a new model version would go over user bob's limit max_versions = 3 (3 versions now")
