@@ -316,6 +316,18 @@ class Client:
         """Revoke one of this user's tokens; it stops working at once."""
         return _token_dict(self.call("RevokeToken", cpb.RevokeTokenRequest(token_id=token_id)))
 
+    def limits(self, user_id: str | None = None) -> dict[str, dict]:
+        """This user's limits on the daemon (``limits.yaml``; another user's: the admin only), each as
+        ``{"value", "used", "description"}`` (``used`` is None for a setting that counts nothing).
+
+        Example::
+
+            Client().limits()["max_replicas"]   # {'value': 16.0, 'used': 3.0, 'description': '...'}
+        """
+        resp = self.call("GetLimits", cpb.LimitsRequest(user_id=user_id or ""))
+        return {lim.name: {"value": lim.value, "used": lim.used if lim.HasField("used") else None,
+                           "description": lim.description} for lim in resp.limits}
+
     # ------------------------------------------------------------ secrets
 
     def set_secret(self, name: str, value: str) -> None:

@@ -54,7 +54,7 @@ class ControlPlane:
         self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir,
                                    backends=self.backends)
         self.calls = CallLog(self.home, self.store)
-        self.compute = Compute(self.store, self.host, self.registry, self.scheduler, self.calls)
+        self.compute = Compute(self.store, self.host, self.registry, self.scheduler, self.calls, self.limits)
         self.router = Router(self.store, self.registry, self.scheduler, self.compute,
                              ttl=float(os.environ.get("JUPYTER_DEPLOY_ROUTE_TOKEN_TTL", DEFAULT_TTL)))
         self.secrets = Secrets(self.home / "secrets")
@@ -84,8 +84,14 @@ class ControlPlane:
                 in_use.add(python.relative_to(envs).parts[0])
         return gc_environments(in_use | recently_used(ENV_MAX_IDLE))
 
-    def stop(self, stop_runners: bool = True) -> None:
+    def used(self, user_id: str) -> dict[str, int]:
+        """What ``user_id`` holds now of each counted limit (``_limits.usage``)."""
+        return _limits.usage(self.store, user_id)
+
+    def stop(self, stop_runners: bool = True, grace: float | None = None) -> None:
+        """Stop the parts; runners get ``grace`` seconds between SIGTERM and SIGKILL (default: the
+        scheduler's ``stop_timeout``)."""
         self.events.close()
-        self.scheduler.stop(stop_runners)
+        self.scheduler.stop(stop_runners, grace)
         self.calls.stop()  # after the runners: their last records are in the spool files, read next start
         self.store.close()

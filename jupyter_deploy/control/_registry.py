@@ -28,6 +28,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .. import ids
 from ..proto import control_pb2 as cpb
@@ -35,11 +36,13 @@ from ..proto import runner_pb2 as pb
 from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._limits import refuse
 from ._store import Store, now
 
 EXPORT_CHUNK = 1 << 20
 DEFAULT_APP = "default"
 _REQUIRED_FILES = ("config.yaml", "1/model.py")
+_COUNT_VERSIONS = "SELECT COUNT(*) FROM versions WHERE user_id = ?"
 _VERSION_COLUMNS = ("v.id, v.user_id, v.app_id, v.model_id, v.number, v.sha256, b.size, v.description, "
                     "v.config_json, v.python, v.created_at")
 
@@ -141,11 +144,14 @@ class Registry:
 
     # ------------------------------------------------------------ upload
 
-    def upload(self, caller: str, chunks: Iterator[cpb.UploadChunk]) -> cpb.ModelVersion:
+    def upload(self, caller: str, chunks: Iterator[cpb.UploadChunk], limits: Any = None) -> cpb.ModelVersion:
         """Store an upload (a header chunk, then data chunks) as a new version.
 
         If the model's latest version has the same content, that version is
-        returned with ``deduplicated=True`` and nothing is added.
+        returned with ``deduplicated=True`` and nothing is added. ``limits`` (a
+        ``configs.limits.LimitsConfig``): the owner's ``max_upload_mb`` and
+        ``max_versions`` are checked at the header, before any byte is stored, and
+        the version count again in the transaction that adds the version.
         """
         chunks = iter(chunks)
         first = next(chunks, None)
@@ -159,6 +165,12 @@ class Registry:
             raise PermissionDenied(f"user {caller!r} cannot upload into user {key[0]!r}'s models")
         if header.size <= 0:
             raise InvalidArgument("the upload header gives no size; upload with Client.upload_model")
+        mine = limits.for_user(key[0]) if limits is not None else None
+        if mine is not None:
+            # The data may not outgrow the header's size (checked below), so this bounds what is stored.
+            if header.size > mine.max_upload_mb << 20:
+                refuse("max_upload_mb", mine.max_upload_mb, f"an upload of {header.size / 2**20:.1f} MiB", key[0])
+            self._check_versions(self.store.one(_COUNT_VERSIONS, (key[0],))[0], key[0], mine.max_versions)
         self.blobs.path(header.sha256)  # checks the sha's form before any byte is stored
         config_json = header.config_json or "{}"
         try:
@@ -182,13 +194,21 @@ class Registry:
                 sha = writer.commit(header.sha256)
                 try:
                     check_archive(self.blobs.path(sha))
-                    return self._commit_version(key, sha, header, config_json)
+                    return self._commit_version(key, sha, header, config_json,
+                                                mine.max_versions if mine is not None else None)
                 except BaseException:
                     self._gc()
                     raise
 
+    @staticmethod
+    def _check_versions(held: int, user_id: str, max_versions: int) -> None:
+        """Refuse one more version of ``user_id``, who has ``held``, past ``max_versions``."""
+        if held >= max_versions:
+            refuse("max_versions", max_versions, "a new model version", user_id,
+                   f"{held} versions now; delete the ones no deployment needs")
+
     def _commit_version(self, key: tuple[str, str, str], sha: str, header: cpb.UploadHeader,
-                        config_json: str) -> cpb.ModelVersion:
+                        config_json: str, max_versions: int | None = None) -> cpb.ModelVersion:
         user, app, _ = key
         stamp = now()
         with self.store.tx() as db:
@@ -199,6 +219,8 @@ class Registry:
             if latest is not None:
                 version_id, deduplicated = latest["id"], True
             else:
+                if max_versions is not None:  # again: other uploads may have ended meanwhile
+                    self._check_versions(db.execute(_COUNT_VERSIONS, (user,)).fetchone()[0], user, max_versions)
                 version_id, deduplicated = uuid.uuid4().hex, False
                 db.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user, stamp))
                 db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, ?, ?)",

@@ -16,9 +16,11 @@ what the store asks for with what runs:
   is restarted with exponential backoff, and too many crashes in a window mark
   the deployment FAILED with the exit code and the log's last lines;
 - GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
-  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is
-  reserved too, CPU may be overcommitted. A replica that does not fit waits,
-  and the deployment says why;
+  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory and CPU
+  are reserved too, so the host never runs more replicas than it holds. A replica
+  that does not fit waits, and the deployment says why. A pass starts at most
+  ``MAX_STARTS_PER_PASS`` replicas, so it stays short and a stop, a delete or the
+  daemon's own stop is acted on within a pass whatever a deployment asks for;
 - a new ``version_id`` rolls out: new replicas start, the route switches to
   them once they are all READY, the old ones drain for ``drain_seconds`` and
   stop. When a new replica cannot fit beside the old ones, old ones stop first.
@@ -28,8 +30,8 @@ what the store asks for with what runs:
   the deployment's counts as an old version's. A rollout that fails is rolled
   back to the version and settings the old replicas run;
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
-  are stopped after ``stop_timeout`` (``stop``: SIGKILL); a deleted one's too,
-  and then its row goes.
+  are stopped after ``stop_timeout`` (``stop``: SIGKILL), or ``STARTING_GRACE``
+  for one that never served; a deleted one's too, and then its row goes.
 
 The scheduler decides and keeps the state (SQLite, and ``_Replica`` and
 ``_Deployment`` between passes); it reaches replicas only through the
@@ -102,8 +104,9 @@ class _Replica:
     retry_at: float = 0.0
     #: DRAINING: when its drain ends and it is stopped.
     drain_until: float = 0.0
-    #: STOPPING: when it was asked to drain (``stop`` follows ``stop_timeout`` later).
+    #: STOPPING: when it was asked to drain (``stop`` follows ``grace`` seconds later).
     stop_at: float | None = None
+    grace: float = 0.0
 
 
 @dataclass
@@ -156,6 +159,14 @@ class Scheduler:
     AUTOSCALE_INTERVAL = 0.25
     #: Log lines put into a FAILED deployment's reason.
     REASON_LINES = 20
+    #: Replicas one pass starts at most, over all deployments (the next pass, a moment later, starts
+    #: more): each start is a process, and a pass must stay short to see stops and deletes.
+    MAX_STARTS_PER_PASS = 8
+    #: Seconds a replica that never served gets between SIGTERM and SIGKILL (no call is in flight
+    #: there; a model still loading may not look at signals until it is done).
+    STARTING_GRACE = 1.0
+    #: Seconds ``stop()`` waits for the pass under way to end.
+    STOP_JOIN = 2.0
 
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
                  backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
@@ -177,6 +188,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starts_left = self.MAX_STARTS_PER_PASS  # in the current pass
+        self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,22 +203,33 @@ class Scheduler:
         """Reconcile now rather than at the next interval (after a deployment changed)."""
         self._wake.set()
 
-    def stop(self, stop_runners: bool = True) -> None:
-        """Stop reconciling; with ``stop_runners``, also stop every replica and forget it.
-
-        Without it the runners keep serving, and the next ``start()`` (of this or
-        a new daemon) re-adopts them.
-        """
+    def halt(self) -> None:
+        """Start no more replicas and end the pass under way soon (the daemon is stopping)."""
         self._halt.set()
         self._wake.set()
+
+    def stop(self, stop_runners: bool = True, grace: float | None = None) -> None:
+        """Stop reconciling; with ``stop_runners``, also stop every replica and forget it.
+
+        Replicas get ``grace`` seconds (default ``stop_timeout``) between SIGTERM and
+        SIGKILL. Without ``stop_runners`` the runners keep serving, and the next
+        ``start()`` (of this or a new daemon) re-adopts them. A second call does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self.halt()
         if self._thread is not None:
-            self._thread.join()
-        running = [run for run in self._runtime.values() if run.handle is not None]
+            # A pass checks the halt between replicas; one stuck in a backend call is left behind (a
+            # daemon thread) rather than holding the stop: what it starts late, the next start stops.
+            self._thread.join(self.STOP_JOIN)
+        running = [run for run in list(self._runtime.values()) if run.handle is not None]
         if stop_runners:
+            grace = self.stop_timeout if grace is None else grace
             for run in running:
                 if run.stop_at is None:
-                    run.backend.drain(run.handle, self.stop_timeout)
-            deadline = time.monotonic() + self.stop_timeout
+                    run.backend.drain(run.handle, grace)
+            deadline = time.monotonic() + grace
             while any(run.backend.poll(run.handle) is None for run in running) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for run in running:
@@ -305,7 +329,10 @@ class Scheduler:
 
     def _pass(self) -> bool:
         """One reconcile of every deployment; True while something is on its way somewhere."""
+        self._starts_left = self.MAX_STARTS_PER_PASS
         for dep in self.store.query("SELECT * FROM deployments ORDER BY created_at"):
+            if self._halt.is_set():
+                return False
             try:
                 self._reconcile(dep)
             except Exception:
@@ -361,7 +388,7 @@ class Scheduler:
         """
         for r in self._replicas(dep):
             rid, run = r["id"], self._runtime.get(r["id"])
-            if r["state"] == CRASHED:
+            if r["state"] == CRASHED or self._halt.is_set():
                 continue
             if run is None or run.handle is None:
                 ended = "its process is unknown to this daemon"
@@ -377,7 +404,7 @@ class Scheduler:
             elif r["state"] == DRAINING and time.monotonic() >= run.drain_until:
                 self._stop(r)
             elif r["state"] == STOPPING and run.stop_at is not None and \
-                    time.monotonic() - run.stop_at >= self.stop_timeout:
+                    time.monotonic() - run.stop_at >= run.grace:
                 run.backend.stop(run.handle)  # its grace is over
         return self._replicas(dep)
 
@@ -450,14 +477,18 @@ class Scheduler:
 
         for r in current:
             run = self._runtime.setdefault(r["id"], _Replica())
-            if r["state"] == CRASHED and time.monotonic() >= run.retry_at:
+            if r["state"] == CRASHED and time.monotonic() >= run.retry_at and self._may_start():
+                self._starts_left -= 1
                 self._spawn(dep, backend, r["id"], r["version_id"], r["gpus"])
         waiting = ""
         for _ in range(wanted - len(current)):
+            if not self._may_start():
+                break  # the next pass starts more
             gpus, waiting = self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
+            self._starts_left -= 1
             self._new_replica(dep, backend, gpus)
 
         replicas = self._replicas(dep)
@@ -511,6 +542,10 @@ class Scheduler:
         return [r for r in old if r["id"] not in leaving]
 
     # ------------------------------------------------------------ starting
+
+    def _may_start(self) -> bool:
+        """Whether this pass may start one more replica (each start counts down ``_starts_left``)."""
+        return not self._halt.is_set() and self._starts_left > 0
 
     def _backend(self, dep: Any) -> NodepoolBackend:
         """The backend of the deployment's compute cluster; its pass ends FAILED when there is none."""
@@ -591,7 +626,10 @@ class Scheduler:
             return
         if run.stop_at is None:
             run.stop_at = time.monotonic()
-            run.backend.drain(run.handle, self.stop_timeout)
+            # One that never served has no call to finish: it need not keep its resources long.
+            run.grace = self.stop_timeout if r["state"] in (READY, DRAINING) else \
+                min(self.stop_timeout, self.STARTING_GRACE)
+            run.backend.drain(run.handle, run.grace)
         if r["state"] != STOPPING:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (STOPPING, r["id"]))
