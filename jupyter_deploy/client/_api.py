@@ -305,7 +305,8 @@ class Client:
         return [_token_dict(t) for t in self.call("ListTokens", cpb.ListTokensRequest()).tokens]
 
     def revoke_token(self, token_id: str) -> dict:
-        """Revoke one of this user's tokens; it stops working at once."""
+        """Revoke one of this user's tokens; it stops working at once with the control plane, and
+        model calls through routes it resolved before fail within a route token's life (10 s)."""
         return _token_dict(self.call("RevokeToken", cpb.RevokeTokenRequest(token_id=token_id)))
 
     # ------------------------------------------------------------ secrets

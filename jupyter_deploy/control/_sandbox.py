@@ -26,7 +26,9 @@ write are read with ``O_NOFOLLOW``.
 Runners must also reach the Python installation and the home: a folder above them
 that others may not pass through (``/root`` 0700, pytest's 0700 temporary folders)
 gets a POSIX ACL entry "group ``RUNNERS_GID``: --x" (pass through, not list or read);
-on a filesystem without ACLs it gets o+x. Each change is logged; none is undone.
+on a filesystem without ACLs it gets o+x. Each change is logged; none is undone. This is
+checked before every runner starts: a later ``chmod`` of such a folder (which resets an ACL's
+mask) is repaired then, though runners already running lose their way through it until then.
 
 Without root, ``Sandboxes.for_user`` returns None: runners run as the daemon's user.
 
@@ -146,15 +148,17 @@ class Sandboxes:
         self.store, self.home = store, Path(home)
         self.root = self.home / "sandboxes"
         self.enabled = sandboxed() if enabled is None else enabled
-        self._reachable = False  # whether the Python installation and the home were made passable
+        self._paths: list[Path] | None = None  # what runners must reach (made on first use)
 
     def for_user(self, user_id: str) -> Sandbox | None:
         """The sandbox of ``user_id``'s runners, its folders made; None where runners are not sandboxed."""
         if not self.enabled:
             return None
-        if not self._reachable:
-            reach(runner_paths(self.home), RUNNERS_GID)
-            self._reachable = True
+        if self._paths is None:
+            self._paths = runner_paths(self.home)
+        # At every start, not once: a chmod of a folder on the way (pytest tidying its temporary
+        # folders, say) resets the ACL's mask. Stat calls only, while nothing changed.
+        reach(self._paths, RUNNERS_GID)
         uid = self._uid(user_id)
         root = self.root / str(uid)
         _folder(self.root, 0, 0, 0o711)
