@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
+import signal
 import sqlite3
 import time
 from pathlib import Path
 
 import grpc
 import pytest
-from daemon_helpers import daemon_pid, isolated_home
+from daemon_helpers import alive, daemon_pid, isolated_home, wait_for, wait_for_state
 from test_platform import write_model
 
 from jupyter_deploy import Client, ControlPlaneError, Deployment, RunnerError, _tokens, _wire
@@ -283,3 +285,19 @@ def test_a_runner_environment_holds_only_what_it_needs(tmp_path):
     env = runner_environment(spec, daemon)
     assert env == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "CUDA_HOME": "/cuda", "HF_HOME": "/hf",
                    "HOME": "/root", "MODEL_PATH": "/m", "API_KEY": "own", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.skipif(not sandboxed(), reason="runners get OS users of their own only where the daemon is root")
+def test_a_restarted_daemon_adopts_sandboxed_runners_and_can_stop_them(home, alice):
+    """A daemon killed (-9) leaves its runners serving; the next one finds them by their port
+    files in the owners' sandboxes, and its signals reach them."""
+    alice_client, snoop = alice
+    pid = _replica(snoop)["pid"]
+    old = daemon_pid(home)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), 10, "the daemon to die")
+    Client()  # a new daemon over the same home
+    assert alice_client.model("snoop").whoami()["pid"] == pid  # the same runner: adopted, not restarted
+    snoop.stop()
+    wait_for_state(alice_client, "snoop", "STOPPED", 60)
+    wait_for(lambda: not alive(pid), 30, "the adopted runner to stop")

@@ -39,15 +39,27 @@ PRIVATE_TREES = ("secrets",)
 RUNNER_REACHABLE = ("sandboxes", "telemetry")
 #: Folders other processes (a kernel) may write into later: made, private, before they do.
 MADE_PRIVATE = ("notebook_models",)
-#: ``off`` keeps runners as the daemon's own user even where it is root.
+#: Whose runners get OS users of their own where the daemon is root: ``users`` (the default:
+#: every user's but the admin's), ``all`` (the admin's too), ``off`` (nobody's).
 RUNNER_UIDS_ENV = "JUPYTER_DEPLOY_RUNNER_UIDS"
 
 
+def runner_uids() -> str:
+    """Whose runners run as OS users of their own: ``users`` (everyone's but the admin's, who
+    started the daemon and reads all it holds anyway), ``all`` or ``off``, from
+    ``JUPYTER_DEPLOY_RUNNER_UIDS``; always ``off`` unless the daemon runs as root (the only user
+    that may start processes as another)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return "off"
+    value = os.environ.get(RUNNER_UIDS_ENV, "").strip().lower()
+    if value in ("off", "0", "false", "no", "none"):
+        return "off"
+    return "all" if value == "all" else "users"
+
+
 def sandboxed() -> bool:
-    """Whether runners run as OS users of their own: the daemon runs as root (the only user that
-    may start processes as another), and ``JUPYTER_DEPLOY_RUNNER_UIDS`` is not ``off``."""
-    return (hasattr(os, "geteuid") and os.geteuid() == 0
-            and os.environ.get(RUNNER_UIDS_ENV, "").strip().lower() not in ("off", "0", "false", "no"))
+    """Whether some runners run as OS users of their own (``runner_uids()`` is not ``off``)."""
+    return runner_uids() != "off"
 
 
 def prepare(home: Path) -> None:

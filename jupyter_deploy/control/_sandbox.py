@@ -1,7 +1,9 @@
 """Runner sandboxes: the OS user a replica's runner runs as, and the folders it may reach.
 
-Where the daemon runs as root (``_home.sandboxed()``), every deployment owner gets
-an OS user of its own: uid ``FIRST_UID + n`` (a range reserved for this; a uid the
+Where the daemon runs as root (``_home.runner_uids()``), every deployment owner but
+the admin (who started the daemon and reads all it holds anyway, and whose notebook
+files its models may read: local checkpoints, data) gets an OS user of its own (the
+admin too with ``JUPYTER_DEPLOY_RUNNER_UIDS=all``): uid ``FIRST_UID + n`` (a range reserved for this; a uid the
 host already knows is skipped), given once, in the ``users`` table, from a counter
 that never goes back, so a uid is never handed to a second user. No ``/etc/passwd``
 entry is needed. Its runners run as that uid, with the group of the same number and
@@ -30,7 +32,11 @@ on a filesystem without ACLs it gets o+x. Each change is logged; none is undone.
 checked before every runner starts: a later ``chmod`` of such a folder (which resets an ACL's
 mask) is repaired then, though runners already running lose their way through it until then.
 
-Without root, ``Sandboxes.for_user`` returns None: runners run as the daemon's user.
+Without root (or for the admin, or with ``JUPYTER_DEPLOY_RUNNER_UIDS=off``),
+``Sandboxes.for_user`` returns None: runners run as the daemon's user. A sandboxed
+runner reads nothing outside its sandbox that the host does not let every user read:
+a local checkpoint named by an absolute path, or a Hugging Face cache, must be
+readable by others (or inside the model's folder, which is copied).
 
 Example::
 
@@ -55,9 +61,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._auth import is_admin
 from ._backends.base import RunAs
 from ._errors import FailedPrecondition
-from ._home import sandboxed
+from ._home import runner_uids
 from ._store import Store
 
 log = logging.getLogger("jupyter_deploy.scheduler")
@@ -141,18 +148,19 @@ class Sandboxes:
     Args:
         store: the state (``users.runner_uid``, and the meta table's uid counter).
         home: the control plane's home.
-        enabled: whether runners get OS users of their own; by default ``_home.sandboxed()``.
+        mode: whose runners get OS users of their own (``_home.runner_uids()``, its default):
+            ``users``, ``all`` or ``off``.
     """
 
-    def __init__(self, store: Store, home: Path, enabled: bool | None = None):
+    def __init__(self, store: Store, home: Path, mode: str | None = None):
         self.store, self.home = store, Path(home)
         self.root = self.home / "sandboxes"
-        self.enabled = sandboxed() if enabled is None else enabled
+        self.mode = runner_uids() if mode is None else mode
         self._paths: list[Path] | None = None  # what runners must reach (made on first use)
 
     def for_user(self, user_id: str) -> Sandbox | None:
-        """The sandbox of ``user_id``'s runners, its folders made; None where runners are not sandboxed."""
-        if not self.enabled:
+        """The sandbox of ``user_id``'s runners, its folders made; None where they are not sandboxed."""
+        if self.mode == "off" or (self.mode == "users" and is_admin(user_id)):
             return None
         if self._paths is None:
             self._paths = runner_paths(self.home)

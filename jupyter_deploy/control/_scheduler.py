@@ -29,7 +29,10 @@ what the store asks for with what runs:
   back to the version and settings the old replicas run;
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
   are stopped after ``stop_timeout`` (``stop``: SIGKILL); a deleted one's too,
-  and then its row goes.
+  and then its row goes;
+- a runner gets its deployment's public route key (never the private one: ``_tokens``),
+  and where the daemon is root it runs as its owner's OS user (the admin's excepted, by
+  default), from its owner's copy of the version (``_sandbox``).
 
 The scheduler decides and keeps the state (SQLite, and ``_Replica`` and
 ``_Deployment`` between passes); it reaches replicas only through the
