@@ -180,3 +180,15 @@ def test_a_stopping_runner_refuses_new_calls_as_unavailable(tmp_path: Path) -> N
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "the runner is stopping" in info.value.details()
         assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abcd", "JUPYTER_DEPLOY_VERIFY_KEY is 2 bytes; an Ed25519 public key is 32"),
+    ("not hex", "JUPYTER_DEPLOY_VERIFY_KEY is not a hex string"),
+])
+def test_a_bad_verification_key_stops_the_runner_with_the_reason(tmp_path: Path, value: str, message: str) -> None:
+    model_dir = write_model(tmp_path, MODEL)
+    done = subprocess.run([sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(model_dir)],
+                          env={**os.environ, "JUPYTER_DEPLOY_VERIFY_KEY": value, "DEPLOYMENT_ID": DEPLOYMENT},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

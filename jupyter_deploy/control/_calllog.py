@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -139,10 +140,15 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _open_runner_file(path: Path) -> int:
-    """A file descriptor of a file a runner wrote, opened without following links: where runners
-    run as an OS user of their own (``_sandbox``), that user owns the folder and could put a link
-    to another replica's records there."""
-    return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    """A file descriptor of a regular file a runner wrote, opened without following links and
+    without blocking: where runners run as an OS user of their own (``_sandbox``), that user owns
+    the folder and could put there a link to another replica's records, or a FIFO that would
+    hang this thread. Anything but a regular file: OSError EINVAL."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
 
 
 def _read_runner_file(path: Path) -> bytes:
@@ -259,7 +265,7 @@ class CallLog:
                 f.seek(offset)
                 data = f.read(min(size - offset, _READ_CHUNK)) if size > offset else b""
         except OSError as e:  # gone, or a link (not a runner's records: dropped like a finished segment)
-            if not isinstance(e, FileNotFoundError) and e.errno != errno.ELOOP:
+            if not isinstance(e, FileNotFoundError) and e.errno not in (errno.ELOOP, errno.EINVAL):
                 raise
             return 0, True
         end = data.rfind(b"\n") + 1

@@ -185,7 +185,8 @@ class LocalBackend(NodepoolBackend):
         handle.port_file.unlink(missing_ok=True)
 
     def list_running(self) -> list[LocalHandle]:
-        """Every runner process whose command line names a port file under ``home/run/``.
+        """Every runner process whose command line names a port file under ``home/run/`` (or an
+        owner's ``home/sandboxes/<uid>/run/``).
 
         Port files of runners that no longer run are removed on the way.
         """
@@ -263,13 +264,14 @@ def runner_environment(spec: ReplicaSpec, environ: dict[str, str] | None = None)
 
 def _read_port(path: Path) -> int | None:
     try:
-        # O_NOFOLLOW: the port file's folder may belong to the runner's OS user, not to us.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # The port file's folder may belong to the runner's OS user, not to us: follow no link,
+        # and do not wait on whatever else it put there (a FIFO).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
     try:
         return int(os.read(fd, 64).decode(errors="replace").strip())
-    except ValueError:
+    except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
