@@ -31,7 +31,10 @@ what the store asks for with what runs:
   back to the version and settings the old replicas run;
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
   are stopped after ``stop_timeout`` (``stop``: SIGKILL), or ``STARTING_GRACE``
-  for one that never served; a deleted one's too, and then its row goes.
+  for one that never served; a deleted one's too, and then its row goes;
+- a runner gets its deployment's public route key (never the private one: ``_tokens``),
+  and where the daemon is root it runs as its owner's OS user (the admin's excepted, by
+  default), from its owner's copy of the version (``_sandbox``).
 
 The scheduler decides and keeps the state (SQLite, and ``_Replica`` and
 ``_Deployment`` between passes); it reaches replicas only through the
@@ -63,7 +66,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._wire import TELEMETRY_ENV
+from .. import _tokens
+from .._wire import ENVS_ENV, TELEMETRY_ENV, VERIFY_KEY_ENV
+from ._auth import server_secret
 from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
 from ._calllog import replica_dir, write_logging_settings
@@ -73,6 +78,7 @@ from ._host_info import HostInfo
 from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
 from ._resources import Needs, runner_limit_args
+from ._sandbox import Sandboxes
 from ._secrets import HINT_RE as SECRET_HINT_RE
 from ._secrets import Secrets
 from ._store import Store, now
@@ -171,8 +177,12 @@ class Scheduler:
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
                  backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
                  crash_window: float = 300.0, backoff: float = 0.5, max_backoff: float = 30.0,
-                 stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES):
+                 stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES,
+                 route_keys: _tokens.RouteKeys | None = None, sandboxes: Sandboxes | None = None):
         self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
+        # Runners get the public half of their deployment's route key (derived, never stored).
+        self.route_keys = route_keys or _tokens.RouteKeys(server_secret(self.home))
+        self.sandboxes = sandboxes or Sandboxes(store, self.home)  # an OS user per owner, where root
         self.backends = backends or Backends(self.home, host)
         self.crash_limit, self.crash_window = crash_limit, crash_window
         self.backoff, self.max_backoff, self.stop_timeout = backoff, max_backoff, stop_timeout
@@ -575,6 +585,15 @@ class Scheduler:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
             self._fail(dep, f"cannot prepare version {version_id}: {e}")
+        telemetry = replica_dir(self.home, *key, rid)
+        try:  # where the daemon is root: the owner's OS user, its copy of the version, its folders
+            sandbox = self.sandboxes.for_user(dep["user_id"])
+            if sandbox is not None:
+                model_path = sandbox.version(version_id, model_path)
+                sandbox.hand_over(telemetry)
+        except (OSError, FailedPrecondition) as e:
+            self._fail(dep, f"cannot prepare the sandbox of user {dep['user_id']}'s runners: "
+                            f"{getattr(e, 'message', None) or e}")
         try:  # the deployment's secrets: their values go into the runner's environment and nowhere else
             secret_env = Secrets(self.home / "secrets").environment(dep["user_id"], cfg.get("secrets") or [])
         except NotFound as e:  # never start without one: wait (STARTING, the reason names it), retry soon
@@ -594,9 +613,11 @@ class Scheduler:
             python=cfg.get("python") or needs.python,  # the deployment's choice, else the uploading interpreter
             args=(*(["--run-test"] if tester == rid else []), *runner_args(cfg), *runner_limit_args(needs)),
             env={**secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
-                 "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
-                 "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))},
-            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key))
+                 "DEPLOYMENT_ID": dep["id"], VERIFY_KEY_ENV: self.route_keys.public(dep["signing_key"]).hex(),
+                 "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(telemetry),
+                 ENVS_ENV: str(sandbox.envs if sandbox is not None else self.home / "envs")},
+            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key),
+            run_as=sandbox.run_as if sandbox is not None else None)
         try:
             handle = backend.start(spec)
         except StartFailed as e:

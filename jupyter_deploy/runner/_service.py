@@ -43,22 +43,23 @@ def _reader(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
 
 
 class RouteTokens:
-    """Checks the route token of each call against one deployment's signing key.
+    """Checks the route token of each call against one deployment's public route key.
 
     A token that passed is remembered until it expires, so a client reusing its
-    token (the usual case) costs a dict look-up per call, not an HMAC.
+    token (the usual case) costs a dict look-up per call, not a signature check.
+    Tokens that expire more than ``max_ttl`` seconds ahead are refused (``_tokens``).
 
     Example::
 
-        tokens = RouteTokens(key, "echo")
+        tokens = RouteTokens(public_key_bytes, "echo")
         tokens.check(context)   # raises CallFailed(UNAUTHENTICATED) saying which check failed
     """
 
     #: Remembered tokens; past this many the memory starts over (tokens are renewed often).
     MAX_REMEMBERED = 1024
 
-    def __init__(self, key: bytes, deployment_id: str):
-        self.key, self.deployment_id = key, deployment_id
+    def __init__(self, key: bytes, deployment_id: str, max_ttl: float = _tokens.MAX_TTL):
+        self.key, self.deployment_id, self.max_ttl = _tokens.public_key(key), deployment_id, max_ttl
         self._good: dict[str, float] = {}  # token -> expiry (epoch seconds)
 
     def check(self, context: grpc.ServicerContext) -> None:
@@ -69,7 +70,8 @@ class RouteTokens:
         if expires is not None and expires >= now:
             return
         try:
-            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now)
+            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now,
+                                    max_ttl=self.max_ttl)
         except _tokens.TokenError as e:
             raise CallFailed("UNAUTHENTICATED", "Unauthenticated", f"call refused: {e}") from None
         if len(self._good) >= self.MAX_REMEMBERED:
@@ -243,7 +245,7 @@ def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
                 ) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
     """A started-not-yet server bound to ``address``; returns it, the service, health and the port.
 
-    ``auth`` is ``(signing_key, deployment_id)``: calls then need a route token.
+    ``auth`` is ``(public_key_bytes, deployment_id)``: calls then need a route token.
     """
     recorder = CallRecorder.from_environment(stream_param=lambda m: _stream_param(host, m),
                                              capacity=max_concurrency)
