@@ -253,3 +253,10 @@ def test_a_deployments_python_is_checked_the_same_way(admin, bob, folder, env_ro
         wait_for_state(bob, "d", "RUNNING", 120)
     finally:
         bob.call("Delete", cpb.DeleteRequest(refs=[cpb.ResourceRef(kind="deployment", id="d")]))
+
+    # The admin may name any interpreter, but it must be one on this host.
+    admin.upload_model(folder, model_id="py-deploy")
+    with pytest.raises(ControlPlaneError, match="/gone/bin/python is not an executable file"):
+        admin.call("Create", cpb.CreateRequest(ref=cpb.ResourceRef(
+            kind="deployment", compute_cluster_id="local", nodepool_id="local", id="d"),
+            config_json=json.dumps({"worker": {"model": {"id": "py-deploy"}}, "python": "/gone/bin/python"})))

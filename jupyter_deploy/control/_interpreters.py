@@ -72,8 +72,9 @@ class Interpreters:
 
         ``""`` (none named: the daemon's own) passes. ``what`` names where the path came from,
         for the error ("the upload's interpreter", "deployment config python"). With ``exists``
-        an allowed path must also be an executable file here (the admin's need not: an upload
-        from another host names the interpreter there, and the backend then uses its own).
+        an allowed path must also be an executable file here (not so for an upload of the
+        admin's, which may come from another host and name the interpreter there: the backend
+        then uses its own).
         """
         if not path:
             return ""
@@ -83,9 +84,7 @@ class Interpreters:
             raise InvalidArgument(f"{what} {path!r} is not an absolute path; name the interpreter's full "
                                   f"path (for example {self.own})")
         normal = os.path.normpath(path)
-        if chooser in TRUSTED:
-            return normal
-        if not self.allowed(normal):
+        if chooser not in TRUSTED and not self.allowed(normal):
             raise InvalidArgument(
                 f"{what} {path} is not allowed on this daemon: replicas run with the daemon's own "
                 f"interpreter ({self.own}), an environment it builds from a model's requirements.txt, "

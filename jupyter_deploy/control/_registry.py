@@ -40,7 +40,7 @@ from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
 from ._described import archive_config, checked_description
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from ._interpreters import Interpreters
+from ._interpreters import TRUSTED, Interpreters
 from ._store import Store, now
 
 log = logging.getLogger("jupyter_deploy.registry")
@@ -177,7 +177,8 @@ class Registry:
         trusted = cpb.UploadHeader(model=header.model, sha256=header.sha256, size=header.size,
                                    description=checked_description(header.description),
                                    python=self.interpreters.check(header.python, caller,
-                                                                  "the upload's interpreter"))
+                                                                  "the upload's interpreter",
+                                                                  exists=caller not in TRUSTED))
 
         with self.blobs.writer() as writer:
             writer.write(first.data)
