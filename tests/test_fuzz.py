@@ -44,9 +44,9 @@ from jupyter_deploy.errors import ConfigError
 from jupyter_deploy.proto import control_pb2 as cpb
 from jupyter_deploy.proto import runner_pb2 as pb
 
-pytestmark = pytest.mark.timeout(600)
-
 EXAMPLES = int(os.environ.get("JUPYTER_DEPLOY_FUZZ_EXAMPLES") or 0)
+
+pytestmark = pytest.mark.timeout(300 + EXAMPLES // 10)
 
 
 def fuzz(ci_examples: int):
@@ -155,7 +155,7 @@ yaml_text = st.one_of(
 )
 
 
-@fuzz(600)
+@fuzz(500)
 @given(yaml_text)
 def test_config_text_parses_or_fails_with_a_config_error(text):
     try:
@@ -185,7 +185,7 @@ def test_config_structures_validate_or_list_their_problems(name):
     configs, daemon, context, InvalidArgument = _validators()
     cls = getattr(configs, name)
 
-    @fuzz(300)
+    @fuzz(250)
     @given(config_data(name))
     def check(data):
         model, problems = configs.validate(cls, data, **context.get(name, {}))
@@ -420,7 +420,7 @@ def _arrays(**values: pb.Value) -> pb.PredictRequest:
     return pb.PredictRequest(method="arrays", args=[pb.Entry(key=k, value=v) for k, v in values.items()])
 
 
-@fuzz(400)
+@fuzz(300)
 @given(requests, st.lists(wire_values, max_size=3))
 # Found by hand, kept: a few bytes that asked PIL for a 30 GB image, and arrays that claim more
 # than they carry.
