@@ -1014,7 +1014,9 @@ class _RoutedTransport:
                 yield value
             return
         except (RunnerError, ControlPlaneError) as e:
-            if started or not self._retryable(e):
+            if started:
+                raise _cut_off(e) from None
+            if not self._retryable(e):
                 raise
             failure = e
         for transport in self._fallbacks(transport, failure):
@@ -1024,7 +1026,9 @@ class _RoutedTransport:
                     yield value
                 return
             except RunnerError as e:
-                if started or e.code != "UNAVAILABLE":
+                if started:
+                    raise _cut_off(e) from None
+                if e.code != "UNAVAILABLE":
                     raise
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
@@ -1039,7 +1043,9 @@ class _RoutedTransport:
                 yield value
             return
         except (RunnerError, ControlPlaneError) as e:
-            if started or not self._retryable(e):
+            if started:
+                raise _cut_off(e) from None
+            if not self._retryable(e):
                 raise
             failure = e
         for transport in self._fallbacks(transport, failure):
@@ -1052,7 +1058,9 @@ class _RoutedTransport:
                     yield value
                 return
             except RunnerError as e:
-                if started or e.code != "UNAVAILABLE":
+                if started:
+                    raise _cut_off(e) from None
+                if e.code != "UNAVAILABLE":
                     raise
 
     def _retryable(self, error: Exception) -> bool:
@@ -1137,3 +1145,13 @@ class _Replay:
     def rest(self) -> Iterator[pb.Value]:
         """What is left to send: the replayed items not yet taken, then the caller's."""
         return itertools.chain(list(self._first), self._items)
+
+
+def _cut_off(error: Exception) -> Exception:
+    """What a stream that had begun to answer raises when it breaks off: where its replica went
+    away, said so. It is not sent again (the model may have acted on it), so the caller decides."""
+    if isinstance(error, RunnerError) and error.code == "UNAVAILABLE":
+        return RunnerError(f"UNAVAILABLE: the replica serving this stream went away after it began to "
+                           f"answer ({error}); it is not sent again, as the model may have acted on it: "
+                           "call again to retry", "UNAVAILABLE")
+    return error

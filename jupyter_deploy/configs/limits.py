@@ -29,9 +29,15 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ._base import ConfigModel, number
+from ._base import ConfigModel, _check, number
 
 __all__ = ["LimitsConfig", "UserLimits"]
+
+
+def _absolute_path(value: object) -> str | None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        return f"expected an absolute path (or glob pattern) such as /opt/conda/envs/*/bin/python, got {value!r}"
+    return None
 
 
 def _count(maximum: int = 1_000_000) -> object:
@@ -69,6 +75,9 @@ class LimitsConfig(ConfigModel):
     upload_idle_seconds: Annotated[float, number(1, 86400)] = Field(
         30.0, description="seconds an upload may send nothing (or an export's reader take nothing) "
         "before the daemon cancels it")
+    allowed_interpreters: list[Annotated[str, _check(_absolute_path)]] = Field(
+        [], description="interpreters users' replicas may run with besides the daemon's own and the "
+                        "environments it builds: absolute paths or glob patterns (* within one segment)")
 
     def for_user(self, user_id: str) -> UserLimits:
         """The limits that apply to ``user_id``."""

@@ -121,7 +121,7 @@ class Compute:
 
     def _create_deployment(self, owner: str, ref: cpb.ResourceRef, config: dict) -> None:
         nodepool = self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
-        cfg = deployment_config(config, owner)
+        cfg = self._checked_python(deployment_config(config, owner), owner)
         model = cfg["worker"]["model"]
         # Another user's model may be deployed on one's own nodepool if it is public.
         readable_model(self.store, owner, (model["user_id"], model["app_id"], model["id"]))
@@ -181,6 +181,12 @@ class Compute:
         if asked > before and held + asked > limits.max_replicas:
             refuse("max_replicas", limits.max_replicas, f"deployment {deployment_id} with max_replicas {asked}",
                    owner, f"the other deployments ask for {held}")
+
+    def _checked_python(self, cfg: dict, owner: str) -> dict:
+        """``cfg`` with its ``python`` checked against the interpreters the admin allowed."""
+        if cfg.get("python"):
+            cfg["python"] = self.registry.interpreters.check(cfg["python"], owner, "deployment config python")
+        return cfg
 
     def _duplicate_model_message(self, owner: str, ref: cpb.ResourceRef, config: dict) -> str:
         model = deployment_config(config, owner)["worker"]["model"]
@@ -304,7 +310,7 @@ class Compute:
                 isinstance(scale, dict) and isinstance(scale.get("max_replicas"), int) and \
                 isinstance(asked["min_replicas"], int) and scale["max_replicas"] < asked["min_replicas"]:
             del scale["max_replicas"]  # a raised minimum lifts the maximum with it (its default: the minimum)
-        cfg = deployment_config(merged, owner)
+        cfg = self._checked_python(deployment_config(merged, owner), owner)
         model = cfg["worker"]["model"]
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):

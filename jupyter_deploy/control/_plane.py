@@ -13,8 +13,10 @@ from ._backends import Backends
 from ._blobs import BlobStore
 from ._calllog import CallLog
 from ._compute import Compute
+from ._described import ServedDescriptions
 from ._events import EventBus
 from ._host_info import detect
+from ._interpreters import Interpreters
 from ._registry import Registry
 from ._router import Router
 from ._scheduler import Scheduler
@@ -49,6 +51,7 @@ class ControlPlane:
     Attributes:
         store: the SQLite state (``_store``)
         registry: model versions over content-addressed blobs (``_registry``, ``_blobs``)
+        interpreters: the interpreters replicas may run with (``_interpreters``)
         compute: clusters, nodepools and deployments (``_compute``)
         backends: the nodepool backend of each compute cluster (``_backends``)
         scheduler: starts, supervises and routes to runner replicas on them (``_scheduler``)
@@ -68,11 +71,16 @@ class ControlPlane:
         _auth.ensure_local_user(self.store, self.home, self.secret)
         self.limits = _limits.load(self.home)  # the admin's per-user limits (a bad file stops the start)
         self.host = detect()
-        self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions")
+        self.interpreters = Interpreters(self.home, self.limits.allowed_interpreters)
+        self.registry = Registry(self.store, BlobStore(self.home / "blobs"), self.home / "versions",
+                                 interpreters=self.interpreters)
+        # What a version's first replica describes replaces what its uploader said.
+        self.served = ServedDescriptions(self.registry.served_description)
         # Each compute cluster's replicas run on the backend its cloud_provider names.
         self.backends = Backends(self.home, self.host)
         self.scheduler = Scheduler(self.store, self.host, self.home, self.registry.version_dir,
-                                   backends=self.backends, route_keys=self.route_keys)
+                                   backends=self.backends, route_keys=self.route_keys,
+                                   on_ready=self.served.replica_ready, interpreters=self.interpreters)
         self.calls = CallLog(self.home, self.store)
         self.compute = Compute(self.store, self.host, self.registry, self.scheduler, self.calls, self.limits)
         self.router = Router(self.store, self.registry, self.scheduler, self.compute, self.route_keys,

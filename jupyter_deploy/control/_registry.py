@@ -1,9 +1,12 @@
 """The model registry: models and their immutable versions, over content-addressed blobs.
 
 A version is an archive (an uncompressed tar of a model folder, packed by the
-client) plus what the client read from it in its own interpreter: the method
-signatures, the checked config and the interpreter's path. The daemon never
-imports model code; it only stores, lists, exports and extracts archives.
+client) plus what is known about it: its config.yaml, read from the archive and
+checked here; the method signatures the client read in its own interpreter,
+checked for form and replaced by what the version's first replica serves; and
+the interpreter to run it with, if the uploader may name it (``_described``,
+``_interpreters``). The daemon never imports model code; it only stores, lists,
+exports and extracts archives.
 
 A version appears in one transaction, after its blob is complete and verified,
 so an upload cut off half way leaves no version; what it left on disk is
@@ -19,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -35,9 +39,13 @@ from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
 from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
+from ._described import archive_config, checked_description
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ._limits import refuse
+from ._interpreters import TRUSTED, Interpreters
 from ._store import Store, now
+
+log = logging.getLogger("jupyter_deploy.registry")
 
 EXPORT_CHUNK = 1 << 20
 DEFAULT_APP = "default"
@@ -135,8 +143,11 @@ class Registry:
         registry.delete(ref, in_use=compute.versions_in_use)
     """
 
-    def __init__(self, store: Store, blobs: BlobStore, versions_dir: Path):
+    def __init__(self, store: Store, blobs: BlobStore, versions_dir: Path, *,
+                 interpreters: Interpreters | None = None):
         self.store, self.blobs, self.versions_dir = store, blobs, Path(versions_dir)
+        # The interpreters an upload may name (versions_dir is home/versions).
+        self.interpreters = interpreters or Interpreters(self.versions_dir.parent)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         # Held from a blob's rename to its version's commit, and around GC, so that GC
         # never removes a blob that an upload is about to reference.
@@ -151,7 +162,9 @@ class Registry:
         returned with ``deduplicated=True`` and nothing is added. ``limits`` (a
         ``configs.limits.LimitsConfig``): the owner's ``max_upload_mb`` and
         ``max_versions`` are checked at the header, before any byte is stored, and
-        the version count again in the transaction that adds the version.
+        the version count again in the transaction that adds the version. The header's
+        config is ignored (the archive's is read), its description checked, its
+        interpreter refused unless the caller may name it.
         """
         chunks = iter(chunks)
         first = next(chunks, None)
@@ -172,13 +185,12 @@ class Registry:
                 refuse("max_upload_mb", mine.max_upload_mb, f"an upload of {header.size / 2**20:.1f} MiB", key[0])
             self._check_versions(self.store.one(_COUNT_VERSIONS, (key[0],))[0], key[0], mine.max_versions)
         self.blobs.path(header.sha256)  # checks the sha's form before any byte is stored
-        config_json = header.config_json or "{}"
-        try:
-            config = json.loads(config_json)
-        except ValueError as e:
-            raise InvalidArgument(f"config_json is not valid JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise InvalidArgument("config_json is not a JSON object")
+        # What the header claims is checked before any byte is stored, too; it is stored as checked.
+        trusted = cpb.UploadHeader(model=header.model, sha256=header.sha256, size=header.size,
+                                   description=checked_description(header.description),
+                                   python=self.interpreters.check(header.python, caller,
+                                                                  "the upload's interpreter",
+                                                                  exists=caller not in TRUSTED))
 
         with self.blobs.writer() as writer:
             writer.write(first.data)
@@ -194,7 +206,9 @@ class Registry:
                 sha = writer.commit(header.sha256)
                 try:
                     check_archive(self.blobs.path(sha))
-                    return self._commit_version(key, sha, header, config_json,
+                    config = archive_config(self.blobs.path(sha))
+                    trusted.description.model_id = config["model"]["id"]
+                    return self._commit_version(key, sha, trusted, json.dumps(config),
                                                 mine.max_versions if mine is not None else None)
                 except BaseException:
                     self._gc()
@@ -244,6 +258,24 @@ class Registry:
             row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN blobs b USING (sha256) "
                              "WHERE v.id = ?", (version_id,)).fetchone()
         return _version(row, deduplicated)
+
+    def served_description(self, version_id: str, description: pb.ModelDescription) -> None:
+        """Keep what a replica of the version answered to Describe, where it differs from what the
+        uploader said (``_described.ServedDescriptions`` calls it)."""
+        row = self.store.one("SELECT description FROM versions WHERE id = ?", (version_id,))
+        if row is None or pb.ModelDescription.FromString(row["description"]) == description:
+            return
+        try:
+            checked = checked_description(description)
+        except InvalidArgument as e:  # the model's own code says so: keep the uploader's, say why
+            log.warning("version %s: its replica describes it in a form clients cannot use (%s)",
+                        version_id, e.message)
+            return
+        log.warning("version %s: its uploader described methods %s; its replica serves %s: keeping the "
+                    "replica's", version_id, sorted(m.name for m in pb.ModelDescription.FromString(
+                        row["description"]).methods), sorted(m.name for m in checked.methods))
+        with self.store.tx() as db:
+            db.execute("UPDATE versions SET description = ? WHERE id = ?", (checked.SerializeToString(), version_id))
 
     # ------------------------------------------------------------ read
 

@@ -73,8 +73,9 @@ from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
 from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
-from ._errors import FailedPrecondition, NotFound
+from ._errors import FailedPrecondition, InvalidArgument, NotFound
 from ._host_info import HostInfo
+from ._interpreters import Interpreters
 from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
 from ._resources import Needs, runner_limit_args
@@ -178,11 +179,17 @@ class Scheduler:
                  backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
                  crash_window: float = 300.0, backoff: float = 0.5, max_backoff: float = 30.0,
                  stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES,
-                 route_keys: _tokens.RouteKeys | None = None, sandboxes: Sandboxes | None = None):
+                 route_keys: _tokens.RouteKeys | None = None, sandboxes: Sandboxes | None = None,
+                 on_ready: Callable[[str, str], None] = lambda version_id, address: None,
+                 interpreters: Interpreters | None = None):
         self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
         # Runners get the public half of their deployment's route key (derived, never stored).
         self.route_keys = route_keys or _tokens.RouteKeys(server_secret(self.home))
         self.sandboxes = sandboxes or Sandboxes(store, self.home)  # an OS user per owner, where root
+        #: Told ``(version_id, address)`` of each replica that turns READY; must not block.
+        self.on_ready = on_ready
+        #: Checked again before each start: the admin may have allowed fewer since they were named.
+        self.interpreters = interpreters or Interpreters(self.home)
         self.backends = backends or Backends(self.home, host)
         self.crash_limit, self.crash_window = crash_limit, crash_window
         self.backoff, self.max_backoff, self.stop_timeout = backoff, max_backoff, stop_timeout
@@ -430,6 +437,7 @@ class Scheduler:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (READY, r["id"]))
             self.autoscaler.ready((r["user_id"], r["deployment_id"]))  # W4 from IDLE, as the status shows it
+            self.on_ready(r["version_id"], address)
             if self._testing.get(r["version_id"]) == r["id"]:
                 self._tested.add(r["version_id"])
                 del self._testing[r["version_id"]]
@@ -610,7 +618,7 @@ class Scheduler:
         spec = ReplicaSpec(
             replica_id=rid, user_id=dep["user_id"], deployment_id=dep["id"], version_id=version_id,
             model_path=model_path,
-            python=cfg.get("python") or needs.python,  # the deployment's choice, else the uploading interpreter
+            python=self._interpreter(dep, cfg, needs),
             args=(*(["--run-test"] if tester == rid else []), *runner_args(cfg), *runner_limit_args(needs)),
             env={**secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
                  "DEPLOYMENT_ID": dep["id"], VERIFY_KEY_ENV: self.route_keys.public(dep["signing_key"]).hex(),
@@ -627,6 +635,14 @@ class Scheduler:
         with self.store.tx() as db:
             db.execute("UPDATE replicas SET pid = ?, address = NULL, state = ?, started_at = ? WHERE id = ?",
                        (handle.pid, STARTING, now(), rid))
+
+    def _interpreter(self, dep: Any, cfg: dict, needs: Needs) -> str:
+        """The deployment's interpreter, else the version's (its uploader's), if whoever named it may."""
+        named, by = (cfg["python"], dep["user_id"]) if cfg.get("python") else (needs.python, dep["model_user_id"])
+        try:  # one that is gone is the backend's to replace (with its own, saying so)
+            return self.interpreters.check(named, by, "the interpreter", exists=False)
+        except InvalidArgument as e:
+            self._fail(dep, e.message)
 
     # ------------------------------------------------------------ stopping
 

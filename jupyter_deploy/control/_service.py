@@ -48,6 +48,8 @@ def _json(text: str, what: str) -> dict:
         value = json.loads(text)
     except ValueError as e:
         raise InvalidArgument(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} nests too deeply (hundreds of levels); a config is a few levels deep") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be a mapping, got {type(value).__name__}")
     return value

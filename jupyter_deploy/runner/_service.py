@@ -8,7 +8,7 @@ from concurrent import futures
 from typing import Any, Callable, Iterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from .. import _tokens, _wire
 from ..model._host import CallFailed, ModelHost, invalid
@@ -240,6 +240,33 @@ def _stream_param(host: ModelHost, method: str) -> str:
     return param.name if param is not None else "items"
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def _health_handlers(servicer: health.HealthServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """grpc.health.v1 over ``servicer``, reading requests with ``_reader``: grpc's own deserializer
+    answers bytes that are no HealthCheckRequest with INTERNAL, these with INVALID_ARGUMENT."""
+    read = _reader(health_pb2.HealthCheckRequest, 1 << 16)
+    write = health_pb2.HealthCheckResponse.SerializeToString
+
+    def check(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Rejected):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        response = servicer.Check(request, context)
+        if context.code() == grpc.StatusCode.NOT_FOUND:  # the servicer says so without a word
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no health status for service {request.service[:80]!r}; "
+                                                     f"ask for '' (the runner) or {SERVICE!r}")
+        return response
+
+    def watch(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if isinstance(request, _Rejected):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield from servicer.Watch(request, context)
+
+    return {"Check": grpc.unary_unary_rpc_method_handler(check, read, write),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, read, write)}
+
+
 def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
                 max_message_bytes: int = 64 << 20, auth: tuple[bytes, str] | None = None,
                 ) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
@@ -264,7 +291,7 @@ def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
     )
     server.add_registered_method_handlers(SERVICE, service.handlers(max_message_bytes))
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_registered_method_handlers(HEALTH_SERVICE, _health_handlers(health_servicer))
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = server.add_insecure_port(address)
