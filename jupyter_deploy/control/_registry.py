@@ -41,8 +41,8 @@ from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
 from ._described import archive_config, checked_description
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from ._limits import refuse
 from ._interpreters import TRUSTED, Interpreters
+from ._limits import refuse
 from ._store import Store, now
 
 log = logging.getLogger("jupyter_deploy.registry")
