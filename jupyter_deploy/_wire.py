@@ -36,6 +36,14 @@ UNKNOWN = "UNKNOWN"
 TRANSFORMER_ERROR = "TransformerError"
 RETURN_TYPE_ERROR = "ReturnTypeError"
 
+# ---------------------------------------------------------------- a runner's environment
+# The control plane sets these when it starts a runner (``control._scheduler``); the runner reads them.
+
+#: The Ed25519 public key (hex) that checks the runner's route tokens (``_tokens``).
+VERIFY_KEY_ENV = "JUPYTER_DEPLOY_VERIFY_KEY"
+#: Where the runner builds and caches model environments (``environment``).
+ENVS_ENV = "JUPYTER_DEPLOY_ENVS"
+
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).
 

@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     q = tsub.add_parser("revoke", help="revoke one of your tokens; it stops working at once")
     q.add_argument("id", help="a token id (tok_...), from `token list`")
     p.set_defaults(run=cmd_token)
+    p = sub.add_parser("limits", help="your limits on this daemon (limits.yaml) and what you hold of each")
+    p.add_argument("--user", default=None, help="another user's (the admin only)")
+    p.set_defaults(run=cmd_limits)
     p = sub.add_parser("demo", help="run notebooks/quickstart.ipynb headless and print its results")
     p.add_argument("--notebook", default=None, metavar="PATH",
                    help="the notebook to run (default: notebooks/quickstart.ipynb of this checkout)")
@@ -331,6 +334,18 @@ def cmd_token(args: argparse.Namespace) -> int:
     else:
         client.revoke_token(args.id)
         print(f"revoked token {args.id}")
+    return 0
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    from ._cli_platform import _client, table
+
+    def number(value: float | None) -> str:
+        return "" if value is None else str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+    limits = _client().limits(args.user)
+    print(table([{"limit": name, "value": number(v["value"]), "used": number(v["used"]), "what": v["description"]}
+                 for name, v in limits.items()]))
     return 0
 
 

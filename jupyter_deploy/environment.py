@@ -6,7 +6,9 @@ reused and nothing is installed. Otherwise the model gets a virtual
 environment of its own, cached at ``home()/envs/<hash>/`` where ``<hash>`` is
 :func:`requirements_hash` (the requirements text plus the identity of the
 current environment), so a second deploy of the same requirements from the
-same environment reuses it.
+same environment reuses it. A runner the control plane starts is told another
+folder in ``$JUPYTER_DEPLOY_ENVS`` (its owner's sandbox, where runners run as
+an OS user of their own).
 
 Such an environment is *layered* over the current one: it is created with
 ``python -m venv --without-pip`` and gets a ``.pth`` file that appends the
@@ -47,6 +49,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion
 
+from jupyter_deploy._wire import ENVS_ENV
 from jupyter_deploy.errors import EnvironmentSetupError
 from jupyter_deploy.paths import home
 
@@ -171,7 +174,8 @@ def gc_environments(keep: set[str]) -> list[Path]:
 
 
 def _envs_dir() -> Path:
-    return home() / "envs"
+    # A runner the control plane started is told where (its owner's sandbox, or the home's envs/).
+    return Path(os.environ.get(ENVS_ENV) or home() / "envs")
 
 
 def _logical_lines(req_file: Path) -> list[str]:

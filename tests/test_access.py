@@ -135,3 +135,28 @@ def test_route_tokens_are_renewed_before_they_expire(alice):
         stub.Predict(runner_pb2.PredictRequest(method="predict"), timeout=10,
                      metadata=((_wire.ROUTE_TOKEN_KEY, route.token),))
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "expired" in e.value.details()
+
+
+class _LateClock:
+    """The ``time`` module as a client whose clock is a minute behind the daemon's sees it."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 60
+
+
+def test_a_client_whose_clock_is_behind_gets_a_new_token_when_a_runner_refuses_its_own(alice, monkeypatch):
+    """Such a client takes its tokens for fresh a minute too long; a runner refuses one once it
+    lapsed, before the call reaches the model, and the call is made again with a new one."""
+    monkeypatch.setattr(_api, "time", _LateClock())
+    model = Model(model_id="secretm", user_id="alice", client=alice)
+    deadline = time.monotonic() + 4.5  # past a token's life here (3 s)
+    answers = 0
+    while time.monotonic() < deadline:
+        assert model.predict("late") == "v1:late"
+        answers += 1
+        time.sleep(0.1)
+    assert answers > 20

@@ -48,10 +48,11 @@ def test_a_cuda_model_runs_in_the_kernel_through_the_codec() -> None:
 
 
 def test_a_deployed_torch_model_runs_on_its_gpu_and_gpus_are_never_shared(tmp_path_factory, tmp_path) -> None:
-    """num_accelerators: 1 on the local backend: each replica gets a GPU of its own; one more waits."""
+    """num_accelerators: 1 on the local backend: each replica gets a GPU of its own; more replicas
+    than the host has GPUs are refused up front, and one more beside them (another deployment) waits."""
     from daemon_helpers import isolated_home, wait_for
 
-    from jupyter_deploy import Client, Nodepool
+    from jupyter_deploy import Client, ControlPlaneError, Nodepool
 
     count = torch.cuda.device_count()
     folder = tmp_path / "gpu"
@@ -62,15 +63,25 @@ def test_a_deployed_torch_model_runs_on_its_gpu_and_gpus_are_never_shared(tmp_pa
     with isolated_home(tmp_path_factory, "gpu_home"):
         client = Client()
         client.upload_model(folder)
-        deployment = Nodepool("local", client=client).create_deployment(
+        pool = Nodepool("local", client=client)
+        with pytest.raises(ControlPlaneError, match=rf"min_replicas {count + 1} x 1 GPU\(s\) = {count + 1} GPUs; "
+                           rf"the nodepool has {count} such GPU\(s\)") as refused:
+            pool.create_deployment("doubler", worker={"model": {"id": "doubler"}},
+                                   autoscale_config={"min_replicas": count + 1})
+        assert refused.value.code == "RESOURCE_EXHAUSTED"
+        deployment = pool.create_deployment(
             "doubler", worker={"model": {"id": "doubler"}},
-            autoscale_config={"min_replicas": count + 1, "max_replicas": count + 1})
+            autoscale_config={"min_replicas": count, "max_replicas": count})
         wait_for(lambda: sum(r["state"] == "READY" for r in deployment.status["replicas"]) == count,
                  180, f"{count} replica(s) on {count} GPU(s)")
         status = deployment.status
         assert sorted(r["gpus"] for r in status["replicas"]) == [str(i) for i in range(count)]
-        assert "waiting for 1 GPU(s)" in status["reason"] and status["state"] == "STARTING"
         model = client.model("doubler")
         assert model.device_name() in {torch.cuda.get_device_name(i) for i in range(count)}
         assert model.predict(np.arange(4, dtype=np.float32)).tolist() == [0.0, 2.0, 4.0, 6.0]
+        client.compute_cluster("local").create_nodepool("more")
+        extra = Nodepool("more", client=client).create_deployment("doubler2", worker={"model": {"id": "doubler"}})
+        wait_for(lambda: "waiting for 1 GPU(s)" in extra.status["reason"], 60, "one more replica to wait for a GPU")
+        assert extra.status["state"] == "STARTING" and extra.status["replicas"] == []
+        extra.delete()
         deployment.delete()

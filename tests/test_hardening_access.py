@@ -18,6 +18,7 @@ from daemon_helpers import daemon_pid, deployed_echo, isolated_home, wait_for
 from jupyter_deploy import Client, ControlPlaneError, Deployment, Model, _wire
 from jupyter_deploy.client import _daemon
 from jupyter_deploy.control._access import RPC_RULES
+from jupyter_deploy.control._home import sandboxed
 from jupyter_deploy.proto import control_pb2 as cpb
 
 pytestmark = pytest.mark.timeout(120)
@@ -115,7 +116,8 @@ def test_a_restart_makes_a_loose_home_and_its_secrets_private_again(tmp_path_fac
         for name in ("secrets", "secrets/local"):
             (home / name).chmod(0o755)
         assert Client().call("GetInfo", cpb.InfoRequest()).user_id == "local"
-        assert _mode(home) == 0o700
+        # Where runners run as OS users of their own (a root daemon), they pass through the home.
+        assert _mode(home) == (0o711 if sandboxed() else 0o700)
         for name in ("state.db", "state.db-wal", "state.db-shm", "logs.db", "secret.key", "local.token",
                      "daemon.json", "secrets/local/api_key"):
             assert _mode(home / name) == 0o600, name

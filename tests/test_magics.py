@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from daemon_helpers import isolated_home
@@ -336,8 +339,11 @@ def test_stream_with_input_calls_a_bidi_method(ip, deployed):
         ip.run_cell("%stream echo --method stream")
 
 
-def test_an_interrupt_cancels_the_stream_and_keeps_what_came(ip, deployed, tmp_path, monkeypatch):
-    marker = tmp_path / "closed"
+def test_an_interrupt_cancels_the_stream_and_keeps_what_came(ip, deployed, monkeypatch):
+    # A folder the runner may write, also as an OS user of its own (a root daemon sandboxes runners).
+    shared = Path(tempfile.mkdtemp(prefix="jd-marker-"))
+    shared.chmod(0o1777)
+    marker = shared / "closed"
 
     class InterruptingView:
         def __init__(self):
@@ -366,6 +372,7 @@ def test_an_interrupt_cancels_the_stream_and_keeps_what_came(ip, deployed, tmp_p
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "closed"  # the model's finally ran on the server
+    shutil.rmtree(shared)
 
 
 def test_a_changed_cell_rolls_out_a_new_version(ip, deployed):

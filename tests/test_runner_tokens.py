@@ -1,13 +1,16 @@
-"""A runner started with a signing key serves only calls that carry a valid route token.
+"""A runner started with a verification key serves only calls that carry a valid route token.
 
 One real runner process for the module, started the way the scheduler starts
-one: key and deployment id in its environment, its port learned from
-``--port-file``.
+one: the public route key and deployment id in its environment, its port learned
+from ``--port-file``. Tokens are signed with the private key, which the runner
+never gets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +30,8 @@ from jupyter_deploy.proto import runner_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = os.urandom(32)
+KEY = _tokens.derive_key(os.urandom(32), os.urandom(32))  # the deployment's private route key
+PUBLIC = _tokens.public_bytes(KEY)
 DEPLOYMENT = "echo"
 
 MODEL = '''
@@ -53,16 +57,16 @@ class Echo(ModelClass):
 
     @ModelClass.method
     def secret(self, text: str) -> str:
-        return os.environ.get("JUPYTER_DEPLOY_SIGNING_KEY", "")
+        return os.environ.get("JUPYTER_DEPLOY_VERIFY_KEY", "")
 '''
 
 
 @contextlib.contextmanager
 def signed_runner(root: Path) -> Iterator[tuple[subprocess.Popen, grpc.Channel]]:
-    """A serving runner with a signing key, as the scheduler starts one; killed on exit."""
+    """A serving runner with a verification key, as the scheduler starts one; killed on exit."""
     model_dir = write_model(root, MODEL)
     port_file = model_dir / "runner.port"
-    env = {**os.environ, "JUPYTER_DEPLOY_SIGNING_KEY": KEY.hex(), "DEPLOYMENT_ID": DEPLOYMENT}
+    env = {**os.environ, "JUPYTER_DEPLOY_VERIFY_KEY": PUBLIC.hex(), "DEPLOYMENT_ID": DEPLOYMENT}
     with open(model_dir / "runner.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(model_dir),
                                  "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT,
@@ -98,9 +102,15 @@ def request(method: str = "predict", text: str = "hi") -> pb.PredictRequest:
     return pb.PredictRequest(method=method, args=[pb.Entry(key="text", value=pb.Value(str=text))])
 
 
-def token(key: bytes = KEY, deployment_id: str = DEPLOYMENT, **kwargs) -> list[tuple[str, str]]:
+def token(key=KEY, deployment_id: str = DEPLOYMENT, **kwargs) -> list[tuple[str, str]]:
     token = _tokens.sign(key, deployment_id=deployment_id, caller="local", **kwargs)
     return [(_wire.ROUTE_TOKEN_KEY, token)]
+
+
+def hmac_token(key: bytes, **claims) -> list[tuple[str, str]]:
+    """A token of the old kind (HMAC-SHA256 under ``key``), as one who holds the public key would make."""
+    payload = _tokens._b64(json.dumps({"d": DEPLOYMENT, "c": "local", "e": time.time() + 60, **claims}).encode())
+    return [(_wire.ROUTE_TOKEN_KEY, f"{payload}.{_tokens._b64(hmac.new(key, payload.encode(), 'sha256').digest())}")]
 
 
 def refused(call, match: str) -> None:
@@ -112,10 +122,16 @@ def refused(call, match: str) -> None:
 
 @pytest.mark.parametrize("metadata, reason", [
     (None, "no route token"),
-    (token(key=os.urandom(32)), "signature is invalid"),
+    (token(key=_tokens.derive_key(os.urandom(32), b"")), "signature is invalid"),
+    # What one who read the runner's (public) key could try: use it as a seed, or as an HMAC key.
+    (token(key=_tokens.derive_key(PUBLIC, b"")), "signature is invalid"),
+    (hmac_token(PUBLIC), "signature is invalid"),
+    ([(_wire.ROUTE_TOKEN_KEY, "garbage")], "signature is invalid"),
     (token(deployment_id="other"), "for deployment 'other', not 'echo'"),
     (token(now=time.time() - 3600), "expired"),
-], ids=["missing", "forged", "other-deployment", "expired"])
+    (token(ttl=10 * 365 * 86400), "beyond this runner's limit of 60 s"),
+], ids=["missing", "forged", "seeded-with-public-key", "hmac-with-public-key", "garbage", "other-deployment",
+        "expired", "ten-years"])
 def test_bad_tokens_are_refused_with_the_reason(runner: runner_pb2_grpc.RunnerStub, metadata, reason: str) -> None:
     refused(lambda: runner.Predict(request(), metadata=metadata, timeout=10), reason)
     refused(lambda: list(runner.Generate(request("generate"), metadata=metadata, timeout=10)), reason)
@@ -164,3 +180,15 @@ def test_a_stopping_runner_refuses_new_calls_as_unavailable(tmp_path: Path) -> N
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "the runner is stopping" in info.value.details()
         assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abcd", "JUPYTER_DEPLOY_VERIFY_KEY is 2 bytes; an Ed25519 public key is 32"),
+    ("not hex", "JUPYTER_DEPLOY_VERIFY_KEY is not a hex string"),
+])
+def test_a_bad_verification_key_stops_the_runner_with_the_reason(tmp_path: Path, value: str, message: str) -> None:
+    model_dir = write_model(tmp_path, MODEL)
+    done = subprocess.run([sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(model_dir)],
+                          env={**os.environ, "JUPYTER_DEPLOY_VERIFY_KEY": value, "DEPLOYMENT_ID": DEPLOYMENT},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

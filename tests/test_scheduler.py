@@ -20,6 +20,7 @@ import pytest
 from conftest import wait_for, write_model
 
 from jupyter_deploy import _tokens, _wire
+from jupyter_deploy.control._auth import server_secret
 from jupyter_deploy.control._configs import replica_spec
 from jupyter_deploy.control._errors import FailedPrecondition
 from jupyter_deploy.control._host_info import HostInfo, detect
@@ -126,8 +127,9 @@ class Platform:
                  f"{self.deployment(deployment_id)['reason']})")
 
     def token(self, deployment_id: str) -> str:
-        key = bytes.fromhex(self.deployment(deployment_id)["signing_key"])
-        return _tokens.sign(key, deployment_id=deployment_id, caller=USER)
+        # As the router signs: the deployment's key, derived from the home's secret and its salt.
+        keys = _tokens.RouteKeys(server_secret(self.root / "home"))
+        return keys.sign(self.deployment(deployment_id)["signing_key"], deployment_id=deployment_id, caller=USER)
 
     def call(self, address: str, deployment_id: str, method: str = "predict", text: str = "hi") -> str:
         request = pb.PredictRequest(method=method, args=[pb.Entry(key="text", value=pb.Value(str=text))])

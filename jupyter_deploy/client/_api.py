@@ -313,8 +313,21 @@ class Client:
         return [_token_dict(t) for t in self.call("ListTokens", cpb.ListTokensRequest()).tokens]
 
     def revoke_token(self, token_id: str) -> dict:
-        """Revoke one of this user's tokens; it stops working at once."""
+        """Revoke one of this user's tokens; it stops working at once with the control plane, and
+        model calls through routes it resolved before fail within a route token's life (10 s)."""
         return _token_dict(self.call("RevokeToken", cpb.RevokeTokenRequest(token_id=token_id)))
+
+    def limits(self, user_id: str | None = None) -> dict[str, dict]:
+        """This user's limits on the daemon (``limits.yaml``; another user's: the admin only), each as
+        ``{"value", "used", "description"}`` (``used`` is None for a setting that counts nothing).
+
+        Example::
+
+            Client().limits()["max_replicas"]   # {'value': 16.0, 'used': 3.0, 'description': '...'}
+        """
+        resp = self.call("GetLimits", cpb.LimitsRequest(user_id=user_id or ""))
+        return {lim.name: {"value": lim.value, "used": lim.used if lim.HasField("used") else None,
+                           "description": lim.description} for lim in resp.limits}
 
     # ------------------------------------------------------------ secrets
 
@@ -868,8 +881,12 @@ START_WAIT = 120.0
 ROUTE_TIMEOUT = 30.0
 #: Seconds a call that reached no replica waits for one (a crashed replica is restarted).
 REPLICA_WAIT = 60.0
-#: Seconds a cached route is used before resolving again, while no daemon answers.
-DAEMON_RETRY = 2.0
+#: Seconds between tries to resolve a route again while no daemon answers (the cached one serves).
+DAEMON_RETRY = 1.0
+#: Seconds before its token lapses that a cached route stops serving: a call must reach its runner
+#: by then (a runner checks the token when a call starts). Route tokens live seconds (``_tokens``),
+#: renewed at half their life, so a daemon may be away a few seconds without a call failing.
+TOKEN_MARGIN = 1.0
 
 
 class _RoutedTransport:
@@ -878,9 +895,14 @@ class _RoutedTransport:
     Calls take turns over the route's replicas. A call that got no answer because its runner
     could not be reached (UNAVAILABLE before any message came back) goes on to the route's
     other replicas, then to those of the route resolved again, waiting up to ``REPLICA_WAIT``
-    seconds while a crashed replica is restarted; this for every call shape. A call that
-    failed otherwise may have reached the model, and is not retried. Resolving a route to a
-    deployment that scaled to zero waits while a replica starts.
+    seconds while a crashed replica is restarted; this for every call shape. A call whose
+    runner refused its route token as expired (a clock apart from the daemon's) is made once
+    more with a new one. A call that failed otherwise may have reached the model, and is not
+    retried. Resolving a route to a deployment that scaled to zero waits while a replica starts.
+
+    Route tokens are short-lived: the route is resolved again at half its token's life, so a
+    revoked personal access token stops calls within that time (its renewal is refused:
+    UNAUTHENTICATED, "token revoked").
     """
 
     def __init__(self, model: Model, route: tuple):
@@ -927,7 +949,7 @@ class _RoutedTransport:
 
     def _valid(self) -> bool:
         """Whether the cached route's token is good for a call made now."""
-        return bool(self._transports) and time.time() < self._expires_at - DAEMON_RETRY
+        return bool(self._transports) and time.time() < self._expires_at - TOKEN_MARGIN
 
     def _renew(self, refresh: bool) -> None:
         """Resolve the route again and cache it (one caller at a time: ``_resolving`` is held)."""
@@ -950,10 +972,10 @@ class _RoutedTransport:
         transports = [
             GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
             for address in (list(route.addresses) or [route.address])]
-        # Renew at 80% of the token's life, so no call carries one that lapses mid-flight;
-        # sooner where the daemon says replicas may come and go (autoscaling) and no pushed
-        # route changes tell us when.
-        renew_at = time.time() + 0.8 * (route.expires_at - time.time())
+        # Renew at half the token's life: the other half lets the route serve on while the daemon
+        # is away (restarting); sooner where the daemon says replicas may come and go
+        # (autoscaling) and no pushed route changes tell us when.
+        renew_at = time.time() + 0.5 * (route.expires_at - time.time())
         if route.refresh_at and not (routes.live and route.user_id == client.user_id):
             renew_at = min(renew_at, route.refresh_at)
         with self._lock:
@@ -992,7 +1014,8 @@ class _RoutedTransport:
         except (RunnerError, ControlPlaneError) as e:
             if not self._retryable(e):
                 raise
-        for transport in self._fallbacks(transport):
+            failure = e
+        for transport in self._fallbacks(transport, failure):
             try:
                 return transport.unary(request)
             except RunnerError as e:
@@ -1009,16 +1032,21 @@ class _RoutedTransport:
                 yield value
             return
         except (RunnerError, ControlPlaneError) as e:
-            if started or not self._retryable(e):
+            if started:
+                raise _cut_off(e) from None
+            if not self._retryable(e):
                 raise
-        for transport in self._fallbacks(transport):
+            failure = e
+        for transport in self._fallbacks(transport, failure):
             try:
                 for value in transport.server_stream(request):
                     started = True
                     yield value
                 return
             except RunnerError as e:
-                if started or e.code != "UNAVAILABLE":
+                if started:
+                    raise _cut_off(e) from None
+                if e.code != "UNAVAILABLE":
                     raise
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
@@ -1033,9 +1061,12 @@ class _RoutedTransport:
                 yield value
             return
         except (RunnerError, ControlPlaneError) as e:
-            if started or not self._retryable(e):
+            if started:
+                raise _cut_off(e) from None
+            if not self._retryable(e):
                 raise
-        for transport in self._fallbacks(transport):
+            failure = e
+        for transport in self._fallbacks(transport, failure):
             # Nothing came back: send again what the attempts so far took from the caller.
             replay = _Replay(replay.rest(), replay.sent)
             try:
@@ -1045,14 +1076,16 @@ class _RoutedTransport:
                     yield value
                 return
             except RunnerError as e:
-                if started or e.code != "UNAVAILABLE":
+                if started:
+                    raise _cut_off(e) from None
+                if e.code != "UNAVAILABLE":
                     raise
 
     def _retryable(self, error: Exception) -> bool:
         """Whether a call that got ``error`` before any answer goes on to another replica or waits:
         the runner could not be reached, or the route found none while one is (re)starting."""
         if isinstance(error, RunnerError):
-            return error.code == "UNAVAILABLE"
+            return error.code == "UNAVAILABLE" or _token_expired(error)
         return self._replica_coming(error)
 
     def _replica_coming(self, error: ControlPlaneError) -> bool:
@@ -1071,14 +1104,16 @@ class _RoutedTransport:
             return False
         return state not in ("STOPPING", "STOPPED", "FAILED")
 
-    def _fallbacks(self, failed: GrpcTransport | None) -> Iterator[GrpcTransport]:
+    def _fallbacks(self, failed: GrpcTransport | None, error: Exception) -> Iterator[GrpcTransport]:
         """Where to retry a call that reached no replica: the route's other replicas, then the
         replicas of the route resolved again, until one answers or ``REPLICA_WAIT`` seconds
-        pass (a crashed replica is being restarted); then RunnerError UNAVAILABLE."""
+        pass (a crashed replica is being restarted); then RunnerError UNAVAILABLE. After a
+        token refused as expired, only the route resolved again (its token is new)."""
         self._renew_at = 0.0  # the next call resolves again, and learns which replicas are gone
-        with self._lock:
-            others = [t for t in self._transports if t is not failed]
-        yield from others
+        if not _token_expired(error):
+            with self._lock:
+                others = [t for t in self._transports if t is not failed]
+            yield from others
         deadline = time.monotonic() + REPLICA_WAIT
         pause = 0.02
         while (left := deadline - time.monotonic()) > 0:
@@ -1095,6 +1130,12 @@ class _RoutedTransport:
             yield from transports
         raise RunnerError(f"deployment {self._deployment_id or '/'.join(filter(None, self.route))}: "
                           f"no replica answered within {REPLICA_WAIT:g} s", "UNAVAILABLE")
+
+
+def _token_expired(error: Exception) -> bool:
+    """Whether a runner refused a call's route token as expired (before the call reached the model)."""
+    return (isinstance(error, RunnerError) and error.code == "UNAUTHENTICATED"
+            and "route token has expired" in str(error))
 
 
 class _Replay:
@@ -1122,3 +1163,13 @@ class _Replay:
     def rest(self) -> Iterator[pb.Value]:
         """What is left to send: the replayed items not yet taken, then the caller's."""
         return itertools.chain(list(self._first), self._items)
+
+
+def _cut_off(error: Exception) -> Exception:
+    """What a stream that had begun to answer raises when it breaks off: where its replica went
+    away, said so. It is not sent again (the model may have acted on it), so the caller decides."""
+    if isinstance(error, RunnerError) and error.code == "UNAVAILABLE":
+        return RunnerError(f"UNAVAILABLE: the replica serving this stream went away after it began to "
+                           f"answer ({error}); it is not sent again, as the model may have acted on it: "
+                           "call again to retry", "UNAVAILABLE")
+    return error

@@ -98,13 +98,18 @@ class ConfigModel(BaseModel):
             return data
         context = info.context or {}
         data = cls._short_form(data)
-        if isinstance(data, dict):
-            data = cls._prepare({k: v for k, v in data.items() if v is not None}, context)
         errors: list[InitErrorDetails] = []
+        if isinstance(data, dict):
+            # YAML keys may be numbers, lists, ...: each is a problem of its own (pydantic would
+            # raise TypeError on them), and the rest is still checked.
+            errors += [_ours((short(k),), f"{cls._unknown}: a key must be "
+                             f"a name, got {describe(k)}", k) for k in data if not isinstance(k, str)]
+            data = cls._prepare({k: v for k, v in data.items() if v is not None and isinstance(k, str)},
+                                context)
         try:
             result = handler(data)
         except ValidationError as exc:
-            errors = [cls._translate(error) for error in exc.errors()]
+            errors += [cls._translate(error) for error in exc.errors()]
             result = None
         if isinstance(data, dict):
             errors += [_ours(loc, message, data) for loc, message in cls._relations(data, context)]

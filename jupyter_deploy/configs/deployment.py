@@ -322,8 +322,12 @@ class DeploymentConfig(ConfigModel):
                 out.append(
                     (("secrets", i, "env_var"), f"environment variable {var} is given twice")
                 )
-            seen_ids.add(name)
-            seen_vars.add(var)
+            # Only strings are remembered: a list or mapping given as a name is unhashable (and
+            # reported as bad by its own check).
+            if isinstance(name, str):
+                seen_ids.add(name)
+            if isinstance(var, str):
+                seen_vars.add(var)
         return out
 
     def to_dict(self) -> dict:

@@ -47,6 +47,7 @@ RPC_RULES: dict[str, Rule] = {
     "GetInfo": ANY,
     # It stops every user's replicas (stop_runners), so it is the admin's, who started the daemon.
     "Shutdown": admin("stop the daemon"),
+    "GetLimits": ANY,  # the caller's own; another user's (user_id) is checked inside: admin only
     "UploadModel": ANY, "GetModel": ANY, "ListModels": ANY, "ListVersions": ANY,
     "GetVersion": ANY, "ExportVersion": ANY, "DeleteModel": ANY, "SetVisibility": ANY,
     "Create": ANY, "Get": ANY, "List": ANY, "Update": ANY, "Delete": ANY, "Act": ANY,

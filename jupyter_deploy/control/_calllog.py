@@ -31,11 +31,14 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -115,6 +118,7 @@ def write_logging_settings(home: Path, user_id: str, deployment_id: str, config:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{LOGGING_FILE}.tmp"
     tmp.write_text(text)
+    tmp.chmod(0o644)  # runners read it, also as an OS user of their own (_sandbox); nothing secret
     tmp.replace(folder / LOGGING_FILE)  # atomic: a runner never reads half of it
     return text
 
@@ -122,7 +126,7 @@ def write_logging_settings(home: Path, user_id: str, deployment_id: str, config:
 def read_stats(home: Path, user_id: str, deployment_id: str, replica_id: str) -> dict | None:
     """A replica's latest load figures, or None when there are none or they are stale."""
     try:
-        stats = json.loads((replica_dir(home, user_id, deployment_id, replica_id) / STATS_FILE).read_text())
+        stats = json.loads(_read_runner_file(replica_dir(home, user_id, deployment_id, replica_id) / STATS_FILE))
     except (OSError, ValueError):
         return None
     return stats if time.time() - float(stats.get(_wire.STAT_TIME, 0)) <= STATS_FRESH else None
@@ -133,6 +137,23 @@ def _percentile(values: list[float], q: float) -> float | None:
         return None
     k = max(0, min(len(values) - 1, math.ceil(q / 100 * len(values)) - 1))
     return round(values[k], 3)
+
+
+def _open_runner_file(path: Path) -> int:
+    """A file descriptor of a regular file a runner wrote, opened without following links and
+    without blocking: where runners run as an OS user of their own (``_sandbox``), that user owns
+    the folder and could put there a link to another replica's records, or a FIFO that would
+    hang this thread. Anything but a regular file: OSError EINVAL."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def _read_runner_file(path: Path) -> bytes:
+    with open(_open_runner_file(path), "rb") as f:
+        return f.read()
 
 
 def _open(path: Path) -> tuple[Store, dict[str, int]]:
@@ -239,14 +260,13 @@ class CallLog:
         name = str(path)
         offset = self._offsets.get(name, 0)
         try:
-            size = path.stat().st_size
-            if size > offset:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read(min(size - offset, _READ_CHUNK))
-            else:
-                data = b""
-        except FileNotFoundError:
+            with open(_open_runner_file(path), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(offset)
+                data = f.read(min(size - offset, _READ_CHUNK)) if size > offset else b""
+        except OSError as e:  # gone, or a link (not a runner's records: dropped like a finished segment)
+            if not isinstance(e, FileNotFoundError) and e.errno not in (errno.ELOOP, errno.EINVAL):
+                raise
             return 0, True
         end = data.rfind(b"\n") + 1
         rows = _rows(key, replica_id, data[:end])

@@ -4,6 +4,13 @@ Every change is one transaction; the scheduler then acts on the new desired
 state (``scheduler.kick()``). Deleting a deployment marks it ``deleted`` and
 the scheduler stops its replicas before the row goes, so a crash in between
 never leaves a runner nobody knows about.
+
+A deployment must fit its nodepool: ``min_replicas`` and ``max_replicas`` replicas
+of its version at once (GPUs, memory and CPU, as ``_placement`` reserves them) are
+refused at Create and Update when the nodepool cannot hold them even empty; what
+fits in all but not beside other deployments' replicas waits in the scheduler.
+Each user's ``max_deployments`` and ``max_replicas`` (``home/limits.yaml``) are
+counted from the store in the transaction that writes the deployment.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import sqlite3
 import time
 from typing import Any
 
+from .. import _autoscale as autoscale
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
 from ._backends.ray import node_host
@@ -26,8 +34,16 @@ from ._configs import (
     nodepool_config,
     replica_spec,
 )
-from ._errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from ._resources import needs_from, never_fits
+from ._errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from ._limits import refuse
+from ._resources import needs_from, never_fits, over_capacity
 from ._scheduler import ROLLBACK_PREFIX
 from ._store import Store, now
 
@@ -36,9 +52,19 @@ KINDS = ("compute_cluster", "nodepool", "deployment")
 
 
 class Compute:
-    def __init__(self, store: Store, host: Any, registry: Any, scheduler: Any, calls: Any = None):
+    #: Seconds Delete waits for a deployment's replicas to stop before it answers (the deployment is
+    #: deleted either way: it is gone from Get and List, and its row goes when its replicas have).
+    DELETE_WAIT = 30.0
+
+    def __init__(self, store: Store, host: Any, registry: Any, scheduler: Any, calls: Any = None,
+                 limits: Any = None):
         self.store, self.host, self.registry, self.scheduler = store, host, registry, scheduler
         self.calls = calls  # the CallLog: access records, inference logs, metrics
+        if limits is None:
+            from ..configs.limits import LimitsConfig
+
+            limits = LimitsConfig()
+        self.limits = limits  # a configs.limits.LimitsConfig: per-user max_deployments, max_replicas
 
     # ------------------------------------------------------------ defaults
 
@@ -84,6 +110,10 @@ class Compute:
             else:
                 raise InvalidArgument(f"unknown resource kind {ref.kind!r} (use one of {', '.join(KINDS)})")
         except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e) and ref.kind == "deployment" and self.store.one(
+                    "SELECT 1 FROM deployments WHERE user_id = ? AND id = ? AND desired = 'deleted'", (owner, ref.id)):
+                raise AlreadyExists(f"deployment {ref.id!r} is still being deleted (its replicas are stopping); "
+                                    "create it again in a few seconds") from None
             if "UNIQUE" in str(e) and ref.kind == "deployment" and "deployments.model" in str(e):
                 raise AlreadyExists(self._duplicate_model_message(owner, ref, config)) from None
             if "UNIQUE" in str(e):
@@ -94,25 +124,15 @@ class Compute:
 
     def _create_deployment(self, owner: str, ref: cpb.ResourceRef, config: dict) -> None:
         nodepool = self._nodepool(owner, ref.compute_cluster_id, ref.nodepool_id)
-        cfg = deployment_config(config, owner)
+        cfg = self._checked_python(deployment_config(config, owner), owner)
         model = cfg["worker"]["model"]
         # Another user's model may be deployed on one's own nodepool if it is public.
         readable_model(self.store, owner, (model["user_id"], model["app_id"], model["id"]))
         version = self._resolve_version(model)
-        # What can never fit is refused now; what does not fit yet waits (the scheduler says why).
-        needs = needs_from(json.loads(version.config_json or "{}"))
-        gpus = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
-        pool = json.loads(nodepool["config_json"] or "{}")
-        backend = self._backend(owner, ref.compute_cluster_id)
-        if backend.places_replicas:  # Ray: against the nodes the pool's labels select, as Ray reports them
-            impossible = backend.never_fits(ref.nodepool_id, pool, gpus, needs)
-        else:
-            impossible = never_fits(gpus, needs, self.host, pool)
-        if impossible:
-            raise FailedPrecondition(f"deployment {ref.id} can never run on nodepool "
-                                     f"{ref.compute_cluster_id}/{ref.nodepool_id}: {impossible}")
+        self._check_fits(ref.id, nodepool, version, cfg)
         stamp = now()
         with self.store.tx() as db:
+            self._check_limits(db, owner, ref.id, cfg)
             if cfg["default"]:
                 db.execute("UPDATE deployments SET is_default = 0 WHERE model_user_id = ? AND "
                            "model_app_id = ? AND model_id = ?", (model["user_id"], model["app_id"], model["id"]))
@@ -162,6 +182,61 @@ class Compute:
         except FailedPrecondition as e:
             out["nodes"], out["error"] = [], e.message
         return out
+
+    def _check_fits(self, deployment_id: str, nodepool: sqlite3.Row, version: Any, cfg: dict) -> None:
+        """Refuse a deployment its nodepool can never hold: one replica (FailedPrecondition), or
+        ``min_replicas`` or ``max_replicas`` of them at once (ResourceExhausted). What does not fit
+        *yet* (other deployments hold the room) waits; the scheduler says why."""
+        where = f"{nodepool['compute_cluster_id']}/{nodepool['id']}"
+        needs = needs_from(json.loads(version.config_json or "{}"))
+        asked = (cfg.get("resources") or {}).get("num_accelerators")
+        gpus = needs.num_accelerators if asked is None else int(asked)
+        pool = json.loads(nodepool["config_json"] or "{}")
+        backend = self._backend(nodepool["user_id"], nodepool["compute_cluster_id"])
+        if backend.places_replicas:
+            # Ray: against the nodes the pool's labels select, as Ray reports them; how many replicas
+            # fit at once is Ray's to say (the cluster may grow): what does not fit now waits there.
+            impossible = backend.never_fits(nodepool["id"], pool, gpus, needs)
+            if impossible:
+                raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: "
+                                         f"{impossible}")
+            return
+        impossible = never_fits(gpus, needs, self.host, pool)
+        if impossible:
+            raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: {impossible}")
+        scale = autoscale.stored(cfg)
+        # max_replicas too, not clamped: the autoscaler would add replicas under load that could only
+        # ever wait, so a stored maximum the nodepool cannot reach is a mistake to hear about now.
+        for setting in ("min_replicas", "max_replicas"):
+            why = over_capacity(setting, scale[setting], gpus, needs, self.host, pool)
+            if why:
+                raise ResourceExhausted(f"deployment {deployment_id} does not fit nodepool {where}: {why}; "
+                                        f"lower {setting}, or deploy to a larger nodepool")
+
+    def _check_limits(self, db: sqlite3.Connection, owner: str, deployment_id: str, cfg: dict) -> None:
+        """Refuse (ResourceExhausted) a deployment that takes ``owner`` over ``max_deployments`` or
+        ``max_replicas``, counted from the store inside the transaction ``db`` that writes it."""
+        limits = self.limits.for_user(owner)
+        others = db.execute("SELECT id, config_json FROM deployments WHERE user_id = ? AND desired != 'deleted' "
+                            "AND id != ?", (owner, deployment_id)).fetchall()
+        row = db.execute("SELECT config_json FROM deployments WHERE user_id = ? AND id = ? AND desired != 'deleted'",
+                         (owner, deployment_id)).fetchone()
+        if row is None and len(others) + 1 > limits.max_deployments:
+            refuse("max_deployments", limits.max_deployments, f"deployment {deployment_id}", owner,
+                   f"{len(others)} deployments now")
+        asked = autoscale.stored(cfg)["max_replicas"]
+        before = autoscale.stored(json.loads(row["config_json"] or "{}"))["max_replicas"] if row else 0
+        held = sum(autoscale.stored(json.loads(r["config_json"] or "{}"))["max_replicas"] for r in others)
+        # An update that does not ask for more is let through even over a limit lowered since.
+        if asked > before and held + asked > limits.max_replicas:
+            refuse("max_replicas", limits.max_replicas, f"deployment {deployment_id} with max_replicas {asked}",
+                   owner, f"the other deployments ask for {held}")
+
+    def _checked_python(self, cfg: dict, owner: str) -> dict:
+        """``cfg`` with its ``python`` checked against the interpreters the admin allowed."""
+        if cfg.get("python"):
+            cfg["python"] = self.registry.interpreters.check(cfg["python"], owner, "deployment config python")
+        return cfg
 
     def _duplicate_model_message(self, owner: str, ref: cpb.ResourceRef, config: dict) -> str:
         model = deployment_config(config, owner)["worker"]["model"]
@@ -285,14 +360,16 @@ class Compute:
                 isinstance(scale, dict) and isinstance(scale.get("max_replicas"), int) and \
                 isinstance(asked["min_replicas"], int) and scale["max_replicas"] < asked["min_replicas"]:
             del scale["max_replicas"]  # a raised minimum lifts the maximum with it (its default: the minimum)
-        cfg = deployment_config(merged, owner)
+        cfg = self._checked_python(deployment_config(merged, owner), owner)
         model = cfg["worker"]["model"]
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):
             raise InvalidArgument("a deployment keeps its model; create another deployment for "
                                   f"{model['user_id']}/{model['app_id']}/{model['id']}")
         version = self._resolve_version(model)
+        self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
         with self.store.tx() as db:
+            self._check_limits(db, owner, ref.id, cfg)
             if cfg["default"]:
                 db.execute("UPDATE deployments SET is_default = 0 WHERE model_user_id = ? AND "
                            "model_app_id = ? AND model_id = ?", (model["user_id"], model["app_id"], model["id"]))
@@ -323,7 +400,7 @@ class Compute:
         self.scheduler.kick()
         return self.get(caller, ref)
 
-    def delete(self, caller: str, refs: list[cpb.ResourceRef], timeout: float = 30.0) -> None:
+    def delete(self, caller: str, refs: list[cpb.ResourceRef], timeout: float | None = None) -> None:
         for ref in refs:
             owner = ref.user_id or caller
             if owner != caller:
@@ -334,7 +411,7 @@ class Compute:
                     db.execute("UPDATE deployments SET desired = 'deleted', updated_at = ? "
                                "WHERE user_id = ? AND id = ?", (now(), owner, ref.id))
                 self.scheduler.kick()
-                self._wait_gone(owner, ref.id, timeout)
+                self._wait_gone(owner, ref.id, self.DELETE_WAIT if timeout is None else timeout)
             elif ref.kind == "nodepool":
                 self._nodepool(owner, ref.compute_cluster_id, ref.id)
                 self._refuse_if_used("nodepool", ref.id, "SELECT id FROM deployments WHERE user_id = ? AND "
@@ -358,11 +435,16 @@ class Compute:
             raise FailedPrecondition(f"{kind} {rid!r} still has {what} ({', '.join(users)}); delete them first")
 
     def _wait_gone(self, owner: str, deployment_id: str, timeout: float) -> None:
+        """Wait up to ``timeout`` for the scheduler to remove a deleted deployment's row.
+
+        Past it the delete still stands (it was committed: the deployment is gone from Get and
+        List, and its replicas are stopping), so it is no error: refusing would tell the user
+        the opposite of what happened.
+        """
         deadline = time.monotonic() + timeout
         while self.store.one("SELECT 1 FROM deployments WHERE user_id = ? AND id = ?", (owner, deployment_id)):
             if time.monotonic() > deadline:
-                raise FailedPrecondition(f"deployment {deployment_id!r} is still stopping its replicas; "
-                                         "it will be removed when they have stopped")
+                return
             time.sleep(0.05)
 
     def versions_in_use(self, version_ids: list[str]) -> list[str]:

@@ -1,9 +1,11 @@
-"""GPUs and memory reserved per replica on this host, across every deployment.
+"""GPUs, memory and CPU reserved per replica on this host, across every deployment.
 
 A replica gets whole GPUs of an eligible type that no other replica holds (its
-row's ``gpus``), and, when its version asks for memory, a share of the host's
-memory that the replicas already there leave. CPU may be overcommitted. What a
-replica asks for comes from its version's config (``_resources.needs_from``),
+row's ``gpus``), when its version asks for memory, a share of the host's memory
+that the replicas already there leave, and its cores (``Needs.cpu``: what its
+version requests, at least ``_resources.MIN_CPU``) out of the host's. So the host
+never runs more replicas than it can hold, however many a deployment asks for.
+What a replica asks for comes from its version's config (``_resources.needs_from``),
 cached per version, since versions are immutable.
 
 Example::
@@ -57,12 +59,24 @@ class Placement:
                 return None, f"waiting for {describe_gpus(count, needs)}: all {len(usable)} in use by {users}"
             return None, (f"waiting for {describe_gpus(count, needs)}: only {len(free)} of {len(usable)} free "
                           f"(the others are in use by {users})")
+        held = [self._held(r["version_id"]) for r in rows]
+        cpus = sum(n.cpu for n in held)
+        if cpus + needs.cpu > self.host.cpus + 1e-9:
+            return None, (f"waiting for {needs.cpu:g} CPU: {cpus:g} of {self.host.cpus:g} CPUs are reserved by "
+                          f"{len(rows)} replica(s)")
         if needs.memory:
-            reserved = sum(self.needs(r["version_id"]).memory for r in rows)
+            reserved = sum(n.memory for n in held)
             if reserved + needs.memory > self.host.memory:
                 return None, (f"waiting for {_gib(needs.memory)} of memory: {_gib(reserved)} of "
                               f"{_gib(self.host.memory)} is reserved by running replicas")
         return ",".join(str(i) for i in free[:count]), ""
+
+    def _held(self, version_id: str) -> Needs:
+        # A replica of a version deleted under it still holds what its process holds: the minimum.
+        try:
+            return self.needs(version_id)
+        except LookupError:
+            return Needs(python="", num_accelerators=0, accelerator_memory=0, memory=0)
 
     def never_fits(self, count: int, needs: Needs) -> str:
         """Why one replica asking for ``count`` GPUs can never fit on this host, or ""."""

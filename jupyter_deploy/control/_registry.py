@@ -1,9 +1,12 @@
 """The model registry: models and their immutable versions, over content-addressed blobs.
 
 A version is an archive (an uncompressed tar of a model folder, packed by the
-client) plus what the client read from it in its own interpreter: the method
-signatures, the checked config and the interpreter's path. The daemon never
-imports model code; it only stores, lists, exports and extracts archives.
+client) plus what is known about it: its config.yaml, read from the archive and
+checked here; the method signatures the client read in its own interpreter,
+checked for form and replaced by what the version's first replica serves; and
+the interpreter to run it with, if the uploader may name it (``_described``,
+``_interpreters``). The daemon never imports model code; it only stores, lists,
+exports and extracts archives.
 
 A version appears in one transaction, after its blob is complete and verified,
 so an upload cut off half way leaves no version; what it left on disk is
@@ -19,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,18 +32,25 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .. import ids
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
 from ._access import ADMIN, PLATFORM
 from ._blobs import BlobStore
+from ._described import archive_config, checked_description
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from ._interpreters import TRUSTED, Interpreters
+from ._limits import refuse
 from ._store import Store, now
+
+log = logging.getLogger("jupyter_deploy.registry")
 
 EXPORT_CHUNK = 1 << 20
 DEFAULT_APP = "default"
 _REQUIRED_FILES = ("config.yaml", "1/model.py")
+_COUNT_VERSIONS = "SELECT COUNT(*) FROM versions WHERE user_id = ?"
 _VERSION_COLUMNS = ("v.id, v.user_id, v.app_id, v.model_id, v.number, v.sha256, b.size, v.description, "
                     "v.config_json, v.python, v.created_at")
 
@@ -132,8 +143,11 @@ class Registry:
         registry.delete(ref, in_use=compute.versions_in_use)
     """
 
-    def __init__(self, store: Store, blobs: BlobStore, versions_dir: Path):
+    def __init__(self, store: Store, blobs: BlobStore, versions_dir: Path, *,
+                 interpreters: Interpreters | None = None):
         self.store, self.blobs, self.versions_dir = store, blobs, Path(versions_dir)
+        # The interpreters an upload may name (versions_dir is home/versions).
+        self.interpreters = interpreters or Interpreters(self.versions_dir.parent)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         # Held from a blob's rename to its version's commit, and around GC, so that GC
         # never removes a blob that an upload is about to reference.
@@ -141,11 +155,16 @@ class Registry:
 
     # ------------------------------------------------------------ upload
 
-    def upload(self, caller: str, chunks: Iterator[cpb.UploadChunk]) -> cpb.ModelVersion:
+    def upload(self, caller: str, chunks: Iterator[cpb.UploadChunk], limits: Any = None) -> cpb.ModelVersion:
         """Store an upload (a header chunk, then data chunks) as a new version.
 
         If the model's latest version has the same content, that version is
-        returned with ``deduplicated=True`` and nothing is added.
+        returned with ``deduplicated=True`` and nothing is added. ``limits`` (a
+        ``configs.limits.LimitsConfig``): the owner's ``max_upload_mb`` and
+        ``max_versions`` are checked at the header, before any byte is stored, and
+        the version count again in the transaction that adds the version. The header's
+        config is ignored (the archive's is read), its description checked, its
+        interpreter refused unless the caller may name it.
         """
         chunks = iter(chunks)
         first = next(chunks, None)
@@ -159,14 +178,19 @@ class Registry:
             raise PermissionDenied(f"user {caller!r} cannot upload into user {key[0]!r}'s models")
         if header.size <= 0:
             raise InvalidArgument("the upload header gives no size; upload with Client.upload_model")
+        mine = limits.for_user(key[0]) if limits is not None else None
+        if mine is not None:
+            # The data may not outgrow the header's size (checked below), so this bounds what is stored.
+            if header.size > mine.max_upload_mb << 20:
+                refuse("max_upload_mb", mine.max_upload_mb, f"an upload of {header.size / 2**20:.1f} MiB", key[0])
+            self._check_versions(self.store.one(_COUNT_VERSIONS, (key[0],))[0], key[0], mine.max_versions)
         self.blobs.path(header.sha256)  # checks the sha's form before any byte is stored
-        config_json = header.config_json or "{}"
-        try:
-            config = json.loads(config_json)
-        except ValueError as e:
-            raise InvalidArgument(f"config_json is not valid JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise InvalidArgument("config_json is not a JSON object")
+        # What the header claims is checked before any byte is stored, too; it is stored as checked.
+        trusted = cpb.UploadHeader(model=header.model, sha256=header.sha256, size=header.size,
+                                   description=checked_description(header.description),
+                                   python=self.interpreters.check(header.python, caller,
+                                                                  "the upload's interpreter",
+                                                                  exists=caller not in TRUSTED))
 
         with self.blobs.writer() as writer:
             writer.write(first.data)
@@ -182,13 +206,23 @@ class Registry:
                 sha = writer.commit(header.sha256)
                 try:
                     check_archive(self.blobs.path(sha))
-                    return self._commit_version(key, sha, header, config_json)
+                    config = archive_config(self.blobs.path(sha))
+                    trusted.description.model_id = config["model"]["id"]
+                    return self._commit_version(key, sha, trusted, json.dumps(config),
+                                                mine.max_versions if mine is not None else None)
                 except BaseException:
                     self._gc()
                     raise
 
+    @staticmethod
+    def _check_versions(held: int, user_id: str, max_versions: int) -> None:
+        """Refuse one more version of ``user_id``, who has ``held``, past ``max_versions``."""
+        if held >= max_versions:
+            refuse("max_versions", max_versions, "a new model version", user_id,
+                   f"{held} versions now; delete the ones no deployment needs")
+
     def _commit_version(self, key: tuple[str, str, str], sha: str, header: cpb.UploadHeader,
-                        config_json: str) -> cpb.ModelVersion:
+                        config_json: str, max_versions: int | None = None) -> cpb.ModelVersion:
         user, app, _ = key
         stamp = now()
         with self.store.tx() as db:
@@ -199,6 +233,8 @@ class Registry:
             if latest is not None:
                 version_id, deduplicated = latest["id"], True
             else:
+                if max_versions is not None:  # again: other uploads may have ended meanwhile
+                    self._check_versions(db.execute(_COUNT_VERSIONS, (user,)).fetchone()[0], user, max_versions)
                 version_id, deduplicated = uuid.uuid4().hex, False
                 db.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user, stamp))
                 db.execute("INSERT OR IGNORE INTO apps (user_id, id, created_at) VALUES (?, ?, ?)",
@@ -222,6 +258,24 @@ class Registry:
             row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN blobs b USING (sha256) "
                              "WHERE v.id = ?", (version_id,)).fetchone()
         return _version(row, deduplicated)
+
+    def served_description(self, version_id: str, description: pb.ModelDescription) -> None:
+        """Keep what a replica of the version answered to Describe, where it differs from what the
+        uploader said (``_described.ServedDescriptions`` calls it)."""
+        row = self.store.one("SELECT description FROM versions WHERE id = ?", (version_id,))
+        if row is None or pb.ModelDescription.FromString(row["description"]) == description:
+            return
+        try:
+            checked = checked_description(description)
+        except InvalidArgument as e:  # the model's own code says so: keep the uploader's, say why
+            log.warning("version %s: its replica describes it in a form clients cannot use (%s)",
+                        version_id, e.message)
+            return
+        log.warning("version %s: its uploader described methods %s; its replica serves %s: keeping the "
+                    "replica's", version_id, sorted(m.name for m in pb.ModelDescription.FromString(
+                        row["description"]).methods), sorted(m.name for m in checked.methods))
+        with self.store.tx() as db:
+            db.execute("UPDATE versions SET description = ? WHERE id = ?", (checked.SerializeToString(), version_id))
 
     # ------------------------------------------------------------ read
 

@@ -11,12 +11,20 @@ deployment that can *never* fit its nodepool).
   least ``accelerator_memory``;
 - ``cpu_memory_requests`` (else ``cpu_memory``) of host memory reserved; ``cpu_memory``
   is also the cap the runner enforces on its resident memory;
-- ``cpu_limit`` cores at most (the runner pins itself to that many cores).
+- ``cpu_limit`` cores at most (the runner pins itself to that many cores);
+- ``cpu_requests`` (else ``cpu_limit``) cores reserved on the host, at least
+  ``MIN_CPU`` (a runner process costs that much however little its model asks for):
+  this bounds how many replicas a host runs when their versions ask for nothing else.
+
+A deployment's replicas together (``over_capacity``: ``min_replicas`` and
+``max_replicas`` times one replica's needs) must fit its nodepool; what fits in total
+but not beside the other deployments' replicas waits.
 
 Example::
 
     needs = needs_from(json.loads(version.config_json), python=version.python)
     why = never_fits(needs.num_accelerators, needs, host)   # "" when it can fit
+    why = over_capacity("min_replicas", 3, needs.num_accelerators, needs, host, nodepool)
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import parse_quantity
+
+#: Cores a replica reserves at least (its version's ``cpu_requests`` or ``cpu_limit`` may ask more).
+MIN_CPU = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,12 @@ class Needs:
     accelerator_types: tuple[str, ...] = ()  # patterns; empty: any type
     memory_limit: float = 0.0  # bytes of resident memory a replica may use; 0: no cap
     cpu_limit: float = 0.0     # cores; 0: no bound
+    cpu_request: float = 0.0   # cores asked for (cpu_requests, else cpu_limit); 0: none given
+
+    @property
+    def cpu(self) -> float:
+        """Cores one replica reserves on the host (at least ``MIN_CPU``)."""
+        return max(self.cpu_request, MIN_CPU)
 
 
 def needs_from(config: dict, python: str = "") -> Needs:
@@ -47,12 +64,14 @@ def needs_from(config: dict, python: str = "") -> Needs:
     compute = config.get("inference_compute_info") or {}
     types = compute.get("accelerator_type") or ()
     limit = compute.get("cpu_memory")
+    cpu_limit = parse_quantity(compute.get("cpu_limit") or 0)
     return Needs(
         python=python, num_accelerators=int(compute.get("num_accelerators") or 0),
         accelerator_memory=parse_quantity(compute.get("accelerator_memory") or 0),
         memory=parse_quantity(compute.get("cpu_memory_requests", limit) or 0),
         accelerator_types=(types,) if isinstance(types, str) else tuple(types),
-        memory_limit=parse_quantity(limit or 0), cpu_limit=parse_quantity(compute.get("cpu_limit") or 0))
+        memory_limit=parse_quantity(limit or 0), cpu_limit=cpu_limit,
+        cpu_request=parse_quantity(compute.get("cpu_requests") or 0) or cpu_limit)
 
 
 def _normal(text: str) -> str:
@@ -82,30 +101,67 @@ def describe_gpus(count: int, needs: Needs) -> str:
     return f"{count} GPU(s){kind}{each}"
 
 
-def never_fits(count: int, needs: Needs, host: Any, nodepool: dict | None = None) -> str:
-    """Why one replica (with ``count`` GPUs) can never fit on ``host`` (and ``nodepool``), or "".
+@dataclass(frozen=True)
+class Capacity:
+    """What a nodepool offers in all: cores, bytes of memory, and GPUs a replica may use."""
 
-    ``nodepool`` is a nodepool's checked config; its ``instance_type`` bounds
-    what the host offers.
-    """
-    gpus = eligible(host.gpus, needs)
-    offered = len(gpus)
+    cpus: float
+    memory: float
+    gpus: int
+
+
+def capacity(needs: Needs, host: Any, nodepool: dict | None = None) -> Capacity:
+    """What ``host`` (within ``nodepool``'s ``instance_type``, a checked config) offers replicas
+    with ``needs``: the local backend's nodepool is this one host."""
+    offered = len(eligible(host.gpus, needs))
     cpus, memory = float(host.cpus), float(host.memory)
     if nodepool is not None:
         it = nodepool.get("instance_type") or {}
         offered = min(offered, int(it.get("accelerators", offered)))
         cpus = min(cpus, float(it.get("cpus", cpus)))
         memory = min(memory, float(it.get("memory", memory)))
-    if count > offered:
+    return Capacity(cpus, memory, offered)
+
+
+def never_fits(count: int, needs: Needs, host: Any, nodepool: dict | None = None) -> str:
+    """Why one replica (with ``count`` GPUs) can never fit on ``host`` (and ``nodepool``), or "".
+
+    ``nodepool`` is a nodepool's checked config; its ``instance_type`` bounds
+    what the host offers.
+    """
+    has = capacity(needs, host, nodepool)
+    if count > has.gpus:
         names = sorted({g.name for g in host.gpus})
         detected = f" (detected: {', '.join(names)})" if names else ""
-        return (f"out of capacity: a replica needs {describe_gpus(count, needs)}; this nodepool has {offered} "
+        return (f"out of capacity: a replica needs {describe_gpus(count, needs)}; this nodepool has {has.gpus} "
                 f"such GPU(s){detected}; set JUPYTER_DEPLOY_FAKE_GPUS=N (or a comma-separated list of "
                 "names) to test without GPUs")
-    if needs.memory > memory:
-        return f"out of capacity: a replica needs {_gib(needs.memory)} of memory; this nodepool has {_gib(memory)}"
-    if needs.cpu_limit > cpus:
-        return f"out of capacity: a replica's cpu_limit is {needs.cpu_limit:g} cores; this nodepool has {cpus:g}"
+    if needs.memory > has.memory:
+        return f"out of capacity: a replica needs {_gib(needs.memory)} of memory; this nodepool has {_gib(has.memory)}"
+    if needs.cpu_limit > has.cpus:
+        return f"out of capacity: a replica's cpu_limit is {needs.cpu_limit:g} cores; this nodepool has {has.cpus:g}"
+    return ""
+
+
+def over_capacity(setting: str, replicas: int, count: int, needs: Needs, host: Any,
+                  nodepool: dict | None = None) -> str:
+    """Why ``replicas`` replicas (``setting`` says which: min_replicas, max_replicas), each with
+    ``count`` GPUs and ``needs``, can never run at once on the nodepool, or "".
+
+    >>> from jupyter_deploy.control._host_info import HostInfo
+    >>> over_capacity("min_replicas", 100000, 0, Needs("", 0, 0, 0, cpu_request=1), HostInfo(2, 8 << 30))
+    'min_replicas 100000 x 1 CPU = 100000 CPUs; the nodepool has 2 CPUs'
+    """
+    has = capacity(needs, host, nodepool)
+    if count and replicas * count > has.gpus:
+        return (f"{setting} {replicas} x {describe_gpus(count, needs)} = {replicas * count} GPUs; the nodepool "
+                f"has {has.gpus} such GPU(s)")
+    if needs.memory and replicas * needs.memory > has.memory:
+        return (f"{setting} {replicas} x {_gib(needs.memory)} of memory = {_gib(replicas * needs.memory)}; the "
+                f"nodepool has {_gib(has.memory)}")
+    if replicas * needs.cpu > has.cpus + 1e-9:
+        return (f"{setting} {replicas} x {needs.cpu:g} CPU = {replicas * needs.cpu:g} CPUs; the nodepool has "
+                f"{has.cpus:g} CPUs")
     return ""
 
 

@@ -43,10 +43,11 @@ class Router:
     #: Seconds a route of an autoscaling deployment is used before the client resolves it again.
     refresh_seconds = 2.0
 
-    def __init__(self, store: Store, registry: Any, scheduler: Any, compute: Any,
+    def __init__(self, store: Store, registry: Any, scheduler: Any, compute: Any, keys: _tokens.RouteKeys,
                  ttl: float = _tokens.DEFAULT_TTL):
         self.store, self.registry, self.scheduler, self.compute = store, registry, scheduler, compute
-        self.ttl = ttl
+        self.keys = keys  # each deployment's route key, derived from the daemon's secret and its salt
+        self.ttl = min(ttl, _tokens.MAX_TTL)  # runners refuse longer-lived tokens
         self._waiting: dict[tuple[str, str], float] = {}  # deployments starting for callers -> until when
         self._lock = threading.Lock()
 
@@ -96,8 +97,7 @@ class Router:
             return cpb.Route(deployment_id=row["id"], user_id=row["user_id"], retry_after=self.retry_after,
                              reason=e.reason)
         version = self.registry.get_version(cpb.VersionRef(version_id=version_id))
-        token = _tokens.sign(bytes.fromhex(row["signing_key"]), deployment_id=row["id"], caller=caller,
-                             ttl=self.ttl)
+        token = self.keys.sign(row["signing_key"], deployment_id=row["id"], caller=caller, ttl=self.ttl)
         addresses = self.scheduler.addresses(row["user_id"], row["id"], version_id) or [address]
         scaling = autoscale.scales(autoscale.stored(json.loads(row["config_json"])))
         if address in addresses:  # the replica route() picked first: clients that use one still take turns

@@ -16,9 +16,11 @@ what the store asks for with what runs:
   is restarted with exponential backoff, and too many crashes in a window mark
   the deployment FAILED with the exit code and the log's last lines;
 - GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
-  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory is
-  reserved too, CPU may be overcommitted. A replica that does not fit waits,
-  and the deployment says why;
+  across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory and CPU
+  are reserved too, so the host never runs more replicas than it holds. A replica
+  that does not fit waits, and the deployment says why. A pass starts at most
+  ``MAX_STARTS_PER_PASS`` replicas, so it stays short and a stop, a delete or the
+  daemon's own stop is acted on within a pass whatever a deployment asks for;
 - a new ``version_id`` rolls out: new replicas start, the route switches to
   them once they are all READY, the old ones drain for ``drain_seconds`` and
   stop. When a new replica cannot fit beside the old ones, old ones stop first.
@@ -28,8 +30,11 @@ what the store asks for with what runs:
   the deployment's counts as an old version's. A rollout that fails is rolled
   back to the version and settings the old replicas run;
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
-  are stopped after ``stop_timeout`` (``stop``: SIGKILL); a deleted one's too,
-  and then its row goes.
+  are stopped after ``stop_timeout`` (``stop``: SIGKILL), or ``STARTING_GRACE``
+  for one that never served; a deleted one's too, and then its row goes;
+- a runner gets its deployment's public route key (never the private one: ``_tokens``),
+  and where the daemon is root it runs as its owner's OS user (the admin's excepted, by
+  default), from its owner's copy of the version (``_sandbox``).
 
 The scheduler decides and keeps the state (SQLite, and ``_Replica`` and
 ``_Deployment`` between passes); it reaches replicas only through the
@@ -62,16 +67,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._wire import TELEMETRY_ENV
+from .. import _tokens
+from .._wire import ENVS_ENV, TELEMETRY_ENV, VERIFY_KEY_ENV
+from ._auth import server_secret
 from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
 from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
-from ._errors import FailedPrecondition, NotFound
+from ._errors import FailedPrecondition, InvalidArgument, NotFound
 from ._host_info import HostInfo
+from ._interpreters import Interpreters
 from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
 from ._resources import Needs, runner_limit_args
+from ._sandbox import Sandboxes
 from ._secrets import HINT_RE as SECRET_HINT_RE
 from ._secrets import Secrets
 from ._store import Store, now
@@ -103,8 +112,9 @@ class _Replica:
     retry_at: float = 0.0
     #: DRAINING: when its drain ends and it is stopped.
     drain_until: float = 0.0
-    #: STOPPING: when it was asked to drain (``stop`` follows ``stop_timeout`` later).
+    #: STOPPING: when it was asked to drain (``stop`` follows ``grace`` seconds later).
     stop_at: float | None = None
+    grace: float = 0.0
 
 
 @dataclass
@@ -160,12 +170,30 @@ class Scheduler:
     AUTOSCALE_INTERVAL = 0.25
     #: Log lines put into a FAILED deployment's reason.
     REASON_LINES = 20
+    #: Replicas one pass starts at most, over all deployments (the next pass, a moment later, starts
+    #: more): each start is a process, and a pass must stay short to see stops and deletes.
+    MAX_STARTS_PER_PASS = 8
+    #: Seconds a replica that never served gets between SIGTERM and SIGKILL (no call is in flight
+    #: there; a model still loading may not look at signals until it is done).
+    STARTING_GRACE = 1.0
+    #: Seconds ``stop()`` waits for the pass under way to end.
+    STOP_JOIN = 2.0
 
     def __init__(self, store: Store, host: HostInfo, home: Path, version_dir: Callable[[str], Path], *,
                  backends: Callable[[dict], NodepoolBackend] | None = None, crash_limit: int = 5,
                  crash_window: float = 300.0, backoff: float = 0.5, max_backoff: float = 30.0,
-                 stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES):
+                 stop_timeout: float = 45.0, interval: float = 1.0, log_max_bytes: int = DEFAULT_MAX_BYTES,
+                 route_keys: _tokens.RouteKeys | None = None, sandboxes: Sandboxes | None = None,
+                 on_ready: Callable[[str, str], None] = lambda version_id, address: None,
+                 interpreters: Interpreters | None = None):
         self.store, self.host, self.home, self.version_dir = store, host, Path(home), version_dir
+        # Runners get the public half of their deployment's route key (derived, never stored).
+        self.route_keys = route_keys or _tokens.RouteKeys(server_secret(self.home))
+        self.sandboxes = sandboxes or Sandboxes(store, self.home)  # an OS user per owner, where root
+        #: Told ``(version_id, address)`` of each replica that turns READY; must not block.
+        self.on_ready = on_ready
+        #: Checked again before each start: the admin may have allowed fewer since they were named.
+        self.interpreters = interpreters or Interpreters(self.home)
         self.backends = backends or Backends(self.home, host)
         self.crash_limit, self.crash_window = crash_limit, crash_window
         self.backoff, self.max_backoff, self.stop_timeout = backoff, max_backoff, stop_timeout
@@ -181,6 +209,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starts_left = self.MAX_STARTS_PER_PASS  # in the current pass
+        self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -194,22 +224,33 @@ class Scheduler:
         """Reconcile now rather than at the next interval (after a deployment changed)."""
         self._wake.set()
 
-    def stop(self, stop_runners: bool = True) -> None:
-        """Stop reconciling; with ``stop_runners``, also stop every replica and forget it.
-
-        Without it the runners keep serving, and the next ``start()`` (of this or
-        a new daemon) re-adopts them.
-        """
+    def halt(self) -> None:
+        """Start no more replicas and end the pass under way soon (the daemon is stopping)."""
         self._halt.set()
         self._wake.set()
+
+    def stop(self, stop_runners: bool = True, grace: float | None = None) -> None:
+        """Stop reconciling; with ``stop_runners``, also stop every replica and forget it.
+
+        Replicas get ``grace`` seconds (default ``stop_timeout``) between SIGTERM and
+        SIGKILL. Without ``stop_runners`` the runners keep serving, and the next
+        ``start()`` (of this or a new daemon) re-adopts them. A second call does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self.halt()
         if self._thread is not None:
-            self._thread.join()
-        running = [run for run in self._runtime.values() if run.handle is not None]
+            # A pass checks the halt between replicas; one stuck in a backend call is left behind (a
+            # daemon thread) rather than holding the stop: what it starts late, the next start stops.
+            self._thread.join(self.STOP_JOIN)
+        running = [run for run in list(self._runtime.values()) if run.handle is not None]
         if stop_runners:
+            grace = self.stop_timeout if grace is None else grace
             for run in running:
                 if run.stop_at is None:
-                    run.backend.drain(run.handle, self.stop_timeout)
-            deadline = time.monotonic() + self.stop_timeout
+                    run.backend.drain(run.handle, grace)
+            deadline = time.monotonic() + grace
             while any(run.backend.poll(run.handle) is None for run in running) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for run in running:
@@ -309,7 +350,10 @@ class Scheduler:
 
     def _pass(self) -> bool:
         """One reconcile of every deployment; True while something is on its way somewhere."""
+        self._starts_left = self.MAX_STARTS_PER_PASS
         for dep in self.store.query("SELECT * FROM deployments ORDER BY created_at"):
+            if self._halt.is_set():
+                return False
             try:
                 self._reconcile(dep)
             except Exception:
@@ -367,7 +411,7 @@ class Scheduler:
         """
         for r in self._replicas(dep):
             rid, run = r["id"], self._runtime.get(r["id"])
-            if r["state"] == CRASHED:
+            if r["state"] == CRASHED or self._halt.is_set():
                 continue
             if run is None or run.handle is None:
                 ended = "its process is unknown to this daemon"
@@ -383,7 +427,7 @@ class Scheduler:
             elif r["state"] == DRAINING and time.monotonic() >= run.drain_until:
                 self._stop(r)
             elif r["state"] == STOPPING and run.stop_at is not None and \
-                    time.monotonic() - run.stop_at >= self.stop_timeout:
+                    time.monotonic() - run.stop_at >= run.grace:
                 run.backend.stop(run.handle)  # its grace is over
         return self._replicas(dep)
 
@@ -399,6 +443,7 @@ class Scheduler:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (READY, r["id"]))
             self.autoscaler.ready((r["user_id"], r["deployment_id"]))  # W4 from IDLE, as the status shows it
+            self.on_ready(r["version_id"], address)
             if self._testing.get(r["version_id"]) == r["id"]:
                 self._tested.add(r["version_id"])
                 del self._testing[r["version_id"]]
@@ -462,15 +507,19 @@ class Scheduler:
 
         for r in current:
             run = self._runtime.setdefault(r["id"], _Replica())
-            if r["state"] == CRASHED and time.monotonic() >= run.retry_at:
+            if r["state"] == CRASHED and time.monotonic() >= run.retry_at and self._may_start():
+                self._starts_left -= 1
                 self._spawn(dep, backend, r["id"], r["version_id"], r["gpus"])
         waiting = ""
         for _ in range(wanted - len(current)):
+            if not self._may_start():
+                break  # the next pass starts more
             gpus, waiting = ("", "") if backend.places_replicas else \
                 self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
+            self._starts_left -= 1
             self._new_replica(dep, backend, gpus)
 
         replicas = self._replicas(dep)
@@ -537,6 +586,10 @@ class Scheduler:
 
     # ------------------------------------------------------------ starting
 
+    def _may_start(self) -> bool:
+        """Whether this pass may start one more replica (each start counts down ``_starts_left``)."""
+        return not self._halt.is_set() and self._starts_left > 0
+
     def _backend(self, dep: Any) -> NodepoolBackend:
         """The backend of the deployment's compute cluster; its pass ends FAILED when there is none."""
         row = self.store.one("SELECT config_json FROM compute_clusters WHERE user_id = ? AND id = ?",
@@ -570,6 +623,15 @@ class Scheduler:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
             self._fail(dep, f"cannot prepare version {version_id}: {e}")
+        telemetry = replica_dir(self.home, *key, rid)
+        try:  # where the daemon is root: the owner's OS user, its copy of the version, its folders
+            sandbox = self.sandboxes.for_user(dep["user_id"])
+            if sandbox is not None:
+                model_path = sandbox.version(version_id, model_path)
+                sandbox.hand_over(telemetry)
+        except (OSError, FailedPrecondition) as e:
+            self._fail(dep, f"cannot prepare the sandbox of user {dep['user_id']}'s runners: "
+                            f"{getattr(e, 'message', None) or e}")
         try:  # the deployment's secrets: their values go into the runner's environment and nowhere else
             secret_env = Secrets(self.home / "secrets").environment(dep["user_id"], cfg.get("secrets") or [])
         except NotFound as e:  # never start without one: wait (STARTING, the reason names it), retry soon
@@ -586,12 +648,14 @@ class Scheduler:
         spec = ReplicaSpec(
             replica_id=rid, user_id=dep["user_id"], deployment_id=dep["id"], version_id=version_id,
             model_path=model_path,
-            python=cfg.get("python") or needs.python,  # the deployment's choice, else the uploading interpreter
+            python=self._interpreter(dep, cfg, needs),
             args=(*(["--run-test"] if tester == rid else []), *runner_args(cfg), *runner_limit_args(needs)),
             env={**secret_env, "MODEL_PATH": str(model_path), "MODEL_VERSION": version_id,
-                 "DEPLOYMENT_ID": dep["id"], "JUPYTER_DEPLOY_SIGNING_KEY": dep["signing_key"],
-                 "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(replica_dir(self.home, *key, rid))},
-            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key), nodepool_id=dep["nodepool_id"],
+                 "DEPLOYMENT_ID": dep["id"], VERIFY_KEY_ENV: self.route_keys.public(dep["signing_key"]).hex(),
+                 "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(telemetry),
+                 ENVS_ENV: str(sandbox.envs if sandbox is not None else self.home / "envs")},
+            gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key),
+            run_as=sandbox.run_as if sandbox is not None else None, nodepool_id=dep["nodepool_id"],
             nodepool=json.loads(pool["config_json"] or "{}") if pool else {})
         try:
             handle = backend.start(spec)
@@ -602,6 +666,14 @@ class Scheduler:
         with self.store.tx() as db:
             db.execute("UPDATE replicas SET pid = ?, address = NULL, state = ?, started_at = ? WHERE id = ?",
                        (handle.pid, STARTING, now(), rid))
+
+    def _interpreter(self, dep: Any, cfg: dict, needs: Needs) -> str:
+        """The deployment's interpreter, else the version's (its uploader's), if whoever named it may."""
+        named, by = (cfg["python"], dep["user_id"]) if cfg.get("python") else (needs.python, dep["model_user_id"])
+        try:  # one that is gone is the backend's to replace (with its own, saying so)
+            return self.interpreters.check(named, by, "the interpreter", exists=False)
+        except InvalidArgument as e:
+            self._fail(dep, e.message)
 
     # ------------------------------------------------------------ stopping
 
@@ -622,7 +694,10 @@ class Scheduler:
             return
         if run.stop_at is None:
             run.stop_at = time.monotonic()
-            run.backend.drain(run.handle, self.stop_timeout)
+            # One that never served has no call to finish: it need not keep its resources long.
+            run.grace = self.stop_timeout if r["state"] in (READY, DRAINING) else \
+                min(self.stop_timeout, self.STARTING_GRACE)
+            run.backend.drain(run.handle, run.grace)
         if r["state"] != STOPPING:
             with self.store.tx() as db:
                 db.execute("UPDATE replicas SET state = ? WHERE id = ?", (STOPPING, r["id"]))

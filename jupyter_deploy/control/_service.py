@@ -3,6 +3,11 @@
 Each RPC method is wrapped by ``_rpc`` (or ``_rpc_stream``), which authenticates the
 caller and applies the RPC's rule from ``_access.RPC_RULES`` before the method runs;
 the import fails if an RPC of the service is not wrapped.
+
+Stream RPCs (uploads, exports, watches) each hold a server thread while they last:
+they take a slot of their budget first (``_streams``: per user and in all), and
+uploads and exports that stall are cancelled, so the threads kept for unary calls
+(``_streams.UNARY_THREADS``) are always there.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ._access import (
 from ._errors import ControlError, InvalidArgument, PermissionDenied
 from ._events import KINDS, MAX_WATCHERS, WatchFilter, stream
 from ._plane import ControlPlane
+from ._streams import MAX_TRANSFERS, UNARY_THREADS, IdleWatch, Slots
 
 
 def _json(text: str, what: str) -> dict:
@@ -42,6 +48,8 @@ def _json(text: str, what: str) -> dict:
         value = json.loads(text)
     except ValueError as e:
         raise InvalidArgument(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} nests too deeply (hundreds of levels); a config is a few levels deep") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} must be a mapping, got {type(value).__name__}")
     return value
@@ -122,6 +130,8 @@ def _rpc_stream(method: Callable) -> Callable:
 class ControlService(control_pb2_grpc.ControlPlaneServicer):
     def __init__(self, plane: ControlPlane):
         self.plane = plane
+        self.slots = Slots(plane.limits)                          # streams open, per user and in all
+        self.idle = IdleWatch(plane.limits.upload_idle_seconds)   # cancels stalled uploads and exports
 
     def authenticate(self, context: grpc.ServicerContext) -> str:
         header = dict(context.invocation_metadata()).get(_wire.AUTHORIZATION_KEY, "")
@@ -141,11 +151,27 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         self.plane.shutdown_requested.set()
         return cpb.ShutdownResponse()
 
+    @_rpc
+    def GetLimits(self, caller, request, context):
+        user = request.user_id or caller
+        if user != caller and caller != ADMIN:
+            raise PermissionDenied(f"only the admin ({ADMIN}) reads another user's limits; you are {caller}")
+        mine = self.plane.limits.for_user(user)
+        used = {**self.plane.used(user), **self.slots.open(user)}
+        fields = type(mine).model_fields
+        limits = [cpb.Limit(name=name, value=getattr(mine, name), used=used.get(name),
+                            description=fields[name].description or "") for name in fields]
+        limits.append(cpb.Limit(name="upload_idle_seconds", value=self.plane.limits.upload_idle_seconds,
+                                description=type(self.plane.limits).model_fields["upload_idle_seconds"].description))
+        return cpb.Limits(user_id=user, limits=limits)
+
     # ------------------------------------------------------------ registry
 
     @_rpc
     def UploadModel(self, caller, request_iterator, context):
-        return self.plane.registry.upload(caller, request_iterator)
+        with self.slots.transfer(caller, "upload") as slot, self.idle.track(context, "upload") as stream:
+            context.add_callback(slot.release)
+            return self.plane.registry.upload(caller, stream.requests(request_iterator), limits=self.plane.limits)
 
     def _readable(self, caller: str, ref: cpb.ModelRef) -> cpb.ModelRef:
         ref = _owned(ref, caller)
@@ -179,7 +205,10 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     @_rpc_stream
     def ExportVersion(self, caller, request, context):
         request.model.CopyFrom(self._readable(caller, request.model))
-        yield from self.plane.registry.export(request)
+        chunks = self.plane.registry.export(request)
+        with self.slots.transfer(caller, "export") as slot, self.idle.track(context, "export") as stream:
+            context.add_callback(slot.release)
+            yield from stream.responses(chunks)
 
     @_rpc
     def SetVisibility(self, caller, request, context):
@@ -267,7 +296,8 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
         else:
             own_resource(caller, owner, "deployments")
         where = WatchFilter(owner, frozenset(request.kinds), frozenset(request.ids))
-        with self.plane.events.subscribe(where) as sub:
+        with self.slots.watch(caller) as slot, self.plane.events.subscribe(where) as sub:
+            context.add_callback(slot.release)
             context.add_callback(sub.wake)  # a cancelled stream gives its slot back at once
             yield from stream(sub, context.is_active)
 
@@ -355,7 +385,9 @@ def make_server(plane: ControlPlane, address: str,
     With ``credentials`` (``grpc.ssl_server_credentials``) it serves TLS only.
     """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32 + MAX_WATCHERS, thread_name_prefix="control"),
+        # Streams are capped below their share (_streams), so unary calls always find a thread.
+        futures.ThreadPoolExecutor(max_workers=UNARY_THREADS + MAX_TRANSFERS + MAX_WATCHERS,
+                                   thread_name_prefix="control"),
         # Off, so a second daemon cannot bind the same port and split the clients.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
         interceptors=[_LenientRequests()],

@@ -105,7 +105,7 @@ MIGRATIONS: list[str] = [
         desired TEXT NOT NULL DEFAULT 'running',          -- 'running' or 'stopped'
         state TEXT NOT NULL DEFAULT 'CREATING',
         reason TEXT NOT NULL DEFAULT '',
-        signing_key TEXT NOT NULL,                        -- hex, signs route tokens
+        signing_key TEXT NOT NULL,                        -- hex salt of the route key (_tokens.RouteKeys)
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         PRIMARY KEY (user_id, id),
@@ -134,6 +134,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE replicas ADD COLUMN spec TEXT NOT NULL DEFAULT '';
     ALTER TABLE replicas ADD COLUMN settings_json TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 2 -> 3: the OS user a user's runners run as where the daemon is root (_sandbox); NULL until
+    # its first replica starts. (deployments.signing_key now holds the salt the route key is
+    # derived from with the daemon's secret: an old row's key simply becomes its salt.)
+    """
+    ALTER TABLE users ADD COLUMN runner_uid INTEGER;
+    CREATE UNIQUE INDEX users_runner_uid ON users(runner_uid);
     """,
 ]
 

@@ -4,8 +4,12 @@
 second daemon on the same home refuses to start), serves the ControlPlane gRPC
 service, and writes ``home/daemon.json`` (address, pid, version, started_at)
 once the service answers. SIGTERM, SIGINT and the Shutdown RPC stop it
-cleanly: the server drains, the plane stops (and its runners, unless the
-Shutdown call asked otherwise), the discovery file is removed.
+cleanly: the scheduler starts nothing more, the server drains (``STOP_GRACE``)
+while the runners stop (``RUNNER_STOP_GRACE`` between SIGTERM and SIGKILL, unless
+the Shutdown call asked to keep them), the plane stops, the discovery file is removed.
+Whatever it is doing, the process ends within ``STOP_DEADLINE`` seconds of being
+told to stop: past it, it exits at once (the state is SQLite transactions, so
+nothing is half written; runners left behind are found and stopped at the next start).
 
 Clients start it with ``start_new_session=True`` (see ``client._daemon``), so
 the daemon and its runners are out of reach of signals sent to a kernel's
@@ -33,6 +37,7 @@ import socket
 import sqlite3
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,8 +53,12 @@ from . import _home
 from ._auth import write_atomic
 
 DEFAULT_ADDRESS = "127.0.0.1:0"
-#: Seconds in-flight calls get to finish when the daemon stops.
-STOP_GRACE = 5.0
+#: Seconds in-flight calls get to finish when the daemon stops (then streams are cancelled).
+STOP_GRACE = 2.0
+#: Seconds runners get between SIGTERM and SIGKILL when the daemon stops them on its way out.
+RUNNER_STOP_GRACE = 3.0
+#: Seconds from being told to stop to the end of the process, whatever still runs then.
+STOP_DEADLINE = 9.0
 
 log = logging.getLogger("jupyter_deploy.daemon")
 
@@ -79,6 +88,8 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
     lock = _take_lock(home)
     signalled: list[int] = []
     _on_signals(signalled)
+    stopping = threading.Event()
+    _exit_by_deadline(signalled, stopping)
 
     try:
         plane = ControlPlane(home, address)
@@ -115,9 +126,14 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
         while not signalled and not plane.shutdown_requested.wait(0.2):
             pass
     finally:
+        stopping.set()
         log.info("stopping")
+        plane.scheduler.halt()  # no replica starts from now on, and the pass under way ends soon
         plane.events.close()  # Watch streams end now, not at the end of the grace period
-        server.stop(STOP_GRACE).wait()
+        stopped = server.stop(STOP_GRACE)
+        # The runners stop while calls in flight finish: they need no RPC, and the two graces overlap.
+        plane.scheduler.stop(plane.stop_runners_on_shutdown, grace=RUNNER_STOP_GRACE)
+        stopped.wait(STOP_GRACE + 1)
         plane.stop(stop_runners=plane.stop_runners_on_shutdown)
         try:
             if json.loads(discovery.read_text())["pid"] == os.getpid():
@@ -196,6 +212,27 @@ def _on_signals(signalled: list[int]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _exit_by_deadline(signalled: list[int], stopping: threading.Event, deadline: float = STOP_DEADLINE) -> None:
+    """From a daemon thread: once a signal came (``signalled``) or the stop began (``stopping``),
+    end the process ``deadline`` seconds later if it has not ended by then.
+
+    It watches the list, not an event the handler would set: a signal handler must not take
+    a lock its own thread may hold. So a signal that lands while the main thread is busy
+    (starting up, deep in a stop) still bounds the time to exit.
+    """
+    def run() -> None:
+        while not signalled and not stopping.wait(0.1):
+            pass
+        time.sleep(deadline)
+        log.error("still stopping %g s after being told to stop: exiting now (runners left behind are "
+                  "stopped at the next start)", deadline)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    threading.Thread(target=run, name="jupyter_deploy-exit-deadline", daemon=True).start()
 
 
 def _wait_answering(address: str, home: Path, timeout: float = 30.0) -> None:

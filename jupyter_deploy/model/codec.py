@@ -475,13 +475,23 @@ def _decode_image(m: pb.Image) -> Any:
 
     try:
         if m.format == "raw":
+            # Checked before PIL allocates the image: 100000 x 100000 pixels of nothing would be
+            # 30 GB. Eight pixels take whole bytes in every mode ("1" packs them into one).
+            eight = len(Image.new(m.mode, (8, 1)).tobytes())
+            if m.width < 0 or m.height < 0 or len(m.data) < eight * m.width * m.height // 8:
+                raise Mismatch("PIL.Image.Image", None, f"cannot decode the image: a raw {m.mode} image of {m.width} x {m.height} "
+                                                        f"needs {eight * m.width * m.height // 8} bytes, "
+                                                        f"got {len(m.data)}")
             img = Image.frombytes(m.mode, (m.width, m.height), m.data)
             if m.palette:
                 img.putpalette(m.palette, rawmode=m.palette_mode or "RGB")
             return img
+        # PIL refuses files of more than twice Image.MAX_IMAGE_PIXELS (decompression bombs).
         img = Image.open(io.BytesIO(m.data))
         img.load()  # decode now, so a broken file is the caller's error, not the model's
         return img
+    except Mismatch:
+        raise
     except Exception as e:
         raise Mismatch("PIL.Image.Image", None, f"cannot decode the image: {e}") from None
 

@@ -35,6 +35,32 @@ class ShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class LimitsRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class Limit(_message.Message):
+    __slots__ = ("name", "value", "used", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    used: float
+    description: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., used: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("user_id", "limits")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    limits: _containers.RepeatedCompositeFieldContainer[Limit]
+    def __init__(self, user_id: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ...) -> None: ...
+
 class ModelRef(_message.Message):
     __slots__ = ("user_id", "app_id", "model_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class ControlPlaneStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/jupyter_deploy.v1.ControlPlane/GetLimits',
+                request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.LimitsRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.Limits.FromString,
+                _registered_method=True)
         self.UploadModel = channel.stream_unary(
                 '/jupyter_deploy.v1.ControlPlane/UploadModel',
                 request_serializer=jupyter__deploy_dot_proto_dot_control__pb2.UploadChunk.SerializeToString,
@@ -191,6 +196,12 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Shutdown(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimits(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -374,6 +385,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.ShutdownRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_control__pb2.LimitsRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_control__pb2.Limits.SerializeToString,
             ),
             'UploadModel': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadModel,
@@ -565,6 +581,33 @@ class ControlPlane:
             '/jupyter_deploy.v1.ControlPlane/Shutdown',
             jupyter__deploy_dot_proto_dot_control__pb2.ShutdownRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_control__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.ControlPlane/GetLimits',
+            jupyter__deploy_dot_proto_dot_control__pb2.LimitsRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_control__pb2.Limits.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,10 +7,15 @@ PATH (atomically), so a supervisor learns it without parsing stdout. A model
 that fails to import or load makes it exit non-zero after printing the
 reason. SIGTERM or SIGINT stop it gracefully.
 
-With ``JUPYTER_DEPLOY_SIGNING_KEY`` (hex) and ``DEPLOYMENT_ID`` in its
-environment (the control plane sets both), every call must carry a route
-token signed with that key (see ``jupyter_deploy._tokens``); without them it
-serves anyone who can reach it, so it listens on loopback only.
+With ``JUPYTER_DEPLOY_VERIFY_KEY`` (an Ed25519 public key, hex) and
+``DEPLOYMENT_ID`` in its environment (the control plane sets both), every call
+must carry a route token signed by the matching private key, which the runner
+never sees (see ``jupyter_deploy._tokens``); without them it serves anyone who
+can reach it, so it listens on loopback only.
+
+On Linux the runner makes itself non-dumpable first thing: other processes of
+the same OS user (other replicas, when the daemon is not root) then cannot read
+its ``/proc/<pid>/environ`` (its secrets) or its memory.
 
 Example::
 
@@ -27,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import _wire
 from .._address import is_loopback, split_address
 from ..errors import DeployError
 
@@ -41,8 +47,8 @@ REFUSE_BEFORE_STOP = 0.5
 STOP_GRACE = 5.0
 #: Seconds a stopping runner waits for the calls and streams in flight to finish.
 DRAIN_TIMEOUT = 30.0
-#: Environment variable holding the hex key that signs this runner's route tokens.
-SIGNING_KEY_ENV = "JUPYTER_DEPLOY_SIGNING_KEY"
+#: Environment variable holding the hex public key that checks this runner's route tokens.
+VERIFY_KEY_ENV = _wire.VERIFY_KEY_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,19 +73,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _signing_key() -> tuple[bytes, str] | None:
-    """The route-token key and deployment id from the environment, or None when unset."""
-    key_hex = os.environ.pop(SIGNING_KEY_ENV, "")  # popped: processes the model starts need not see it
+def _verify_key() -> tuple[bytes, str] | None:
+    """The route-token verification key and deployment id from the environment, or None when unset."""
+    key_hex = os.environ.pop(VERIFY_KEY_ENV, "")  # popped: processes the model starts need not see it
     if not key_hex:
         return None
     deployment_id = os.environ.get("DEPLOYMENT_ID", "")
     if not deployment_id:
-        raise ValueError(f"{SIGNING_KEY_ENV} is set but DEPLOYMENT_ID is not: a route token names "
+        raise ValueError(f"{VERIFY_KEY_ENV} is set but DEPLOYMENT_ID is not: a route token names "
                          "its deployment, so the runner needs both")
     try:
-        return bytes.fromhex(key_hex), deployment_id
+        key = bytes.fromhex(key_hex)
     except ValueError:
-        raise ValueError(f"{SIGNING_KEY_ENV} is not a hex string") from None
+        raise ValueError(f"{VERIFY_KEY_ENV} is not a hex string") from None
+    from .._tokens import PUBLIC_KEY_BYTES
+
+    if len(key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"{VERIFY_KEY_ENV} is {len(key)} bytes; an Ed25519 public key is {PUBLIC_KEY_BYTES}")
+    return key, deployment_id
+
+
+def _not_dumpable() -> None:
+    """Make this process non-dumpable (Linux): its /proc files become root's, out of reach of
+    other processes of the same user. Elsewhere nothing happens."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        pass
 
 
 def _exit_with_parent() -> None:
@@ -145,6 +169,7 @@ def _write_port(path: Path, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _not_dumpable()  # first, and again after the re-exec below (an exec makes a process dumpable again)
     args = _parser().parse_args(argv)
     say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
     fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -167,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
-        auth = _signing_key()
+        auth = _verify_key()
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
@@ -183,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(e))
         return EXIT_BAD_MODEL
     if auth is None and not is_loopback(listen_host):
-        fail(f"refusing to listen on {args.address}: a runner without a signing key serves "
+        fail(f"refusing to listen on {args.address}: a runner without a verification key serves "
              "without tokens, so it listens on loopback only (use 127.0.0.1:PORT)")
         return EXIT_BAD_MODEL
 

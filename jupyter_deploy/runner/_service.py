@@ -8,7 +8,7 @@ from concurrent import futures
 from typing import Any, Callable, Iterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from .. import _tokens, _wire
 from ..model._host import CallFailed, ModelHost, invalid
@@ -43,22 +43,23 @@ def _reader(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
 
 
 class RouteTokens:
-    """Checks the route token of each call against one deployment's signing key.
+    """Checks the route token of each call against one deployment's public route key.
 
     A token that passed is remembered until it expires, so a client reusing its
-    token (the usual case) costs a dict look-up per call, not an HMAC.
+    token (the usual case) costs a dict look-up per call, not a signature check.
+    Tokens that expire more than ``max_ttl`` seconds ahead are refused (``_tokens``).
 
     Example::
 
-        tokens = RouteTokens(key, "echo")
+        tokens = RouteTokens(public_key_bytes, "echo")
         tokens.check(context)   # raises CallFailed(UNAUTHENTICATED) saying which check failed
     """
 
     #: Remembered tokens; past this many the memory starts over (tokens are renewed often).
     MAX_REMEMBERED = 1024
 
-    def __init__(self, key: bytes, deployment_id: str):
-        self.key, self.deployment_id = key, deployment_id
+    def __init__(self, key: bytes, deployment_id: str, max_ttl: float = _tokens.MAX_TTL):
+        self.key, self.deployment_id, self.max_ttl = _tokens.public_key(key), deployment_id, max_ttl
         self._good: dict[str, float] = {}  # token -> expiry (epoch seconds)
 
     def check(self, context: grpc.ServicerContext) -> None:
@@ -69,7 +70,8 @@ class RouteTokens:
         if expires is not None and expires >= now:
             return
         try:
-            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now)
+            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now,
+                                    max_ttl=self.max_ttl)
         except _tokens.TokenError as e:
             raise CallFailed("UNAUTHENTICATED", "Unauthenticated", f"call refused: {e}") from None
         if len(self._good) >= self.MAX_REMEMBERED:
@@ -238,12 +240,39 @@ def _stream_param(host: ModelHost, method: str) -> str:
     return param.name if param is not None else "items"
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def _health_handlers(servicer: health.HealthServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """grpc.health.v1 over ``servicer``, reading requests with ``_reader``: grpc's own deserializer
+    answers bytes that are no HealthCheckRequest with INTERNAL, these with INVALID_ARGUMENT."""
+    read = _reader(health_pb2.HealthCheckRequest, 1 << 16)
+    write = health_pb2.HealthCheckResponse.SerializeToString
+
+    def check(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Rejected):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        response = servicer.Check(request, context)
+        if context.code() == grpc.StatusCode.NOT_FOUND:  # the servicer says so without a word
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no health status for service {request.service[:80]!r}; "
+                                                     f"ask for '' (the runner) or {SERVICE!r}")
+        return response
+
+    def watch(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if isinstance(request, _Rejected):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield from servicer.Watch(request, context)
+
+    return {"Check": grpc.unary_unary_rpc_method_handler(check, read, write),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, read, write)}
+
+
 def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
                 max_message_bytes: int = 64 << 20, auth: tuple[bytes, str] | None = None,
                 ) -> tuple[grpc.Server, RunnerService, health.HealthServicer, int]:
     """A started-not-yet server bound to ``address``; returns it, the service, health and the port.
 
-    ``auth`` is ``(signing_key, deployment_id)``: calls then need a route token.
+    ``auth`` is ``(public_key_bytes, deployment_id)``: calls then need a route token.
     """
     recorder = CallRecorder.from_environment(stream_param=lambda m: _stream_param(host, m),
                                              capacity=max_concurrency)
@@ -262,7 +291,7 @@ def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
     )
     server.add_registered_method_handlers(SERVICE, service.handlers(max_message_bytes))
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_registered_method_handlers(HEALTH_SERVICE, _health_handlers(health_servicer))
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = server.add_insecure_port(address)

@@ -17,6 +17,11 @@ one per replica; without it nothing is recorded):
 - ``../logging.json`` (one per deployment, written by the control plane): the
   inference logger's settings, read again whenever it changes.
 
+The runner reaches these files through its folder and the folder above, opened
+once at start (file descriptors), not by their paths: where it runs as an OS user
+of its own (``control._sandbox``), a folder above the home that later stops
+letting it pass (a ``chmod``) does not cut it off from them.
+
 SIGKILL: each tick's lines go out in one ``write`` and are flushed, so they
 sit in the kernel's page cache and outlive the process; what a SIGKILL loses is
 what was buffered since the last tick, at most ``interval`` seconds (0.2 by
@@ -63,6 +68,18 @@ DEFAULT_INLINE_BYTES = 64 << 10
 MAX_STREAM_ITEMS = 1000
 
 
+def _open_folder(path: Path, path_only: bool = False) -> int | None:
+    """A file descriptor of the folder ``path`` for ``dir_fd`` calls; None where there is none
+    (no ``dir_fd`` support, or, without ``O_PATH``, a folder one may pass but not read)."""
+    if os.open not in os.supports_dir_fd:
+        return None
+    flags = getattr(os, "O_PATH", os.O_RDONLY) if path_only else os.O_RDONLY
+    try:
+        return os.open(path, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+
+
 def logging_settings(inference_logger: dict | None) -> dict:
     """What a runner reads from ``logging.json``, from a deployment's ``inference_logger`` config."""
     cfg = inference_logger or {}
@@ -84,6 +101,8 @@ class CallRecorder:
                  stream_param: Callable[[str], str] | None = None, capacity: int = 32):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = _open_folder(self.dir)
+        self._parent_fd = _open_folder(self.dir.parent, path_only=True)
         self.capacity = capacity  # calls served at once; more in flight wait in a queue
         self.interval, self.segment_bytes = interval, segment_bytes
         self.stream_param = stream_param or (lambda method: "items")
@@ -177,18 +196,33 @@ class CallRecorder:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for fd in (self._dir_fd, self._parent_fd):
+            if fd is not None:
+                os.close(fd)
+        self._dir_fd = self._parent_fd = None
+
+    def _in_dir(self, name: str) -> str:
+        """``name`` for a call with ``dir_fd=self._dir_fd`` (a path where there is no fd)."""
+        return name if self._dir_fd is not None else str(self.dir / name)
+
+    def _open(self, name: str, flags: int) -> int:
+        return os.open(self._in_dir(name), flags, 0o666, dir_fd=self._dir_fd)
 
     def _read_settings(self) -> None:
-        path = self.dir.parent / LOGGING_FILE
+        name = LOGGING_FILE if self._parent_fd is not None else str(self.dir.parent / LOGGING_FILE)
         try:
-            mtime = path.stat().st_mtime_ns
+            mtime = os.stat(name, dir_fd=self._parent_fd).st_mtime_ns
         except OSError:
             mtime = None
         if mtime == self._settings_mtime:
             return
         self._settings_mtime = mtime
         try:
-            data = json.loads(path.read_text()) if mtime is not None else {}
+            if mtime is None:
+                data = {}
+            else:
+                with open(os.open(name, os.O_RDONLY, dir_fd=self._parent_fd), encoding="utf-8") as f:
+                    data = json.loads(f.read())
         except (OSError, ValueError):
             data = {}
         mode = data.get("mode", "none")
@@ -197,7 +231,9 @@ class CallRecorder:
         self.max_inline = int(data.get("max_inline_bytes", DEFAULT_INLINE_BYTES))
 
     def _first_segment(self) -> int:
-        numbers = [int(p.stem) for p in self.dir.glob("*" + SEGMENT_SUFFIX) if p.stem.isdigit()]
+        names = os.listdir(self._dir_fd if self._dir_fd is not None else self.dir)
+        numbers = [int(n[:-len(SEGMENT_SUFFIX)]) for n in names
+                   if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit()]
         return max(numbers, default=0) + 1
 
     def _flush(self) -> None:
@@ -211,7 +247,8 @@ class CallRecorder:
                 self._file.close()
                 self._segment += 1
             # Kept open across ticks (closed by close() or the next segment).
-            self._file = open(self.dir / f"{self._segment:010d}{SEGMENT_SUFFIX}", "a", encoding="utf-8")  # noqa: SIM115
+            self._file = open(f"{self._segment:010d}{SEGMENT_SUFFIX}", "a", encoding="utf-8",  # noqa: SIM115
+                              opener=lambda name, flags: self._open(name, flags))
         # One write and a flush: the lines reach the kernel together, so a SIGKILL
         # after this point loses none of them (and never half of one).
         self._file.write("".join(lines))
@@ -230,9 +267,10 @@ class CallRecorder:
                  _wire.STAT_AVG_IN_FLIGHT: busy / span if span > 0 else float(in_flight),
                  "requests": self.requests, "errors": self.errors,
                  _wire.STAT_LAST_REQUEST_AT: self.last_request_at}
-        tmp = self.dir / f".{STATS_FILE}.tmp"
-        tmp.write_text(json.dumps(stats))
-        os.replace(tmp, self.dir / STATS_FILE)
+        tmp = f".{STATS_FILE}.tmp"
+        with open(tmp, "w", encoding="utf-8", opener=lambda name, flags: self._open(name, flags)) as f:
+            f.write(json.dumps(stats))
+        os.replace(self._in_dir(tmp), self._in_dir(STATS_FILE), src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     # ------------------------------------------------------------ records
 

@@ -34,6 +34,27 @@ from .._resources import Needs
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The OS user a replica's runner runs as, where the daemon sandboxes runners (``_sandbox``).
+
+    Attributes:
+        uid, gid: its user and group ids (no ``/etc/passwd`` entry needed).
+        groups: its supplementary groups (only the runners' group, which lets it pass through
+            the folders above the Python installation and the home).
+        home: its ``$HOME`` and working folder (its own).
+        run_dir: where its port file goes (its own).
+        name: its ``$USER`` and ``$LOGNAME`` (the uid has no name on the host).
+    """
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: Path
+    run_dir: Path
+    name: str
+
+
+@dataclass(frozen=True)
 class ReplicaSpec:
     """Everything a backend needs to start one replica.
 
@@ -47,14 +68,16 @@ class ReplicaSpec:
             names; a backend that cannot use it says so in the log and uses its own.
         args: the runner's flags after ``--model-path``, ``--address`` and ``--port-file``
             (batcher, transformer, memory and CPU caps, ``--run-test``).
-        env: variables for the runner's environment on top of the backend's own
-            (``MODEL_PATH``, ``MODEL_VERSION``, ``DEPLOYMENT_ID``, the signing key,
-            ``CUDA_VISIBLE_DEVICES``, the deployment's secrets, telemetry folder).
+        env: the runner's own variables (``MODEL_PATH``, ``MODEL_VERSION``, ``DEPLOYMENT_ID``, the
+            route tokens' verification key, ``CUDA_VISIBLE_DEVICES``, the deployment's secrets, the
+            telemetry and environments folders); a backend adds only what a process needs to run
+            (``PATH``, locale, caches: ``LocalBackend``), never the rest of the daemon's environment.
         gpus: the GPU indices the scheduler reserved for it (also in ``env`` as
             ``CUDA_VISIBLE_DEVICES``); empty for a CPU replica.
         resources: what one replica asks for (CPUs, memory, GPU type; ``num_accelerators`` as
             the deployment sets it), for a backend that places replicas itself.
         log: where the replica's stdout and stderr go (appended, rotated by ``LogFile``).
+        run_as: the OS user to run it as; None: the daemon's own.
         nodepool_id, nodepool: the nodepool it runs on and its config (``node_labels``), for a
             backend that places replicas itself.
     """
@@ -70,6 +93,7 @@ class ReplicaSpec:
     gpus: tuple[int, ...]
     resources: Needs
     log: LogFile
+    run_as: RunAs | None = None
     nodepool_id: str = ""
     nodepool: dict = field(default_factory=dict)
 

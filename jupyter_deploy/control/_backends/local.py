@@ -9,6 +9,14 @@ The port file's path in the command line names the replica, so a daemon restarte
 after SIGKILL finds every runner a previous one left by their command lines
 (``/proc``, or ``ps`` where there is none) and hands them back from ``list_running``.
 
+A runner gets a clean environment: the spec's variables (its own, and the
+deployment's secrets) plus the few of the daemon's a process needs to run
+(``INHERITED``: ``PATH``, locale, CUDA and cache settings, ...), never the rest
+(tokens, the home's path, whatever else the daemon was started with). A spec with
+``run_as`` runs as that OS user (uid, group, the runners' group, umask 077), with
+its own ``$HOME`` and working folder, and its port file in its own ``run_dir``
+(``home/sandboxes/<uid>/run``; ``list_running`` finds those too).
+
 Example::
 
     backend = LocalBackend(home, detect())
@@ -51,6 +59,18 @@ EXIT_OUT_OF_MEMORY = 5
 HEALTH_TIMEOUT = 1.0
 #: Seconds ``stop`` waits for a killed runner of ours to be reaped.
 REAP_TIMEOUT = 5.0
+#: The daemon's variables a runner inherits (the rest never reach the model): what a process
+#: needs to run, find libraries, GPUs, certificates and proxies, and the model caches.
+INHERITED = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH", "XDG_CACHE_HOME",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "JUPYTER_DEPLOY_CALL_LOG", "JUPYTER_DEPLOY_MAX_FETCH_BYTES",  # runner settings
+    "COVERAGE_PROCESS_START", "COVERAGE_RCFILE",  # coverage of runners under test
+})
+#: Prefixes of inherited variables (locale, GPU stack, threads, pip's index, model caches).
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_", "OMP_", "MKL_", "PIP_", "HF_", "HUGGINGFACE_",
+                      "TRANSFORMERS_", "TORCH_", "COV_CORE_")
 
 
 @dataclass
@@ -73,12 +93,16 @@ class LocalBackend(NodepoolBackend):
 
     def __init__(self, home: Path, host: HostInfo):
         self.host = host
-        self.run_dir = Path(home) / "run"
-        self._marker_re = re.compile(re.escape(f"{self.run_dir}{os.sep}") + r"([0-9a-f]{12})\.port")
+        self.home = Path(home)
+        self.run_dir = self.home / "run"
+        # home/run/<id>.port, or home/sandboxes/<uid>/run/<id>.port for a runner with its own OS user.
+        self._marker_re = re.compile(re.escape(f"{self.home}{os.sep}")
+                                     + r"(?:sandboxes/\d+/)?run/([0-9a-f]{12})\.port")
         self._health: dict[str, tuple[grpc.Channel, Any]] = {}  # replica id -> channel, stub
 
     def start(self, spec: ReplicaSpec) -> LocalHandle:
-        port_file = self._port_file(spec.replica_id)
+        run_as = spec.run_as
+        port_file = (run_as.run_dir if run_as else self.run_dir) / f"{spec.replica_id}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
         notes = []
@@ -90,19 +114,28 @@ class LocalBackend(NodepoolBackend):
             python = sys.executable
         cmd = [python, "-m", RUNNER_MODULE, "--model-path", str(spec.model_path), "--address", "127.0.0.1:0",
                "--port-file", str(port_file), *spec.args]
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        env = runner_environment(spec)
+        as_user: dict[str, Any] = {}
+        if run_as is not None:
+            # Not Popen(user=...): that forks (vfork cannot change users), which runs grpc's fork
+            # handlers in the child, and they crash it now and then (SIGSEGV in "event_engine").
+            # A fresh interpreter changes users instead, then becomes the runner (same pid).
+            cmd = [sys.executable, "-I", "-S", "-c", _AS_USER, str(run_as.uid), str(run_as.gid),
+                   ",".join(map(str, run_as.groups)), *cmd]
+            as_user = {"umask": 0o077, "cwd": run_as.home}
         with spec.log.open() as out:
             for note in notes:
                 out.write(f"jupyter_deploy scheduler: {note}\n".encode())
             gpus = ",".join(map(str, spec.gpus)) or "none"
+            who = f", uid {run_as.uid}" if run_as else ""
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} replica {spec.replica_id} of version "
-                      f"{spec.version_id} starting (GPUs: {gpus}) ---\n".encode())
+                      f"{spec.version_id} starting (GPUs: {gpus}{who}) ---\n".encode())
             out.flush()
             try:
                 popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, **as_user)
             except OSError as e:
-                out.write(f"jupyter_deploy scheduler: cannot start {python}: {e}\n".encode())
+                out.write(f"jupyter_deploy scheduler: cannot start {cmd[0]}: {e}\n".encode())
                 raise StartFailed(f"a start failure ({e})") from e
         return LocalHandle(spec.replica_id, popen.pid, port_file, popen)
 
@@ -152,7 +185,8 @@ class LocalBackend(NodepoolBackend):
         handle.port_file.unlink(missing_ok=True)
 
     def list_running(self) -> list[LocalHandle]:
-        """Every runner process whose command line names a port file under ``home/run/``.
+        """Every runner process whose command line names a port file under ``home/run/`` (or an
+        owner's ``home/sandboxes/<uid>/run/``).
 
         Port files of runners that no longer run are removed on the way.
         """
@@ -160,8 +194,8 @@ class LocalBackend(NodepoolBackend):
         for pid, cmdline in _processes():
             match = self._marker_re.search(cmdline)
             if match and RUNNER_MODULE in cmdline:
-                found[match.group(1)] = LocalHandle(match.group(1), pid, self._port_file(match.group(1)))
-        for path in self.run_dir.glob("*.port"):
+                found[match.group(1)] = LocalHandle(match.group(1), pid, Path(match.group(0)))
+        for path in (*self.run_dir.glob("*.port"), *self.home.glob("sandboxes/*/run/*.port")):
             if path.stem not in found:
                 path.unlink(missing_ok=True)
         return list(found.values())
@@ -175,9 +209,6 @@ class LocalBackend(NodepoolBackend):
         for channel, _ in self._health.values():
             channel.close()
         self._health.clear()
-
-    def _port_file(self, rid: str) -> Path:
-        return self.run_dir / f"{rid}.port"
 
     def _signal(self, handle: LocalHandle, sig: int) -> None:
         if self.poll(handle) is not None:
@@ -201,11 +232,49 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+# Run as root with a clean environment: sets the groups, gid and uid (so no capability is left),
+# then execs the runner; where that user cannot run the version's interpreter, the daemon's.
+_AS_USER = """
+import os, sys
+uid, gid, groups, cmd = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+os.setgroups([int(g) for g in groups.split(",") if g])
+os.setresgid(gid, gid, gid)
+os.setresuid(uid, uid, uid)
+for python in dict.fromkeys([cmd[0], sys.executable]):
+    try:
+        os.execv(python, [python, *cmd[1:]])
+    except OSError as e:
+        print(f"jupyter_deploy scheduler: the runner's user (uid {uid}) cannot run {python} ({e.strerror}); "
+              + ("make it and the folders above it readable by others, or set JUPYTER_DEPLOY_RUNNER_UIDS=off"
+                 if python == sys.executable else f"using the daemon's {sys.executable}"), flush=True)
+sys.exit(126)
+"""
+
+
+def runner_environment(spec: ReplicaSpec, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A runner's whole environment: the spec's variables, plus the daemon's that ``INHERITED`` names."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+    if spec.run_as is not None:  # its own home; it has no name on the host
+        env.update(HOME=str(spec.run_as.home), USER=spec.run_as.name, LOGNAME=spec.run_as.name)
+    else:  # the daemon's user: its home (caches, pip's config) as before
+        env.update({k: environ[k] for k in ("HOME", "USER", "LOGNAME") if k in environ})
+    return {**env, **spec.env, "PYTHONUNBUFFERED": "1"}
+
+
 def _read_port(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        # The port file's folder may belong to the runner's OS user, not to us: follow no link,
+        # and do not wait on whatever else it put there (a FIFO).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
         return None
+    try:
+        return int(os.read(fd, 64).decode(errors="replace").strip())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _cmdline(pid: int) -> str:

@@ -1,7 +1,8 @@
 """The ``ray`` backend: each replica is a Ray actor on an existing Ray cluster.
 
 Ray places replicas (``places_replicas``): an actor asks for the version's
-``num_cpus`` (``cpu_limit``, else 1, as Ray's own default), ``num_gpus``,
+``num_cpus`` (what a local replica reserves: ``cpu_requests``, else ``cpu_limit``,
+at least ``MIN_CPU``), ``num_gpus``,
 ``memory`` and ``accelerator_type`` (matched against the accelerator types the
 pool's nodes report), on the nodes whose labels match the nodepool's
 ``node_labels`` (a Ray label selector), spread over them. The actor
@@ -71,8 +72,6 @@ GCS_GIVE_UP = 5
 HEALTH_TIMEOUT = 1.0
 #: Seconds the node list is kept for ``describe`` and ``never_fits``.
 NODES_FRESH = 2.0
-#: Ray's default CPUs for an actor, used when the version sets no ``cpu_limit``.
-DEFAULT_CPUS = 1.0
 #: Ray reports no GPU memory: a Ray GPU counts as having any ``accelerator_memory`` asked.
 UNKNOWN_GPU_MEMORY = 1 << 60
 
@@ -362,7 +361,7 @@ class RayBackend(NodepoolBackend):
 
     def request(self, count: int, needs: Needs, nodepool: dict, nodes: list[dict] | None = None) -> dict:
         """The actor options one replica asks Ray for (``{"why": ...}`` when no GPU type of the pool matches)."""
-        request: dict[str, Any] = {"num_cpus": needs.cpu_limit or DEFAULT_CPUS, "num_gpus": count}
+        request: dict[str, Any] = {"num_cpus": needs.cpu, "num_gpus": count}
         if needs.memory:
             request["memory"] = int(needs.memory)
         selector = nodepool.get("node_labels") or {}
