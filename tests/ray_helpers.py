@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,9 +55,9 @@ def _ray_cli() -> list[str] | None:
 class RayCluster:
     """A Ray cluster of processes on this machine, in a temp folder of its own."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.temp = self.root / "ray"  # short: Ray's socket paths must stay under 107 bytes
+    def __init__(self, root: Path | None = None):
+        # Short, under /tmp: Ray's socket paths inside it must stay under 107 bytes.
+        self.temp = Path(tempfile.mkdtemp(prefix="jdray-", dir="/tmp"))
         self.address = ""
         self.port = 0
         self.env = {**os.environ, **RAY_ENV}
@@ -135,25 +136,24 @@ class RayCluster:
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) in raylets:
+            if _parent(int(entry.name)) in raylets:
                 out.append(int(entry.name))
         return out
 
-    def kill_head(self) -> None:
-        """SIGKILL the head's GCS and every process of the cluster: the cluster goes away at once."""
-        self.stop()
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILL one node: its raylet and the workers it started (the node leaves the cluster)."""
+        [raylet] = self.pids(f"--node_id={node_id}")
+        children = [pid for pid in self.workers() if _parent(pid) == raylet]
+        self._kill([*children, raylet])
 
     def stop(self) -> None:
         """Kill every process of this cluster, by pid (workers first), and wait until they are gone."""
         for _ in range(3):
             pids = self.workers() + self.pids()
             if not pids:
-                return
+                break
             self._kill(pids)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
     @staticmethod
     def _kill(pids: list[int]) -> None:
@@ -163,3 +163,11 @@ class RayCluster:
             except ProcessLookupError:
                 pass
         time.sleep(0.5)
+
+
+def _parent(pid: int) -> int:
+    """A process's parent pid (0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -41,6 +41,8 @@ from .._wire import LOGGING_FILE, SEGMENT_SUFFIX, STATS_FILE, TELEMETRY_ENV
 
 #: The runner exits when its parent process (this actor's worker) is no longer this pid.
 PARENT_ENV = "JUPYTER_DEPLOY_PARENT_PID"
+#: The Ray node a replica runs on, for the model (its logs, its own placement decisions).
+NODE_ENV = "JUPYTER_DEPLOY_RAY_NODE_ID"
 #: Bytes of output or records one ``pull`` returns at most (the rest comes with the next).
 PULL_CHUNK = 8 << 20
 #: Variables of the control plane's host that mean nothing on a node (set here instead).
@@ -113,7 +115,7 @@ class RunnerActor:
         own = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
         runner_env = {**os.environ, **own, "MODEL_PATH": str(model), TELEMETRY_ENV: str(self.telemetry),
                       "JUPYTER_DEPLOY_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1",
-                      PARENT_ENV: str(os.getpid())}
+                      PARENT_ENV: str(os.getpid()), NODE_ENV: self.meta["node_id"]}
         cmd = [sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(model),
                "--address", f"{self.ip}:0", "--port-file", str(self.port_file), *args]
         self._log_path = self.dir / "runner.log"

@@ -87,6 +87,20 @@ def node_matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def type_matches(ray_type: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a Ray accelerator type (``T4``, ``A100-80G``: Ray's short names) is one a version asks
+    for: matched as a GPU name is (``_resources.gpu_matches``), or named inside a pattern
+    (``NVIDIA-T4`` asks for ``T4``).
+
+    >>> type_matches("T4", ("NVIDIA-T4",)), type_matches("A10G", ("NVIDIA-T4",))
+    (True, False)
+    """
+    def words(text: str) -> str:
+        return " " + " ".join(text.lower().replace("-", " ").replace("_", " ").split()) + " "
+
+    return gpu_matches(ray_type, patterns) or any(words(ray_type) in words(p) for p in patterns)
+
+
 def node_host(node: Node) -> HostInfo:
     """A Ray node as a HostInfo: what a nodepool's ``instance_type`` defaults to."""
     return HostInfo(cpus=node.cpus, memory=node.memory,
@@ -371,7 +385,7 @@ class RayBackend(NodepoolBackend):
             nodes = nodes if nodes is not None else [n for n in self.nodes() if node_matches(n["labels"], selector)]
             types = sorted({k.split(":", 1)[1] for n in nodes for k in n["resources"]
                             if k.startswith("accelerator_type:")})
-            matching = [t for t in types if gpu_matches(t, needs.accelerator_types)]
+            matching = [t for t in types if type_matches(t, needs.accelerator_types)]
             if not matching:
                 have = ", ".join(types) or "none reported"
                 return {"why": f"needs GPUs of type {' or '.join(needs.accelerator_types)}; the nodes of the "
