@@ -35,7 +35,7 @@ def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBac
     if provider == "ray":
         return RayBackend(home, cluster_config.get("ray_address", ""))
     raise FailedPrecondition(f"compute clusters with cloud_provider {provider!r} cannot run replicas yet "
-                             f"(there is no {provider} backend); use local")
+                             f"(there is no {provider} backend); use local or ray")
 
 
 class Backends:

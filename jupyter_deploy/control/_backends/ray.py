@@ -258,15 +258,19 @@ class RayBackend(NodepoolBackend):
                     log.warning("Ray cluster at %s: cannot clean up old actors: %s", self.ray_address, e)
             return driver
 
-    def _start_driver(self) -> _Driver:
+    def _probe(self) -> None:
+        """_Unreachable when there is no address, or nothing listens there (a second at most)."""
         if not self.ray_address:
             raise _Unreachable("no ray_address in the compute cluster's config and no RAY_ADDRESS in the "
                                "daemon's environment")
         host, _, port = self.ray_address.rpartition(":")
         try:  # ray.init waits minutes for a GCS that is not there: knock on the port first
-            socket.create_connection((host, int(port)), timeout=3).close()
+            socket.create_connection((host, int(port)), timeout=1).close()
         except (OSError, ValueError) as e:
             raise _Unreachable(f"nothing answers there ({e})") from None
+
+    def _start_driver(self) -> _Driver:
+        self._probe()
         try:
             return _Driver(self.ray_address, self.namespace, self.home / "logs" / f"ray-{self.namespace}.log")
         except RuntimeError as e:  # ray.init refused
@@ -327,7 +331,15 @@ class RayBackend(NodepoolBackend):
                 return ""
             if self._driver is not None:
                 self._lost(self._driver._last_words())
-            down = self._down or f"the Ray cluster at {self.ray_address} is not connected yet"
+            down = self._down
+        if not down:  # never connected yet (the first start connects): only what is plainly wrong
+            try:
+                self._probe()
+            except _Unreachable as e:
+                with self._lock:
+                    self._down = down = f"no Ray cluster answers at {self.ray_address}: {e}"
+                    self._retry_at = time.monotonic() + RETRY
+            return down
         self._reconnect_later()
         return down
 
