@@ -22,7 +22,7 @@ from jupyter_deploy import Client, ControlPlaneError, Deployment
 from jupyter_deploy.proto import control_pb2 as cpb
 
 pytest.importorskip("ray", reason="Ray compute clusters need the ray extra (pip install 'jupyter_deploy[ray]')")
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(420)  # the first test also waits for `ray start` (retried)
 
 MODEL = '''
 import os
@@ -194,6 +194,18 @@ def test_what_can_never_fit_is_refused_by_create_deployment(client):
     assert "needs 3 GPU(s) of type T4, the largest node of nodepool gpu has 2 GPU(s)" in str(e.value)
     with pytest.raises(ControlPlaneError, match="GPUs of type NVIDIA-T4; the nodes of the pool have none"):
         nodepool(client, "cpu").create_deployment("gpu", worker={"model": {"id": "gpu"}})
+
+
+def test_requirements_the_nodes_lack_become_a_ray_runtime_env(client):
+    folder = write(client.models_root / "needs", "needs")
+    (folder / "requirements.txt").write_text("grpcio>=1\njd-no-such-package-for-ray==0.0.1\n")
+    client.upload_model(folder)
+    deployment = nodepool(client, "cpu").create_deployment("needs", worker={"model": {"id": "needs"}})
+    # Asked on a node of the pool: grpcio is there; only the other goes to the runtime_env.
+    line = wait_for(lambda: next((ln for ln in deployment.logs(50) if "Ray runtime_env pip:" in ln), None), 60,
+                    "the runtime_env note")
+    assert "jd-no-such-package-for-ray==0.0.1" in line and "grpcio" not in line
+    deployment.delete()
 
 
 def test_a_rollout_fails_no_call(client):
