@@ -256,7 +256,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         print(f"created compute cluster {client.create_compute_cluster(args.id, args.config).id}")
     elif args.action == "list":
         rows = [{**c.to_dict(), "nodes": _nodes_text(c.to_dict())} for c in client.list_compute_clusters()]
-        print(table(rows, ["id", "cloud_provider", "ray_address", "nodes", "description"]))
+        print(table(rows, ["id", "cloud_provider", "region", "ray_address", "nodes", "description"]))
     elif args.action == "get":
         print(json.dumps(client.compute_cluster(args.id).refresh().to_dict(), indent=2))
     elif args.action == "delete":
