@@ -105,6 +105,12 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"
 
+    @property
+    def gateway_url(self) -> str | None:
+        """The base URL of the daemon's HTTP gateway (REST, Open Inference Protocol, OpenAI-compatible),
+        e.g. ``http://127.0.0.1:8000``; None when it runs none."""
+        return self.call("GetInfo", cpb.InfoRequest()).gateway_url or None
+
     def call(self, method: str, request: Any, timeout: float = 60.0) -> Any:
         """One control-plane RPC with this client's credentials (errors as ControlPlaneError).
 
