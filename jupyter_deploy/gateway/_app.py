@@ -354,9 +354,12 @@ def _multipart(ctype: str, data: bytes, spec: MethodSpec | None) -> dict:
 # ---------------------------------------------------------------- streamed responses
 
 
-async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse], ndjson: bool) -> None:
+async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse], ndjson: bool = False,
+                          frame: Callable[[Any], tuple[bytes, bool]] | None = None) -> None:
     """Server-Sent Events (or NDJSON) of a stream's items: read ahead of a slow reader, and what
     piled up goes out in one write; the model's stream is cancelled when the client goes away.
+    ``frame(message) -> (bytes, last)`` writes one runner message (None: the stream broke off;
+    a GatewayError: it failed), default the native events.
 
     A failure before the first item is an ordinary error response (status and JSON body)."""
     send = r.send
@@ -372,7 +375,7 @@ async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse]
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"application/x-ndjson" if ndjson else b"text/event-stream"),
         (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
-    frame = _ndjson_frame if ndjson else _sse_frame
+    frame = frame or (_ndjson_frame if ndjson else _sse_frame)
     queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
     task = asyncio.current_task()
 
