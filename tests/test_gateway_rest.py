@@ -426,3 +426,24 @@ def test_a_killed_gateway_comes_back_on_the_same_address(env):
     wait_for(lambda: _live(env["url"]), 30, "the new gateway to answer")
     assert call(env, "predict", {"text": "back"}).json() == {"output": "echo: back"}
     assert json.loads((env["home"] / "gateway.json").read_text())["restarts"] >= 1
+
+
+# ---------------------------------------------------------------- describe
+
+
+def test_describe_gives_the_endpoints_and_a_curl_line_that_works(env):
+    d = env["client"].deployment("kinds").describe()
+    assert d["state"] == "RUNNING" and d["model"] == "local/default/models/kinds"
+    assert d["config"]["autoscale_config"]["min_replicas"] == 1
+    e = d["endpoints"]
+    base = env["url"] + "/v1/deployments/kinds"
+    assert e["rest"]["predict"] == base + "/methods/predict" and e["methods"] == base + "/methods"
+    assert e["websocket"] == {"stream": base.replace("http", "ws", 1) + "/methods/stream/stream"}
+    assert "generate" in e["server_sent_events"] and "openai" not in e
+    assert e["open_inference_protocol"]["rest"] == env["url"] + "/v2/models/kinds"
+    out = subprocess.run(["bash", "-c", e["curl"] + " -s"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "JUPYTER_DEPLOY_PAT": env["token"]})
+    assert json.loads(out.stdout) == {"output": "echo: hello"}, out.stdout + out.stderr
+    cli = subprocess.run([sys.executable, "-m", "jupyter_deploy", "deployment", "get", "kinds"],
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(cli.stdout)["endpoints"]["curl"] == e["curl"]
