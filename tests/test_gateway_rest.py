@@ -200,6 +200,9 @@ def test_multipart_form_data_carries_files_and_fields(env):
     r = env["http"].post("/v1/deployments/kinds/methods/blob", files={"data": ("x.bin", b"\0" * 1000)},
                          data={"note": "a note"})
     assert r.json() == {"output": {"size": 1000, "note": "a note"}}, r.text
+    r = env["http"].post("/v1/deployments/kinds/methods/blob", content=b"--other\r\n\r\nx",
+                         headers={"Content-Type": "multipart/form-data; boundary=expected"})
+    assert r.status_code == 400 and "boundary" in r.json()["error"]["message"]
 
 
 def test_the_methods_are_listed_with_json_schema(env):

@@ -18,6 +18,7 @@ Paths (see README "HTTP endpoints"):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -318,29 +319,18 @@ async def _once(items: list[pb.Value]) -> AsyncIterator[list[pb.Value]]:
 def _multipart(ctype: str, data: bytes, spec: MethodSpec | None) -> dict:
     """A multipart/form-data body as arguments: file parts (and media parameters) as bytes, other
     fields as JSON, or as text where the parameter is a str."""
-    from email.parser import BytesParser
-    from email.policy import HTTP
-
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + data)
-    if not message.is_multipart():
-        raise GatewayError(400, "INVALID_ARGUMENT", "the multipart body could not be read (is its boundary right?)")
     kinds = {p.name: (p.type.args[0] if p.type.kind == "optional" else p.type).kind
              for p in (spec.params if spec else ())}
     args: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        payload = part.get_payload(decode=True) or b""
+    for name, filename, content_type, payload in _parts(ctype, data):
         kind = kinds.get(name)
-        if part.get_filename() is not None or kind in ("bytes", "image", "audio", "video", "ndarray"):
+        if filename is not None or kind in ("bytes", "image", "audio", "video", "ndarray"):
             if kind in ("audio", "video"):
-                args[name] = {"base64": __import__("base64").b64encode(payload).decode(),
-                              "mime": part.get_content_type()}
+                args[name] = {"base64": base64.b64encode(payload).decode(), "mime": content_type}
             else:
                 args[name] = payload
         elif kind == "str":
-            args[name] = payload.decode(part.get_content_charset() or "utf-8", errors="replace")
+            args[name] = payload.decode("utf-8", errors="replace")
         else:
             try:
                 args[name] = json.loads(payload)
@@ -349,6 +339,49 @@ def _multipart(ctype: str, data: bytes, spec: MethodSpec | None) -> dict:
                                    f"(a {kind or 'value'} is sent as JSON, e.g. 3 or [1, 2])",
                                    parameter=name) from None
     return args
+
+
+def _parts(ctype: str, data: bytes) -> list[tuple[str, str | None, str, bytes]]:
+    """``(name, filename, content type, payload)`` of each part (RFC 7578). Written here, not with
+    the email package, whose parser copies a large file part several times over."""
+    params = dict(_header_params(ctype))
+    boundary = params.get("boundary")
+    if not boundary:
+        raise GatewayError(400, "INVALID_ARGUMENT", "multipart/form-data without a boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    out = []
+    pos = data.find(delimiter)
+    if pos < 0:
+        raise GatewayError(400, "INVALID_ARGUMENT", "the multipart body has no part (is its boundary right?)")
+    while True:
+        pos += len(delimiter)
+        if data.startswith(b"--", pos):
+            return out
+        head_end = data.find(b"\r\n\r\n", pos)
+        end = data.find(b"\r\n" + delimiter, head_end)
+        if head_end < 0 or end < 0:
+            raise GatewayError(400, "INVALID_ARGUMENT", "the multipart body is cut short")
+        headers = {}
+        for line in data[pos:head_end].decode("utf-8", errors="replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        disposition = dict(_header_params(headers.get("content-disposition", "")))
+        if "name" in disposition:
+            out.append((disposition["name"], disposition.get("filename"),
+                        headers.get("content-type", "application/octet-stream"), data[head_end + 4:end]))
+        pos = end + 2
+
+
+def _header_params(value: str) -> list[tuple[str, str]]:
+    """The ``key=value`` parameters of a header such as Content-Disposition (quotes removed)."""
+    out = []
+    for item in value.split(";")[1:]:
+        key, _, val = item.strip().partition("=")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = val[1:-1]
+        out.append((key.strip().lower(), val))
+    return out
 
 
 # ---------------------------------------------------------------- streamed responses

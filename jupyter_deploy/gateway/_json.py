@@ -331,10 +331,16 @@ def encode_arguments(spec: MethodSpec, args: Any, fetch: Callable[[str], bytes] 
 
 def needs_thread(spec: MethodSpec) -> bool:
     """Whether encoding this method's arguments may block (fetch a URL, decode a large array)."""
+    known = spec.__dict__.get("_needs_thread")
+    if known is not None:  # asked on every call: kept on the (frozen) spec, which routes cache
+        return known
+
     def heavy(node: TypeNode) -> bool:
         return node.kind in MEDIA_KINDS or any(heavy(a) for a in node.args) or any(
             heavy(t) for _, t in node.fields)
-    return any(heavy(p.type) for p in spec.params)
+    answer = any(heavy(p.type) for p in spec.params)
+    object.__setattr__(spec, "_needs_thread", answer)
+    return answer
 
 
 class ArgumentError(Exception):
