@@ -1,6 +1,6 @@
 """Benchmarks W1 to W5 (shared/BENCHMARKS.md): jupyter_deploy beside its floor.
 
-    python bench/run.py [--quick] [--record] [--repeats N] [--only w3]
+    python bench/run.py [--quick] [--record] [--repeats N] [--only w3|http]
 
 In one run it starts, on 127.0.0.1, the floor (``bench/floor.py``, a bare grpcio
 server: bytes in, bytes out), a bare jupyter_deploy runner serving ``bench/models/bench``,
@@ -21,13 +21,17 @@ W3 (dynamic batching) runs two more runners serving ``bench/models/batch``, one 
 threads, and sets them beside the floor's W1b of the same repeat. ``--only w3`` runs
 just the floor's W1b and W3 (no daemon).
 
+``--only http`` runs W1, W2 and W5 through the daemon's HTTP gateway (``bench/gateway_bench.py``:
+REST JSON, SSE, base64 and multipart images, OIP v2 REST) beside the gRPC client and the floor.
+
 ``--only ray`` measures the Ray backend beside the local one: a one-node Ray cluster
 started on loopback (``tests/ray_helpers.py``), the bench model deployed on a Ray
 nodepool and on ``local/local`` of the same daemon, W1a, W1b and W2 of both through
 the full client beside the floor, and W4 (``create_deployment`` to the first call) on Ray.
 
-The table is printed, written to ``bench/out/latest.md`` (``latest_ray.md``), and with
-``--record`` appended to ``bench/RESULTS.md`` with the date and the machine.
+The table is printed, written to ``bench/out/latest.md`` (``latest_http.md``,
+``latest_ray.md``), and with ``--record`` appended to ``bench/RESULTS.md`` with the date
+and the machine.
 """
 
 from __future__ import annotations
@@ -577,15 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not for the record)")
     p.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (at least 2)")
-    p.add_argument("--only", choices=["w3", "ray"], default=None,
+    p.add_argument("--only", choices=["w3", "http", "ray"], default=None,
                    help="w3: only the floor's W1b and W3, batching on and off (no daemon); "
+                        "http: W1, W2 and W5 through the HTTP gateway beside gRPC and the floor; "
                         "ray: the Ray backend beside the local one and the floor")
     args = p.parse_args(argv)
     only_w3 = args.only == "w3"
     s = QUICK if args.quick else FULL
     if args.repeats is not None:
         s.repeats = max(2, args.repeats)
-
+    if args.only == "http":
+        return run_http(s, args)
     if args.only == "ray":
         return run_ray(s, args.record)
 
@@ -739,6 +745,139 @@ def main(argv: list[str] | None = None) -> int:
                                "see bench/README.md for how to read them.\n")
         with RESULTS.open("a") as f:
             f.write(f"\n## {started:%Y-%m-%d %H:%M %Z}\n\n{text}\n")
+    return 0
+
+
+# ---------------------------------------------------------------- HTTP gateway (W1h, W2h, W5h)
+
+HTTP_COLUMNS = ["floor", "platform", "rest", "oip", "rest-multipart"]
+TARGET_HTTP_W1A = 2.0     # REST W1a p50 within 2x of the floor
+TARGET_HTTP_W1B = 0.6     # REST W1b at least 0.6x of the floor's requests/s
+TARGET_HTTP_W2 = 50_000   # SSE W2 at least 50,000 chunks/s
+
+
+def _http_target(metric: str, ratios: list[float], values: list[float]) -> str:
+    if not ratios and not values:
+        return ""
+    if metric == "W1a p50 µs":
+        r = statistics.median(ratios)
+        return f"≤ {TARGET_HTTP_W1A}x: {'met' if r <= TARGET_HTTP_W1A else 'MISSED'}"
+    if metric == "W1b req/s":
+        r = statistics.median(ratios)
+        return f"≥ {TARGET_HTTP_W1B}x: {'met' if r >= TARGET_HTTP_W1B else 'MISSED'}"
+    if metric == "W2 chunks/s":
+        v = statistics.median(values)
+        return f"≥ {TARGET_HTTP_W2:,}/s: {'met' if v >= TARGET_HTTP_W2 else 'MISSED'}"
+    return ""
+
+
+def http_table(results: dict[str, dict[str, list[float]]]) -> str:
+    head = ("| metric | floor (bare grpcio) | platform, gRPC (Client → Model) | REST (JSON; W2 SSE; W5 base64) "
+            "| OIP v2 REST | REST multipart | REST/floor | OIP/floor | platform/floor | target (REST) |")
+    rows = [head, "| " + " | ".join(["---"] * 10) + " |"]
+    for metric, _higher, dec in METRICS:
+        cells = [_fmt(results.get(c, {}).get(metric, []), dec) for c in HTTP_COLUMNS]
+        if all(c == "-" for c in cells[2:]):
+            continue
+        fl = results["floor"].get(metric, [])
+        ratio_cells = []
+        rest_ratios: list[float] = []
+        for col in ("rest", "oip", "platform"):
+            vals = results[col].get(metric, [])
+            ratios = [v / f for v, f in zip(vals, fl) if f]
+            if col == "rest":
+                rest_ratios = ratios
+            ratio_cells.append(_times(ratios))
+        target = _http_target(metric, rest_ratios, results["rest"].get(metric, []))
+        if metric.startswith("W5") and results["rest-multipart"].get(metric):
+            mp = [v / f for v, f in zip(results["rest-multipart"][metric], fl) if f]
+            target = f"multipart/floor {_times(mp)}"
+        rows.append(f"| {metric} | " + " | ".join(cells) + " | " + " | ".join(ratio_cells) + f" | {target} |")
+    return "\n".join(rows)
+
+
+def run_http(s: Settings, args: argparse.Namespace) -> int:
+    """The HTTP gateway's W1, W2 and W5 beside the gRPC client and the floor, in one run."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from gateway_bench import HttpTarget, MultipartTarget, OipTarget
+    from platform_bench import PlatformSession
+
+    machine_info = machine()
+    started = datetime.datetime.now().astimezone()
+    jpeg = make_jpeg()
+    results: dict[str, dict[str, list[float]]] = {c: {} for c in HTTP_COLUMNS}
+
+    def add(col: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            results[col].setdefault(k, []).append(v)
+
+    servers: list[ServerProcess] = []
+    plat = None
+    t_start = time.monotonic()
+    try:
+        floor_addr = start_floor(servers)
+        print("platform: daemon, upload, deploy; the gateway", file=sys.stderr, flush=True)
+        plat = PlatformSession(MODEL_DIR, call_timeout=STREAM_TIMEOUT, ready_timeout=START_TIMEOUT)
+        plat.deploy("bench")
+        url = plat.client.gateway_url
+        token = (plat.home / "local.token").read_text().strip()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # the gateway starts beside the daemon: wait until it answers a call
+            try:
+                assert HttpTarget(url, token).echo(PAYLOAD) == PAYLOAD
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        session = plat
+        makers: dict[str, Callable[[], Any]] = {
+            "floor": lambda: FloorTarget(floor_addr), "platform": lambda: session.target(),
+            "rest": lambda: HttpTarget(url, token), "oip": lambda: OipTarget(url, token),
+            "rest-multipart": lambda: MultipartTarget(url, token)}
+        for name, fn in makers.items():
+            fn.__name__ = name
+        targets = {name: fn() for name, fn in makers.items()}
+        for rep in range(s.repeats):
+            order = ["floor", "platform", "rest", "oip"]
+            if rep % 2:
+                order.reverse()
+            print(f"repeat {rep + 1}/{s.repeats} ({' then '.join(order)})", file=sys.stderr, flush=True)
+            for col in order:
+                add(col, w1a(targets[col], s))
+            for col in order:
+                add(col, w1b(makers[col], s))
+            for col in [c for c in order if c != "oip"]:
+                add(col, w2(targets[col], s))
+            for col in [c if c != "oip" else "rest-multipart" for c in order]:
+                add(col, w5(targets[col], s, jpeg))
+        for t in targets.values():
+            t.close()
+    finally:
+        if plat is not None:
+            plat.close()
+        for srv in servers:
+            srv.stop()
+    elapsed = time.monotonic() - t_start
+    mode = "quick" if args.quick else "full"
+    text = "\n".join([
+        f"Run {started:%Y-%m-%d %H:%M %Z} ({mode}, HTTP gateway, {s.repeats} repeats, {elapsed:.0f} s). "
+        f"Machine: {machine_info}.", "", http_table(results), "",
+        (f"Each cell: median across repeats (min–max); ratios are medians of the per-repeat ratios. "
+         f"HTTP targets hold one keep-alive http.client connection each (one per W1b thread) to the "
+         f"gateway the daemon started (uvicorn, httptools, uvloop), which calls the runner over grpc.aio. "
+         f"W1a: {s.w1a_warm} warm-up + {s.w1a_calls} calls of a 100-byte string; W1b: {s.w1b_clients} "
+         f"client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; W2: {N_CHUNKS} chunks "
+         f"of 4 bytes as Server-Sent Events, counted as parsed, median of {s.w2_requests} requests; W5: "
+         f"1024x1024 JPEG ({len(jpeg):,} bytes) as base64 JSON (REST) or a multipart file, {s.w5_warm} "
+         f"warm-up + {s.w5_calls} calls; OIP: W1 as a BYTES tensor in JSON.")])
+    print(text)
+    OUT_DIR.mkdir(exist_ok=True)
+    (OUT_DIR / "latest_http.md").write_text(text + "\n")
+    if args.record:
+        with RESULTS.open("a") as f:
+            f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} (HTTP gateway)\n\n{text}\n")
     return 0
 
 

@@ -311,7 +311,8 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         print(table([d.to_dict() for d in client.list_deployments(args.cluster, args.nodepool)]))
     elif args.action == "get":
         deployment = client.deployment(args.id)
-        print(json.dumps({"config": deployment.config, "status": deployment.status}, indent=2))
+        print(json.dumps({"config": deployment.config, "status": deployment.status,
+                          "endpoints": deployment.describe()["endpoints"]}, indent=2))
     elif args.action == "update":
         changes = _scale_changes(args)
         print(f"deployment {args.id}: {client.deployment(args.id).update(args.config, **changes).state}")

@@ -2,7 +2,8 @@
 
     jupyter-deploy init PATH [--template text|image|stream]
     jupyter-deploy run-locally PATH
-    jupyter-deploy serve [--address HOST:PORT] [--tls-cert FILE --tls-key FILE]
+    jupyter-deploy serve [--address HOST:PORT] [--tls-cert FILE --tls-key FILE] [--gateway-address HOST:PORT|off]
+    jupyter-deploy gateway status
     jupyter-deploy user create NAME | user list          (the admin, `local`, only)
     jupyter-deploy token create | token list | token revoke ID
     jupyter-deploy status
@@ -78,9 +79,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="HOST:PORT (default: 127.0.0.1, a free port); off loopback it needs TLS")
     p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this PEM certificate (chain)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    p.add_argument("--gateway-address", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="the HTTP gateway (REST, Open Inference Protocol, OpenAI-compatible); default "
+                        "127.0.0.1, a free port; 'off' for none; off loopback it needs TLS")
+    p.add_argument("--gateway-grpc-address", default=None, metavar="HOST:PORT",
+                   help="the gateway's Open Inference Protocol gRPC port (default: a free port)")
     p.set_defaults(run=cmd_serve)
     p = sub.add_parser("status", help="show the running control plane daemon")
     p.set_defaults(run=cmd_status)
+    p = sub.add_parser("gateway", help="the HTTP gateway the daemon runs")
+    gsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gsub.add_parser("status", help="its URLs, whether it answers, its restarts")
+    p.set_defaults(run=cmd_gateway)
     p = sub.add_parser("stop", help="stop the control plane daemon and its runners")
     p.set_defaults(run=cmd_stop)
     p = sub.add_parser("user", help="users of the control plane (the admin, local, only)")
@@ -260,7 +270,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tls = [arg for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)) if value
            for arg in (flag, value)]
-    return daemon_main(["serve", "--address", args.address, *tls])
+    gateway = ["--gateway-address", args.gateway_address]
+    if args.gateway_grpc_address:
+        gateway += ["--gateway-grpc-address", args.gateway_grpc_address]
+    return daemon_main(["serve", "--address", args.address, *tls, *gateway])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -280,9 +293,44 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("home", info.home)]
     if record and record["pid"] == info.pid:
         rows.append(("uptime", _duration(time.time() - record["started_at"])))
+    rows.append(("gateway", f"{info.gateway_url} (OIP gRPC {info.gateway_grpc_address})"
+                 if info.gateway_url else "off"))
     for name, value in rows:
         print(f"{name:<8} {value}")
     return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """``gateway status``: the gateway's URLs, whether it answers, its process and restarts."""
+    import json
+    import urllib.request
+
+    from .client import _daemon
+
+    try:
+        info = _daemon.info()
+    except _daemon.DaemonNotRunning as e:
+        print(e)
+        return 1
+    if not info.gateway_url:
+        print("the daemon runs no gateway (it was started with --gateway-address off)")
+        return 1
+    rows = [("url", info.gateway_url), ("grpc", f"{info.gateway_grpc_address} (Open Inference Protocol)")]
+    try:
+        with urllib.request.urlopen(info.gateway_url + "/v1/gateway", timeout=5) as resp:
+            state = json.loads(resp.read())
+        rows += [("state", "answering"), ("pid", str(state["pid"])), ("uptime", _duration(state["uptime_s"]))]
+    except (OSError, ValueError, KeyError) as e:
+        rows.append(("state", f"not answering ({getattr(e, 'reason', e)}); the daemon restarts it"))
+    try:
+        record = json.loads((Path(info.home) / "gateway.json").read_text())
+        rows.append(("restarts", str(record.get("restarts", 0))))
+    except (OSError, ValueError):
+        pass
+    rows.append(("log", str(Path(info.home) / "logs" / "gateway.log")))
+    for name, value in rows:
+        print(f"{name:<8} {value}")
+    return 0 if rows[2][1] == "answering" else 1
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

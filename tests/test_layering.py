@@ -19,8 +19,8 @@ SERVER_SIDE = ("jupyter_deploy.runner", "jupyter_deploy.control")
 UI = ("jupyter_deploy.notebook", "jupyter_deploy.server")
 #: The front ends: they reach the server side only through the client (over gRPC) and load model
 #: folders through the SDK (``jupyter_deploy.model``).
-FRONT_END_FILES = ("client/", "notebook/", "server/", "cli.py", "_cli_platform.py", "local.py")
-FRONT_END_MODULES = ("jupyter_deploy.client", *UI, "jupyter_deploy.cli",
+FRONT_END_FILES = ("client/", "notebook/", "server/", "gateway/", "cli.py", "_cli_platform.py", "local.py")
+FRONT_END_MODULES = ("jupyter_deploy.client", *UI, "jupyter_deploy.gateway", "jupyter_deploy.cli",
                      "jupyter_deploy._cli_platform", "jupyter_deploy.local")
 
 #: (module, function the import sits in, module imported): the only imports allowed past a rule.

@@ -105,6 +105,12 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client user={self.user_id} at {self.address}>"
 
+    @property
+    def gateway_url(self) -> str | None:
+        """The base URL of the daemon's HTTP gateway (REST, Open Inference Protocol, OpenAI-compatible),
+        e.g. ``http://127.0.0.1:8000``; None when it runs none."""
+        return self.call("GetInfo", cpb.InfoRequest()).gateway_url or None
+
     def call(self, method: str, request: Any, timeout: float = 60.0) -> Any:
         """One control-plane RPC with this client's credentials (errors as ControlPlaneError).
 
@@ -595,6 +601,33 @@ class Deployment(_Resource):
                 "version": status.get("version_number"), "state": status.get("state"),
                 "replicas": len(status.get("replicas", [])), "default": status.get("default"),
                 "reason": status.get("reason", "")}
+
+    def describe(self) -> dict:
+        """The deployment at a glance: its state, config and ``endpoints`` on the HTTP gateway (the
+        REST URL of each method, WebSocket, OpenAI-compatible and Open Inference Protocol bases, and
+        a ready-to-paste ``curl`` line for the model's first method; empty without a gateway).
+
+        Example::
+
+            print(Deployment("echo").describe()["endpoints"]["curl"])
+            # curl -X POST http://127.0.0.1:8000/v1/deployments/echo/methods/predict -H ... -d '{"text": "hello"}'
+        """
+        from ._endpoints import endpoints
+
+        status = self.status
+        res = self.resource
+        specs: list = []
+        if status.get("version_id") and status.get("model"):
+            version = self.client.call("GetVersion", cpb.VersionRef(
+                model=cpb.ModelRef(**dict(zip(("user_id", "app_id", "model_id"), parse_model_url(status["model"])))),
+                version_id=status["version_id"]))
+            specs = [method_from_proto(m) for m in version.description.methods]
+        info = self.client.call("GetInfo", cpb.InfoRequest())
+        return {"id": self.id, "user_id": res.user_id, "compute_cluster_id": res.compute_cluster_id,
+                "nodepool_id": res.nodepool_id, "model": status.get("model"), "version": status.get("version_number"),
+                "version_id": status.get("version_id"), "state": status.get("state"), "reason": status.get("reason", ""),
+                "replicas": len(status.get("replicas", [])), "config": self.config,
+                "endpoints": endpoints(info.gateway_url, info.gateway_grpc_address, self.id, specs)}
 
     def start(self) -> "Deployment":
         self._resource = self.client.call("Act", cpb.ActionRequest(ref=self._ref(), action="start"))

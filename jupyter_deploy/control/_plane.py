@@ -88,6 +88,8 @@ class ControlPlane:
         self.secrets = Secrets(self.home / "secrets")
         self.shutdown_requested = threading.Event()
         self.stop_runners_on_shutdown = True
+        self.gateway_url = ""  # the HTTP gateway's, set by the daemon that starts one
+        self.gateway_grpc_address = ""
 
     def start(self) -> None:
         """Clean up what a crash left, create the embedded defaults, bring deployments back."""

@@ -143,7 +143,8 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     @_rpc
     def GetInfo(self, caller, request, context):
         return cpb.Info(version=__version__, pid=os.getpid(), home=str(self.plane.home), user_id=caller,
-                        address=self.plane.address)
+                        address=self.plane.address, gateway_url=self.plane.gateway_url,
+                        gateway_grpc_address=self.plane.gateway_grpc_address)
 
     @_rpc
     def Shutdown(self, caller, request, context):

@@ -19,6 +19,10 @@ It listens on loopback unless told otherwise; any other address (e.g.
 ``0.0.0.0:7700``) requires TLS: ``--tls-cert FILE --tls-key FILE`` (PEM). With
 them it serves TLS only, on any address.
 
+It starts and supervises the HTTP gateway (``_gateway``; ``--gateway-address``,
+default loopback on a free port, ``off`` for none), whose URL the discovery file
+and ``GetInfo`` carry.
+
 Example::
 
     python -m jupyter_deploy.control serve --address 127.0.0.1:7700
@@ -53,6 +57,7 @@ from . import _home
 from ._auth import write_atomic
 
 DEFAULT_ADDRESS = "127.0.0.1:0"
+GATEWAY_DEFAULT = "127.0.0.1:0"
 #: Seconds in-flight calls get to finish when the daemon stops (then streams are cancelled).
 STOP_GRACE = 2.0
 #: Seconds runners get between SIGTERM and SIGKILL when the daemon stops them on its way out.
@@ -64,13 +69,16 @@ log = logging.getLogger("jupyter_deploy.daemon")
 
 
 def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: str | Path | None = None,
-          tls_key: str | Path | None = None) -> None:
+          tls_key: str | Path | None = None, gateway_address: str | None = GATEWAY_DEFAULT,
+          gateway_grpc_address: str | None = None) -> None:
     """Run the daemon for ``home`` on ``address`` until it is told to stop.
 
     ``tls_cert`` and ``tls_key`` (PEM files): serve TLS; required for a
     non-loopback address. Raises DeployError, before anything starts, for a
     non-loopback address without them, unreadable ones, or when a daemon
-    already runs on this home.
+    already runs on this home. ``gateway_address`` (None or ``"off"``: no gateway)
+    and ``gateway_grpc_address``: where the HTTP gateway and its Open Inference
+    Protocol gRPC port listen (off loopback, with the same TLS files).
 
     Example::
 
@@ -106,20 +114,37 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
     except OSError as e:
         raise DeployError(str(e)) from None
     plane.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # Clients on this machine reach a wildcard address (0.0.0.0, ::) on loopback.
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    local_address = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
+    gateway = None
+    if gateway_address and gateway_address != "off":
+        from ._gateway import Gateway
+
+        try:
+            gateway = Gateway(home, local_address, gateway_address, gateway_grpc_address,
+                              tls=(str(tls_cert), str(tls_key)) if credentials is not None else None,
+                              daemon_tls=credentials is not None)
+        except DeployError:
+            server.stop(0)
+            os.close(lock)
+            raise
+        plane.gateway_url, plane.gateway_grpc_address = gateway.url, gateway.grpc_address
     discovery = home / "daemon.json"
     try:
         plane.start()
         server.start()
-        # Clients on this machine reach a wildcard address (0.0.0.0, ::) on loopback.
-        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-        local_address = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
         if credentials is None:
             _wait_answering(local_address, home)
         else:
             _wait_tls_answering(local, port)
+        if gateway is not None:
+            gateway.start()
         write_atomic(discovery, json.dumps({
             "address": local_address, "pid": os.getpid(), "version": __version__,
-            "started_at": time.time(), "tls": credentials is not None}).encode())
+            "started_at": time.time(), "tls": credentials is not None,
+            "gateway": gateway.url if gateway else None,
+            "gateway_grpc": gateway.grpc_address if gateway else None}).encode())
         log.info("listening on %s%s (home %s, pid %d)", plane.address,
                  " (TLS)" if credentials is not None else "", home, os.getpid())
         # Polled, not waited on: a signal handler must not touch an Event's lock.
@@ -130,6 +155,8 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
         log.info("stopping")
         plane.scheduler.halt()  # no replica starts from now on, and the pass under way ends soon
         plane.events.close()  # Watch streams end now, not at the end of the grace period
+        if gateway is not None:
+            gateway.stop()
         stopped = server.stop(STOP_GRACE)
         # The runners stop while calls in flight finish: they need no RPC, and the two graces overlap.
         plane.scheduler.stop(plane.stop_runners_on_shutdown, grace=RUNNER_STOP_GRACE)
@@ -255,11 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-cert", metavar="FILE",
                    help="serve TLS with this PEM certificate (chain); needed off loopback")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    p.add_argument("--gateway-address", default=GATEWAY_DEFAULT, metavar="HOST:PORT",
+                   help="the HTTP gateway (REST, Open Inference Protocol, OpenAI-compatible); default "
+                        "127.0.0.1, a free port; 'off' for none; off loopback it needs TLS")
+    p.add_argument("--gateway-grpc-address", default=None, metavar="HOST:PORT",
+                   help="the gateway's Open Inference Protocol gRPC port (default: a free port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        serve(Path(args.home) if args.home else None, args.address, args.tls_cert, args.tls_key)
+        serve(Path(args.home) if args.home else None, args.address, args.tls_cert, args.tls_key,
+              args.gateway_address, args.gateway_grpc_address)
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__jupyter_deploy_method__"
 #: Set on a method declared ``@ModelClass.method(batch=True)``.
 BATCH_MARK = "__jupyter_deploy_batch__"
+#: Set on a method declared ``@ModelClass.method(openai="chat"|"completion")``.
+OPENAI_MARK = "__jupyter_deploy_openai__"
 
 
 class Deferred:
@@ -115,10 +117,10 @@ class ModelClass:
 
     @overload
     @staticmethod
-    def method(*, batch: bool = False) -> Callable[[F], F]: ...
+    def method(*, batch: bool = False, openai: str | None = None) -> Callable[[F], F]: ...
 
     @staticmethod
-    def method(func: Any = None, *, batch: bool = False) -> Any:
+    def method(func: Any = None, *, batch: bool = False, openai: str | None = None) -> Any:
         """Mark a method of a ModelClass subclass as callable by clients.
 
         Use it bare (``@ModelClass.method``) or called (``@ModelClass.method()``).
@@ -131,6 +133,13 @@ class ModelClass:
         deployment with ``inference_batcher: {enabled: true}`` calls it with
         batches assembled from concurrent calls; otherwise with batches of one.
 
+        ``openai="chat"`` names the method that serves the gateway's OpenAI-compatible
+        ``/v1/chat/completions`` (it takes ``messages``, a list of ``{role, content}``
+        dicts), ``openai="completion"`` the one for ``/v1/completions`` (it takes
+        ``prompt: str``); either returns ``str`` or ``Iterator[str]``, and gets the
+        sampling arguments it has parameters for (``max_tokens``, ``temperature``,
+        ``top_p``, ``stop``, ``seed``).
+
         Example::
 
             class Doubler(ModelClass):
@@ -140,6 +149,8 @@ class ModelClass:
         """
         if not isinstance(batch, bool):
             raise ModelDefinitionError(f"@ModelClass.method(batch=...) takes true or false, got {batch!r}")
+        if openai not in (None, "chat", "completion"):
+            raise ModelDefinitionError(f"@ModelClass.method(openai=...) takes 'chat' or 'completion', got {openai!r}")
 
         def mark(f: F) -> F:
             if not callable(f):
@@ -154,6 +165,8 @@ class ModelClass:
             setattr(f, _MARK, True)
             if batch:
                 setattr(f, BATCH_MARK, True)
+            if openai:
+                setattr(f, OPENAI_MARK, openai)
             return f
 
         return mark if func is None else mark(func)

@@ -110,6 +110,9 @@ class MethodSpec:
     #: Declared ``batch=True``: the model takes lists of these params and returns a list.
     #: Only the serving process needs it, so it is not part of the wire form.
     batch: bool = False
+    #: ``"chat"`` or ``"completion"``: the OpenAI-compatible endpoint the method serves (declared with
+    #: ``@ModelClass.method(openai=...)``), else empty.
+    openai: str = ""
 
     @property
     def stream_param(self) -> ParamSpec | None:
@@ -269,7 +272,33 @@ def describe_method(name: str, func: Any) -> MethodSpec:
     batch = bool(getattr(func, "__jupyter_deploy_batch__", False))
     if batch:
         specs, ret = _batch_elements(where, shape, specs, ret)
-    return MethodSpec(name, shape, tuple(specs), ret, inspect.getdoc(func) or "", is_async, batch)
+    openai = getattr(func, "__jupyter_deploy_openai__", "") or ""
+    if openai:
+        _check_openai(where, openai, shape, specs, ret)
+    return MethodSpec(name, shape, tuple(specs), ret, inspect.getdoc(func) or "", is_async, batch, openai)
+
+
+#: What a method that serves an OpenAI-compatible endpoint takes: chat, a list of messages;
+#: completion, a prompt.
+OPENAI_INPUT = {"chat": "messages", "completion": "prompt"}
+
+
+def _check_openai(where: str, openai: str, shape: str, params: list[ParamSpec], ret: TypeNode) -> None:
+    """A method declared ``openai="chat"|"completion"`` must take ``messages`` (a list of dicts) or
+    ``prompt: str``, and return ``str`` or ``Iterator[str]``."""
+    name = OPENAI_INPUT[openai]
+    param = next((p for p in params if p.name == name), None)
+    if param is None or param.stream:
+        raise ModelDefinitionError(f"{where} (openai={openai!r}): needs a parameter '{name}' "
+                                   + ("(messages: list[dict])" if openai == "chat" else "(prompt: str)"))
+    if openai == "completion" and param.type.kind != "str":
+        raise ModelDefinitionError(f"{where} (openai='completion'): parameter 'prompt' must be str, "
+                                   f"got {param.type}")
+    if openai == "chat" and not (param.type.kind == "list" or param.type.kind == "json" and param.type.name != "dict"):
+        raise ModelDefinitionError(f"{where} (openai='chat'): parameter 'messages' must be a list "
+                                   f"(list[dict]), got {param.type}")
+    if shape == BIDI or ret.kind != "str":
+        raise ModelDefinitionError(f"{where} (openai={openai!r}): must return str or Iterator[str]")
 
 
 def _batch_elements(where: str, shape: str, params: list[ParamSpec],
@@ -379,7 +408,7 @@ def method_to_proto(spec: MethodSpec) -> pb.MethodDescription:
         params.append(msg)
     return pb.MethodDescription(name=spec.name, shape=spec.shape, parameters=params,
                                 returns=type_to_proto(spec.returns), doc=spec.doc,
-                                is_async=spec.is_async)
+                                is_async=spec.is_async, openai=spec.openai)
 
 
 def method_from_proto(msg: pb.MethodDescription) -> MethodSpec:
@@ -391,4 +420,4 @@ def method_from_proto(msg: pb.MethodDescription) -> MethodSpec:
         default = decoder(node)(p.default) if p.has_default else inspect.Parameter.empty
         params.append(ParamSpec(p.name, node, default, p.keyword_only, p.stream))
     return MethodSpec(msg.name, msg.shape, tuple(params), with_classes(type_from_proto(msg.returns)),
-                      msg.doc, msg.is_async)
+                      msg.doc, msg.is_async, openai=msg.openai)

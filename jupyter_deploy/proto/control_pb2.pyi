@@ -12,18 +12,22 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Info(_message.Message):
-    __slots__ = ("version", "pid", "home", "user_id", "address")
+    __slots__ = ("version", "pid", "home", "user_id", "address", "gateway_url", "gateway_grpc_address")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     HOME_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_URL_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     home: str
     user_id: str
     address: str
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., home: _Optional[str] = ..., user_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    gateway_url: str
+    gateway_grpc_address: str
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., home: _Optional[str] = ..., user_id: _Optional[str] = ..., address: _Optional[str] = ..., gateway_url: _Optional[str] = ..., gateway_grpc_address: _Optional[str] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("stop_runners",)

@@ -229,20 +229,22 @@ class Parameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[Type, _Mapping]] = ..., has_default: _Optional[bool] = ..., default: _Optional[_Union[Value, _Mapping]] = ..., keyword_only: _Optional[bool] = ..., stream: _Optional[bool] = ...) -> None: ...
 
 class MethodDescription(_message.Message):
-    __slots__ = ("name", "shape", "parameters", "returns", "doc", "is_async")
+    __slots__ = ("name", "shape", "parameters", "returns", "doc", "is_async", "openai")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     RETURNS_FIELD_NUMBER: _ClassVar[int]
     DOC_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    OPENAI_FIELD_NUMBER: _ClassVar[int]
     name: str
     shape: str
     parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
     returns: Type
     doc: str
     is_async: bool
-    def __init__(self, name: _Optional[str] = ..., shape: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., returns: _Optional[_Union[Type, _Mapping]] = ..., doc: _Optional[str] = ..., is_async: _Optional[bool] = ...) -> None: ...
+    openai: str
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., returns: _Optional[_Union[Type, _Mapping]] = ..., doc: _Optional[str] = ..., is_async: _Optional[bool] = ..., openai: _Optional[str] = ...) -> None: ...
 
 class ModelDescription(_message.Message):
     __slots__ = ("model_id", "class_name", "methods", "doc")

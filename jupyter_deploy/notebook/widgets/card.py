@@ -46,6 +46,7 @@ class DeploymentCard(SummaryRepr, w.VBox):
         self.deployment_status: dict = {}
         self.metrics: dict = {}  # Deployment.metrics(): requests, errors, latency, in flight, queue
         self.log_tail: list[str] = []
+        self.endpoints: dict = {}  # Deployment.describe()["endpoints"]: its URLs on the HTTP gateway
         self.deleted = False
         self._delete_armed_at: float | None = None
         self._stop_live = threading.Event()
@@ -138,6 +139,13 @@ class DeploymentCard(SummaryRepr, w.VBox):
                         self.log_tail = list(self.deployment.logs(self.log_lines))
                     except Exception as e:  # noqa: BLE001
                         message = f"could not read the logs: {one_line(e)}"
+                    describe = getattr(self.deployment, "describe", None)
+                    version = self.deployment_status.get("version_id")
+                    if callable(describe) and version and self.endpoints.get("_version") != version:
+                        try:  # once per version: the URLs change only with the methods
+                            self.endpoints = {**(describe().get("endpoints") or {}), "_version": version}
+                        except Exception:  # noqa: BLE001, S110 - the endpoints are a courtesy
+                            pass
                     read_metrics = getattr(self.deployment, "metrics", None)
                     if callable(read_metrics):
                         try:
@@ -171,6 +179,11 @@ class DeploymentCard(SummaryRepr, w.VBox):
             self.endpoint_html.value = ("endpoint " + ", ".join(
                 f"<code>{html.escape(a)}</code>" for a in addresses)
             ) if addresses else "endpoint: none"
+            if self.endpoints.get("curl"):
+                rest = next(iter(self.endpoints.get("rest", {}).values()), "")
+                self.endpoint_html.value += (
+                    f" · HTTP <code>{html.escape(rest)}</code><details><summary>curl</summary>"
+                    f"<pre style='white-space: pre-wrap'>{html.escape(self.endpoints['curl'])}</pre></details>")
             self.log_area.value = "\n".join(self.log_tail)
             if message:
                 self.message_html.value = colored(message)
