@@ -47,6 +47,8 @@ PENDING_EVERY = 1.0
 INFO_TIMEOUT = 10.0
 #: Seconds a stopped actor's runner gets to hand back its last records before the actor is killed.
 TERMINATE_TIMEOUT = 3.0
+#: Seconds a node gets to say which requirements it lacks (a new worker process, then a look).
+MISSING_TIMEOUT = 60.0
 #: Prefix of our actors' names.
 PREFIX = "replica-"
 
@@ -140,6 +142,11 @@ class Agent:
         rep.log_file = LogFile(Path(meta["log"]), int(meta.get("log_max_bytes") or 5 << 20))
         with self.lock:
             self.reps[rid] = rep
+            # Versions no replica runs any more leave the object store (an actor still being created
+            # holds its own reference to its argument until it is).
+            used = {r.meta.get("version_id") for r in self.reps.values()}
+            for version_id in [v for v in self.archives if v not in used]:
+                del self.archives[version_id]
         return "; ".join(notes)
 
     def op_status(self, rid: str) -> dict:
@@ -237,7 +244,7 @@ class Agent:
         key = (requirements, tuple(sorted(label_selector.items())))
         if key not in self.requirements:
             task = self.ray.remote(_missing_requirements).options(num_cpus=0, label_selector=label_selector or None)
-            self.requirements[key] = self.ray.get(task.remote(requirements), timeout=60)
+            self.requirements[key] = self.ray.get(task.remote(requirements), timeout=MISSING_TIMEOUT)
         return self.requirements[key]
 
     def _kill(self, rep: _Replica) -> None:

@@ -64,6 +64,8 @@ AGENT_MODULE = "jupyter_deploy.control._backends._ray_agent"
 CONNECT_TIMEOUT = 60.0
 #: Seconds a request to the driver may take before it counts as hung (it is then ended).
 REQUEST_TIMEOUT = 30.0
+#: ... a start, which may first ask a node which requirements it lacks (a Ray task, once per text).
+START_TIMEOUT = 90.0
 #: Seconds between tries to reach a cluster that went away.
 RETRY = 5.0
 #: Seconds the driver keeps trying to reach a cluster's GCS before Ray ends it (Ray's default: 60).
@@ -285,7 +287,7 @@ class RayBackend(NodepoolBackend):
             self._retry_at = time.monotonic() + RETRY
             log.error("%s", self._down)
 
-    def _call(self, op: str, **kwargs: Any) -> Any:
+    def _call(self, op: str, timeout: float = REQUEST_TIMEOUT, **kwargs: Any) -> Any:
         with self._lock:
             down = self._down if self._driver is None else ""
         if down:  # never block a caller on a cluster that is away: try again in the background
@@ -293,7 +295,7 @@ class RayBackend(NodepoolBackend):
             raise _Unreachable(down)
         driver = self._connect()
         try:
-            return driver.call(op, **kwargs)
+            return driver.call(op, timeout, **kwargs)
         except _Unreachable as e:
             self._lost(str(e))
             raise
@@ -436,9 +438,9 @@ class RayBackend(NodepoolBackend):
                       f"{', labels ' + str(request['label_selector']) if request.get('label_selector') else ''})"
                       f" ---\n".encode())
             try:
-                note = self._call("start", rid=spec.replica_id, meta=meta, model_path=str(spec.model_path),
-                                  args=list(spec.args), env=dict(spec.env), options=options,
-                                  requirements=requirements)
+                note = self._call("start", timeout=START_TIMEOUT, rid=spec.replica_id, meta=meta,
+                                  model_path=str(spec.model_path), args=list(spec.args), env=dict(spec.env),
+                                  options=options, requirements=requirements)
             except _Unreachable as e:
                 out.write(f"jupyter_deploy scheduler: no Ray cluster answers at {self.ray_address}: {e}\n".encode())
                 raise StartFailed(f"a start failure (no Ray cluster answers at {self.ray_address}: {e})") from None
