@@ -208,6 +208,30 @@ def test_requirements_the_nodes_lack_become_a_ray_runtime_env(client):
     deployment.delete()
 
 
+def test_the_magics_deploy_to_a_ray_nodepool_unchanged(client):
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryAccessor.enabled = False
+    shell = InteractiveShell(config=config)
+    shell.displayhook.flush = lambda: None
+    try:
+        shell.run_cell("%load_ext jupyter_deploy").raise_error()
+        shell.run_cell("%%deploy magic --nodepool cpu --cluster rc -o dep\n"
+                       + MODEL.format(version="m")).raise_error()
+        assert shell.user_ns["dep"].state == "RUNNING"
+        shell.run_cell("x = %predict magic hi --cluster rc --nodepool cpu").raise_error()
+        assert shell.user_ns["x"] == "m:hi"
+        shell.run_cell("w = %predict magic --method where").raise_error()
+        assert node_of(shell.user_ns["w"]) == _head(client)  # the pool's one node
+    finally:
+        magics = shell.magics_manager.registry.get("DeployMagics")
+        if magics is not None:
+            magics.close()
+    Deployment("magic", client=client).delete()
+
+
 def test_a_rollout_fails_no_call(client):
     deployment = nodepool(client, "all").create_deployment("roll", worker={"model": {"id": "roll"}},
                                                            drain_seconds=1)
