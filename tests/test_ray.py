@@ -9,6 +9,7 @@ order and share it: the last two take a node away and then the whole cluster.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from daemon_helpers import alive, daemon_pid, isolated_home, wait_for, wait_for_
 from ray_helpers import RAY_ENV, RayCluster, free_port
 
 from jupyter_deploy import Client, ControlPlaneError, Deployment
+from jupyter_deploy.control._backends.ray import namespace_for
 from jupyter_deploy.proto import control_pb2 as cpb
+from jupyter_deploy.runner._ray_actor import node_root
 
 pytest.importorskip("ray", reason="Ray compute clusters need the ray extra (pip install 'jupyter_deploy[ray]')")
 pytestmark = pytest.mark.timeout(420)  # the first test also waits for `ray start` (retried)
@@ -101,6 +104,8 @@ def client(cluster, tmp_path_factory):
         for d in client.list_deployments():
             Deployment(d.id, client=client).delete()
         client.close()
+    # What the replicas unpacked on the nodes (all on this machine): the versions, the replicas' folders.
+    shutil.rmtree(node_root(namespace_for(home)), ignore_errors=True)
 
 
 def node_of(answer: str) -> str:

@@ -152,13 +152,16 @@ class RunnerActor:
         self._signal(signal.SIGTERM)
 
     def terminate(self, logging: str | None = None) -> dict:
-        """Kill the runner now and hand back what it wrote since the last ``pull``."""
+        """Kill the runner now and hand back what it wrote since the last ``pull``; its folder on
+        this node goes (the version's stays, for the next replica here)."""
         self._signal(signal.SIGKILL)
         try:
             self.popen.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        return self.pull(logging)
+        last = self.pull(logging)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return last
 
     def pull(self, logging: str | None = None) -> dict:
         """What the runner wrote since the last pull: ``{"log": bytes, "segments": [(name, bytes)],
