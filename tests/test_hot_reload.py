@@ -337,6 +337,33 @@ def test_callers_during_a_swap_see_no_failed_call(client, tmp_path):
     assert all("old" in s and "new" in s for s in seen), seen
 
 
+def test_a_sandboxed_replica_swaps_to_its_owners_copy_of_the_new_version(home, client, tmp_path):
+    """Where the daemon is root, a user's runners run as an OS user of their own and read their
+    owner's copy of each version (``control._sandbox``): the new version reaches them the same way."""
+    from jupyter_deploy.control._home import sandboxed
+
+    _, pat = client.create_user("carol")
+    carol = Client(pat=pat)
+    where = slow("one").replace('+ str(os.getpid())', '+ str(os.getpid()) + "|" + __file__ + "|" + '
+                                'str(self.model_path) + "|" + str(os.getuid())')
+    root = folder(tmp_path / "m", where)
+    try:
+        carol.deploy(root, "hot-e")
+        model = carol.model("hot-e")
+        tag, weights, pid, file, path, uid = model.predict("x").split("|")
+        folder(root, where.replace('"one|"', '"two|"'))
+        again = carol.deploy(root, "hot-e")
+        assert again.rollout.action == "hot reload"
+        version = again.status["version_id"]
+        tag2, weights2, pid2, file2, path2, uid2 = model.predict("x").split("|")
+        assert (tag2, weights2, pid2, uid2) == ("two", weights, pid, uid)
+        assert Path(file2) == Path(path2) / "1" / "model.py" and Path(path2).name == version
+        if sandboxed():
+            assert int(uid) != 0 and Path(path2) == home / "sandboxes" / uid / "versions" / version
+    finally:
+        carol.close()
+
+
 # ------------------------------------------------------------ through %%deploy
 
 
