@@ -138,6 +138,15 @@ def test_code_reached_from_import_time_or_other_classes_counts_as_state():
     assert not ok and "_format() changed, and load_model() uses it" in why, why
 
 
+def test_a_cached_property_is_state():
+    cached = BASE.replace("import random\n", "import functools\nimport random\n").replace(
+        "    def _format(self, value):",
+        "    @functools.cached_property\n    def table(self):\n        return 2\n\n    def _format(self, value):")
+    ok, why = compare_sources(cached, cached.replace("return 2", "return 3"))
+    assert not ok and why.startswith("table() changed: the loaded state would not match"), why
+    assert compare_sources(cached, cached.replace("helper(x) * SCALE", "helper(x)")) == (True, "predict() changed")
+
+
 def folder(root: Path, source: str, requirements: str = "", config_extra: str = "") -> Path:
     path = write_model(root, source, model_id="hot")
     (path / "requirements.txt").write_text(requirements)

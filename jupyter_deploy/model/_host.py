@@ -228,6 +228,8 @@ class ModelHost:
             swapped = object.__new__(cls)
             swapped.__dict__ = old.__dict__  # the same dict: what calls in flight still set is kept
             _rebase(swapped.__dict__, self.model_dir, new_dir)
+            if self.transformer is not None:  # (its file is unchanged: it stays, pointed at the new folder)
+                _rebase(self.transformer.__dict__, self.model_dir, new_dir)
             # The switch. A call reads self.instance once, so it runs wholly on old or new code;
             # the specs are equal (signatures may not change), so either pairs with either.
             self.cls, self.module, self.specs, self.model_dir = cls, module, specs, new_dir

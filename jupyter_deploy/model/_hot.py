@@ -12,7 +12,8 @@ when nothing that built that state changed. The rule is explicit and conservativ
   classes and any other module-level statement stay the same, and so does the list of
   functions (none added, removed or renamed);
 - the state-building code does not change at all: ``load_model``, ``__init__`` (and the other
-  construction hooks, ``STATE_BUILDERS``), every function they use (``self.helper()``, a
+  construction hooks, ``STATE_BUILDERS``), a ``functools.cached_property`` (its value is kept
+  in the instance), every function they use (``self.helper()``, a
   module-level ``build()``, followed transitively) and every function a module-level or
   class-level statement, a decorator or another class uses. What code reaches only through
   ``getattr`` with a computed name is not seen.
@@ -247,8 +248,8 @@ def _state_code_changed(old: ast.Module, new: ast.Module, model_cls: str, change
         functions, cls = _functions(tree, model_cls)
         for name, node in functions.items():
             uses.setdefault(name, set()).update(_used(node, functions, model_cls, _self_name(node, name)))
-        for name in functions:
-            if name.startswith(model_cls + ".") and name.split(".", 1)[1] in STATE_BUILDERS:
+        for name, node in functions.items():
+            if name.startswith(model_cls + ".") and (name.split(".", 1)[1] in STATE_BUILDERS or _caches(node)):
                 roots[name] = f"{name.split('.', 1)[1]}()"
         # Everything that is no function body runs once and keeps what it made: at import (module
         # statements, class attributes, decorators, defaults, other classes) or per instance.
@@ -276,6 +277,13 @@ def _state_code_changed(old: ast.Module, new: ast.Module, model_cls: str, change
                         "not match the new code")
             todo.extend(uses.get(name, ()))
     return ""
+
+
+def _caches(node: ast.AST) -> bool:
+    """Whether a method keeps what it computes in the instance (``functools.cached_property``): its
+    value is then part of the loaded state, built by the old code."""
+    return any((d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", "")) == "cached_property"
+               for d in node.decorator_list)
 
 
 def _short(name: str, model_cls: str) -> str:
