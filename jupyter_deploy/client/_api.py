@@ -217,7 +217,7 @@ class Client:
             hot: a new version whose only change is method bodies is swapped into the running
                 replicas, keeping their loaded state (hot reload: no weights loaded again).
                 ``None``: when it can; ``False``: never, new replicas start; ``True``: swap, or
-                fail saying why before the deployment changes.
+                raise DeploymentError saying why before the deployment changes.
             **config: deployment config keys (``autoscale_config``, ``inference_batcher``,
                 ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ...).
 

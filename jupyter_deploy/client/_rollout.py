@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DeploymentError, ModelDefinitionError, NotFoundError
+from ..errors import ControlPlaneError, DeploymentError, ModelDefinitionError, NotFoundError
 from ..ids import as_deployment_id
 from ._watch import changes
 
@@ -232,8 +232,8 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
     """Create the deployment of ``model`` (user, app, id), or roll it out, start it if stopped, and
     (``wait``) wait until ready. ``nodepool_id``/``compute_cluster_id`` None: where an existing
     deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves
-    (an older pin is lifted). ``hot``: as ``Deployment.update`` takes it (a new deployment has
-    nothing to swap into, so ``True`` refuses to create one)."""
+    (an older pin is lifted). ``hot``: as ``Deployment.update`` takes it, but ``True`` refuses
+    with a DeploymentError (also to create a deployment: there is nothing to swap into)."""
     from ._api import Nodepool
 
     # Always the version asked for (version_id, else a pin the config names, else the latest):
@@ -263,7 +263,12 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
             raise DeploymentError(f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete "
                                   "it first, or give another deployment_id")
         before = _status(existing)
-        status = _status(deployment.update(hot=hot, **config).resource)
+        try:
+            status = _status(deployment.update(hot=hot, **config).resource)
+        except ControlPlaneError as e:
+            if hot and e.code == "FAILED_PRECONDITION":  # hot=True and it cannot swap: nothing changed
+                raise DeploymentError(str(e), before.get("state", ""), "") from None
+            raise
         stopped = status.get("desired") == "stopped"
         if stopped:
             deployment.start()

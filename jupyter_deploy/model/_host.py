@@ -232,8 +232,11 @@ class ModelHost:
                 _rebase(self.transformer.__dict__, self.model_dir, new_dir)
             # The switch. A call reads self.instance once, so it runs wholly on old or new code;
             # the specs are equal (signatures may not change), so either pairs with either.
+            before = self.module
             self.cls, self.module, self.specs, self.model_dir = cls, module, specs, new_dir
             self.instance = swapped
+            if sys.modules.get(before.__name__) is before:
+                del sys.modules[before.__name__]  # calls in flight keep it through their functions' globals
             return what
 
     def concurrency(self, requested: int) -> int:
