@@ -332,6 +332,8 @@ class Compute:
         self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
         key = (owner, ref.id)
         plan, note = self._hot_plan(row, version.id, cfg, hot)
+        if note is not None:  # a new version rolls out: a plan not started yet is superseded
+            self.scheduler.hot.forget_planned(key)
         if plan is not None:
             # Before the commit: a scheduler pass right after it must not start new replicas.
             self.scheduler.hot.plan(key, plan)

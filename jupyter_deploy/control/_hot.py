@@ -186,6 +186,13 @@ class HotReloads:
         with self._lock:
             return self._plans.get(key)
 
+    def forget_planned(self, key: tuple[str, str]) -> None:
+        """Drop the deployment's plan if it has not started (a newer update decides anew)."""
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None and plan.thread is None:
+                del self._plans[key]
+
     def drop(self, key: tuple[str, str], plan: Plan | None = None) -> None:
         """Forget the deployment's plan (only ``plan``, when given: a newer one stays)."""
         with self._lock:
