@@ -287,11 +287,19 @@ def test_hot_true_refuses_what_it_cannot_swap_and_changes_nothing(client, tmp_pa
     assert e.value.code == "FAILED_PRECONDITION" and dep.status["version_number"] == 4
 
 
+def answers(model: Model, calls: int = 12) -> set[tuple[str, str]]:
+    """(tag, pid) of the answers of ``calls`` calls (they take turns over the replicas)."""
+    return {(tag, pid) for tag, _, pid in (answer(model) for _ in range(calls))}
+
+
 def test_a_failing_test_rolls_the_swap_back(client, tmp_path):
+    """Two replicas: the first one tests the swapped code; when that fails neither swaps."""
     root = folder(tmp_path / "m", slow("one"))
-    client.deploy(root, "hot-c")
+    dep = client.deploy(root, "hot-c", autoscale_config={"min_replicas": 2})
     model = Model(model_id="hot-c", client=client)
     before = answer(model)
+    pids = replica_pids(dep)
+    assert len(pids) == 2 and answers(model) == {("one", str(pid)) for pid in pids}
 
     folder(root, slow("two", test='self.predict("x") == "never", "the new code is wrong"'))
     with pytest.raises(DeploymentError, match="rolled back") as e:
@@ -299,15 +307,16 @@ def test_a_failing_test_rolls_the_swap_back(client, tmp_path):
     assert "hot reload failed on replica" in e.value.reason
     assert "AssertionError: the new code is wrong" in e.value.reason
     assert "test" in e.value.reason  # the model's own frame: its test()
-    assert answer(model) == before  # the old code, in the same process, still answers
+    assert answers(model) == {("one", str(pid)) for pid in pids}  # the old code, the same processes
     status = client.deployment("hotc").status
     assert status["version_number"] == 1 and status["rollout_failed"]
     assert status["hot_reload"]["hot"] is False and "hot reload failed" in status["hot_reload"]["why"]
 
     folder(root, slow("three"))  # fixed: swaps in
     fixed = client.deploy(root, "hot-c")
-    assert fixed.rollout.action == "hot reload" and answer(model) == ("three", *before[1:])
-    assert not fixed.status["rollout_failed"]
+    assert fixed.rollout.action == "hot reload" and not fixed.status["rollout_failed"]
+    assert answers(model) == {("three", str(pid)) for pid in pids} and replica_pids(fixed) == pids
+    assert before[1] in {answer(model)[1] for _ in range(6)}  # each replica keeps its own weights
 
 
 def test_callers_during_a_swap_see_no_failed_call(client, tmp_path):
