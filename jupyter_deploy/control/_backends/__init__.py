@@ -15,11 +15,20 @@ from pathlib import Path
 
 from .._errors import FailedPrecondition
 from .._host_info import HostInfo
-from .base import Health, Node, NodepoolBackend, ReplicaHandle, ReplicaSpec, RunAs, StartFailed
+from .base import (
+    Health,
+    Node,
+    NodepoolBackend,
+    ReloadUnreachable,
+    ReplicaHandle,
+    ReplicaSpec,
+    RunAs,
+    StartFailed,
+)
 from .local import LocalBackend
 
-__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "ReplicaHandle", "ReplicaSpec",
-           "RunAs", "StartFailed", "backend_for"]
+__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "ReloadUnreachable", "ReplicaHandle",
+           "ReplicaSpec", "RunAs", "StartFailed", "backend_for"]
 
 
 def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBackend:
