@@ -76,7 +76,9 @@ def test_deploy_a_folder_then_redeploy_unchanged_and_changed(client, tmp_path):
     assert again.rollout.version.deduplicated and again.rollout.action == "keep"
 
     folder(root, "greet-er", greeting="hi")
-    changed = client.deploy(root / "1" / "model.py")  # a model.py in a folder: the folder's config
+    # A model.py in a folder: the folder's config. (hot=False: new replicas, though only predict()'s
+    # body changed, which would otherwise be swapped in: tests/test_hot_reload.py.)
+    changed = client.deploy(root / "1" / "model.py", hot=False)
     assert changed.rollout.action == "roll out" and changed.rollout.version.number == 2
     # Ready means no replica of the old version takes new calls.
     assert Model(model_id="greet-er", client=client).predict("you") == "hi you"
@@ -111,8 +113,8 @@ def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
     assert model.predict("x") == "one x"
     pinned_by_config = client.deploy(root, worker={"model": {"model_version": {"id": first.id}}})
     assert pinned_by_config.status["version_id"] == first.id  # a pin the config names holds
-    follow = model.deploy()  # unpinned again: the latest serves
-    assert follow.rollout.action == "roll out" and model.predict("x") == "two x"
+    follow = model.deploy()  # unpinned again: the latest serves (swapped in: only predict()'s body differs)
+    assert follow.rollout.action == "hot reload" and model.predict("x") == "two x"
 
 
 def test_an_existing_deployment_is_never_moved(client, tmp_path):

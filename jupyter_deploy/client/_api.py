@@ -41,6 +41,13 @@ ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
+def _hot_mode(hot: bool | None) -> str:
+    """``Deployment.update``'s ``hot`` as an UpdateRequest says it."""
+    if hot is not None and not isinstance(hot, bool):
+        raise TypeError(f"hot is True, False or None (swap when possible), not {hot!r}")
+    return "auto" if hot is None else "require" if hot else "never"
+
+
 def _read_config(config_filepath: str | Path | None, config: dict) -> dict:
     """A YAML config file's mapping with keyword arguments merged over it."""
     data: dict = {}
@@ -195,7 +202,8 @@ class Client:
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
                nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
                wait: bool = True, timeout: float = 600.0, app_id: str | None = None,
-               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
+               progress: Callable[[Rollout], None] | None = None, hot: bool | None = None,
+               **config: Any) -> "Deployment":
         """Deploy a model from source, the one way every front end deploys.
 
         ``source`` is a model folder, a ``model.py`` path or a cell's source text.
@@ -212,6 +220,10 @@ class Client:
             timeout: seconds to wait until ready.
             progress: called with the :class:`Rollout` as it proceeds (its ``readiness``
                 is updated on each change).
+            hot: a new version whose only change is method bodies is swapped into the running
+                replicas, keeping their loaded state (hot reload: no weights loaded again).
+                ``None``: when it can; ``False``: never, new replicas start; ``True``: swap, or
+                raise DeploymentError saying why before the deployment changes.
             **config: deployment config keys (``autoscale_config``, ``inference_batcher``,
                 ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ...).
 
@@ -221,6 +233,8 @@ class Client:
 
             dep = Client().deploy("models/echo", autoscale_config={"min_replicas": 1})
             dep.rollout.version.number, dep.rollout.action     # (3, 'roll out')
+            # after changing only predict()'s body:
+            Client().deploy("models/echo").rollout.action      # 'hot reload'
         """
         from ..paths import home
 
@@ -230,7 +244,7 @@ class Client:
         return roll_out(self, (self.user_id, app_id or "default", model_id), version,
                         deployment_id=deployment_id or deployment_id_for(model_id),
                         nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
-                        timeout=timeout, progress=progress, config=config, started=started)
+                        timeout=timeout, progress=progress, config=config, started=started, hot=hot)
 
     def watch(self, kinds: list[str] | None = None, ids: list[str] | None = None, *,
               user_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
@@ -637,10 +651,23 @@ class Deployment(_Resource):
         self._resource = self.client.call("Act", cpb.ActionRequest(ref=self._ref(), action="stop"))
         return self
 
-    def update(self, config_filepath: str | Path | None = None, **config: Any) -> "Deployment":
-        """Change the config (same keys as create). An unpinned model rolls out its latest version."""
+    def update(self, config_filepath: str | Path | None = None, *, hot: bool | None = None,
+               **config: Any) -> "Deployment":
+        """Change the config (same keys as create). An unpinned model rolls out its latest version.
+
+        A new version whose only change is method bodies (not ``load_model``, ``__init__``,
+        class attributes, imports, ``requirements.txt`` or ``config.yaml``) is swapped into the
+        running replicas, which keep their loaded state (hot reload), unless ``hot`` says
+        otherwise: ``None`` swaps when it can, ``False`` always starts new replicas, ``True``
+        refuses (ControlPlaneError, saying why, nothing changed) an update that cannot swap.
+        ``status["hot_reload"]`` says which happened and why.
+
+        Example::
+
+            Deployment("echo").update(hot=True)    # the latest version, swapped in, or an error
+        """
         self._resource = self.client.call("Update", cpb.UpdateRequest(ref=self._ref(), config_json=json.dumps(
-            _read_config(config_filepath, config))))
+            _read_config(config_filepath, config)), hot=_hot_mode(hot)))
         return self
 
     def delete(self) -> None:
@@ -881,8 +908,9 @@ class Model(MethodMirror):
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
                nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
                wait: bool = True, timeout: float = 600.0,
-               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
-        """Deploy this uploaded model, as :meth:`Client.deploy` does (without the upload).
+               progress: Callable[[Rollout], None] | None = None, hot: bool | None = None,
+               **config: Any) -> "Deployment":
+        """Deploy this uploaded model, as :meth:`Client.deploy` does (without the upload; ``hot`` too).
 
         ``version_id`` pins that version (default: the deployment follows the latest);
         ``deployment_id`` defaults to the model id without what is not a letter or digit.
@@ -896,7 +924,7 @@ class Model(MethodMirror):
         return roll_out(client, (self.user_id or client.user_id, self.app_id, self.id), version,
                         deployment_id=deployment_id or deployment_id_for(self.id), nodepool_id=nodepool_id,
                         compute_cluster_id=compute_cluster_id, wait=wait, timeout=timeout,
-                        progress=progress, config=config, version_id=version_id)
+                        progress=progress, config=config, version_id=version_id, hot=hot)
 
     def set_visibility(self, visibility: str) -> None:
         """``"public"``: every user may see, call and deploy it; ``"private"``: only its owner."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DeploymentError, ModelDefinitionError, NotFoundError
+from ..errors import ControlPlaneError, DeploymentError, ModelDefinitionError, NotFoundError
 from ..ids import as_deployment_id
 from ._watch import changes
 
@@ -92,13 +92,18 @@ class Rollout:
     """What one deploy did: the version it deployed, the action, and how ready it got.
 
     ``action`` is ``"create"`` (a new deployment), ``"roll out"`` (a new version or new
-    settings on an existing one) or ``"restart"`` (nothing new; the deployment was stopped
-    and is started again) or ``"keep"`` (nothing new, already running).
+    settings on an existing one: new replicas start), ``"hot reload"`` (a new version whose
+    only change is method bodies, swapped into the running replicas, which keep their loaded
+    state), ``"restart"`` (nothing new; the deployment was stopped and is started again) or
+    ``"keep"`` (nothing new, already running). ``hot_note`` says, for a new version, what
+    changed (hot reload) or why it was not hot reloaded.
 
     Example::
 
         dep = Client().deploy("models/echo")
         dep.rollout.action, dep.rollout.version.number, dep.rollout.summary()
+        # ('hot reload', 4, 'echo v4: deployment echo RUNNING on local/local, 1 replica, ready in
+        #   0.2 s, hot reload: predict() changed (loaded state kept)')
     """
 
     deployment_id: str
@@ -108,6 +113,7 @@ class Rollout:
     action: str
     started: float = field(default_factory=time.monotonic)
     readiness: Readiness | None = None
+    hot_note: str = ""
 
     @property
     def seconds(self) -> float:
@@ -144,8 +150,21 @@ class Rollout:
         ready in 1.2 s``."""
         r = self.readiness
         state, ready = (r.state, r.ready) if r else ("not waited for", 0)
-        return (f"{self._what()}: deployment {self.deployment_id} {state} on {self.where}, {ready} "
+        line = (f"{self._what()}: deployment {self.deployment_id} {state} on {self.where}, {ready} "
                 f"replica{'s' if ready != 1 else ''}, ready in {self.seconds:.1f} s")
+        if self.action == "hot reload":
+            return f"{line}, hot reload: {self.hot_note or 'code swapped in place'} (loaded state kept)"
+        if self.action == "roll out" and self.hot_note:
+            return f"{line}, new replicas (no hot reload: {self.hot_note.splitlines()[0][:160]})"
+        return line
+
+    def _hot(self, status: dict) -> None:
+        """Take ``action`` and ``hot_note`` from a status's ``hot_reload`` (a rollout to a new version)."""
+        note = status.get("hot_reload") or {}
+        if self.action not in ("roll out", "hot reload") or note.get("version_id") != status.get("version_id"):
+            return
+        self.action = "hot reload" if note.get("hot") else "roll out"
+        self.hot_note = note.get("why", "")
 
 
 def _status(resource: Any) -> dict:
@@ -208,11 +227,13 @@ def _configured_id(config: Any, where: Path) -> str:
 def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersionInfo | None", *,
              deployment_id: str, nodepool_id: str | None, compute_cluster_id: str | None, wait: bool,
              timeout: float, progress: Callable[[Rollout], None] | None, config: dict,
-             version_id: str | None = None, started: float | None = None) -> "Deployment":
+             version_id: str | None = None, started: float | None = None,
+             hot: bool | None = None) -> "Deployment":
     """Create the deployment of ``model`` (user, app, id), or roll it out, start it if stopped, and
     (``wait``) wait until ready. ``nodepool_id``/``compute_cluster_id`` None: where an existing
     deployment is, else ``local``. ``version_id`` pins that version; otherwise the latest serves
-    (an older pin is lifted)."""
+    (an older pin is lifted). ``hot``: as ``Deployment.update`` takes it, but ``True`` refuses
+    with a DeploymentError (also to create a deployment: there is nothing to swap into)."""
     from ._api import Nodepool
 
     # Always the version asked for (version_id, else a pin the config names, else the latest):
@@ -227,7 +248,11 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
         existing = deployment.refresh().resource
     except NotFoundError:
         existing = None
+    status: dict = {}
     if existing is None:
+        if hot:
+            raise DeploymentError(f"cannot hot reload deployment {deployment_id}: it does not exist yet (deploy "
+                                  "it without hot=True first)", "", "")
         cluster, nodepool = compute_cluster_id or "local", nodepool_id or "local"
         deployment = Nodepool(nodepool, compute_cluster_id=cluster, client=client).create_deployment(
             deployment_id, **config)
@@ -238,13 +263,19 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
             raise DeploymentError(f"deployment {deployment_id} already exists on {cluster}/{nodepool}; delete "
                                   "it first, or give another deployment_id")
         before = _status(existing)
-        status = _status(deployment.update(**config).resource)
+        try:
+            status = _status(deployment.update(hot=hot, **config).resource)
+        except ControlPlaneError as e:
+            if hot and e.code == "FAILED_PRECONDITION":  # hot=True and it cannot swap: nothing changed
+                raise DeploymentError(str(e), before.get("state", ""), "") from None
+            raise
         stopped = status.get("desired") == "stopped"
         if stopped:
             deployment.start()
         new = (status.get("version_id"), status.get("spec")) != (before.get("version_id"), before.get("spec"))
         action = "roll out" if new else "restart" if stopped else "keep"
     rollout = Rollout(deployment_id, cluster, nodepool, version, action, started or time.monotonic())
+    rollout._hot(status)
     deployment.rollout = rollout
     if progress is not None:
         progress(rollout)
@@ -254,4 +285,5 @@ def roll_out(client: "Client", model: tuple[str, str, str], version: "ModelVersi
             if progress is not None:
                 progress(rollout)
         wait_ready(deployment, timeout, step)
+        rollout._hot(_status(deployment.resource))  # a hot reload that could not go on rolled out anew
     return deployment

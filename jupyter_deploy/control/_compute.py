@@ -42,6 +42,7 @@ from ._errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from ._hot import mode_of
 from ._limits import refuse
 from ._resources import needs_from, never_fits, over_capacity
 from ._scheduler import ROLLBACK_PREFIX
@@ -340,6 +341,8 @@ class Compute:
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
             # wanted replicas, load seen, and the time the latest wake from IDLE took (W4 from IDLE)
             "autoscale": self.scheduler.scale_status(row["user_id"], row["id"]),
+            # whether the latest rollout to a new version swaps code in place (hot reload), and why (not)
+            "hot_reload": self.scheduler.hot.status((row["user_id"], row["id"])),
         }
         return cpb.Resource(kind="deployment", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["nodepool_id"],
@@ -348,8 +351,17 @@ class Compute:
 
     # ------------------------------------------------------------ update, act, delete
 
-    def update(self, caller: str, ref: cpb.ResourceRef, changes: dict) -> cpb.Resource:
-        """Change a deployment's config; an unpinned worker is re-resolved to the latest version."""
+    def update(self, caller: str, ref: cpb.ResourceRef, changes: dict, hot: str = "auto") -> cpb.Resource:
+        """Change a deployment's config; an unpinned worker is re-resolved to the latest version.
+
+        A new version whose only change is method bodies is swapped into the running replicas
+        (``_hot``) unless ``hot`` is ``"never"``; with ``"require"``, an update that cannot swap is
+        refused (FailedPrecondition, saying why) and nothing changes.
+        """
+        try:
+            hot = mode_of(hot)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
         if ref.kind != "deployment":
             raise InvalidArgument(f"only deployments can be updated, not a {ref.kind.replace('_', ' ')}")
         owner = ref.user_id or caller
@@ -368,6 +380,46 @@ class Compute:
                                   f"{model['user_id']}/{model['app_id']}/{model['id']}")
         version = self._resolve_version(model)
         self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
+        key = (owner, ref.id)
+        plan, note = self._hot_plan(row, version.id, cfg, hot)
+        if note is not None:  # a new version rolls out: a plan not started yet is superseded
+            self.scheduler.hot.forget_planned(key)
+        if plan is not None:
+            # Before the commit: a scheduler pass right after it must not start new replicas.
+            self.scheduler.hot.plan(key, plan)
+        try:
+            self._write_update(owner, ref, row, model, version, cfg)
+        except BaseException:
+            if plan is not None:
+                self.scheduler.hot.drop(key, plan)
+            raise
+        if note is not None:
+            self.scheduler.hot.note(key, version.id, plan is not None, note)
+        self.scheduler.kick()
+        return self.get(caller, ref)
+
+    def _hot_plan(self, row: sqlite3.Row, version_id: str, cfg: dict, hot: str) -> tuple[Any, str | None]:
+        """``(the hot reload plan or None, the note for the status or None)`` of an update of ``row``
+        to ``version_id`` and ``cfg``; FailedPrecondition when ``hot`` is ``"require"`` and it cannot swap."""
+        if replica_spec(version_id, cfg) == deployment_spec(row["version_id"], row["config_json"]):
+            return None, None  # nothing rolls out
+        if version_id == row["version_id"]:
+            if hot == "require":
+                raise FailedPrecondition(f"cannot hot reload deployment {row['id']}: the update changes "
+                                         "settings replicas start with, not the version's code")
+            return None, None
+        if hot == "never":
+            return None, "hot reload turned off for this update"
+        decision = self.scheduler.hot.consider(row, version_id, cfg, self.scheduler.can_reload(row))
+        if decision.plan is None and hot == "require" and not decision.swappable:
+            raise FailedPrecondition(f"cannot hot reload deployment {row['id']}: {decision.why}; nothing was "
+                                     "changed (deploy with hot=None to roll out new replicas)")
+        if decision.plan is not None:
+            decision.plan.required = hot == "require"
+        return decision.plan, decision.why
+
+    def _write_update(self, owner: str, ref: cpb.ResourceRef, row: sqlite3.Row, model: dict, version: Any,
+                      cfg: dict) -> None:
         with self.store.tx() as db:
             self._check_limits(db, owner, ref.id, cfg)
             if cfg["default"]:
@@ -383,8 +435,6 @@ class Compute:
                 # once: a wait_until_ready() right after must not see the old RUNNING.
                 db.execute("UPDATE deployments SET state = 'UPDATING', reason = '' WHERE user_id = ? AND id = ?",
                            (owner, ref.id))
-        self.scheduler.kick()
-        return self.get(caller, ref)
 
     def act(self, caller: str, ref: cpb.ResourceRef, action: str) -> cpb.Resource:
         if ref.kind != "deployment" or action not in ("start", "stop"):

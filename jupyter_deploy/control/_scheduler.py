@@ -32,6 +32,9 @@ what the store asks for with what runs:
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
   are stopped after ``stop_timeout`` (``stop``: SIGKILL), or ``STARTING_GRACE``
   for one that never served; a deleted one's too, and then its row goes;
+- a new version that changes only method bodies may instead be swapped into the running
+  replicas, their loaded state kept (``_hot``: planned by ``Compute.update``, carried out
+  here, from a thread of its own, while the deployment is UPDATING);
 - a runner gets its deployment's public route key (never the private one: ``_tokens``),
   and where the daemon is root it runs as its owner's OS user (the admin's excepted, by
   default), from its owner's copy of the version (``_sandbox``).
@@ -76,6 +79,7 @@ from ._calllog import replica_dir, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, InvalidArgument, NotFound
 from ._host_info import HostInfo
+from ._hot import HotReloads, Plan
 from ._interpreters import Interpreters
 from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
@@ -206,6 +210,8 @@ class Scheduler:
         # Read and advanced by route() on the service's threads, hence apart from _Deployment.
         self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
         self.autoscaler = Autoscaler(self.home)            # wanted replicas per deployment, from the load
+        #: Hot reloads planned (by Compute.update) and under way.
+        self.hot = HotReloads(store, version_dir, self.sandboxes, self.route_keys, self.kick)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -321,6 +327,15 @@ class Scheduler:
         self.kick()
         return waking
 
+    def can_reload(self, dep: Any) -> bool:
+        """Whether the backend of the deployment row's compute cluster can hot reload (``_hot``)."""
+        row = self.store.one("SELECT config_json FROM compute_clusters WHERE user_id = ? AND id = ?",
+                             (dep["user_id"], dep["compute_cluster_id"]))
+        try:
+            return bool(self.backends(json.loads(row["config_json"] or "{}") if row else {}).can_reload)
+        except FailedPrecondition:
+            return False
+
     def scale_status(self, user_id: str, deployment_id: str) -> dict:
         """What the autoscaler wants and saw: ``{"wanted", "load", "last_cold_start_seconds"}``."""
         return self.autoscaler.status((user_id, deployment_id))
@@ -368,6 +383,7 @@ class Scheduler:
     def _reconcile(self, dep: Any) -> None:
         key = (dep["user_id"], dep["id"])
         if dep["desired"] in ("stopped", "deleted"):
+            self.hot.drop(key)  # (a swap under way may finish; its outcome is not applied)
             self.autoscaler.forget(key)
             self._deployment(key).forget_failures()
             replicas = self._observe(dep, leaving=True)
@@ -478,6 +494,9 @@ class Scheduler:
         """Start, restart, switch and retire replicas towards the wanted number READY of version_id."""
         key = (dep["user_id"], dep["id"])
         cfg = json.loads(dep["config_json"])
+        replicas = self._hot_reload(dep, cfg, replicas)
+        if replicas is None:
+            return  # a hot reload is under way: its replicas serve as they are
         wanted = self.autoscaler.wanted(dep, cfg, replicas, _LIVE, READY)
         backend = self._backend(dep)
         outage = backend.outage()
@@ -553,6 +572,66 @@ class Scheduler:
                 if why:
                     return why
         return ""
+
+    def _hot_reload(self, dep: Any, cfg: dict, replicas: list[Any]) -> list[Any] | None:
+        """Carry the deployment's hot reload on, if it has one (``_hot``): start it, wait for it, or apply
+        its outcome. None while it is under way (the pass leaves the replicas alone); else the
+        replicas to converge, which an ordinary rollout of the new version then replaces."""
+        key = (dep["user_id"], dep["id"])
+        plan = self.hot.get(key)
+        if plan is None:
+            return replicas
+        spec = _spec(dep)
+        if plan.thread is None:
+            if spec == plan.from_spec:
+                return replicas  # the update that planned it has not committed yet
+            if spec != plan.to_spec:
+                self.hot.drop(key, plan)  # updated again (or rolled back) since
+                return replicas
+            live = [r for r in replicas if r["state"] in _LIVE]
+            backend = self._backend(dep)
+            why = ("no replica is running any more" if not live else
+                   "" if all(r["spec"] == plan.from_spec and r["state"] == READY and
+                             self._runtime.get(r["id"], _Replica()).handle is not None for r in live)
+                   else "its replicas changed before the swap began")
+            if why:
+                self._hot_fallback(dep, plan, why, required=plan.required and bool(live))
+                return replicas
+            targets = [(r["id"], backend, self._runtime[r["id"]].handle) for r in live]
+            self.hot.start(dep, plan, targets, run_test=bool(cfg.get("run_test", True))
+                           and plan.to_version not in self._tested)
+            log.info("deployment %s/%s: hot reload to version %s (%s) in %d replica(s)", *key, plan.to_version,
+                     plan.what, len(targets))
+        if not plan.done:
+            self._set_state(dep, UPDATING, f"hot reload: swapping the new code into {plan.replicas} "
+                                           f"replica{'s' if plan.replicas != 1 else ''} ({plan.what})")
+            return None
+        self.hot.drop(key, plan)
+        if spec != plan.to_spec:
+            return replicas  # updated again meanwhile: the ordinary rollout takes it from here
+        if plan.failed:
+            self.hot.note(key, plan.to_version, False, f"hot reload failed: {plan.failed.splitlines()[0]}")
+            self._fail(dep, f"hot reload failed on {plan.failed}")  # rolls back to the old version
+        if not plan.swapped:
+            self._hot_fallback(dep, plan, plan.unreachable, required=plan.required)
+            return replicas
+        self.hot.apply(plan)
+        if plan.tested:
+            self._tested.add(plan.to_version)
+        if plan.first_address:
+            self.on_ready(plan.to_version, plan.first_address)  # the description, from the swapped code
+        log.info("deployment %s/%s: hot reload to version %s done in %d of %d replica(s)", *key, plan.to_version,
+                 len(plan.swapped), plan.replicas)
+        return self._replicas(dep)
+
+    def _hot_fallback(self, dep: Any, plan: Plan, why: str, required: bool) -> None:
+        """A planned hot reload cannot go on: roll out new replicas instead, or (``required``) roll back."""
+        key = (dep["user_id"], dep["id"])
+        self.hot.drop(key, plan)
+        log.warning("deployment %s/%s: no hot reload to version %s: %s", *key, plan.to_version, why)
+        self.hot.note(key, plan.to_version, False, f"hot reload impossible: {why}")
+        if required:
+            self._fail(dep, f"hot reload impossible (hot reload was required): {why}")
 
     def _rollback_note(self, dep: Any) -> str:
         """Why a RUNNING deployment serves an older version than asked, until it is updated again."""

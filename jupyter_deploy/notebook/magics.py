@@ -571,6 +571,10 @@ class DeployMagics(Magics):
                    "namespace under the class's name")
     @argument("--no-test", action="store_true",
               help="do not run the model's test() (in the kernel with --local, else on the first replica)")
+    @argument("--reload", default="auto", choices=("auto", "never"), type=_text,
+              help="auto (the default): when only method bodies changed since the running version, swap "
+                   "the new code into the running replicas, keeping their loaded state (hot reload); "
+                   "never: always start new replicas")
     @argument("--object", default=None, metavar="NAME", type=_variable("--object"),
               help="line form (%%deploy MODEL_ID --object NAME): package this trained object of the "
                    "notebook (a scikit-learn, XGBoost, LightGBM or PyTorch model, a transformers "
@@ -595,6 +599,12 @@ class DeployMagics(Magics):
         the new version on the existing one, waits until it is ready and returns
         the Deployment. The first replica runs load_model() and test(); a failing
         test fails the deploy with the test's error. Values may be $var or {expr}.
+
+        Re-running the cell after changing only method bodies (not load_model, __init__,
+        class attributes, imports, --requirements or --config) swaps the new code into the
+        running replicas, which keep their loaded weights (hot reload; test() runs on the
+        swapped code first, and a failure keeps the old code); the ready line says "hot
+        reload", or why it was not one. --reload never starts new replicas instead.
         """
         args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
         if cell is None:
@@ -713,7 +723,7 @@ class DeployMagics(Magics):
             deployment = client.deploy(
                 folder, args.model_id, deployment_id=deployment_id, app_id=args.app_id,
                 nodepool_id=args.nodepool, compute_cluster_id=args.cluster, timeout=self.wait_timeout,
-                progress=show, **config)
+                progress=show, hot=None if args.reload == "auto" else False, **config)
         except DeploymentError as e:
             progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
                           force=True)

@@ -236,12 +236,14 @@ class CreateRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("ref", "config_json")
+    __slots__ = ("ref", "config_json", "hot")
     REF_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    HOT_FIELD_NUMBER: _ClassVar[int]
     ref: ResourceRef
     config_json: str
-    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
+    hot: str
+    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ..., hot: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("parent",)

@@ -313,3 +313,21 @@ class Error(_message.Message):
     message: str
     traceback: str
     def __init__(self, code: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("model_path", "version_id", "run_test")
+    MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_TEST_FIELD_NUMBER: _ClassVar[int]
+    model_path: str
+    version_id: str
+    run_test: bool
+    def __init__(self, model_path: _Optional[str] = ..., version_id: _Optional[str] = ..., run_test: _Optional[bool] = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("error", "changed")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    changed: str
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., changed: _Optional[str] = ...) -> None: ...

@@ -54,6 +54,11 @@ class RunnerStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/jupyter_deploy.v1.Runner/Reload',
+                request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServicer:
@@ -83,6 +88,13 @@ class RunnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """the control plane only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +117,11 @@ def add_RunnerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +232,33 @@ class Runner:
             '/jupyter_deploy.v1.Runner/Stream',
             jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.Runner/Reload',
+            jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,12 +16,21 @@ from pathlib import Path
 
 from .._errors import FailedPrecondition
 from .._host_info import HostInfo
-from .base import Health, Node, NodepoolBackend, ReplicaHandle, ReplicaSpec, RunAs, StartFailed
+from .base import (
+    Health,
+    Node,
+    NodepoolBackend,
+    ReloadUnreachable,
+    ReplicaHandle,
+    ReplicaSpec,
+    RunAs,
+    StartFailed,
+)
 from .local import LocalBackend
 from .ray import RayBackend
 
-__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "ReplicaHandle", "ReplicaSpec",
-           "RayBackend", "RunAs", "StartFailed", "backend_for", "cluster_key"]
+__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "RayBackend", "ReloadUnreachable",
+           "ReplicaHandle", "ReplicaSpec", "RunAs", "StartFailed", "backend_for", "cluster_key"]
 
 
 def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBackend:

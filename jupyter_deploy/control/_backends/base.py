@@ -17,6 +17,9 @@ while something changes). The life of a replica, as the scheduler drives it::
     backend.drain(handle, grace)          # rollout, scale-down or stop: finish and exit
     backend.stop(handle)                  # once grace is over, or once it is gone: always last
 
+A backend whose ``can_reload`` is true also carries out hot reloads (``reload``: a new
+version's code swapped into a serving replica, from a thread of the scheduler's own).
+
 After a daemon restart, ``list_running()`` hands back a handle for each replica the
 previous daemon left; the scheduler keeps those its store still wants that answer
 health checks, and ``stop()``s the rest.
@@ -28,6 +31,7 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._replica_logs import LogFile
 from .._resources import Needs
@@ -143,6 +147,10 @@ class Node:
     gpus: list[str] = field(default_factory=list)
 
 
+class ReloadUnreachable(Exception):
+    """``reload`` could not ask the replica at all (it is gone, or does not answer); the message says why."""
+
+
 class StartFailed(Exception):
     """``start`` could not start the replica at all (the message says why; it is in the log too).
 
@@ -231,6 +239,22 @@ class NodepoolBackend(ABC):
     def waiting(self, handle: ReplicaHandle) -> str:
         """(``places_replicas``) Why a started replica is not placed yet, or ""."""
         return ""
+
+    #: Whether ``reload`` works; where it does not, a new version always rolls out new replicas.
+    can_reload: bool = False
+
+    def reload(self, handle: ReplicaHandle, model_path: Path, version_id: str, *, run_test: bool, token: str,
+               timeout: float) -> Any:
+        """Ask a serving replica to swap in the code of ``model_path`` (its copy of the version
+        ``version_id``), keeping its loaded state: the runner's ``Reload``, carrying ``token`` (a
+        route token with the claim ``"o": "reload"``). Returns the runner's ``ReloadResponse``
+        (its ``error`` set when the runner refused or the new code failed).
+
+        Called from a thread other than the scheduler's (a reload may run ``test()``, for up
+        to ``timeout`` seconds), so it must not touch what the other methods keep. Raises
+        ReloadUnreachable when the replica cannot be asked.
+        """
+        raise ReloadUnreachable(f"the {self.provider or 'this'} backend cannot hot reload")
 
     def close(self) -> None:
         """Let go of connections; replicas keep running (a later daemon re-adopts them)."""
