@@ -41,10 +41,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_available() -> bool:
-    return shutil.which("ray") is not None or _ray_cli() is not None
-
-
 def _ray_cli() -> list[str] | None:
     exe = Path(sys.executable).with_name("ray")
     if exe.exists():
