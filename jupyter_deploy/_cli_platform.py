@@ -255,13 +255,30 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "create":
         print(f"created compute cluster {client.create_compute_cluster(args.id, args.config).id}")
     elif args.action == "list":
-        print(table([c.to_dict() for c in client.list_compute_clusters()]))
+        rows = [{**c.to_dict(), "nodes": _nodes_text(c.to_dict())} for c in client.list_compute_clusters()]
+        print(table(rows, ["id", "cloud_provider", "region", "ray_address", "nodes", "description"]))
     elif args.action == "get":
         print(json.dumps(client.compute_cluster(args.id).refresh().to_dict(), indent=2))
     elif args.action == "delete":
         client.delete_compute_clusters(args.ids)
         print(f"deleted {', '.join(args.ids)}")
     return 0
+
+
+def _nodes_text(cluster: dict) -> str:
+    """A cluster's nodes in a table cell: ``2 nodes: 4 CPU, 16.0 GiB; 2 CPU, 2 GPU [pool=gpu]``."""
+    if cluster.get("error"):
+        return f"(not answering: {cluster['error'][:80]})"
+    nodes = cluster.get("nodes") or []
+    parts = []
+    for n in nodes:
+        text = f"{n['cpus']:g} CPU, {n['memory'] / 2**30:.1f} GiB"
+        if n["gpus"]:
+            text += f", {len(n['gpus'])} GPU"
+        if n["labels"]:
+            text += " [" + ",".join(f"{k}={v}" for k, v in n["labels"].items()) + "]"
+        parts.append(text)
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: " + "; ".join(parts)
 
 
 def cmd_nodepool(args: argparse.Namespace) -> int:

@@ -483,6 +483,24 @@ class ComputeCluster(_Resource):
     def _ref(self) -> cpb.ResourceRef:
         return cpb.ResourceRef(kind="compute_cluster", id=self.id, user_id=self.user_id or "")
 
+    def describe(self) -> dict:
+        """Where the cluster runs replicas, as the daemon sees it now.
+
+        ``{"cloud_provider", "ray_address", "nodes": [{"node_id", "labels", "cpus", "memory", "gpus"}]}``:
+        a ``ray`` cluster's nodes as Ray reports them (with ``"error"`` when it does not answer);
+        ``local`` is this host, as one node.
+
+        Example::
+
+            ComputeCluster("gpus").describe()["nodes"][0]["labels"]   # {'pool': 'gpu'}
+        """
+        return json.loads(self.refresh().resource.status_json or "{}")
+
+    def to_dict(self) -> dict:
+        status = json.loads(self.resource.status_json or "{}")
+        return {**super().to_dict(), "nodes": status.get("nodes", []),
+                **({"error": status["error"]} if status.get("error") else {})}
+
     def create_nodepool(self, nodepool_id: str, config_filepath: str | Path | None = None,
                         **config: Any) -> "Nodepool":
         """Create a nodepool; every field defaults to this host (instance_type, min/max_instances)."""

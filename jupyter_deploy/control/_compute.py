@@ -24,6 +24,7 @@ from typing import Any
 from .. import _autoscale as autoscale
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
+from ._backends.ray import node_host
 from ._configs import (
     check_id,
     cluster_config,
@@ -93,12 +94,14 @@ class Compute:
         try:
             if ref.kind == "compute_cluster":
                 cfg = cluster_config(config)
+                # A Ray cluster must answer now (FailedPrecondition naming its address otherwise).
+                self.scheduler.backends(cfg).check()
                 with self.store.tx() as db:
                     db.execute("INSERT INTO compute_clusters (user_id, id, config_json, created_at) "
                                "VALUES (?, ?, ?, ?)", (owner, ref.id, json.dumps(cfg), now()))
             elif ref.kind == "nodepool":
-                self._cluster(owner, ref.compute_cluster_id)
-                cfg = nodepool_config(config, self.host)
+                cluster = json.loads(self._cluster(owner, ref.compute_cluster_id)["config_json"] or "{}")
+                cfg = self._nodepool_config(ref.compute_cluster_id, cluster, config)
                 with self.store.tx() as db:
                     db.execute("INSERT INTO nodepools (user_id, compute_cluster_id, id, config_json, "
                                "created_at) VALUES (?, ?, ?, ?, ?)",
@@ -143,6 +146,44 @@ class Compute:
                  model["id"], model["model_version"]["id"] or None, version.id, json.dumps(cfg),
                  int(cfg["default"]), os.urandom(32).hex(), stamp, stamp))
 
+    def _backend(self, owner: str, cluster_id: str) -> Any:
+        """The nodepool backend of a compute cluster (``_backends``)."""
+        return self.scheduler.backends(json.loads(self._cluster(owner, cluster_id)["config_json"] or "{}"))
+
+    def _nodepool_config(self, cluster_id: str, cluster: dict, config: dict) -> dict:
+        """A nodepool's config, its ``instance_type`` defaulting to this host, or on a Ray cluster to
+        the largest node its ``node_labels`` select."""
+        labels = (config or {}).get("node_labels") if isinstance(config, dict) else None
+        if cluster.get("cloud_provider") != "ray":
+            if labels:
+                raise InvalidArgument(f"nodepool config: node_labels: select Ray nodes; compute cluster "
+                                      f"{cluster_id} is {cluster.get('cloud_provider') or 'local'} (this host)")
+            return nodepool_config(config, self.host)
+        nodes = self.scheduler.backends(cluster).describe()
+        selector = labels if isinstance(labels, dict) else {}  # a bad one is reported by the validation
+        chosen = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+        if not chosen:
+            shown = ", ".join(f"{k}={v}" for k, v in selector.items())
+            raise FailedPrecondition(f"no node of Ray cluster {cluster_id} has the labels {shown} "
+                                     f"(its nodes: {'; '.join(_node_text(n) for n in nodes) or 'none'})")
+        largest = max(chosen, key=lambda n: (len(n.gpus), n.cpus, n.memory))
+        return nodepool_config(config, node_host(largest), where=f"the largest node it selects ({largest.node_id[:12]})")
+
+    def describe_cluster(self, row: sqlite3.Row) -> dict:
+        """``{cloud_provider, ray_address, nodes: [{node_id, labels, cpus, memory, gpus}]}``: for a
+        Ray cluster, as Ray reports them (with ``error`` when it does not answer); for ``local``,
+        this host as one node."""
+        cfg = json.loads(row["config_json"] or "{}")
+        backend = self.scheduler.backends(cfg)
+        out: dict[str, Any] = {"cloud_provider": cfg.get("cloud_provider") or LOCAL,
+                               "ray_address": getattr(backend, "ray_address", "") if backend.provider == "ray" else ""}
+        try:
+            out["nodes"] = [{"node_id": n.node_id, "labels": n.labels, "cpus": n.cpus, "memory": n.memory,
+                             "gpus": n.gpus} for n in backend.describe()]
+        except FailedPrecondition as e:
+            out["nodes"], out["error"] = [], e.message
+        return out
+
     def _check_fits(self, deployment_id: str, nodepool: sqlite3.Row, version: Any, cfg: dict) -> None:
         """Refuse a deployment its nodepool can never hold: one replica (FailedPrecondition), or
         ``min_replicas`` or ``max_replicas`` of them at once (ResourceExhausted). What does not fit
@@ -152,6 +193,15 @@ class Compute:
         asked = (cfg.get("resources") or {}).get("num_accelerators")
         gpus = needs.num_accelerators if asked is None else int(asked)
         pool = json.loads(nodepool["config_json"] or "{}")
+        backend = self._backend(nodepool["user_id"], nodepool["compute_cluster_id"])
+        if backend.places_replicas:
+            # Ray: against the nodes the pool's labels select, as Ray reports them; how many replicas
+            # fit at once is Ray's to say (the cluster may grow): what does not fit now waits there.
+            impossible = backend.never_fits(nodepool["id"], pool, gpus, needs)
+            if impossible:
+                raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: "
+                                         f"{impossible}")
+            return
         impossible = never_fits(gpus, needs, self.host, pool)
         if impossible:
             raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: {impossible}")
@@ -266,7 +316,7 @@ class Compute:
     def _cluster_resource(self, row: sqlite3.Row) -> cpb.Resource:
         return cpb.Resource(kind="compute_cluster", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["id"], config_json=row["config_json"],
-                            status_json="{}", created_at=row["created_at"])
+                            status_json=json.dumps(self.describe_cluster(row)), created_at=row["created_at"])
 
     def _nodepool_resource(self, row: sqlite3.Row) -> cpb.Resource:
         return cpb.Resource(kind="nodepool", id=row["id"], user_id=row["user_id"],
@@ -484,3 +534,8 @@ class Compute:
         owner = ref.user_id or caller
         own_logs(caller, owner, ref.id)
         return self.deployment_row(owner, ref.id)
+
+
+def _node_text(node: Any) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in node.labels.items()) or "no labels"
+    return f"{node.node_id[:12]} ({labels})"

@@ -58,6 +58,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 import logging
@@ -134,11 +135,14 @@ class _Deployment:
     rollback: tuple[str, str] | None = None
     #: The inference logger settings last written for its runners.
     logging: str | None = None
+    #: FAILED because its backend could not be reached: it starts again once it can.
+    outage: bool = False
 
     def forget_failures(self) -> None:
         self.crashes.clear()
         self.note = ""
         self.failed_mark = None
+        self.outage = False
 
 
 class Scheduler:
@@ -406,8 +410,10 @@ class Scheduler:
         if dep["state"] == FAILED:
             if state.failed_mark is None:
                 state.failed_mark = dep["updated_at"]
-            if state.failed_mark == dep["updated_at"]:
-                self._stop_all(replicas)  # stays FAILED until the deployment is started or updated again
+            if state.failed_mark == dep["updated_at"] and not (state.outage and not self._backend(dep).outage()):
+                # Stays FAILED until the deployment is started or updated again, or, failed by an
+                # outage of its cluster, until the cluster answers again.
+                self._stop_all(replicas)
                 return
             state.forget_failures()
         self._converge(dep, replicas)
@@ -493,13 +499,19 @@ class Scheduler:
             return  # a hot reload is under way: its replicas serve as they are
         wanted = self.autoscaler.wanted(dep, cfg, replicas, _LIVE, READY)
         backend = self._backend(dep)
+        outage = backend.outage()
+        if outage:
+            self._deployment(key).outage = True
+            self._fail(dep, outage)
         drain = float(cfg.get("drain_seconds", 5))
         try:
             needs = self.placement.needs(dep["version_id"])
         except LookupError as e:
             self._fail(dep, str(e))
         gpus_each = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
-        impossible = self.placement.never_fits(gpus_each, needs)
+        # A backend that places replicas itself (Ray) was asked at create_deployment; a node that
+        # leaves its cluster may come back, so what fits no node now waits there.
+        impossible = "" if backend.places_replicas else self.placement.never_fits(gpus_each, needs)
         if impossible:
             self._fail(dep, impossible)
 
@@ -521,7 +533,8 @@ class Scheduler:
         for _ in range(wanted - len(current)):
             if not self._may_start():
                 break  # the next pass starts more
-            gpus, waiting = self.placement.allocate(dep["user_id"], gpus_each, needs)
+            gpus, waiting = ("", "") if backend.places_replicas else \
+                self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
@@ -529,6 +542,8 @@ class Scheduler:
             self._new_replica(dep, backend, gpus)
 
         replicas = self._replicas(dep)
+        if backend.places_replicas and not waiting:
+            waiting = self._placing(replicas)
         ready = [r for r in replicas if r["spec"] == spec and r["state"] == READY]
         if old and len(ready) >= wanted:
             for r in old:  # the switch: route() now sends every call to the new version
@@ -547,6 +562,16 @@ class Scheduler:
             state = STARTING
         self._set_state(dep, state, self._rollback_note(dep) if state in (RUNNING, IDLE)
                         else waiting or self._deployment(key).note)
+
+    def _placing(self, replicas: list[Any]) -> str:
+        """Why a starting replica is not placed yet, as its backend says (Ray: no node has room), or ""."""
+        for r in replicas:
+            run = self._runtime.get(r["id"])
+            if r["state"] == STARTING and r["address"] is None and run is not None and run.handle is not None:
+                why = run.backend.waiting(run.handle)
+                if why:
+                    return why
+        return ""
 
     def _hot_reload(self, dep: Any, cfg: dict, replicas: list[Any]) -> list[Any] | None:
         """Carry the deployment's hot reload on, if it has one (``_hot``): start it, wait for it, or apply
@@ -668,6 +693,11 @@ class Scheduler:
         state, run = self._deployment(key), self._runtime.setdefault(rid, _Replica())
         needs = self.placement.needs(version_id)
         cfg = json.loads(dep["config_json"])
+        # What the deployment asks for: its own GPU count, where it sets one.
+        needs = dataclasses.replace(needs, num_accelerators=int(cfg.get("resources", {}).get(
+            "num_accelerators", needs.num_accelerators)))
+        pool = self.store.one("SELECT config_json FROM nodepools WHERE user_id = ? AND compute_cluster_id = ? "
+                              "AND id = ?", (dep["user_id"], dep["compute_cluster_id"], dep["nodepool_id"]))
         try:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
@@ -704,7 +734,8 @@ class Scheduler:
                  "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(telemetry),
                  ENVS_ENV: str(sandbox.envs if sandbox is not None else self.home / "envs")},
             gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key),
-            run_as=sandbox.run_as if sandbox is not None else None)
+            run_as=sandbox.run_as if sandbox is not None else None, nodepool_id=dep["nodepool_id"],
+            nodepool=json.loads(pool["config_json"] or "{}") if pool else {})
         try:
             handle = backend.start(spec)
         except StartFailed as e:

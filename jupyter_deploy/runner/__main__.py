@@ -39,6 +39,8 @@ from ..errors import DeployError
 EXIT_BAD_MODEL = 2
 EXIT_LOAD_FAILED = 3
 EXIT_TEST_FAILED = 4
+#: The runner's supervisor (a Ray actor) died: the runner stops with it.
+EXIT_ORPHANED = 6
 #: Seconds a stopping runner refuses new calls before its server stops.
 REFUSE_BEFORE_STOP = 0.5
 #: Seconds calls in flight get to finish once the server stops.
@@ -102,6 +104,23 @@ def _not_dumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
     except (OSError, AttributeError):
         pass
+
+
+def _exit_with_parent() -> None:
+    """Under a supervisor that can die without stopping us (a Ray actor's worker, SIGKILLed),
+    exit once it is gone: nothing else would ever stop this runner. Its pid is in ``PARENT_ENV``."""
+    from ._ray_actor import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _apply_limits(args: argparse.Namespace, say, fail) -> None:
@@ -170,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
         auth = _verify_key()

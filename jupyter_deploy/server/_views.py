@@ -71,7 +71,8 @@ class PanelAPI:
     def clusters(self) -> list[dict]:
         def run(client: Client) -> list[dict]:
             return [{"id": c.id, "user_id": c.resource.user_id, "cloud_provider": c.config.get("cloud_provider"),
-                     "region": c.config.get("region", ""), "description": c.config.get("description", "")}
+                     "region": c.config.get("region", ""), "description": c.config.get("description", ""),
+                     "ray_address": c.config.get("ray_address", ""), "nodes": c.to_dict()["nodes"]}
                     for c in client.list_compute_clusters()]
         return self._with_client(run)
 

@@ -94,11 +94,17 @@ export function renderTree(
   );
 }
 
+/** A Ray cluster's node count ("2 nodes"); '' for local (this host). */
+function rayNodes(cluster: IComputeCluster): string {
+  const n = cluster.cloud_provider === 'ray' ? (cluster.nodes || []).length : 0;
+  return n ? `${n} node${n === 1 ? '' : 's'}` : '';
+}
+
 function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
   const key = `cluster:${node.id}`;
   const open = !options.collapsed.has(key);
   const where = node.cluster
-    ? [node.cluster.cloud_provider, node.cluster.region]
+    ? [node.cluster.cloud_provider, node.cluster.region, rayNodes(node.cluster)]
         .filter(Boolean)
         .join(' / ')
     : '';

@@ -78,10 +78,12 @@ class ReplicaSpec:
             (``PATH``, locale, caches: ``LocalBackend``), never the rest of the daemon's environment.
         gpus: the GPU indices the scheduler reserved for it (also in ``env`` as
             ``CUDA_VISIBLE_DEVICES``); empty for a CPU replica.
-        resources: what one replica asks for (CPUs, memory, GPU type), for a backend
-            that places replicas itself.
+        resources: what one replica asks for (CPUs, memory, GPU type; ``num_accelerators`` as
+            the deployment sets it), for a backend that places replicas itself.
         log: where the replica's stdout and stderr go (appended, rotated by ``LogFile``).
         run_as: the OS user to run it as; None: the daemon's own.
+        nodepool_id, nodepool: the nodepool it runs on and its config (``node_labels``), for a
+            backend that places replicas itself.
     """
 
     replica_id: str
@@ -96,6 +98,8 @@ class ReplicaSpec:
     resources: Needs
     log: LogFile
     run_as: RunAs | None = None
+    nodepool_id: str = ""
+    nodepool: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +163,10 @@ class NodepoolBackend(ABC):
 
     #: The ``cloud_provider`` of the compute clusters this backend serves.
     provider: str = ""
+    #: Whether the backend places replicas itself (Ray): the scheduler then reserves none of this
+    #: host's GPUs or memory for them, ``never_fits`` says what can never run, and ``waiting``
+    #: why a started replica is not placed yet.
+    places_replicas: bool = False
 
     @abstractmethod
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
@@ -211,6 +219,26 @@ class NodepoolBackend(ABC):
     def describe(self) -> list[Node]:
         """The nodes replicas can be placed on ([] when the backend cannot tell cheaply)."""
         return []
+
+    def check(self) -> None:
+        """Raise FailedPrecondition, saying why, when the backend cannot reach where it runs
+        replicas (a cluster that does not answer). Called when a compute cluster is created."""
+
+    def outage(self) -> str:
+        """Why the backend cannot reach its replicas now (its cluster went away), or "".
+
+        Cheap (the scheduler asks every pass); a backend that is down tries again on its own.
+        """
+        return ""
+
+    def never_fits(self, pool: str, nodepool: dict, count: int, needs: Needs) -> str:
+        """(``places_replicas``) Why one replica with ``count`` GPUs can never fit nodepool ``pool``
+        (its config ``nodepool``), or "". FailedPrecondition when the backend cannot tell now."""
+        return ""
+
+    def waiting(self, handle: ReplicaHandle) -> str:
+        """(``places_replicas``) Why a started replica is not placed yet, or ""."""
+        return ""
 
     #: Whether ``reload`` works; where it does not, a new version always rolls out new replicas.
     can_reload: bool = False
