@@ -123,11 +123,41 @@ def test_an_existing_deployment_is_never_moved(client, tmp_path):
         client.deploy(root, nodepool_id="other")
 
 
-def test_a_failing_model_fails_the_deploy_with_its_reason_and_log(client, tmp_path):
+FAILING_TEST = '''
+from jupyter_deploy import ModelClass
+
+
+class FailingTest(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+
+    def test(self):
+        self.helper(3)
+
+    def helper(self, n):
+        raise TypeError(f"expected str, got int {n}")
+'''
+
+
+def test_a_failing_model_fails_the_deploy_at_once_with_its_own_exception(client, tmp_path):
     with pytest.raises(DeploymentError) as info:
-        client.deploy(write_model(tmp_path, BROKEN, "broken"), timeout=120)
-    text = f"{info.value} {info.value.reason} {' '.join(info.value.log_tail)}"
-    assert "the weights are missing" in text
+        client.deploy(write_model(tmp_path / "b", BROKEN, "broken"), timeout=120)
+    e = info.value
+    assert e.failed_step == "load_model" and e.state == "FAILED"
+    assert (e.model_error.type, e.model_error.message) == ("RuntimeError", "the weights are missing")
+    assert "load_model() failed: RuntimeError: the weights are missing" in str(e)
+    assert e.log_tail == [] and "crashed" not in str(e)  # the exception itself, never a log guess
+
+    with pytest.raises(DeploymentError) as info:
+        client.deploy(write_model(tmp_path / "t", FAILING_TEST, "failingtest"), timeout=120)
+    e = info.value
+    assert e.failed_step == "test" and e.model_error.type == "TypeError"
+    frames = e.model_error.remote_traceback
+    assert 'File "1/model.py", line 11, in test' in frames and 'line 14, in helper' in frames
+    assert frames.rstrip().endswith("TypeError: expected str, got int 3")
+    status = client.deployment("failingtest").status
+    assert status["state"] == "FAILED" and all(r["restarts"] == 0 for r in status["replicas"])
 
 
 def test_cli_deploy(client, home, tmp_path):

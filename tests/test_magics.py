@@ -452,7 +452,10 @@ def test_a_failing_test_fails_the_deploy_with_the_tests_error(ip, deployed):
         ip.run_cell(f"%%deploy echo\n{echo_cell}")
     message = str(e.value)
     assert "test() failed: AssertionError: wrong answer" in message
-    assert 'File "model.py", line' in message and "in test" in message
+    # The test's own frame, named by the cell's line (the cell's first line is %%deploy's).
+    assert 'File "model.py", line 46 (cell line 47), in test' in message
+    assert "crashed" not in message and "last log lines" not in message
     assert len(message.splitlines()) < 15  # the model's error, not pages of logs
+    assert e.value.failed_step == "test" and e.value.model_error.type == "AssertionError"
     ip.run_cell("x4 = %predict echo still")
     assert ip.user_ns["x4"] == ip.user_ns["before"]

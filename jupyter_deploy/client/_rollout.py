@@ -51,11 +51,12 @@ def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
     or rolled back."""
     state = status.get("state", "?")
     reason = status.get("reason", "")
+    failure = status.get("failure")
     if status.get("rollout_failed"):
         raise DeploymentError(f"deployment {deployment_id}: the new version did not come up and was rolled "
-                              "back", state, reason)
+                              "back", state, reason, failure=failure)
     if state == "FAILED":
-        raise DeploymentError(f"deployment {deployment_id} failed", state, reason)
+        raise DeploymentError(f"deployment {deployment_id} failed", state, reason, failure=failure)
     replicas = status.get("replicas", [])
     current = [r for r in replicas if r.get("version_id") == status.get("version_id")
                and r.get("spec") == status.get("spec")]
@@ -81,7 +82,9 @@ def wait_ready(deployment: "Deployment", timeout: float,
             if last.done:
                 return last
     except DeploymentError as e:
-        raise DeploymentError(str(e), e.state, e.reason, deployment.logs(20)) from None
+        # The model's own exception says why; otherwise (a crash) its logs may.
+        raise DeploymentError(str(e).split("\n  state: ")[0], e.state, e.reason,
+                              None if e.failure else deployment.logs(20), failure=e.failure) from None
     state, reason = (last.state, last.reason) if last else ("?", "")
     raise DeploymentError(f"deployment {deployment.id} not ready after {timeout:g} s", state, reason,
                           deployment.logs(20))

@@ -288,6 +288,10 @@ class Compute:
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
+            # the model's own exception (step, type, message, traceback) when it is why it FAILED
+            # or was rolled back; None for a crash, a wait, or once it is started or updated again
+            "failure": json.loads(row["failure_json"]) if row["failure_json"] and (
+                row["state"] == "FAILED" or row["reason"].startswith(ROLLBACK_PREFIX)) else None,
             # wanted replicas, load seen, and the time the latest wake from IDLE took (W4 from IDLE)
             "autoscale": self.scheduler.scale_status(row["user_id"], row["id"]),
         }

@@ -61,7 +61,7 @@ _BUILTINS = (frozenset(dir(builtins)) - {"display", "get_ipython", "__IPYTHON__"
     "exit", "quit", "__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__",
     "__builtins__", "__annotations__", "__dict__"}
 _VAR = re.compile(r"\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
-_MODEL_FRAME = re.compile(r'File "[^"]*/1/model\.py", line (\d+)')
+_MODEL_FRAME = re.compile(r'File "(?:[^"]*/)?1/model\.py", line (\d+)')
 _MAGIC_NAMES = {"line": ("deploy", "predict", "stream"), "cell": ("deploy",)}
 
 
@@ -451,11 +451,30 @@ def _model_error(e: Exception, folder: Path) -> ModelError:
     return ModelError(type(e).__name__, str(e), f"Traceback (model frames):\n{text}{type(e).__name__}: {e}")
 
 
-def _concise(e: DeployError, deployment_id: str) -> DeployError:
-    """A failed deploy's error, short: what happened, why, and the model's own error from the logs."""
+def _cell_frames(text: str, from_cell: bool) -> str:
+    """Frames of model.py named as the user wrote them: with the cell's line where it was a cell."""
+    if from_cell:
+        return _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]} (cell line {int(m[1]) + 1})', text)
+    return _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]}', text)
+
+
+def _concise(e: DeployError, deployment_id: str, from_cell: bool = True) -> DeployError:
+    """A failed deploy's error, short: what happened, why, and the model's own error.
+
+    The model's error comes from the control plane as the runner recorded it (``e.failure``);
+    only a replica that crashed without recording one leaves the logs to say why."""
     if not isinstance(e, DeploymentError):
         return e
     lines = [str(e).split("\n")[0]]
+    if e.failure is not None:
+        from ..errors import failure_reason
+
+        why = _cell_frames(failure_reason(e.failure), from_cell).splitlines()
+        lines += ["  " + line for line in why]
+        lines.append(f"  (its logs: Deployment({deployment_id!r}).logs())")
+        short = DeploymentError("\n".join(lines), failure=e.failure)
+        short.state, short.reason, short.log_tail = e.state, e.reason, e.log_tail
+        return short
     reason = e.reason.split(". Last log lines:")[0].strip()
     if reason:
         lines.append(f"  reason: {reason.splitlines()[0]}")
@@ -467,8 +486,7 @@ def _concise(e: DeployError, deployment_id: str) -> DeployError:
             if line.startswith(("---", "jupyter_deploy runner")):
                 break
             block.append(line)
-        lines += ["  " + _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]} (cell line '
-                                                   f'{int(m[1]) + 1})', line) for line in block]
+        lines += ["  " + _cell_frames(line, from_cell) for line in block]
     elif e.log_tail:
         lines += ["  last log lines:", *("    " + line for line in e.log_tail[-8:])]
     lines.append(f"  (all of it: Deployment({deployment_id!r}).logs())")
@@ -717,7 +735,7 @@ class DeployMagics(Magics):
         except DeploymentError as e:
             progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
                           force=True)
-            raise _concise(e, deployment_id) from None
+            raise _concise(e, deployment_id, from_cell=cell is not None) from None
         finally:
             self._models.pop(self._model_key(args.model_id), None)
             self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
