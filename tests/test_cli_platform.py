@@ -189,8 +189,8 @@ def test_model_export_writes_the_same_folder(cli, uploaded, echo_dir, tmp_path):
 
 
 def test_a_bad_deployment_id_is_one_clear_line(cli, uploaded):
-    line = one_line_error(cli("deployment", "create", "bad-id", "--model", "echo"))
-    assert "bad-id" in line and "letters and digits" in line
+    line = one_line_error(cli("deployment", "create", "bad.id!", "--model", "echo"))
+    assert "bad.id!" in line and "use letters, digits" in line
 
 
 def test_a_yaml_file_that_does_not_parse(cli, tmp_path):

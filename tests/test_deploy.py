@@ -64,11 +64,11 @@ def test_deploy_a_folder_then_redeploy_unchanged_and_changed(client, tmp_path):
     root = folder(tmp_path / "greet", "greet-er")
     seen = []
     dep = client.deploy(root, progress=lambda r: seen.append((r.action, r.readiness)))
-    assert dep.id == "greeter"  # the model id without what a deployment id may not hold
+    assert dep.id == "greet-er"  # the model's id, never renamed
     assert dep.rollout.action == "create" and dep.rollout.version.number == 1
     assert dep.rollout.readiness.done and dep.rollout.readiness.ready == 1
     assert seen[0] == ("create", None) and seen[-1][1].done
-    assert "greet-er v1: deployment greeter RUNNING on local/local, 1 replica" in dep.rollout.summary()
+    assert "greet-er v1: deployment greet-er RUNNING on local/local, 1 replica" in dep.rollout.summary()
     model = Model(model_id="greet-er", client=client)
     assert model.predict("you") == "hello you"
 

@@ -389,14 +389,33 @@ def test_deploy_with_a_config_file_and_requirements(ip, deployed, home, tmp_path
     cell = MODEL.format(version="cfg").replace("class Echo", "class Other")
     ip.run_cell(f"%%deploy other-model --config {config} --requirements 'pyyaml numpy'\n{cell}")
     result = ip.user_ns["_"]
-    assert isinstance(result, Deployment) and result.id == "othermodel"
+    assert isinstance(result, Deployment) and result.id == "other-model"  # the model's id, not renamed
     assert result.config["autoscale_config"]["max_replicas"] == 2
     folder = home / "notebook_models" / "other-model"
     assert (folder / "requirements.txt").read_text().split() == ["pyyaml", "numpy"]
     assert "cpu_limit" in (folder / "config.yaml").read_text()
     ip.run_cell("o = %predict other-model hi")
     assert ip.user_ns["o"] == "cfg:hi"
+    # Models are named one way in every error: user/app/models/id.
+    with pytest.raises(UsageError, match=r"^model local/default/models/other-model has no method 'nope'"):
+        ip.run_cell("%predict other-model --method nope hi")
+    from jupyter_deploy import ControlPlaneError
+
+    with pytest.raises(ControlPlaneError, match=r"model local/default/models/other-model already has a "
+                                                r"deployment \(other-model\) on nodepool local/local"):
+        ip.run_cell(f"%%deploy other-model --deployment-id second\n{cell}")
     result.delete()
+
+
+def test_a_deployment_takes_the_model_id_as_written(ip, deployed):
+    cell = MODEL.format(version="mm").replace("class Echo", "class MyModel")
+    ip.run_cell(f"%%deploy my_model-1 -o mm\n{cell}")
+    assert ip.user_ns["mm"].id == "my_model-1"
+    ip.run_cell("r = %predict my_model-1 hi")
+    assert ip.user_ns["r"] == "mm:hi"
+    ip.user_ns["mm"].delete()
+    with pytest.raises(UsageError, match=r"bad deployment id 'x{65}': at most 64 characters.*--deployment-id"):
+        ip.run_cell(f"%%deploy {'x' * 65}\n{cell}")
 
 
 def test_local_loads_in_the_kernel_without_a_deployment(ip, deployed):

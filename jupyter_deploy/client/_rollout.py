@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, ModelDefinitionError, NotFoundError
-from ..ids import as_deployment_id
+from ..ids import default_deployment_id
 from ._watch import changes
 
 if TYPE_CHECKING:
@@ -155,12 +155,11 @@ def _status(resource: Any) -> dict:
     return json.loads(resource.status_json or "{}")
 
 
-def deployment_id_for(model_id: str) -> str:
-    """The default deployment id of a model: its id without what a deployment id may not hold."""
-    deployment_id = as_deployment_id(model_id)
-    if not deployment_id:
-        raise ValueError(f"cannot make a deployment id from {model_id!r}; give deployment_id")
-    return deployment_id
+def deployment_id_for(model_id: str, option: str = "deployment_id") -> str:
+    """The default deployment id of a model: its own id. One that is no valid deployment id (letters
+    and digits only) raises IdError saying the rule and how to give one (``option``); it is never
+    renamed behind the user's back."""
+    return default_deployment_id(model_id, option)
 
 
 def model_folder(source: str | os.PathLike, model_id: str | None, scratch: Path) -> tuple[Path, str]:

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from .. import _autoscale as autoscale
+from ..ids import model_name
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
 from ._configs import (
@@ -195,7 +196,7 @@ class Compute:
             "AND model_user_id = ? AND model_app_id = ? AND model_id = ?",
             (owner, ref.compute_cluster_id, ref.nodepool_id, model["user_id"], model["app_id"], model["id"]))
         other = row["id"] if row else "?"
-        return (f"model {model['user_id']}/{model['app_id']}/{model['id']} already has a deployment "
+        return (f"model {model_name(model['user_id'], model['app_id'], model['id'])} already has a deployment "
                 f"({other}) on nodepool {ref.compute_cluster_id}/{ref.nodepool_id}: one deployment per "
                 f"model per nodepool; update {other} instead")
 
@@ -281,7 +282,7 @@ class Compute:
                                       "ORDER BY started_at", (row["user_id"], row["id"]))]
         status = {
             "state": row["state"], "reason": row["reason"], "desired": row["desired"],
-            "model": f"{row['model_user_id']}/{row['model_app_id']}/models/{row['model_id']}",
+            "model": model_name(row["model_user_id"], row["model_app_id"], row["model_id"]),
             "version_id": row["version_id"], "version_number": version["number"] if version else None,
             # what its replicas should run (version and start settings); one with another spec is leaving
             "spec": deployment_spec(row["version_id"], row["config_json"]),
@@ -319,7 +320,7 @@ class Compute:
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):
             raise InvalidArgument("a deployment keeps its model; create another deployment for "
-                                  f"{model['user_id']}/{model['app_id']}/{model['id']}")
+                                  f"{model_name(model['user_id'], model['app_id'], model['id'])}")
         version = self._resolve_version(model)
         self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
         with self.store.tx() as db:

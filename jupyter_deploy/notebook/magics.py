@@ -49,8 +49,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float
 
-from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError
-from ..ids import as_deployment_id
+from ..errors import DeployError, DeploymentError, IdError, ModelDefinitionError, ModelError
+from ..ids import default_deployment_id
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -556,7 +556,10 @@ class DeployMagics(Magics):
             model = Model(model_id=model_id, user_id=user or None, app_id=app, client=self.client)
             self._models[key] = model
         if method not in model.methods:
-            raise UsageError(f"model {address} has no method {method!r} "
+            from ..ids import model_name
+
+            name = model_name(key[0] or self.client.user_id, key[1], key[2])
+            raise UsageError(f"model {name} has no method {method!r} "
                              f"(methods: {', '.join(model.specs) or 'none'})")
         return model
 
@@ -573,7 +576,7 @@ class DeployMagics(Magics):
     @argument("--cluster", default=None, type=_text,
               help="the nodepool's compute cluster (default: local)")
     @argument("--deployment-id", default=None, type=_text,
-              help="the deployment's id (default: the model id with all but letters and digits removed)")
+              help="the deployment's id (default: the model id)")
     @argument("--app-id", default=None, type=_text,
               help="the app that holds the model (default: default)")
     @argument("--config", default=None, metavar="FILE", type=_text,
@@ -708,9 +711,10 @@ class DeployMagics(Magics):
     def _deploy(self, args: Any, cell: str | None, model_part: dict, deployment_part: dict,
                 folder: Path | None = None) -> Any:
         progress = _Progress(self._live(), self.progress_interval)
-        deployment_id = args.deployment_id or as_deployment_id(args.model_id)
-        if not deployment_id:
-            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
+        try:
+            deployment_id = args.deployment_id or default_deployment_id(args.model_id, "--deployment-id")
+        except IdError as e:
+            raise UsageError(str(e)) from None
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
         client = self.client
         if folder is None:
