@@ -101,6 +101,14 @@ def test_a_lone_model_py_with_a_config_beside_it(client, tmp_path):
     assert dep.id == "loneone" and Model(model_id="lone", client=client).predict("x") == "lone x"
 
 
+def test_a_folder_whose_config_names_another_app_deploys_from_that_app(client, tmp_path):
+    root = folder(tmp_path / "inapp", "inapp", greeting="app")
+    (root / "config.yaml").write_text("model:\n  id: inapp\n  app_id: other\n")
+    dep = client.deploy(root)
+    assert dep.status["model"] == f"{client.user_id}/other/models/inapp"
+    assert Model(model_id="inapp", app_id="other", client=client).predict("x") == "app x"
+
+
 def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
     root = folder(tmp_path / "pinned", "pinned", greeting="one")
     first = client.upload_model(root)

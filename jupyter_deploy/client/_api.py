@@ -222,7 +222,10 @@ class Client:
         folder, model_id = model_folder(source, model_id, home() / "notebook_models")
         deployment_id = deployment_id or deployment_id_for(model_id)  # before uploading anything
         version = self.upload_model(folder, model_id=model_id, app_id=app_id)
-        return roll_out(self, (self.user_id, app_id or "default", model_id), version,
+        # Where the upload went (config.yaml may name another app than "default").
+        ref = version.proto.model
+        model = (ref.user_id or self.user_id, ref.app_id or app_id or "default", ref.model_id or model_id)
+        return roll_out(self, model, version,
                         deployment_id=deployment_id,
                         nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
                         timeout=timeout, progress=progress, config=config, started=started)
