@@ -109,6 +109,19 @@ def test_a_folder_whose_config_names_another_app_deploys_from_that_app(client, t
     assert Model(model_id="inapp", app_id="other", client=client).predict("x") == "app x"
 
 
+def test_a_deleted_deployments_logs_go_with_it(client, tmp_path):
+    root = folder(tmp_path / "relog", "relog", greeting="first")
+    first = client.deploy(root)
+    [old] = [r["id"] for r in first.status["replicas"]]
+    assert any(old in line for line in first.logs(200))
+    first.delete()
+    second = client.deploy(folder(root, "relog", greeting="second"))
+    [new] = [r["id"] for r in second.status["replicas"]]
+    lines = second.logs(200)
+    assert any(new in line for line in lines)
+    assert not any(old in line for line in lines), lines  # not the earlier deployment's replicas
+
+
 def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
     root = folder(tmp_path / "pinned", "pinned", greeting="one")
     first = client.upload_model(root)

@@ -379,9 +379,13 @@ class Scheduler:
                 with self.store.tx() as db:
                     db.execute("DELETE FROM deployments WHERE user_id = ? AND id = ?", key)
                 self._deployments.pop(key, None)
+                self._log(*key).remove()  # its replicas have ended: nothing writes there any more
             else:
                 self._set_state(dep, STOPPED, "")
             return
+        if dep["state"] == "CREATING" and not self._replicas(dep):
+            # New: a log left by an earlier deployment of this id (deleted under an older daemon) goes.
+            self._log(*key).remove()
         # Before any replica starts: runners read the inference logger's settings from this file.
         state = self._deployment(key)
         state.logging = write_logging_settings(self.home, *key, json.loads(dep["config_json"]), state.logging)
