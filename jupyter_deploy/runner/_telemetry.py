@@ -427,6 +427,13 @@ class _Outputs:
     def kept(self) -> tuple[list, int] | None:
         return None if self.items is None else (self.items, self.count)
 
+    def finished(self, context: grpc.ServicerContext) -> None:
+        """The handler returned: a stream that never sent its end frame was cut off (the caller
+        cancelled, or its deadline passed): not OK."""
+        if self.status == "OK" and not self.ended and not context.is_active():
+            remaining = context.time_remaining()
+            self.status = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
 
 def recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
     def generate(request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
@@ -436,6 +443,7 @@ def recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
             for resp in handler(request, context):
                 out.see(resp)
                 yield resp
+            out.finished(context)
         except GeneratorExit:  # the caller went away (after the end frame, it just stopped reading)
             out.status = out.status if out.ended else "CANCELLED"
             raise
@@ -480,6 +488,7 @@ def recorded_stream(recorder: CallRecorder, handler: Callable) -> Callable:
             for resp in handler(inputs, context):
                 out.see(resp)
                 yield resp
+            out.finished(context)
         except GeneratorExit:
             out.status = out.status if out.ended else "CANCELLED"
             raise
