@@ -426,18 +426,58 @@ def _literal(text: str) -> Any:
         return text  # plain words are text: `predict echo hello` sends "hello"
 
 
+def _by_type(node: Any, text: str) -> Any:
+    """A command-line value read as its parameter's type asks: text stays text for a ``str``
+    (``predict writer 123`` sends "123"), bytes are its UTF-8 unless written ``b'...'``, JSON
+    parameters take JSON, the rest Python literals (else the text, for the call to refuse)."""
+    if node.kind == "optional" and node.args:
+        if text == "None":
+            return None
+        node = node.args[0]
+    if node.kind == "str":
+        return text
+    if node.kind == "bytes":
+        value = _literal(text)
+        return value if isinstance(value, bytes) else text.encode()
+    if node.kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return _literal(text)
+
+
+def parse_call_args(spec: Any, texts: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """``VALUE ... name=VALUE ...`` from the command line as a method's arguments, each read by the
+    type of the parameter it fills (positional values fill the parameters in order).
+
+    Example: for ``predict(self, text: str, n: int = 3)``, ``["123", "n=2"]`` gives
+    ``(["123"], {"n": 2})``.
+    """
+    params = {p.name: p for p in spec.params}
+    positional_texts, named = [], {}
+    for arg in texts:
+        name, sep, value = arg.partition("=")
+        if sep and name in params:  # else "a=b" is a value like any other
+            if name in named:
+                raise InputError(f"{name}= given twice")
+            named[name] = value
+        else:
+            if named:
+                raise InputError(f"the value {arg!r} comes after name=value arguments; put values first")
+            positional_texts.append(arg)
+    free = [p for p in spec.params if p.name not in named]
+    positional = [_by_type(free[i].type, text) if i < len(free) else _literal(text)
+                  for i, text in enumerate(positional_texts)]
+    return positional, {name: _by_type(params[name].type, text) for name, text in named.items()}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _model(_client(), args.model)
     method = model.methods.get(args.method)
     if method is None:
         raise InputError(f"{args.model} has no method {args.method!r} (methods: {', '.join(model.specs)})")
-    positional, named = [], {}
-    for arg in args.args:
-        name, sep, value = arg.partition("=")
-        if sep and name.isidentifier():
-            named[name] = _literal(value)
-        else:
-            positional.append(_literal(arg))
+    positional, named = parse_call_args(model.specs[args.method], args.args)
     routing = {k: v for k, v in (("deployment_id", args.deployment_id), ("compute_cluster_id", args.cluster),
                                  ("nodepool_id", args.nodepool)) if v}
     result = method(*positional, **named, **routing)

@@ -162,6 +162,12 @@ def test_deployment_create_wait_and_list_with_filters(cli, deployed):
 
 def test_predict_unary_and_streaming(cli, deployed):
     assert ok(cli("predict", "echo", "hello")) == "v1:hello\n"
+    # Each value is read as its parameter's type: text stays text, numbers become numbers.
+    assert ok(cli("predict", "echo", "123")) == "v1:123\n"
+    assert ok(cli("predict", "echo", "text=[1, 2]")) == "v1:[1, 2]\n"
+    assert ok(cli("predict", "echo", "a=b")) == "v1:a=b\n"  # not a parameter's name: a value
+    assert ok(cli("predict", "echo", "--method", "generate", "7", "2")) == "70\n71\n"
+    assert "expected int" in one_line_error(cli("predict", "echo", "--method", "generate", "x", "n=two"))
     assert ok(cli("predict", "echo", "--method", "generate", "text=abc", "n=2")) == "abc0\nabc1\n"
     assert ok(cli("predict", "local/default/models/echo", "x", "--deployment-id", "echo1")) == "v1:x\n"
     assert "has no method 'nope'" in one_line_error(cli("predict", "echo", "x", "--method", "nope"))

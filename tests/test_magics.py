@@ -269,6 +269,13 @@ def test_predict_returns_the_plain_value(ip, deployed):
     assert ip.user_ns["v"] == "v1:hi"
     ip.run_cell("def f():\n    inner = 'local'\n    r = %predict echo $inner\n    return r\nfx = f()")
     assert ip.user_ns["fx"] == "v1:local"  # $name reads the function's own scope
+    # A literal fills a str parameter as the text it was written as; other parameters get values.
+    ip.run_cell("n = %predict echo 123 upper=True")
+    assert ip.user_ns["n"] == "V1:123"
+    ip.run_cell("n2 = %predict echo text=[1, 2]")
+    assert ip.user_ns["n2"] == "v1:[1, 2]"
+    ip.run_cell("s = %predict echo --method size {b'abc'} extra=2")
+    assert ip.user_ns["s"] == 5
 
 
 def test_predict_form_is_built_from_the_signature_and_runs(ip, deployed):

@@ -297,12 +297,39 @@ def _expression(option: str) -> Callable[[str], Any]:
     return expression
 
 
+class _Typed:
+    """A literal read from the line (``123``), with its text: a ``str`` parameter takes the text
+    (``%predict writer 123`` sends "123"), any other the value (``_as_declared``)."""
+
+    def __init__(self, value: Any, text: str):
+        self.value, self.text = value, text
+
+
+def _read_value(token: str) -> Any:
+    ns = _CELL_NAMESPACE.get()
+    found, value = ns.reference(token)
+    if found:  # $var / {expr}: the notebook's value, as it is
+        return value
+    value = ns.value(token)
+    return value if isinstance(value, str) else _Typed(value, token)
+
+
+def _as_declared(param: Any, value: Any) -> Any:
+    """A value for ``param`` (None: no such parameter): a literal's text where it takes text."""
+    if not isinstance(value, _Typed):
+        return value
+    node = param.type if param is not None else None
+    if node is not None and node.kind == "optional" and node.args and value.value is not None:
+        node = node.args[0]
+    return value.text if node is not None and node.kind == "str" else value.value
+
+
 def _method_value(token: str) -> tuple[str | None, Any]:
     """A method's argument: ``(name, value)`` for ``name=value``, else ``(None, value)``."""
     name, sep, value = token.partition("=")
     if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
-        return name, _CELL_NAMESPACE.get().value(value)
-    return None, _CELL_NAMESPACE.get().value(token)
+        return name, _read_value(value)
+    return None, _read_value(token)
 
 
 def _variable_name(token: str) -> str:
@@ -800,6 +827,10 @@ class DeployMagics(Magics):
                                  f"{', '.join(rest) or 'nothing'}")
             named.update(zip(rest, positional))
             positional = []
+        params = {p.name: p for p in spec.params}
+        free = [p for p in spec.params if p.name not in named]
+        positional = [_as_declared(free[i] if i < len(free) else None, v) for i, v in enumerate(positional)]
+        named = {k: _as_declared(params.get(k), v) for k, v in named.items()}
         if by is not None:
             return model, spec, lambda: by(value, **named, **routing)
         fn = model.methods[method]
