@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import write_model
+from conftest import wait_for, write_model
 from daemon_helpers import isolated_home
 
 from jupyter_deploy import Client, ControlPlaneError, DeploymentError, Model
@@ -120,6 +120,27 @@ def test_a_deleted_deployments_logs_go_with_it(client, tmp_path):
     lines = second.logs(200)
     assert any(new in line for line in lines)
     assert not any(old in line for line in lines), lines  # not the earlier deployment's replicas
+
+
+def test_a_card_follows_its_deployments_pushed_state_and_shows_its_deletion(client, tmp_path):
+    from jupyter_deploy.notebook.widgets import DeploymentCard
+
+    client.deploy(folder(tmp_path / "card", "carded"))
+    card = DeploymentCard(client.deployment("carded"))
+    assert card.following and card.state == "RUNNING"
+    other = Client()  # another kernel, the CLI or the sidebar changes it
+    try:
+        other.deployment("carded").stop()
+        wait_for(lambda: card.state == "STOPPED", 30, "the card to show STOPPED")
+        other.deployment("carded").start()
+        wait_for(lambda: card.state == "RUNNING" and "1/1" in card.details_html.value, 30,
+                 "the card to show RUNNING with its replica")
+        other.deployment("carded").delete()
+        wait_for(lambda: card.state == "DELETED", 30, "the card to show the deletion")
+    finally:
+        other.close()
+    assert card.delete_button.disabled and "was deleted" in card.message_html.value
+    assert "DELETED" in card.title_html.value
 
 
 def test_model_deploy_pins_an_uploaded_version(client, tmp_path):
