@@ -283,7 +283,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     def progress(rollout: Any) -> None:
         r = rollout.readiness
-        key = (r.state, r.ready, r.current, r.reason) if r else None
+        # A line per change of state or of a replica's step (not per second of it, nor per chunk sent).
+        key = ("upload" if rollout.action == "upload" else
+               (r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in r.steps)) if r else None)
         if key != shown[0]:
             shown[0] = key
             print(rollout.describe(), flush=True)

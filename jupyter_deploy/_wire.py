@@ -59,6 +59,9 @@ STATS_FILE = "stats.json"
 FAILURE_FILE = "failure.json"
 #: A failure record's fields (``step`` is e.g. ``"load_model"``, ``"test"``, ``"import"``).
 FAIL_STEP, FAIL_TYPE, FAIL_MESSAGE, FAIL_TRACEBACK = "step", "type", "message", "traceback"
+#: Per replica: what a starting runner is doing (``{"step": ..., "since": epoch seconds}``, step one
+#: of ``environment``, ``import``, ``load_model``, ``test``), shown while its deployment waits.
+STEP_FILE = "step.json"
 #: Per replica: record segments ``NNNNNNNNNN.jsonl``, one JSON record a line.
 SEGMENT_SUFFIX = ".jsonl"
 

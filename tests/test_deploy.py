@@ -67,7 +67,8 @@ def test_deploy_a_folder_then_redeploy_unchanged_and_changed(client, tmp_path):
     assert dep.id == "greet-er"  # the model's id, never renamed
     assert dep.rollout.action == "create" and dep.rollout.version.number == 1
     assert dep.rollout.readiness.done and dep.rollout.readiness.ready == 1
-    assert seen[0] == ("create", None) and seen[-1][1].done
+    assert seen[0] == ("upload", None)  # the upload's progress first
+    assert [s for s in seen if s[0] != "upload"][0] == ("create", None) and seen[-1][1].done
     assert "greet-er v1: deployment greet-er RUNNING on local/local, 1 replica" in dep.rollout.summary()
     model = Model(model_id="greet-er", client=client)
     assert model.predict("you") == "hello you"
@@ -141,6 +142,43 @@ def test_a_card_follows_its_deployments_pushed_state_and_shows_its_deletion(clie
         other.close()
     assert card.delete_button.disabled and "was deleted" in card.message_html.value
     assert "DELETED" in card.title_html.value
+
+
+SLOW = '''
+import time
+
+from jupyter_deploy import ModelClass
+
+
+class Slow(ModelClass):
+    def load_model(self):
+        time.sleep(2.5)
+
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+
+    def test(self):
+        time.sleep(1.5)
+'''
+
+
+def test_progress_tells_the_upload_and_each_replicas_step_as_it_goes(client, tmp_path):
+    root = write_model(tmp_path / "slow", SLOW, "slow")
+    (root / "weights.bin").write_bytes(b"w" * (3 << 20))  # a few chunks
+    seen: list = []
+    client.deploy(root, progress=lambda r: seen.append((r.action, r.uploaded, r.readiness, r.describe())))
+    uploads = [u for action, u, _, _ in seen if action == "upload"]
+    assert len(uploads) >= 3 and uploads[-1][0] == uploads[-1][1] > 3 << 20
+    assert [u[0] for u in uploads] == sorted(u[0] for u in uploads)
+    assert "uploading" in next(text for action, _, _, text in seen if action == "upload")
+    steps = {step: seconds for _, _, r, _ in seen if r is not None for _, step, seconds in r.steps}
+    assert "load_model" in steps and "test" in steps, steps
+    lines = [text for _, _, r, text in seen if r is not None and r.steps]
+    assert any("load_model() for" in line for line in lines) and any("test() for" in line for line in lines)
+    # Ticks while nothing is pushed: the time so far grows within one step.
+    load = [seconds for _, _, r, _ in seen if r is not None for _, step, seconds in r.steps if step == "load_model"]
+    assert max(load) >= 1.0 and len(load) >= 2
 
 
 def test_model_deploy_pins_an_uploaded_version(client, tmp_path):

@@ -44,6 +44,9 @@ class Readiness:
     wanted: int
     reason: str
     done: bool
+    #: What each starting replica of the current version does, and for how long:
+    #: ``(replica id, step, seconds)``, step one of environment, import, load_model, test.
+    steps: tuple[tuple[str, str, float], ...] = ()
 
 
 def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
@@ -64,7 +67,16 @@ def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
     old_serving = any(r.get("state") == "READY" for r in replicas if r not in current)
     done = state == "IDLE" or (state in ("RUNNING", "UPDATING") and not old_serving and (
         ready >= wanted if wanted > 0 else state == "RUNNING"))
-    return Readiness(state, ready, len(current), wanted, reason, done)
+    steps = tuple((str(r.get("id", "")), str(r["step"].get("step", "")), float(r["step"].get("seconds", 0)))
+                  for r in current if r.get("state") == "STARTING" and isinstance(r.get("step"), dict))
+    return Readiness(state, ready, len(current), wanted, reason, done, steps)
+
+
+#: Seconds between two progress updates while a deploy waits with nothing pushed (a replica's
+#: step and its time so far live in its files, not in the store, so no change announces them).
+PROGRESS_TICK = 1.0
+_STEP_TEXT = {"environment": "building its environment (pip; its output is in the logs)",
+              "import": "importing model.py", "load_model": "load_model()", "test": "test()"}
 
 
 def wait_ready(deployment: "Deployment", timeout: float,
@@ -72,15 +84,21 @@ def wait_ready(deployment: "Deployment", timeout: float,
     """Block until ready, re-reading the status on each pushed change; DeploymentError (with
     state, reason and log tail) on failure or after ``timeout`` seconds."""
     last: Readiness | None = None
+    deadline = time.monotonic() + timeout
     try:
-        for _ in changes(deployment.client, deployment.id, deployment.user_id, timeout):
-            status = deployment.status  # (refreshes the resource, and so its config)
-            wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
-            last = readiness(deployment.id, status, wanted)
-            if progress is not None:
-                progress(last)
-            if last.done:
-                return last
+        while time.monotonic() < deadline:
+            # With someone to tell, the stream is taken again each PROGRESS_TICK: its "synced" brings
+            # a fresh status (and the time so far) even when nothing was pushed; nothing is missed.
+            left = deadline - time.monotonic()
+            for _ in changes(deployment.client, deployment.id, deployment.user_id,
+                             min(left, PROGRESS_TICK) if progress is not None else left):
+                status = deployment.status  # (refreshes the resource, and so its config)
+                wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
+                last = readiness(deployment.id, status, wanted)
+                if progress is not None:
+                    progress(last)
+                if last.done:
+                    return last
     except DeploymentError as e:
         # The model's own exception says why; otherwise (a crash) its logs may.
         raise DeploymentError(str(e).split("\n  state: ")[0], e.state, e.reason,
@@ -111,6 +129,9 @@ class Rollout:
     action: str
     started: float = field(default_factory=time.monotonic)
     readiness: Readiness | None = None
+    #: While ``action`` is ``"upload"``: ``(bytes sent, bytes in all)`` of the model's archive.
+    uploaded: tuple[int, int] | None = None
+    model_id: str = ""
 
     @property
     def seconds(self) -> float:
@@ -130,15 +151,24 @@ class Rollout:
     def describe(self) -> str:
         """One line: what the deploy does and, while it waits, how far it got.
 
-        Example: ``echo v3: roll out deployment echo on local/local: STARTING, 0/1 replicas
-        ready (0.4 s) - loading the model``
+        Examples: ``echo v3: roll out deployment echo on local/local: STARTING, 0/1 replicas
+        ready (4.2 s) - replica 3f2a9c1b0e4d: load_model() for 3.1 s``; while uploading,
+        ``llm: uploading 1.2 GiB of 4.7 GiB (310.4 MiB/s, 4.1 s)``.
         """
+        if self.action == "upload" and self.uploaded is not None:
+            sent, total = self.uploaded
+            rate = sent / max(self.seconds, 1e-6)
+            return (f"{self.model_id or self.deployment_id}: uploading {_size(sent)} of {_size(total)} "
+                    f"({_size(rate)}/s, {self.seconds:.1f} s)")
         line = f"{self._what()}: {self.action} deployment {self.deployment_id} on {self.where}"
         r = self.readiness
         if r is None:
             return line
         why = r.reason.split(". Last log lines:")[0].strip().splitlines()
         why_text = f" - {why[0][:120]}" if why and r.state != "RUNNING" else ""
+        if r.steps and not why_text:
+            why_text = " - " + "; ".join(f"replica {rid}: {_STEP_TEXT.get(step, step)} for {seconds:.0f} s"
+                                         for rid, step, seconds in r.steps[:2])
         return (f"{line}: {r.state}, {r.ready}/{max(r.wanted, r.current)} replicas ready "
                 f"({self.seconds:.1f} s){why_text}")
 
@@ -149,6 +179,13 @@ class Rollout:
         state, ready = (r.state, r.ready) if r else ("not waited for", 0)
         return (f"{self._what()}: deployment {self.deployment_id} {state} on {self.where}, {ready} "
                 f"replica{'s' if ready != 1 else ''}, ready in {self.seconds:.1f} s")
+
+
+def _size(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def _status(resource: Any) -> dict:

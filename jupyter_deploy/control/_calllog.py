@@ -164,6 +164,20 @@ def take_failure(home: Path, user_id: str, deployment_id: str, replica_id: str) 
     return {k: record.get(k, "") for k in fields}
 
 
+def read_step(home: Path, user_id: str, deployment_id: str, replica_id: str) -> dict | None:
+    """What a starting replica's runner does now: ``{"step": "load_model", "seconds": 12.3}``, or None."""
+    try:
+        with open(_open_runner_file(replica_dir(home, user_id, deployment_id, replica_id) / _wire.STEP_FILE),
+                  "rb") as f:
+            record = json.loads(f.read(4096))
+        step, since = record["step"], float(record["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(step, str) or len(step) > 32:
+        return None
+    return {"step": step, "seconds": round(max(0.0, time.time() - since), 1)}
+
+
 def forget_failure(home: Path, user_id: str, deployment_id: str, replica_id: str) -> None:
     """Remove a replica's failure record (before it starts again: a new run must not read an old one)."""
     try:

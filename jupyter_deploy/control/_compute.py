@@ -25,6 +25,7 @@ from .. import _autoscale as autoscale
 from ..ids import model_name
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
+from ._calllog import read_step
 from ._configs import (
     check_id,
     cluster_config,
@@ -277,7 +278,10 @@ class Compute:
         version = self.store.one("SELECT number FROM versions WHERE id = ?", (row["version_id"],))
         replicas = [
             {"id": r["id"], "state": r["state"], "address": r["address"], "pid": r["pid"],
-             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"]}
+             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"],
+             # a starting replica's step (environment, import, load_model, test) and for how long
+             "step": read_step(self.scheduler.home, row["user_id"], row["id"], r["id"])
+             if r["state"] == "STARTING" else None}
             for r in self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                       "ORDER BY started_at", (row["user_id"], row["id"]))]
         status = {

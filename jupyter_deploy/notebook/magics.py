@@ -755,8 +755,11 @@ class DeployMagics(Magics):
 
         def show(rollout: Any) -> None:
             r = rollout.readiness
-            key = None if r is None else (r.state, r.ready, r.current, r.reason)
-            progress.show(rollout.describe(), key, force=r is None)
+            uploading = rollout.action == "upload"
+            # Printed (outside a kernel) once per step; updated in place (throttled) in one.
+            key = "upload" if uploading else None if r is None else (
+                r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in getattr(r, "steps", ())))
+            progress.show(rollout.describe(), key, force=r is None and not uploading)
 
         try:
             deployment = client.deploy(

@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     model_dir = Path(args.model_path)
 
+    from ._telemetry import write_step
+
     if not args.no_env:
+        write_step("environment")
         from ..environment import ensure_environment
         from ..errors import EnvironmentSetupError
 
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
+    write_step("import")
     try:
         host = ModelHost(model_dir, batcher=batcher, transformer=not args.no_transformer)
     except (ModelDefinitionError, ConfigError) as e:
@@ -253,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_test:
         steps.append(("test", host.run_test, EXIT_TEST_FAILED))
     for name, step, code in steps:
+        write_step(name)
         try:
             step()
         except TransformerLoadError as e:

@@ -114,6 +114,24 @@ def write_failure(step: str, type_name: str, message: str, traceback: str = "") 
     return True
 
 
+def write_step(step: str) -> None:
+    """Record in ``step.json`` what this starting runner does now (``environment``, ``import``,
+    ``load_model``, ``test``), for the deployment's status to show while it waits."""
+    directory = os.environ.get(TELEMETRY_ENV, "")
+    if not directory:
+        return
+    folder = Path(directory)
+    tmp = folder / f".{_wire.STEP_FILE}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "since": time.time()}))
+        os.replace(tmp, folder / _wire.STEP_FILE)
+    except OSError:
+        pass
+
+
 def logging_settings(inference_logger: dict | None) -> dict:
     """What a runner reads from ``logging.json``, from a deployment's ``inference_logger`` config."""
     cfg = inference_logger or {}
