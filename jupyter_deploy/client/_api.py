@@ -176,7 +176,8 @@ class Client:
     # ------------------------------------------------------------ registry
 
     def upload_model(self, model_path: str | Path, *, model_id: str | None = None,
-                     app_id: str | None = None, user_id: str | None = None) -> "ModelVersionInfo":
+                     app_id: str | None = None, user_id: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> "ModelVersionInfo":
         """Upload a model folder as a new immutable version (identical content is not stored twice).
 
         ``model_path`` may also be a ZIP written by :meth:`Model.export` (imported with the
@@ -187,7 +188,8 @@ class Client:
         Signatures are read in this interpreter (the class is imported, ``load_model``
         is not called), and this interpreter is recorded to run the version.
         ``user_id="platform"`` (the admin only) installs a model every user may call,
-        served on demand by the shared nodepool.
+        served on demand by the shared nodepool. ``progress(sent, total)`` is told the bytes of
+        the model's archive sent so far, chunk by chunk (a large checkpoint folder takes a while).
         """
         from ..paths import home
         from ._upload import upload_chunks
@@ -196,7 +198,7 @@ class Client:
         folder, model_id = model_folder(model_path, model_id, home() / "notebook_models")
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
         version = self._control(lambda stub, metadata: stub.UploadModel(
-            upload_chunks(folder, ref), timeout=600, metadata=metadata))
+            upload_chunks(folder, ref, on_sent=progress), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
@@ -206,43 +208,87 @@ class Client:
                **config: Any) -> "Deployment":
         """Deploy a model from source, the one way every front end deploys.
 
-        ``source`` is a model folder, a ``model.py`` path or a cell's source text.
-        Uploads a new version if the content changed, creates the deployment or rolls
-        it out, starts it if stopped, and (``wait``) waits until it is ready, on pushed
-        state changes; DeploymentError with the reason and the log tail if it fails.
+        ``source`` is a model folder, a ``model.py`` path, a cell's source text, or another
+        platform's package or a ZIP (``jupyter_deploy.formats``). Uploads a new version if the
+        content changed, creates the deployment or rolls it out, starts it if stopped, and
+        (``wait``) waits until it is ready, on pushed state changes.
 
         Args:
             model_id: default: the folder's ``config.yaml`` (for a ``model.py``, that of the
                 folder it sits in); required for source text.
-            deployment_id: default: the model id without what is not a letter or digit.
+            deployment_id: default: the model id, as it is (a deployment takes its model's id).
             nodepool_id, compute_cluster_id: where to deploy (None: where the deployment
                 already is, else ``local``). An existing deployment is never moved.
             timeout: seconds to wait until ready.
-            progress: called with the :class:`Rollout` as it proceeds (its ``readiness``
-                is updated on each change).
+            app_id: the model's app (default: config.yaml's, else ``default``).
+            progress: called with the :class:`Rollout` as it proceeds: while uploading
+                (``rollout.uploaded`` bytes), then on each change and about each second while
+                it waits (``rollout.readiness``, with each starting replica's step: building
+                its environment, importing model.py, ``load_model()``, ``test()``);
+                ``rollout.describe()`` says it in one line.
             hot: a new version whose only change is method bodies is swapped into the running
                 replicas, keeping their loaded state (hot reload: no weights loaded again).
                 ``None``: when it can; ``False``: never, new replicas start; ``True``: swap, or
                 raise DeploymentError saying why before the deployment changes.
             **config: deployment config keys (``autoscale_config``, ``inference_batcher``,
-                ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ...).
+                ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ``run_test``, ...).
 
         Returns the Deployment; its ``rollout`` says what the deploy did.
 
-        Example::
+        Raises:
+            DeploymentError: it failed or was not ready in time. When the model's own code
+                raised on its first replica (``load_model()``, ``test()``, importing model.py),
+                at once, with that exception: ``e.model_error`` (type, message, the model's
+                frames) and ``e.failed_step``; no replica is restarted for it.
+            ModelDefinitionError, ConfigError: the folder cannot be served as written (found
+                before anything is uploaded).
 
-            dep = Client().deploy("models/echo", autoscale_config={"min_replicas": 1})
-            dep.rollout.version.number, dep.rollout.action     # (3, 'roll out')
-            # after changing only predict()'s body:
-            Client().deploy("models/echo").rollout.action      # 'hot reload'
+        Examples::
+
+            from jupyter_deploy import Client
+            client = Client()                                # starts the local daemon if needed
+
+            dep = client.deploy("models/echo")               # a folder: config.yaml names the model
+            dep.rollout.summary()       # 'echo v1: deployment echo RUNNING on local/local, 1 replica, ...'
+            client.model("echo").predict("hi")
+
+            # Source text (a cell), two replicas at least, a line of progress as it goes:
+            client.deploy(source, "sentiment", autoscale_config={"min_replicas": 2},
+                          progress=lambda r: print(r.describe()))
+
+            # Another nodepool, a deployment id of your own, batching on:
+            client.deploy("models/echo", deployment_id="echo-gpu", nodepool_id="gpu",
+                          inference_batcher={"enabled": True, "max_batch_size": 16})
+
+            # Why it failed:
+            try:
+                client.deploy("models/broken")
+            except DeploymentError as e:
+                print(e.failed_step, e.model_error)      # e.g. load_model RuntimeError: ...
+                print(e.model_error.remote_traceback)
+
+            # After changing only predict()'s body: swapped into the running replicas.
+            client.deploy("models/echo").rollout.action      # 'hot reload'
         """
         from ..paths import home
 
         started = time.monotonic()
         folder, model_id = model_folder(source, model_id, home() / "notebook_models")
-        version = self.upload_model(folder, model_id=model_id, app_id=app_id)
-        return roll_out(self, (self.user_id, app_id or "default", model_id), version,
-                        deployment_id=deployment_id or deployment_id_for(model_id),
+        deployment_id = deployment_id or deployment_id_for(model_id)  # before uploading anything
+        uploading = Rollout(deployment_id, compute_cluster_id or "local", nodepool_id or "local", None, "upload",
+                            started, model_id=model_id)
+
+        def sent(done: int, total: int) -> None:
+            uploading.uploaded = (done, total)
+            progress(uploading)
+
+        version = self.upload_model(folder, model_id=model_id, app_id=app_id,
+                                    progress=sent if progress is not None else None)
+        # Where the upload went (config.yaml may name another app than "default").
+        ref = version.proto.model
+        model = (ref.user_id or self.user_id, ref.app_id or app_id or "default", ref.model_id or model_id)
+        return roll_out(self, model, version,
+                        deployment_id=deployment_id,
                         nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
                         timeout=timeout, progress=progress, config=config, started=started, hot=hot)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ControlPlaneError, DeploymentError, ModelDefinitionError, NotFoundError
-from ..ids import as_deployment_id
+from ..ids import default_deployment_id
 from ._watch import changes
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ class Readiness:
     wanted: int
     reason: str
     done: bool
+    #: What each starting replica of the current version does, and for how long:
+    #: ``(replica id, step, seconds)``, step one of environment, import, load_model, test.
+    steps: tuple[tuple[str, str, float], ...] = ()
 
 
 def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
@@ -51,11 +54,12 @@ def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
     or rolled back."""
     state = status.get("state", "?")
     reason = status.get("reason", "")
+    failure = status.get("failure")
     if status.get("rollout_failed"):
         raise DeploymentError(f"deployment {deployment_id}: the new version did not come up and was rolled "
-                              "back", state, reason)
+                              "back", state, reason, failure=failure)
     if state == "FAILED":
-        raise DeploymentError(f"deployment {deployment_id} failed", state, reason)
+        raise DeploymentError(f"deployment {deployment_id} failed", state, reason, failure=failure)
     replicas = status.get("replicas", [])
     current = [r for r in replicas if r.get("version_id") == status.get("version_id")
                and r.get("spec") == status.get("spec")]
@@ -63,7 +67,16 @@ def readiness(deployment_id: str, status: dict, wanted: int) -> Readiness:
     old_serving = any(r.get("state") == "READY" for r in replicas if r not in current)
     done = state == "IDLE" or (state in ("RUNNING", "UPDATING") and not old_serving and (
         ready >= wanted if wanted > 0 else state == "RUNNING"))
-    return Readiness(state, ready, len(current), wanted, reason, done)
+    steps = tuple((str(r.get("id", "")), str(r["step"].get("step", "")), float(r["step"].get("seconds", 0)))
+                  for r in current if r.get("state") == "STARTING" and isinstance(r.get("step"), dict))
+    return Readiness(state, ready, len(current), wanted, reason, done, steps)
+
+
+#: Seconds between two progress updates while a deploy waits with nothing pushed (a replica's
+#: step and its time so far live in its files, not in the store, so no change announces them).
+PROGRESS_TICK = 1.0
+_STEP_TEXT = {"environment": "building its environment (pip; its output is in the logs)",
+              "import": "importing model.py", "load_model": "load_model()", "test": "test()"}
 
 
 def wait_ready(deployment: "Deployment", timeout: float,
@@ -71,17 +84,25 @@ def wait_ready(deployment: "Deployment", timeout: float,
     """Block until ready, re-reading the status on each pushed change; DeploymentError (with
     state, reason and log tail) on failure or after ``timeout`` seconds."""
     last: Readiness | None = None
+    deadline = time.monotonic() + timeout
     try:
-        for _ in changes(deployment.client, deployment.id, deployment.user_id, timeout):
-            status = deployment.status  # (refreshes the resource, and so its config)
-            wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
-            last = readiness(deployment.id, status, wanted)
-            if progress is not None:
-                progress(last)
-            if last.done:
-                return last
+        while time.monotonic() < deadline:
+            # With someone to tell, the stream is taken again each PROGRESS_TICK: its "synced" brings
+            # a fresh status (and the time so far) even when nothing was pushed; nothing is missed.
+            left = deadline - time.monotonic()
+            for _ in changes(deployment.client, deployment.id, deployment.user_id,
+                             min(left, PROGRESS_TICK) if progress is not None else left):
+                status = deployment.status  # (refreshes the resource, and so its config)
+                wanted = int(deployment.config.get("autoscale_config", {}).get("min_replicas", 1))
+                last = readiness(deployment.id, status, wanted)
+                if progress is not None:
+                    progress(last)
+                if last.done:
+                    return last
     except DeploymentError as e:
-        raise DeploymentError(str(e), e.state, e.reason, deployment.logs(20)) from None
+        # The model's own exception says why; otherwise (a crash) its logs may.
+        raise DeploymentError(str(e).split("\n  state: ")[0], e.state, e.reason,
+                              None if e.failure else deployment.logs(20), failure=e.failure) from None
     state, reason = (last.state, last.reason) if last else ("?", "")
     raise DeploymentError(f"deployment {deployment.id} not ready after {timeout:g} s", state, reason,
                           deployment.logs(20))
@@ -114,6 +135,9 @@ class Rollout:
     started: float = field(default_factory=time.monotonic)
     readiness: Readiness | None = None
     hot_note: str = ""
+    #: While ``action`` is ``"upload"``: ``(bytes sent, bytes in all)`` of the model's archive.
+    uploaded: tuple[int, int] | None = None
+    model_id: str = ""
 
     @property
     def seconds(self) -> float:
@@ -133,15 +157,24 @@ class Rollout:
     def describe(self) -> str:
         """One line: what the deploy does and, while it waits, how far it got.
 
-        Example: ``echo v3: roll out deployment echo on local/local: STARTING, 0/1 replicas
-        ready (0.4 s) - loading the model``
+        Examples: ``echo v3: roll out deployment echo on local/local: STARTING, 0/1 replicas
+        ready (4.2 s) - replica 3f2a9c1b0e4d: load_model() for 3.1 s``; while uploading,
+        ``llm: uploading 1.2 GiB of 4.7 GiB (310.4 MiB/s, 4.1 s)``.
         """
+        if self.action == "upload" and self.uploaded is not None:
+            sent, total = self.uploaded
+            rate = sent / max(self.seconds, 1e-6)
+            return (f"{self.model_id or self.deployment_id}: uploading {_size(sent)} of {_size(total)} "
+                    f"({_size(rate)}/s, {self.seconds:.1f} s)")
         line = f"{self._what()}: {self.action} deployment {self.deployment_id} on {self.where}"
         r = self.readiness
         if r is None:
             return line
         why = r.reason.split(". Last log lines:")[0].strip().splitlines()
         why_text = f" - {why[0][:120]}" if why and r.state != "RUNNING" else ""
+        if r.steps and not why_text:
+            why_text = " - " + "; ".join(f"replica {rid}: {_STEP_TEXT.get(step, step)} for {seconds:.0f} s"
+                                         for rid, step, seconds in r.steps[:2])
         return (f"{line}: {r.state}, {r.ready}/{max(r.wanted, r.current)} replicas ready "
                 f"({self.seconds:.1f} s){why_text}")
 
@@ -167,16 +200,22 @@ class Rollout:
         self.hot_note = note.get("why", "")
 
 
+def _size(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def _status(resource: Any) -> dict:
     return json.loads(resource.status_json or "{}")
 
 
-def deployment_id_for(model_id: str) -> str:
-    """The default deployment id of a model: its id without what a deployment id may not hold."""
-    deployment_id = as_deployment_id(model_id)
-    if not deployment_id:
-        raise ValueError(f"cannot make a deployment id from {model_id!r}; give deployment_id")
-    return deployment_id
+def deployment_id_for(model_id: str, option: str = "deployment_id") -> str:
+    """The default deployment id of a model: its own id. One that is no valid deployment id (letters
+    and digits only) raises IdError saying the rule and how to give one (``option``); it is never
+    renamed behind the user's back."""
+    return default_deployment_id(model_id, option)
 
 
 def model_folder(source: str | os.PathLike, model_id: str | None, scratch: Path) -> tuple[Path, str]:

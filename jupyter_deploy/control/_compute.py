@@ -22,9 +22,11 @@ import time
 from typing import Any
 
 from .. import _autoscale as autoscale
+from ..ids import model_name
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
 from ._backends.ray import node_host
+from ._calllog import read_step
 from ._configs import (
     check_id,
     cluster_config,
@@ -246,7 +248,7 @@ class Compute:
             "AND model_user_id = ? AND model_app_id = ? AND model_id = ?",
             (owner, ref.compute_cluster_id, ref.nodepool_id, model["user_id"], model["app_id"], model["id"]))
         other = row["id"] if row else "?"
-        return (f"model {model['user_id']}/{model['app_id']}/{model['id']} already has a deployment "
+        return (f"model {model_name(model['user_id'], model['app_id'], model['id'])} already has a deployment "
                 f"({other}) on nodepool {ref.compute_cluster_id}/{ref.nodepool_id}: one deployment per "
                 f"model per nodepool; update {other} instead")
 
@@ -327,18 +329,25 @@ class Compute:
         version = self.store.one("SELECT number FROM versions WHERE id = ?", (row["version_id"],))
         replicas = [
             {"id": r["id"], "state": r["state"], "address": r["address"], "pid": r["pid"],
-             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"]}
+             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"],
+             # a starting replica's step (environment, import, load_model, test) and for how long
+             "step": read_step(self.scheduler.home, row["user_id"], row["id"], r["id"])
+             if r["state"] == "STARTING" else None}
             for r in self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                       "ORDER BY started_at", (row["user_id"], row["id"]))]
         status = {
             "state": row["state"], "reason": row["reason"], "desired": row["desired"],
-            "model": f"{row['model_user_id']}/{row['model_app_id']}/models/{row['model_id']}",
+            "model": model_name(row["model_user_id"], row["model_app_id"], row["model_id"]),
             "version_id": row["version_id"], "version_number": version["number"] if version else None,
             # what its replicas should run (version and start settings); one with another spec is leaving
             "spec": deployment_spec(row["version_id"], row["config_json"]),
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
+            # the model's own exception (step, type, message, traceback) when it is why it FAILED
+            # or was rolled back; None for a crash, a wait, or once it is started or updated again
+            "failure": json.loads(row["failure_json"]) if row["failure_json"] and (
+                row["state"] == "FAILED" or row["reason"].startswith(ROLLBACK_PREFIX)) else None,
             # wanted replicas, load seen, and the time the latest wake from IDLE took (W4 from IDLE)
             "autoscale": self.scheduler.scale_status(row["user_id"], row["id"]),
             # whether the latest rollout to a new version swaps code in place (hot reload), and why (not)
@@ -377,7 +386,7 @@ class Compute:
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):
             raise InvalidArgument("a deployment keeps its model; create another deployment for "
-                                  f"{model['user_id']}/{model['app_id']}/{model['id']}")
+                                  f"{model_name(model['user_id'], model['app_id'], model['id'])}")
         version = self._resolve_version(model)
         self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
         key = (owner, ref.id)

@@ -14,7 +14,11 @@ what the store asks for with what runs:
   (``_replica_logs``);
 - a replica becomes READY when its gRPC health answers SERVING; one that exits
   is restarted with exponential backoff, and too many crashes in a window mark
-  the deployment FAILED with the exit code and the log's last lines;
+  the deployment FAILED with the exit code and the log's last lines. A runner
+  whose model raised (its import, ``load_model``, ``test``) records the exception
+  (``runner._telemetry.write_failure``): before any replica of the deployment's
+  version and settings served, that fails the deployment at once with it (no
+  retry: it would raise again), the structured exception kept beside the reason;
 - GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
   across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory and CPU
   are reserved too, so the host never runs more replicas than it holds. A replica
@@ -72,10 +76,11 @@ from typing import Any, NoReturn
 
 from .. import _tokens
 from .._wire import ENVS_ENV, TELEMETRY_ENV, VERIFY_KEY_ENV
+from ..errors import failure_reason
 from ._auth import server_secret
 from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
-from ._calllog import replica_dir, write_logging_settings
+from ._calllog import forget_failure, replica_dir, take_failure, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, InvalidArgument, NotFound
 from ._host_info import HostInfo
@@ -394,9 +399,13 @@ class Scheduler:
                 with self.store.tx() as db:
                     db.execute("DELETE FROM deployments WHERE user_id = ? AND id = ?", key)
                 self._deployments.pop(key, None)
+                self._log(*key).remove()  # its replicas have ended: nothing writes there any more
             else:
                 self._set_state(dep, STOPPED, "")
             return
+        if dep["state"] == "CREATING" and not self._replicas(dep):
+            # New: a log left by an earlier deployment of this id (deleted under an older daemon) goes.
+            self._log(*key).remove()
         # Before any replica starts: runners read the inference logger's settings from this file.
         state = self._deployment(key)
         state.logging = write_logging_settings(self.home, *key, json.loads(dep["config_json"]), state.logging)
@@ -468,16 +477,25 @@ class Scheduler:
         key = (dep["user_id"], dep["id"])
         run = self._runtime.setdefault(r["id"], _Replica())
         self._release(run)
+        failure = take_failure(self.home, *key, r["id"])
         log.warning("deployment %s/%s: replica %s %s", *key, r["id"], ended)
         if r["spec"] != _spec(dep):
             self._remove(r["id"])  # an old version's (or old settings') replica, leaving anyway
             return
+        if failure is not None and not self._serves(dep):
+            # The model's own error before this version ever served: a restart would raise it again.
+            self._fail(dep, failure_reason(failure), failure)
         state = self._deployment(key)
         crashes = state.crashes
         crashes.append(time.monotonic())
         while crashes and crashes[0] < time.monotonic() - self.crash_window:
             crashes.popleft()
+        if failure is not None:  # a later replica's load_model() failed (a download, memory): retried
+            ended = f"{ended}: {failure_reason(failure).splitlines()[0]}"
         if len(crashes) >= self.crash_limit:
+            if failure is not None:
+                self._fail(dep, f"replica failed {len(crashes)} times within {self.crash_window:g} s; the last "
+                                f"one: {failure_reason(failure)}", failure)
             tail = "\n".join(self.logs(*key, lines=self.REASON_LINES))
             self._fail(dep, f"replica crashed {len(crashes)} times within {self.crash_window:g} s; the last "
                             f"one ended with {ended}. Last log lines:\n{tail}")
@@ -736,6 +754,7 @@ class Scheduler:
             gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key),
             run_as=sandbox.run_as if sandbox is not None else None, nodepool_id=dep["nodepool_id"],
             nodepool=json.loads(pool["config_json"] or "{}") if pool else {})
+        forget_failure(self.home, *key, rid)  # one a previous run of this replica left
         try:
             handle = backend.start(spec)
         except StartFailed as e:
@@ -785,13 +804,15 @@ class Scheduler:
         for r in replicas:
             self._stop(r)
 
-    def _fail(self, dep: Any, reason: str) -> NoReturn:
+    def _fail(self, dep: Any, reason: str, failure: dict | None = None) -> NoReturn:
         """Mark the deployment FAILED and stop its replicas; raises _Failed to end its pass.
 
         In a rollout whose previous version still has ready replicas, roll back
         instead: a new version that cannot come up must not take the working one down.
+        ``failure``: the model's own exception (``take_failure``), kept beside the reason.
         """
         key = (dep["user_id"], dep["id"])
+        failure_json = json.dumps(failure) if failure else ""
         replicas = self._replicas(dep)
         spec = _spec(dep)
         previous = [r for r in replicas if r["spec"] != spec and r["state"] == READY]
@@ -803,16 +824,18 @@ class Scheduler:
             # Back to what the old replicas run: their version, and the settings they started with.
             config = with_runner_settings(json.loads(dep["config_json"]), json.loads(previous[0]["settings_json"]))
             with self.store.tx() as db:
-                db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ? "
-                           "WHERE user_id = ? AND id = ?",
-                           (previous[0]["version_id"], json.dumps(config), RUNNING, note, *key))
+                db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ?, "
+                           "failure_json = ? WHERE user_id = ? AND id = ?",
+                           (previous[0]["version_id"], json.dumps(config), RUNNING, note, failure_json, *key))
             state = self._deployment(key)
             state.rollback = (previous[0]["spec"], note)
             state.crashes.clear()
             raise _Failed(reason)
         log.error("deployment %s/%s FAILED: %s", *key, reason)
         self._deployment(key).failed_mark = dep["updated_at"]
-        self._set_state(dep, FAILED, reason)
+        with self.store.tx() as db:
+            db.execute("UPDATE deployments SET state = ?, reason = ?, failure_json = ? WHERE user_id = ? AND id = ?",
+                       (FAILED, reason, failure_json, *key))
         self._stop_all(self._replicas(dep))
         raise _Failed(reason)
 
@@ -900,6 +923,11 @@ class Scheduler:
     def _replicas(self, dep: Any) -> list[Any]:
         return self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                 "ORDER BY started_at, id", (dep["user_id"], dep["id"]))
+
+    def _serves(self, dep: Any) -> bool:
+        """Whether a replica of the deployment's current version and settings is READY."""
+        spec = _spec(dep)
+        return any(r["spec"] == spec and r["state"] == READY for r in self._replicas(dep))
 
     def _set_state(self, dep: Any, state: str, reason: str) -> None:
         # ``dep`` was read at the start of this pass, and only this thread writes states.

@@ -80,6 +80,11 @@ export interface ITreeOptions {
   collapsed: ReadonlySet<string>;
   onSelect: (id: string) => void;
   onToggle: (key: string) => void;
+  /**
+   * Say "No deployments" under an empty nodepool. Off when there are none at
+   * all: the panel says so once, below the tree.
+   */
+  emptyLeaves?: boolean;
 }
 
 /** The tree as DOM: clusters > nodepools > deployment rows. */
@@ -165,22 +170,28 @@ function renderNodepool(
       [instance, size].filter(Boolean).join(', ')
     ),
     open &&
-      childGroup(node.deployments, d => renderDeployment(d, options), 'No deployments')
+      childGroup(
+        node.deployments,
+        d => renderDeployment(d, options),
+        options.emptyLeaves === false ? null : 'No deployments'
+      )
   );
 }
 
-/** An open node's children, or a muted line saying there are none. */
+/** An open node's children, or a muted line (unless `empty` is null) saying there are none. */
 function childGroup<T>(
   items: T[],
   render: (item: T) => HTMLElement,
-  empty: string
+  empty: string | null
 ): HTMLElement {
   return h(
     'div',
     { class: 'jd-Children', role: 'group' },
     ...(items.length > 0
       ? items.map(render)
-      : [h('div', { class: 'jd-Muted jd-Leaf' }, empty)])
+      : empty === null
+        ? []
+        : [h('div', { class: 'jd-Muted jd-Leaf' }, empty)])
   );
 }
 
