@@ -265,10 +265,10 @@ def test_hot_true_refuses_what_it_cannot_swap_and_changes_nothing(client, tmp_pa
     before = answer(model)
 
     folder(root, slow("two", load="\n        self.extra = 1"))
-    with pytest.raises(DeploymentError, match=r"cannot hot reload deployment hotb: load_model\(\) changed") as e:
+    with pytest.raises(DeploymentError, match=r"cannot hot reload deployment hot-b: load_model\(\) changed") as e:
         client.deploy(root, "hot-b", hot=True)
     assert e.value.state == "RUNNING"
-    dep = client.deployment("hotb")
+    dep = client.deployment("hot-b")
     assert dep.status["version_number"] == 1 and dep.state == "RUNNING"
     assert answer(model) == before
 
@@ -308,7 +308,7 @@ def test_a_failing_test_rolls_the_swap_back(client, tmp_path):
     assert "AssertionError: the new code is wrong" in e.value.reason
     assert "test" in e.value.reason  # the model's own frame: its test()
     assert answers(model) == {("one", str(pid)) for pid in pids}  # the old code, the same processes
-    status = client.deployment("hotc").status
+    status = client.deployment("hot-c").status
     assert status["version_number"] == 1 and status["rollout_failed"]
     assert status["hot_reload"]["hot"] is False and "hot reload failed" in status["hot_reload"]["why"]
 
