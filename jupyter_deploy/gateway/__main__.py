@@ -48,14 +48,16 @@ async def _serve(args: argparse.Namespace, sock: socket.socket) -> None:
     if args.grpc_address:
         grpc_server = await start_grpc(app, args.grpc_address, args.tls_cert, args.tls_key)
     try:
-        import httptools  # noqa: F401
+        from ._http import HttpProtocol
 
-        http = "httptools"
-    except ImportError:
+        http: object = HttpProtocol  # uvicorn's server, our leaner HTTP/1.1 protocol (see _http)
+    except ImportError:  # no httptools
         http = "h11"
+    # proxy_headers off: nothing in the gateway reads the client's address or scheme, and the
+    # middleware would cost every request a call.
     config = uvicorn.Config(app, http=http, ws="auto", lifespan="on", log_level="warning", access_log=False,
-                            ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_keep_alive=75,
-                            limit_concurrency=args.limit_concurrency, ws_max_size=limit)
+                            proxy_headers=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                            timeout_keep_alive=75, limit_concurrency=args.limit_concurrency, ws_max_size=limit)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     url = args.url or f"{'https' if args.tls_cert else 'http'}://{host}:{port}"
