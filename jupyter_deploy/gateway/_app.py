@@ -40,11 +40,13 @@ DEFAULT_BODY_LIMIT = 64 << 20
 #: Stream messages read ahead of a slow reader; they are sent together when it catches up.
 READ_AHEAD = 64
 
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
+# One encoder for every response: json.dumps with these options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(obj).encode()
 
 
 class Disconnected(Exception):
@@ -86,9 +88,11 @@ def bearer(request: Request) -> str:
 
 
 async def send_json(send: Send, status: int, obj: Any, headers: list | None = None) -> None:
-    body = dumps(obj)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or ())]})
+    body = _encode(obj).encode()
+    head = [_JSON, (b"content-length", b"%d" % len(body))]
+    if headers:
+        head += headers
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -117,6 +121,7 @@ class App:
         self.body_limit = body_limit
         self.fetch = fetch_url if fetch_urls else None
         self.started = time.time()
+        self._targets: dict[str, Target] = {}
         from ._oip import OIP
         from ._openai import OpenAI
 
@@ -153,7 +158,7 @@ class App:
         if head == "v1" and len(parts) > 1:
             second = parts[1]
             if second == "deployments" and len(parts) >= 4 and parts[3] == "methods":
-                return await self.methods(r, Target(deployment_id=parts[2]), parts[4:])
+                return await self.methods(r, self._deployment(parts[2]), parts[4:])
             if second == "users" and len(parts) >= 8 and parts[3] == "apps" and parts[5] == "models" \
                     and parts[7] == "methods":
                 return await self.methods(r, self._model_target(r, parts[2], parts[4], parts[6]), parts[8:])
@@ -166,6 +171,15 @@ class App:
         elif head == "v2":
             return await self.oip.http(r, parts[1:])
         raise GatewayError(404, "NOT_FOUND", f"no such endpoint: {r.method} {r.path}")
+
+    def _deployment(self, deployment_id: str) -> Target:
+        """The Target of a deployment id, made once (a frozen dataclass costs microseconds to build)."""
+        target = self._targets.get(deployment_id)
+        if target is None:
+            if len(self._targets) >= 4096:
+                self._targets.clear()
+            target = self._targets[deployment_id] = Target(deployment_id=deployment_id)
+        return target
 
     def _model_target(self, r: Request, user: str, app: str, model: str) -> Target:
         q = r.query
@@ -220,7 +234,7 @@ class App:
         ctype = r.header(b"content-type")
         if ctype.startswith("multipart/form-data"):
             return _multipart(ctype, data, spec)
-        if not data.strip():
+        if not data or data.isspace():  # (not strip(): it would copy a large body)
             return {}
         try:
             return json.loads(data)
@@ -228,11 +242,13 @@ class App:
             raise GatewayError(400, "INVALID_ARGUMENT", f"the body is not valid JSON: {e}") from None
 
     async def encode(self, spec: MethodSpec, args: Any, request_id: str = "") -> pb.PredictRequest:
+        if _json.needs_thread(spec):
+            return await asyncio.to_thread(self._encode, spec, args, request_id)
+        return self._encode(spec, args, request_id)
+
+    def _encode(self, spec: MethodSpec, args: Any, request_id: str) -> pb.PredictRequest:
         try:
-            if _json.needs_thread(spec):
-                request = await asyncio.to_thread(_json.encode_arguments, spec, args, self.fetch)
-            else:
-                request = _json.encode_arguments(spec, args, self.fetch)
+            request = _json.encode_arguments(spec, args, self.fetch)
         except _json.ArgumentError as e:
             raise GatewayError(400, "INVALID_ARGUMENT", e.message, parameter=e.parameter) from None
         if request_id:
@@ -243,12 +259,21 @@ class App:
         route = await self.routes.route(pat, target)
         spec = method_spec(route, method, target)
         args = await self.arguments(r, spec)
-        request_id = r.header(b"x-request-id")
+        request_id = r.header(b"x-request-id") if b"x-request-id" in r.headers else ""
         if spec.shape == UNARY:
-            request = await self.encode(spec, args, request_id)
+            if _json.needs_thread(spec):
+                request = await asyncio.to_thread(self._encode, spec, args, request_id)
+            else:  # the common case stays on the loop: no coroutine, no thread
+                request = self._encode(spec, args, request_id)
             value = await self.routes.unary(pat, target, route, request)
-            output = await _output(value)
-            return await send_json(r.send, 200, {"output": output})
+            if value.WhichOneof("kind") in _HEAVY:  # images are encoded as PNG off the loop
+                output = await asyncio.to_thread(_json.to_json, value)
+            else:
+                output = _json.to_json(value)
+            body = _encode({"output": output}).encode()
+            await r.send({"type": "http.response.start", "status": 200,
+                          "headers": [_JSON, (b"content-length", b"%d" % len(body))]})
+            return await r.send({"type": "http.response.body", "body": body})
         if spec.shape == SERVER_STREAM:
             request = await self.encode(spec, args, request_id)
             messages = self.routes.server_stream(pat, target, route, request)
@@ -289,13 +314,6 @@ def describe_route(route: Route) -> dict:
 
 
 _HEAVY = frozenset({"image", "dataframe", "frame", "ndarray"})
-
-
-async def _output(value: pb.Value) -> Any:
-    """A result's JSON form (images are encoded as PNG off the loop)."""
-    if value.WhichOneof("kind") in _HEAVY:
-        return await asyncio.to_thread(_json.to_json, value)
-    return _json.to_json(value)
 
 
 def _encode_items(spec: MethodSpec, items: list, fetch: Any) -> list[pb.Value]:

@@ -60,6 +60,19 @@ def _addr(transport: asyncio.Transport, which: str) -> Any:
     return None
 
 
+_default_block: tuple[Any, bytes] = (None, b"")
+
+
+def _defaults(headers: list) -> bytes:
+    """uvicorn's default headers (date, server) as bytes; the server swaps the list once a second."""
+    global _default_block
+    seen, block = _default_block
+    if headers is not seen:
+        block = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        _default_block = (headers, block)
+    return block
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection (made by uvicorn's server: ``Config(http=HttpProtocol)``)."""
 
@@ -140,7 +153,7 @@ class HttpProtocol(asyncio.Protocol):
         log.warning(msg)
         body = msg.encode("ascii")
         self.transport.write(b"".join([
-            STATUS_LINE[400], *(k + b": " + v + b"\r\n" for k, v in self.server_state.default_headers),
+            STATUS_LINE[400], _defaults(self.server_state.default_headers),
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
             body]))
         self.transport.close()
@@ -446,9 +459,7 @@ class _Cycle:
             proto._responded()
 
     def _head(self, status: int, headers: Any) -> bytes:
-        out = [STATUS_LINE[status]]
-        for name, value in self.proto.server_state.default_headers:
-            out += [name, b": ", value, b"\r\n"]
+        out = [STATUS_LINE[status], _defaults(self.proto.server_state.default_headers)]
         length = None
         close = False
         for name, value in headers:
