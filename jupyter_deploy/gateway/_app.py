@@ -43,6 +43,7 @@ READ_AHEAD = 64
 _JSON = (b"content-type", b"application/json")
 # One encoder for every response: json.dumps with these options builds a new one per call.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_str_json = json.encoder.encode_basestring  # what that encoder does with a str (non-ASCII kept)
 
 
 def dumps(obj: Any) -> bytes:
@@ -473,8 +474,17 @@ async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse]
         await iterator.aclose()
 
 
-def _items_json(message: pb.StreamResponse) -> list[bytes]:
-    return [dumps({"output": _json.to_json(v)}) for v in message.items]
+def _items(message: pb.StreamResponse, head: bytes, tail: bytes) -> bytes:
+    """Each item as ``head + {"output": ...} + tail``, joined. A stream's items are mostly strings
+    (tokens): those are written with the C string encoder, not a dict through the JSON encoder
+    (a fifth of the time per item, which W2's thousands of items per second feel)."""
+    out = []
+    for v in message.items:
+        if v.WhichOneof("kind") == "str":
+            out.append(head + _str_json(v.str).encode() + tail)
+        else:
+            out.append(head + _encode(_json.to_json(v)).encode() + tail)
+    return b"".join(out)
 
 
 def _sse_frame(message: Any) -> tuple[bytes, bool]:
@@ -483,7 +493,7 @@ def _sse_frame(message: Any) -> tuple[bytes, bool]:
         return b"event: error\ndata: " + dumps(e.body()) + b"\n\n", True
     if isinstance(message, GatewayError):
         return b"event: error\ndata: " + dumps(message.body()) + b"\n\n", True
-    out = b"".join(b"data: " + item + b"\n\n" for item in _items_json(message))
+    out = _items(message, b'data: {"output":', b"}\n\n")
     if message.HasField("error"):
         err = from_status(message.error.code, message.error.message, message.error.type)
         return out + b"event: error\ndata: " + dumps(err.body()) + b"\n\n", True
@@ -498,7 +508,7 @@ def _ndjson_frame(message: Any) -> tuple[bytes, bool]:
         return dumps(e.body()) + b"\n", True
     if isinstance(message, GatewayError):
         return dumps(message.body()) + b"\n", True
-    out = b"".join(item + b"\n" for item in _items_json(message))
+    out = _items(message, b'{"output":', b"}\n")
     if message.HasField("error"):
         err = from_status(message.error.code, message.error.message, message.error.type)
         return out + dumps(err.body()) + b"\n", True
