@@ -424,17 +424,22 @@ async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse]
         err = first.error
         await iterator.aclose()
         raise from_status(err.code, err.message, err.type)
+    frame = frame or (_ndjson_frame if ndjson else _sse_frame)
+    # The first frame goes out at once, in the same write as the headers (the server holds them
+    # for the first body): the time to the first item is the runner's and the network's only.
+    chunk, done = frame(first)
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"application/x-ndjson" if ndjson else b"text/event-stream"),
         (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
-    frame = frame or (_ndjson_frame if ndjson else _sse_frame)
+    await send({"type": "http.response.body", "body": chunk, "more_body": not done})
+    if done:
+        await iterator.aclose()
+        return
     queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
     task = asyncio.current_task()
 
     async def read() -> None:
         try:
-            if first is not None:
-                await queue.put(first)
             async for message in iterator:
                 await queue.put(message)
         except GatewayError as e:
@@ -451,7 +456,6 @@ async def stream_response(r: Request, messages: AsyncIterator[pb.StreamResponse]
     reader = asyncio.ensure_future(read())
     watcher = asyncio.ensure_future(watch())
     try:
-        done = False
         while not done:
             pending = [await queue.get()]
             while not queue.empty():
