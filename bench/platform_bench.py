@@ -71,17 +71,21 @@ class PlatformTarget:
 
     name = "platform"
 
-    def __init__(self) -> None:
+    def __init__(self, deployment_id: str | None = None) -> None:
+        import functools
+
         from jupyter_deploy import Client
 
         self._client = Client()  # finds the session's daemon through JUPYTER_DEPLOY_HOME
         model = self._client.model(MODEL_ID)
         # Bound once, as RunnerTarget does. No routing keywords: the model's only
-        # deployment is its default, the usual ``model.predict(x)``. The first call
+        # deployment is its default, the usual ``model.predict(x)`` (with ``deployment_id``,
+        # that deployment's: the Ray column beside the local one). The first call
         # resolves the route through the daemon; later calls reuse it.
-        self._echo = model.echo
-        self._chunks = model.chunks
-        self._image = model.image_size
+        route = {"deployment_id": deployment_id} if deployment_id else {}
+        self._echo = functools.partial(model.echo, **route)
+        self._chunks = functools.partial(model.chunks, **route)
+        self._image = functools.partial(model.image_size, **route)
         self.model = model
 
     def echo(self, text: str) -> str:
@@ -136,8 +140,9 @@ class PlatformSession:
 
     # ------------------------------------------------------------ deployments
 
-    def deploy(self, deployment_id: str, **config: Any) -> Any:
-        d = self.nodepool.create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}}, **config)
+    def deploy(self, deployment_id: str, nodepool: Any = None, **config: Any) -> Any:
+        d = (nodepool or self.nodepool).create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}},
+                                                          **config)
         return d.wait_until_ready(self.ready_timeout)
 
     def delete(self, deployment_id: str) -> float:
@@ -152,7 +157,7 @@ class PlatformSession:
             time.sleep(POLL_S)
         return time.perf_counter() - t0
 
-    def cold_start(self, deployment_id: str, payload: str) -> dict[str, float]:
+    def cold_start(self, deployment_id: str, payload: str, nodepool: Any = None) -> dict[str, float]:
         """W4: ``create_deployment`` to the first successful predict, and its parts (seconds).
 
         What a user runs: create, ``wait_until_ready()`` (which polls the status every
@@ -160,7 +165,7 @@ class PlatformSession:
         (ResolveRoute, a new channel to the runner, the call).
         """
         t0 = time.perf_counter()
-        d = self.nodepool.create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}})
+        d = (nodepool or self.nodepool).create_deployment(deployment_id, worker={"model": {"id": MODEL_ID}})
         t1 = time.perf_counter()
         d.wait_until_ready(self.ready_timeout)
         t2 = time.perf_counter()
@@ -201,8 +206,8 @@ class PlatformSession:
         self.delete(deployment_id)
         return out
 
-    def target(self) -> PlatformTarget:
-        return PlatformTarget()
+    def target(self, deployment_id: str | None = None) -> PlatformTarget:
+        return PlatformTarget(deployment_id)
 
     # ------------------------------------------------------------ teardown
 

@@ -24,8 +24,14 @@ just the floor's W1b and W3 (no daemon).
 ``--only http`` runs W1, W2 and W5 through the daemon's HTTP gateway (``bench/gateway_bench.py``:
 REST JSON, SSE, base64 and multipart images, OIP v2 REST) beside the gRPC client and the floor.
 
-The table is printed, written to ``bench/out/latest.md``, and with ``--record``
-appended to ``bench/RESULTS.md`` with the date and the machine.
+``--only ray`` measures the Ray backend beside the local one: a one-node Ray cluster
+started on loopback (``tests/ray_helpers.py``), the bench model deployed on a Ray
+nodepool and on ``local/local`` of the same daemon, W1a, W1b and W2 of both through
+the full client beside the floor, and W4 (``create_deployment`` to the first call) on Ray.
+
+The table is printed, written to ``bench/out/latest.md`` (``latest_http.md``,
+``latest_ray.md``), and with ``--record`` appended to ``bench/RESULTS.md`` with the date
+and the machine.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ TARGET_W4 = 2.0     # W4: platform cold start under 2 s
 TARGET_W3_SPEEDUP = 3.0   # W3: batching on at least 3x the requests/s of batching off
 TARGET_W3_FLOOR = 0.7     # W3: batching on at least 70% of the floor's W1b requests/s
 TARGET_W3_P99_MS = 50.0   # W3: batching on, p99 under 50 ms
+TARGET_RAY_W1 = 1.15      # Ray: W1a p50 and W1b within 1.15x of a local replica
+TARGET_RAY_W4 = 3.0       # Ray: create -> first call under 3 s
 
 
 @dataclass
@@ -573,9 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not for the record)")
     p.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (at least 2)")
-    p.add_argument("--only", choices=["w3", "http"], default=None,
+    p.add_argument("--only", choices=["w3", "http", "ray"], default=None,
                    help="w3: only the floor's W1b and W3, batching on and off (no daemon); "
-                        "http: W1, W2 and W5 through the HTTP gateway beside gRPC and the floor")
+                        "http: W1, W2 and W5 through the HTTP gateway beside gRPC and the floor; "
+                        "ray: the Ray backend beside the local one and the floor")
     args = p.parse_args(argv)
     only_w3 = args.only == "w3"
     s = QUICK if args.quick else FULL
@@ -583,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         s.repeats = max(2, args.repeats)
     if args.only == "http":
         return run_http(s, args)
+    if args.only == "ray":
+        return run_ray(s, args.record)
 
     from jupyter_deploy import RunnerClient, load_local
     from jupyter_deploy.folder import load_model_class
@@ -867,6 +878,115 @@ def run_http(s: Settings, args: argparse.Namespace) -> int:
     if args.record:
         with RESULTS.open("a") as f:
             f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} (HTTP gateway)\n\n{text}\n")
+    return 0
+
+
+RAY_METRICS = [("W1a p50 µs", False, 0), ("W1a p99 µs", False, 0), ("W1b req/s", True, 0),
+               ("W2 first chunk µs", False, 0), ("W2 chunks/s", True, 0)]
+RAY_COLUMNS = ["floor", "platform", "ray"]
+
+
+def ray_table(results: dict[str, dict[str, list[float]]]) -> str:
+    rows = ["| metric | floor (bare grpcio) | local replica (Client → Model) | Ray replica (Client → Model) "
+            "| ray/local | ray/floor | local/floor | target: ray vs local |", "| " + " | ".join(["---"] * 8) + " |"]
+    for metric, higher, dec in RAY_METRICS:
+        cells = [_fmt(results[c].get(metric, []), dec) for c in RAY_COLUMNS]
+        ray, local, floor = (results[c].get(metric, []) for c in ("ray", "platform", "floor"))
+        vs_local = [r / x for r, x in zip(ray, local) if x]
+        target = ""
+        if vs_local and metric in ("W1a p50 µs", "W1b req/s"):
+            med = statistics.median(vs_local)
+            ok = med >= 1 / TARGET_RAY_W1 if higher else med <= TARGET_RAY_W1
+            target = f"within {TARGET_RAY_W1}x: {'met' if ok else 'MISSED'}"
+        rows.append(f"| {metric} | " + " | ".join(cells) + f" | {_times(vs_local)} "
+                    f"| {_times([r / f for r, f in zip(ray, floor) if f])} "
+                    f"| {_times([x / f for x, f in zip(local, floor) if f])} | {target} |")
+    return "\n".join(rows)
+
+
+def run_ray(s: Settings, record: bool) -> int:
+    """``--only ray``: the Ray backend beside the local one and the floor, in one run (see the docstring)."""
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    sys.path.insert(0, str(BENCH))
+    from platform_bench import PlatformSession
+    from ray_helpers import RAY_ENV, RayCluster
+
+    machine_info = machine()
+    started = datetime.datetime.now().astimezone()
+    results: dict[str, dict[str, list[float]]] = {c: {} for c in RAY_COLUMNS}
+    w4: dict[str, list[float]] = {}
+    servers: list[ServerProcess] = []
+    plat: PlatformSession | None = None
+    t_start = time.monotonic()
+    os.environ.update(RAY_ENV)
+    # The Ray workers import jupyter_deploy as this process does (a checkout's, when run from one).
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH.parent), os.environ.get("PYTHONPATH")]))
+    cluster = RayCluster()
+    try:
+        print("ray: starting a one-node cluster", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        address = cluster.start_head(num_cpus=4)
+        w4["ray start --head s"] = [time.perf_counter() - t0]
+        floor_addr = start_floor(servers)
+        plat = PlatformSession(MODEL_DIR, call_timeout=STREAM_TIMEOUT, ready_timeout=START_TIMEOUT)
+        t0 = time.perf_counter()
+        ray = plat.client.create_compute_cluster("ray", cloud_provider="ray", ray_address=address)
+        w4["create the ray compute cluster s"] = [time.perf_counter() - t0]
+        pool = ray.create_nodepool("ray")
+        print("ray: W4 cold starts", file=sys.stderr, flush=True)
+        for i in range(1, s.w4_runs + 1):
+            for k, v in plat.cold_start(f"benchray{i}", PAYLOAD, nodepool=pool).items():
+                w4.setdefault(k, []).append(v)
+            w4.setdefault("delete s", []).append(plat.delete(f"benchray{i}"))
+        plat.deploy("bench")
+        plat.deploy("benchray", nodepool=pool)
+        makers = {"floor": lambda: FloorTarget(floor_addr), "platform": lambda: plat.target("bench"),
+                  "ray": lambda: plat.target("benchray")}
+        for name, fn in makers.items():
+            fn.__name__ = name
+        targets = {name: make() for name, make in makers.items()}
+        for rep in range(s.repeats):
+            order = list(RAY_COLUMNS) if rep % 2 == 0 else list(reversed(RAY_COLUMNS))
+            print(f"repeat {rep + 1}/{s.repeats} ({' then '.join(order)})", file=sys.stderr, flush=True)
+            for col in order:
+                for k, v in w1a(targets[col], s).items():
+                    results[col].setdefault(k, []).append(v)
+            for col in order:
+                for k, v in w1b(makers[col], s).items():
+                    results[col].setdefault(k, []).append(v)
+            for col in order:
+                for k, v in w2(targets[col], s).items():
+                    results[col].setdefault(k, []).append(v)
+        for t in targets.values():
+            t.close()
+    finally:
+        if plat is not None:
+            plat.close()
+        for srv in servers:
+            srv.stop()
+        cluster.stop()
+    elapsed = time.monotonic() - t_start
+    rows = ["| Ray (seconds) | median (min–max) | runs | target |", "| --- | --- | --- | --- |"]
+    for key in ("W4 total s", "W4 create call s", "W4 to RUNNING s", "W4 first call s", "delete s",
+                "create the ray compute cluster s", "ray start --head s"):
+        vals = w4.get(key, [])
+        if vals:
+            target = (f"< {TARGET_RAY_W4:g} s: {'met' if statistics.median(vals) < TARGET_RAY_W4 else 'MISSED'}"
+                      if key == "W4 total s" else "")
+            rows.append(f"| {key} | {_fmt(vals, 3)} | {len(vals)} | {target} |")
+    text = "\n".join([
+        f"Run {started:%Y-%m-%d %H:%M %Z} ({'quick' if s is QUICK else 'full'}, Ray backend, {s.repeats} "
+        f"repeats, {elapsed:.0f} s). Machine: {machine_info}.", "", ray_table(results), "", "\n".join(rows), "",
+        "The same daemon serves the bench model on local/local and on a Ray nodepool (one head node on "
+        "loopback, started by the bench); both columns call through `Client().model(\"bench\")` with the "
+        "route cached, so the call goes straight to the replica's gRPC server (a Ray actor's runner on the "
+        "Ray node). W4 on Ray: create_deployment to the first successful call, a fresh deployment id each."])
+    print(text)
+    OUT_DIR.mkdir(exist_ok=True)
+    (OUT_DIR / "latest_ray.md").write_text(text + "\n")
+    if record:
+        with RESULTS.open("a") as f:
+            f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} (Ray backend)\n\n{text}\n")
     return 0
 
 

@@ -30,7 +30,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("path", help="a model folder or a model.py")
     p.add_argument("--model-id", help="default: the id in config.yaml")
     p.add_argument("--app-id")
-    p.add_argument("--deployment-id", help="default: the model id, letters and digits only")
+    p.add_argument("--deployment-id", help="default: the model id")
     p.add_argument("--nodepool", help="default: where the deployment is, else local")
     p.add_argument("--cluster", help="the nodepool's compute cluster (default: as --nodepool)")
     p.add_argument("--config", help="a deployment YAML file (autoscale_config, inference_batcher, ...)")
@@ -47,12 +47,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--app-id")
     p.set_defaults(run=cmd_upload)
 
-    p = sub.add_parser("model", help="list, inspect, export or delete models")
+    p = sub.add_parser("model", aliases=["models"], help="list, inspect, export or delete models")
     msub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    msub.add_parser("list", help="your models").set_defaults(run=cmd_model)
+    q = msub.add_parser("list", help="your models")
+    add_output(q)
+    q.set_defaults(run=cmd_model)
     for name, helptext in (("get", "a model and its methods"), ("versions", "a model's versions")):
         q = msub.add_parser(name, help=helptext)
         q.add_argument("model")
+        add_output(q)
         q.set_defaults(run=cmd_model)
     q = msub.add_parser("export", help="write a version back to a folder, or to a ZIP with its manifest "
                                        "(DEST ending in .zip), which `upload` imports unchanged")
@@ -66,19 +69,20 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--force", action="store_true", help="even if a deployment uses it")
     q.set_defaults(run=cmd_model)
 
-    p = sub.add_parser("cluster", help="compute clusters")
+    p = sub.add_parser("cluster", aliases=["clusters"], help="compute clusters")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = csub.add_parser("create")
     q.add_argument("id")
     q.add_argument("--config", help="a compute cluster YAML file")
-    csub.add_parser("list")
+    add_output(csub.add_parser("list"))
     q = csub.add_parser("get")
     q.add_argument("id")
+    add_output(q, "json")
     q = csub.add_parser("delete")
     q.add_argument("ids", nargs="+")
     p.set_defaults(run=cmd_cluster)
 
-    p = sub.add_parser("nodepool", help="nodepools of a compute cluster")
+    p = sub.add_parser("nodepool", aliases=["nodepools"], help="nodepools of a compute cluster")
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action in ("create", "list", "get", "delete"):
         q = nsub.add_parser(action)
@@ -86,15 +90,17 @@ def add_commands(sub: Any) -> None:
             q.add_argument("ids", nargs="+")
         elif action != "list":
             q.add_argument("id")
+        if action in ("list", "get"):
+            add_output(q, "table" if action == "list" else "json")
         q.add_argument("--cluster", default="local", help="the compute cluster (default: local)")
         if action == "create":
             q.add_argument("--config", help="a nodepool YAML file")
     p.set_defaults(run=cmd_nodepool)
 
-    p = sub.add_parser("deployment", help="deployments of models on nodepools")
+    p = sub.add_parser("deployment", aliases=["deployments"], help="deployments of models on nodepools")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = dsub.add_parser("create")
-    q.add_argument("id", help="letters and digits only")
+    q.add_argument("id", help="letters, digits, '-', '_' and '.' (at most 64)")
     q.add_argument("--model", help="the model to serve (or worker.model in --config)")
     q.add_argument("--cluster", default="local")
     q.add_argument("--nodepool", default="local")
@@ -104,10 +110,13 @@ def add_commands(sub: Any) -> None:
     q = dsub.add_parser("list")
     q.add_argument("--cluster")
     q.add_argument("--nodepool")
+    add_output(q)
     for action in ("get", "start", "stop", "wait", "metrics"):
         q = dsub.add_parser(action, help="requests, errors, latency, in flight, queue depth"
                             if action == "metrics" else None)
         q.add_argument("id")
+        if action in ("get", "metrics"):
+            add_output(q, "json" if action == "get" else "table")
         if action == "wait":
             q.add_argument("--timeout", type=float, default=120)
     q = dsub.add_parser("update")
@@ -140,15 +149,17 @@ def add_commands(sub: Any) -> None:
                       "the deployment's inference_logger records")
     p.add_argument("--since", type=float, metavar="SECONDS", help="with --access/--inference: only the last "
                    "SECONDS seconds")
+    add_output(p)
     p.set_defaults(run=cmd_logs)
 
-    p = sub.add_parser("secret", help="secrets that deployments expose to their runners as environment variables")
+    p = sub.add_parser("secret", aliases=["secrets"],
+                       help="secrets that deployments expose to their runners as environment variables")
     ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = ssub.add_parser("set", help="create or replace a secret (the value is read from stdin or prompted for)")
     q.add_argument("name")
     q.add_argument("--value", help="the value (default: read from stdin, or asked for without echo; "
                    "a value given here may be seen in the shell's history and the process list)")
-    ssub.add_parser("list", help="your secrets' names (never their values)")
+    add_output(ssub.add_parser("list", help="your secrets' names (never their values)"))
     q = ssub.add_parser("delete", help="delete a secret")
     q.add_argument("name")
     p.set_defaults(run=cmd_secret)
@@ -189,15 +200,80 @@ def _model(client: Any, address: str) -> Any:
     return Model(model_id=address, client=client)
 
 
+#: Widest a table cell of free text (a reason, a description) gets; the rest is in `... get`.
+CELL_WIDTH = 80
+_BYTES_KEYS = ("memory", "size", "bytes")
+
+
+def when(timestamp: float) -> str:
+    """An epoch time as local ``YYYY-MM-DD HH:MM:SS``."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def quantity(n: float) -> str:
+    """Bytes for people: ``23.5 GiB``, ``512 MiB``, ``10 KiB``, ``12 B``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            text = f"{n / size:.1f}"
+            return f"{text.removesuffix('.0')} {unit}"
+    return f"{int(n)} B"
+
+
+def cell(column: str, value: Any) -> str:
+    """One table cell: times, byte counts and settings readable, free text on one short line."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if column.endswith("_at"):
+            return when(value) if value else ""
+        if any(key in column for key in _BYTES_KEYS):
+            return quantity(value)
+        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    if isinstance(value, dict):  # e.g. a nodepool's instance_type
+        return ", ".join(f"{k} {cell(k, v)}" for k, v in value.items() if v not in (None, "", {}, []))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(column, v) for v in value)
+    text = str(value).strip()
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > CELL_WIDTH or len(lines) > 1:
+        first = first[:CELL_WIDTH - 1].rstrip() + "…"
+    return first
+
+
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows as an aligned text table (the CLI's listing format)."""
+    """Rows as an aligned text table (the CLI's listing format), each cell as ``cell`` writes it."""
     if not rows:
         return "(none)"
     columns = columns or list(rows[0])
-    cells = [[str(c) for c in columns]] + [["" if r.get(c) is None else str(r.get(c)) for c in columns]
-                                          for r in rows]
+    cells = [[str(c) for c in columns]] + [[cell(c, r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def add_output(parser: Any, default: str = "table") -> None:
+    """``-o/--output table|json|yaml`` on a list or get command."""
+    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default=default,
+                        help=f"how to print it (default: {default}); json and yaml keep raw values, for scripts")
+
+
+def emit(args: argparse.Namespace, data: Any, text: Any = None) -> None:
+    """Print ``data`` as ``--output`` asks: a table of rows (or ``text()``), JSON or YAML."""
+    output = getattr(args, "output", "table")
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    elif output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False).rstrip())
+    elif text is not None:
+        print(text())
+    else:
+        print(table(data))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -207,7 +283,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     def progress(rollout: Any) -> None:
         r = rollout.readiness
-        key = (r.state, r.ready, r.current, r.reason) if r else None
+        # A line per change of state or of a replica's step (not per second of it, nor per chunk sent).
+        key = ("upload" if rollout.action == "upload" else
+               (r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in r.steps)) if r else None)
         if key != shown[0]:
             shown[0] = key
             print(rollout.describe(), flush=True)
@@ -234,14 +312,21 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     client = _client()
     if args.action == "list":
-        print(table([m.to_dict() for m in client.list_models()]))
+        emit(args, [m.to_dict() for m in client.list_models()])
     elif args.action == "get":
         model = _model(client, args.model)
-        print(f"{model!r}  version {model.version.number} ({model.version.id})")
-        for spec in model.specs.values():
-            print(f"  {spec.name}{spec.signature_text}  [{spec.shape.replace('_', '-')}]")
+        methods = {spec.name: {"signature": f"{spec.name}{spec.signature_text}",
+                               "shape": spec.shape.replace("_", "-")} for spec in model.specs.values()}
+        from .ids import model_name
+
+        data = {"model": model_name(model.user_id or client.user_id, model.app_id, model.id),
+                "version": model.version.number,
+                "version_id": model.version.id, "methods": methods}
+        emit(args, data, lambda: "\n".join(
+            [f"{model!r}  version {model.version.number} ({model.version.id})",
+             *(f"  {m['signature']}  [{m['shape']}]" for m in methods.values())]))
     elif args.action == "versions":
-        print(table([v.to_dict() for v in _model(client, args.model).list_versions()]))
+        emit(args, [v.to_dict() for v in _model(client, args.model).list_versions()])
     elif args.action == "export":
         print(f"exported to {_model(client, args.model).export(args.dest, args.version)}")
     elif args.action == "delete":
@@ -255,13 +340,31 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "create":
         print(f"created compute cluster {client.create_compute_cluster(args.id, args.config).id}")
     elif args.action == "list":
-        print(table([c.to_dict() for c in client.list_compute_clusters()]))
+        clusters = [c.to_dict() for c in client.list_compute_clusters()]
+        emit(args, clusters, lambda: table([{**c, "nodes": _nodes_text(c)} for c in clusters],
+                                           ["id", "cloud_provider", "region", "ray_address", "nodes", "description"]))
     elif args.action == "get":
-        print(json.dumps(client.compute_cluster(args.id).refresh().to_dict(), indent=2))
+        emit(args, client.compute_cluster(args.id).refresh().to_dict())
     elif args.action == "delete":
         client.delete_compute_clusters(args.ids)
         print(f"deleted {', '.join(args.ids)}")
     return 0
+
+
+def _nodes_text(cluster: dict) -> str:
+    """A cluster's nodes in a table cell: ``2 nodes: 4 CPU, 16.0 GiB; 2 CPU, 2 GPU [pool=gpu]``."""
+    if cluster.get("error"):
+        return f"(not answering: {cluster['error'][:80]})"
+    nodes = cluster.get("nodes") or []
+    parts = []
+    for n in nodes:
+        text = f"{n['cpus']:g} CPU, {n['memory'] / 2**30:.1f} GiB"
+        if n["gpus"]:
+            text += f", {len(n['gpus'])} GPU"
+        if n["labels"]:
+            text += " [" + ",".join(f"{k}={v}" for k, v in n["labels"].items()) + "]"
+        parts.append(text)
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: " + "; ".join(parts)
 
 
 def cmd_nodepool(args: argparse.Namespace) -> int:
@@ -269,9 +372,9 @@ def cmd_nodepool(args: argparse.Namespace) -> int:
     if args.action == "create":
         print(f"created nodepool {cluster.create_nodepool(args.id, args.config).id} in {args.cluster}")
     elif args.action == "list":
-        print(table([n.to_dict() for n in cluster.list_nodepools()]))
+        emit(args, [n.to_dict() for n in cluster.list_nodepools()])
     elif args.action == "get":
-        print(json.dumps(cluster.nodepool(args.id).refresh().to_dict(), indent=2))
+        emit(args, cluster.nodepool(args.id).refresh().to_dict())
     elif args.action == "delete":
         cluster.delete_nodepools(args.ids)
         print(f"deleted {', '.join(args.ids)}")
@@ -291,19 +394,20 @@ def cmd_deployment(args: argparse.Namespace) -> int:
             deployment.wait_until_ready()
         print(f"deployment {deployment.id}: {deployment.state}")
     elif args.action == "list":
-        print(table([d.to_dict() for d in client.list_deployments(args.cluster, args.nodepool)]))
+        emit(args, [d.to_dict() for d in client.list_deployments(args.cluster, args.nodepool)])
     elif args.action == "get":
         deployment = client.deployment(args.id)
-        print(json.dumps({"config": deployment.config, "status": deployment.status,
-                          "endpoints": deployment.describe()["endpoints"]}, indent=2))
+        emit(args, {"config": deployment.config, "status": deployment.status,
+                    "endpoints": deployment.describe()["endpoints"]})
     elif args.action == "update":
         changes = _scale_changes(args)
         print(f"deployment {args.id}: {client.deployment(args.id).update(args.config, **changes).state}")
     elif args.action in ("start", "stop"):
         print(f"deployment {args.id}: {getattr(client.deployment(args.id), args.action)().state}")
     elif args.action == "metrics":
-        for key, value in client.deployment(args.id).metrics().items():
-            print(f"{key}: {'-' if value is None else value}")
+        metrics = client.deployment(args.id).metrics()
+        emit(args, metrics, lambda: "\n".join(f"{key}: {'-' if value is None else cell(key, value)}"
+                                               for key, value in metrics.items()))
     elif args.action == "wait":
         print(f"deployment {args.id}: {client.deployment(args.id).wait_until_ready(args.timeout).state}")
     elif args.action == "delete":
@@ -343,18 +447,58 @@ def _literal(text: str) -> Any:
         return text  # plain words are text: `predict echo hello` sends "hello"
 
 
+def _by_type(node: Any, text: str) -> Any:
+    """A command-line value read as its parameter's type asks: text stays text for a ``str``
+    (``predict writer 123`` sends "123"), bytes are its UTF-8 unless written ``b'...'``, JSON
+    parameters take JSON, the rest Python literals (else the text, for the call to refuse)."""
+    if node.kind == "optional" and node.args:
+        if text == "None":
+            return None
+        node = node.args[0]
+    if node.kind == "str":
+        return text
+    if node.kind == "bytes":
+        value = _literal(text)
+        return value if isinstance(value, bytes) else text.encode()
+    if node.kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return _literal(text)
+
+
+def parse_call_args(spec: Any, texts: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """``VALUE ... name=VALUE ...`` from the command line as a method's arguments, each read by the
+    type of the parameter it fills (positional values fill the parameters in order).
+
+    Example: for ``predict(self, text: str, n: int = 3)``, ``["123", "n=2"]`` gives
+    ``(["123"], {"n": 2})``.
+    """
+    params = {p.name: p for p in spec.params}
+    positional_texts, named = [], {}
+    for arg in texts:
+        name, sep, value = arg.partition("=")
+        if sep and name in params:  # else "a=b" is a value like any other
+            if name in named:
+                raise InputError(f"{name}= given twice")
+            named[name] = value
+        else:
+            if named:
+                raise InputError(f"the value {arg!r} comes after name=value arguments; put values first")
+            positional_texts.append(arg)
+    free = [p for p in spec.params if p.name not in named]
+    positional = [_by_type(free[i].type, text) if i < len(free) else _literal(text)
+                  for i, text in enumerate(positional_texts)]
+    return positional, {name: _by_type(params[name].type, text) for name, text in named.items()}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _model(_client(), args.model)
     method = model.methods.get(args.method)
     if method is None:
         raise InputError(f"{args.model} has no method {args.method!r} (methods: {', '.join(model.specs)})")
-    positional, named = [], {}
-    for arg in args.args:
-        name, sep, value = arg.partition("=")
-        if sep and name.isidentifier():
-            named[name] = _literal(value)
-        else:
-            positional.append(_literal(arg))
+    positional, named = parse_call_args(model.specs[args.method], args.args)
     routing = {k: v for k, v in (("deployment_id", args.deployment_id), ("compute_cluster_id", args.cluster),
                                  ("nodepool_id", args.nodepool)) if v}
     result = method(*positional, **named, **routing)
@@ -369,13 +513,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     deployment = _client().deployment(args.deployment)
     if not (args.access or args.inference):
-        for line in deployment.logs(args.lines):
+        lines = deployment.logs(args.lines)
+        if args.output != "table":
+            emit(args, lines)
+            return 0
+        for line in lines:
             print(line)
         return 0
     import datetime
 
     since = datetime.timedelta(seconds=args.since) if args.since else None
     df = (deployment.inference_logs if args.inference else deployment.access_logs)(since=since, limit=args.lines)
+    if args.output != "table":
+        records = df.to_dict("records")
+        for record in records:
+            record["timestamp"] = record["timestamp"].isoformat()
+        emit(args, records)
+        return 0
     rows = []
     for record in df.to_dict("records"):
         record["timestamp"] = record["timestamp"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -404,7 +558,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
         print(f"secret {args.name} set")
     elif args.action == "list":
         names = client.list_secrets()
-        print("\n".join(names) if names else "(none)")
+        emit(args, names, lambda: "\n".join(names) if names else "(none)")
     elif args.action == "delete":
         client.delete_secret(args.name)
         print(f"deleted secret {args.name}")

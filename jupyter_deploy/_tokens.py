@@ -78,9 +78,15 @@ def public_key(data: bytes) -> Any:
 
 
 def sign(private_key: Any, *, deployment_id: str, caller: str, ttl: float = DEFAULT_TTL,
-         now: float | None = None) -> str:
-    """A token for ``caller`` to call ``deployment_id``, valid for ``ttl`` seconds."""
+         now: float | None = None, op: str = "") -> str:
+    """A token for ``caller`` to call ``deployment_id``, valid for ``ttl`` seconds.
+
+    ``op`` names a runner operation only the control plane may ask for (``"reload"``: a hot
+    reload); a token without one is a caller's, good for calls into the model only.
+    """
     claims = {"d": deployment_id, "c": caller, "e": (now or time.time()) + ttl}
+    if op:
+        claims["o"] = op
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{payload}.{_b64(private_key.sign(payload.encode()))}"
 

@@ -53,6 +53,15 @@ TELEMETRY_ENV = "JUPYTER_DEPLOY_TELEMETRY"
 LOGGING_FILE = "logging.json"
 #: Per replica: the latest load figures, replaced atomically every tick.
 STATS_FILE = "stats.json"
+#: Per replica: why the model failed to start (its own exception, in ``load_model``, ``test``, the
+#: import of model.py or the transformer), written just before the runner exits. The control plane
+#: fails the deployment with it at once instead of restarting the replica (``control._scheduler``).
+FAILURE_FILE = "failure.json"
+#: A failure record's fields (``step`` is e.g. ``"load_model"``, ``"test"``, ``"import"``).
+FAIL_STEP, FAIL_TYPE, FAIL_MESSAGE, FAIL_TRACEBACK = "step", "type", "message", "traceback"
+#: Per replica: what a starting runner is doing (``{"step": ..., "since": epoch seconds}``, step one
+#: of ``environment``, ``import``, ``load_model``, ``test``), shown while its deployment waits.
+STEP_FILE = "step.json"
 #: Per replica: record segments ``NNNNNNNNNN.jsonl``, one JSON record a line.
 SEGMENT_SUFFIX = ".jsonl"
 

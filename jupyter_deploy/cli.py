@@ -93,21 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_gateway)
     p = sub.add_parser("stop", help="stop the control plane daemon and its runners")
     p.set_defaults(run=cmd_stop)
-    p = sub.add_parser("user", help="users of the control plane (the admin, local, only)")
+    p = sub.add_parser("user", aliases=["users"], help="users of the control plane (the admin, local, only)")
     usub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = usub.add_parser("create", help="create a user and print its token (shown only once)")
     q.add_argument("name", help="letters, digits, '-', '_' or '.'")
-    usub.add_parser("list", help="every user")
+    _add_output(usub.add_parser("list", help="every user"))
     p.set_defaults(run=cmd_user)
-    p = sub.add_parser("token", help="your personal access tokens")
+    p = sub.add_parser("token", aliases=["tokens"], help="your personal access tokens")
     tsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     tsub.add_parser("create", help="a new token (shown only once)")
-    tsub.add_parser("list", help="your tokens (never their text)")
+    _add_output(tsub.add_parser("list", help="your tokens (never their text)"))
     q = tsub.add_parser("revoke", help="revoke one of your tokens; it stops working at once")
     q.add_argument("id", help="a token id (tok_...), from `token list`")
     p.set_defaults(run=cmd_token)
     p = sub.add_parser("limits", help="your limits on this daemon (limits.yaml) and what you hold of each")
     p.add_argument("--user", default=None, help="another user's (the admin only)")
+    _add_output(p)
     p.set_defaults(run=cmd_limits)
     p = sub.add_parser("demo", help="run notebooks/quickstart.ipynb headless and print its results")
     p.add_argument("--notebook", default=None, metavar="PATH",
@@ -355,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from ._cli_platform import _client, table
+    from ._cli_platform import _client, emit
 
     client = _client()
     if args.action == "create":
@@ -363,12 +364,12 @@ def cmd_user(args: argparse.Namespace) -> int:
         print(f"created user {user_id}; its token:")
         _print_token(token)
     else:
-        print(table([{**u, "created_at": _when(u["created_at"])} for u in client.list_users()]))
+        emit(args, client.list_users())
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from ._cli_platform import _client, table
+    from ._cli_platform import _client, emit
 
     client = _client()
     if args.action == "create":
@@ -376,9 +377,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"created token {token_id}:")
         _print_token(token)
     elif args.action == "list":
-        print(table([{"id": t["id"], "created_at": _when(t["created_at"]),
-                      "revoked_at": _when(t["revoked_at"]) if t["revoked_at"] else ""}
-                     for t in client.list_tokens()]))
+        emit(args, [{"id": t["id"], "created_at": t["created_at"], "revoked_at": t["revoked_at"]}
+                    for t in client.list_tokens()])
     else:
         client.revoke_token(args.id)
         print(f"revoked token {args.id}")
@@ -386,25 +386,27 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_limits(args: argparse.Namespace) -> int:
-    from ._cli_platform import _client, table
+    from ._cli_platform import _client, emit, table
 
     def number(value: float | None) -> str:
         return "" if value is None else str(int(value)) if float(value).is_integer() else f"{value:g}"
 
     limits = _client().limits(args.user)
-    print(table([{"limit": name, "value": number(v["value"]), "used": number(v["used"]), "what": v["description"]}
-                 for name, v in limits.items()]))
+    emit(args, limits, lambda: table([{"limit": name, "value": number(v["value"]), "used": number(v["used"]),
+                                       "what": v["description"]} for name, v in limits.items()]))
     return 0
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    from ._cli_platform import add_output
+
+    add_output(parser)
 
 
 def _print_token(token: str) -> None:
     print(f"  {token}")
     print("This token is shown only once: keep it now (use it with JUPYTER_DEPLOY_PAT=... or "
           "Client(pat=...)).")
-
-
-def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def _duration(seconds: float) -> str:

@@ -343,3 +343,29 @@ def _pip_install(env_dir: Path, req_file: Path, log: Callable[[str], object]) ->
             f"{pip.returncode}). The end of pip's output:\n{output}\n"
             f"Fix {req_file.name}, or install the packages into this environment."
         )
+
+
+def missing_requirements(req_file: Path) -> list[str]:
+    """The lines of ``req_file`` (its ``-r`` includes expanded) the current environment does not
+    satisfy, as written; option lines are left out. A Ray node answers this for the ``ray``
+    backend, which installs only these through a ``runtime_env``.
+
+    >>> missing_requirements(Path("model/requirements.txt"))  # "packaging>=20\\nnot-installed==1"
+    ['not-installed==1']
+    """
+    out = []
+    for line in _expanded_lines(Path(req_file), set()):
+        if _EDITABLE.match(line):
+            out.append(line)
+            continue
+        if line.startswith("-"):
+            continue
+        spec = re.split(r"\s-", line, maxsplit=1)[0]
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            out.append(line)  # a path, URL or wheel file name
+            continue
+        if req.url or not _installed(req, set()):
+            out.append(spec)
+    return out

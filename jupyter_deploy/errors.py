@@ -183,21 +183,46 @@ class DeploymentError(DeployError):
     Attributes:
         state: the deployment's state when the error was raised.
         reason: why, as the control plane sees it.
-        log_tail: the last lines of its replicas' logs.
+        log_tail: the last lines of its replicas' logs (empty when ``model_error`` says why).
+        model_error: the model's own exception when its code raised before the deployment
+            first served (in ``load_model``, ``test``, or importing model.py), else None.
+        failed_step: where it raised then: ``"load_model"``, ``"test"``, ``"import"``,
+            ``"transformer"``; ``""`` otherwise.
 
     Example::
 
         try:
             Client().deploy("models/echo")
         except DeploymentError as e:
+            if e.model_error is not None:
+                print(e.failed_step, e.model_error.type, e.model_error.message)
+                print(e.model_error.remote_traceback)
             print(e.state, e.reason)
-            for line in e.log_tail:
-                print(line)
     """
 
-    def __init__(self, message: str, state: str = "", reason: str = "", log_tail: list[str] | None = None):
+    def __init__(self, message: str, state: str = "", reason: str = "", log_tail: list[str] | None = None,
+                 failure: dict | None = None):
         self.state, self.reason, self.log_tail = state, reason, list(log_tail or [])
+        self.failure = dict(failure) if failure else None
+        self.failed_step = self.failure.get("step", "") if self.failure else ""
+        self.model_error = ModelError(self.failure.get("type", ""), self.failure.get("message", ""),
+                                      self.failure.get("traceback", "")) if self.failure else None
         text = message + (f"\n  state: {state}" if state else "") + (f"\n  reason: {reason}" if reason else "")
         if self.log_tail:
             text += "\n  last log lines:\n" + "\n".join(f"    {line}" for line in self.log_tail)
         super().__init__(text)
+
+
+def failure_reason(failure: dict) -> str:
+    """A deployment's reason from its model's failure record: what raised where, then its frames.
+
+    Example: ``load_model() failed: TypeError: expected str`` and the traceback's lines below.
+    """
+    step, kind, message = failure["step"], failure["type"], failure["message"]
+    if step == "import":
+        head = f"the model's code failed to import: {message}"
+    elif step == "transformer":
+        head = message
+    else:
+        head = f"{step}() failed: {kind}: {message}" if message else f"{step}() failed: {kind}"
+    return head + (f"\n{failure['traceback'].rstrip()}" if failure["traceback"] else "")

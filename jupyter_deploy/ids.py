@@ -3,7 +3,8 @@
 The daemon, the client, the CLI, the magics and the config files all call
 ``id_problem`` or ``check_id``, so no path accepts an id that another refuses:
 
-- deployments: letters and digits only, at most 64 (the Hopsworks rule);
+- deployments: letters, digits, '-', '_' and '.', starting with a letter or digit, at most 64
+  (a deployment takes its model's id unless given one, so every model id but a long one is one);
 - users: letters, digits, '-', '_' and '.', starting with a letter or digit, at most 64;
 - secrets: letters, digits, '-', '_' and '.', not starting with '.', at most 128;
 - every other id (app, model, compute cluster, nodepool, concept): letters, digits,
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 
 from .errors import IdError
 
-__all__ = ["IdRule", "as_deployment_id", "check_id", "id_problem", "id_rule", "rule_problem"]
+__all__ = ["IdRule", "as_deployment_id", "check_id", "default_deployment_id", "id_problem", "id_rule",
+           "model_name", "rule_problem"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,7 @@ _NAME_HELP = "use letters, digits, '-', '_' and '.'; start with a letter or digi
 
 #: The rule of every id kind that is not the default (``_DEFAULT``).
 _RULES = {
-    "deployment": IdRule(
-        r"[A-Za-z0-9]+", 64, "use letters and digits only (at most 64), e.g. 'echo1'"
-    ),
+    "deployment": IdRule(_NAME, 64, _NAME_HELP),
     # 64, not 128: a user id is also a folder name and a token's owner, and was always this short.
     "user": IdRule(_NAME, 64, _NAME_HELP),
     # Secret names were always allowed to start with '_' or '-' ('_api_key'); never with '.'.
@@ -82,8 +82,8 @@ def id_problem(kind: str, value: object, label: str = "") -> str | None:
 
     ``label`` names the id in the message (default ``"<kind> id"``, e.g. ``"compute cluster id"``).
 
-    >>> id_problem("deployment", "bad-id")
-    "bad deployment id 'bad-id': use letters and digits only (at most 64), e.g. 'echo1'"
+    >>> id_problem("deployment", "bad id")
+    "bad deployment id 'bad id': use letters, digits, '-', '_' and '.'; start with a letter or digit"
     """
     problem = rule_problem(kind, value)
     if problem is None:
@@ -102,6 +102,30 @@ def check_id(kind: str, value: object, label: str = "", error: type[Exception] =
     if problem is not None:
         raise error(problem)
     return value  # type: ignore[return-value]  # a valid id is a str
+
+
+def model_name(user_id: str, app_id: str, model_id: str) -> str:
+    """How every message names a model: ``user/app/models/model`` (as its URL does).
+
+    >>> model_name("local", "default", "echo")
+    'local/default/models/echo'
+    """
+    return f"{user_id}/{app_id}/models/{model_id}"
+
+
+def default_deployment_id(model_id: str, option: str = "deployment_id") -> str:
+    """The id a model's deployment takes when none is given: the model's own id, never another.
+
+    A model id that is no valid deployment id (one over 64 characters) raises IdError saying
+    the rule and ``option``, the way to give one.
+
+    >>> default_deployment_id("my_model-1")
+    'my_model-1'
+    """
+    problem = id_problem("deployment", model_id, "deployment id")
+    if problem is None:
+        return model_id
+    raise IdError(f"{problem}; a deployment takes its model's id unless given one: give one with {option}")
 
 
 def as_deployment_id(name: str) -> str:

@@ -26,6 +26,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 SIDEBAR_TAB = '.jp-SideBar.jp-mod-left li[data-id="jupyter-deploy-sidebar"]'
+#: The checkout's built sidebar (committed; see labextension/README.md): the browser tests run it,
+#: rather than whichever build an earlier `pip install` left in the environment.
+BUILT = Path(__file__).resolve().parents[1] / "jupyter_deploy" / "labextension"
 
 
 def _free_port() -> int:
@@ -35,11 +38,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_lab(root: Path, timeout: float = 90) -> Iterator[tuple[str, str, Path]]:
+def running_lab(root: Path, timeout: float = 90, env: dict[str, str] | None = None
+                ) -> Iterator[tuple[str, str, Path]]:
     """`jupyter lab` on a free loopback port with a random token: yields (base URL, token, root dir).
 
     The root dir holds ``scratch.ipynb`` (one code cell); the environment's
-    JUPYTER_DEPLOY_* variables reach the server extension unchanged.
+    JUPYTER_DEPLOY_* variables reach the server extension unchanged (``env`` overrides them).
+    The sidebar is the checkout's build (``BUILT``), where there is one.
     """
     work = root / "work"
     work.mkdir(parents=True)
@@ -53,8 +58,11 @@ def running_lab(root: Path, timeout: float = 90) -> Iterator[tuple[str, str, Pat
     # Keep the "receive Jupyter news?" toast off the screenshots.
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    if (BUILT / "package.json").is_file():  # the data dir's labextensions come before the environment's
+        (root / "data" / "labextensions").mkdir(parents=True)
+        (root / "data" / "labextensions" / "jupyter-deploy").symlink_to(BUILT)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTER_DATA_DIR=str(root / "data"),
-               JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"))
+               JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"), **(env or {}))
     port, token = _free_port(), secrets.token_hex(16)
     log_path = root / "lab.log"
     with log_path.open("w") as log:

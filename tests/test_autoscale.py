@@ -84,7 +84,9 @@ def test_scale_up_under_concurrent_load_then_down_when_it_falls(client):
             t.join(30)
     assert failures == []
     status = deployment.status
-    assert status["state"] == "RUNNING" and 2 <= status["autoscale"]["wanted"] <= 3
+    # STARTING while a third replica the load asked for is still coming up: the state counts
+    # ready replicas against the number wanted.
+    assert status["state"] in ("RUNNING", "STARTING") and 2 <= status["autoscale"]["wanted"] <= 3
 
     # No load: back to min_replicas, and the one left still serves.
     wait_for(lambda: len(deployment.status["replicas"]) == 1 and deployment.status["autoscale"]["wanted"] == 1,

@@ -192,16 +192,23 @@ def test_exit_descriptions_and_the_node_it_describes() -> None:
     assert (node.cpus, node.memory, node.gpus) == (2.0, 8 << 30, [])
 
 
-def test_a_provider_without_a_backend_is_refused(platform: Platform, tmp_path: Path) -> None:  # noqa: F811
-    with pytest.raises(FailedPrecondition, match="no ray backend"):
-        backend_for({"cloud_provider": "ray"}, tmp_path, HOST)
+def test_a_provider_without_a_backend_is_refused(platform: Platform, tmp_path: Path,  # noqa: F811
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FailedPrecondition, match="no kubernetes backend"):
+        backend_for({"cloud_provider": "kubernetes"}, tmp_path, HOST)
     backends = Backends(tmp_path, HOST)
     assert backends({"cloud_provider": "local", "region": "a"}) is backends({}) is not None
+    # One backend per Ray cluster, whatever else its clusters' configs say (no Ray is needed for this).
+    ray = {"cloud_provider": "ray", "ray_address": "10.0.0.1:6379"}
+    assert backends(ray) is backends({**ray, "region": "b"}) is not backends({**ray, "ray_address": "10.0.0.2:1"})
+    assert backends(ray).places_replicas and not backends({}).places_replicas
 
-    with platform.store.tx() as db:  # a cluster config from before validation refused ray
+    # A Ray cluster with no address anywhere: its deployments fail saying so.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with platform.store.tx() as db:
         db.execute("UPDATE compute_clusters SET config_json = '{\"cloud_provider\": \"ray\"}'")
     platform.add_deployment("echo", platform.add_version("v1"))
     platform.scheduler()
     platform.wait_state("echo", "FAILED")
-    assert "no ray backend" in platform.deployment("echo")["reason"]
+    assert "no ray_address in the compute cluster's config and no RAY_ADDRESS" in platform.deployment("echo")["reason"]
     assert platform.replicas("echo") == []

@@ -47,6 +47,12 @@ class Echo(ModelClass):
             yield w.upper()
 
     @ModelClass.method
+    def ticks(self, n: int, delay: float) -> Iterator[int]:
+        for i in range(n):
+            time.sleep(delay)
+            yield i
+
+    @ModelClass.method
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
@@ -121,6 +127,20 @@ def test_every_call_leaves_an_access_record(client, echo):
     inference = _logs(echo, 4, inference=True, since=since)
     assert list(inference.request_id) == list(df.request_id)
     assert inference.inputs.isna().all() and inference.outputs.isna().all()
+
+
+def test_a_stream_the_caller_cancels_is_recorded_as_cancelled(client, echo):
+    since = time.time()
+    model = client.model("echo")
+    # Cancelled while the model waits for its next item, and while items pour out.
+    for call in (lambda: model.ticks(1000, 0.2), lambda: model.generate("x", n=10**7),
+                 lambda: model.stream(iter(["w"] * 10**6))):
+        items = call()
+        next(items)
+        items.close()  # as %stream does when its cell is interrupted
+    df = _logs(echo, 3, since=since)
+    assert list(df.method) == ["ticks", "generate", "stream"]
+    assert list(df.status) == ["CANCELLED", "CANCELLED", "CANCELLED"]
 
 
 def test_the_inference_logger_records_inputs_and_outputs_by_mode(client, echo):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -161,6 +162,12 @@ def test_deployment_create_wait_and_list_with_filters(cli, deployed):
 
 def test_predict_unary_and_streaming(cli, deployed):
     assert ok(cli("predict", "echo", "hello")) == "v1:hello\n"
+    # Each value is read as its parameter's type: text stays text, numbers become numbers.
+    assert ok(cli("predict", "echo", "123")) == "v1:123\n"
+    assert ok(cli("predict", "echo", "text=[1, 2]")) == "v1:[1, 2]\n"
+    assert ok(cli("predict", "echo", "a=b")) == "v1:a=b\n"  # not a parameter's name: a value
+    assert ok(cli("predict", "echo", "--method", "generate", "7", "2")) == "70\n71\n"
+    assert "expected int" in one_line_error(cli("predict", "echo", "--method", "generate", "x", "n=two"))
     assert ok(cli("predict", "echo", "--method", "generate", "text=abc", "n=2")) == "abc0\nabc1\n"
     assert ok(cli("predict", "local/default/models/echo", "x", "--deployment-id", "echo1")) == "v1:x\n"
     assert "has no method 'nope'" in one_line_error(cli("predict", "echo", "x", "--method", "nope"))
@@ -188,9 +195,53 @@ def test_model_export_writes_the_same_folder(cli, uploaded, echo_dir, tmp_path):
     assert (dest / "config.yaml").is_file()
 
 
+BROKEN = """
+from jupyter_deploy import ModelClass
+
+
+class Broken(ModelClass):
+    def load_model(self):
+        raise RuntimeError("the weights are missing\\nsee the second line")
+
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+"""
+
+
+def test_tables_are_for_people_and_json_or_yaml_for_scripts(cli, uploaded, tmp_path):
+    import yaml
+
+    nodepool = rows(ok(cli("nodepools", "list")))["local"]  # plural, as people type it
+    assert re.fullmatch(r"cpus \d+, memory \d+(\.\d)? [GM]iB, accelerators \d+", nodepool["instance_type"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", nodepool["created_at"])
+    assert rows(ok(cli("models", "list")))["echo"]["latest"] == "1"
+    assert re.fullmatch(r"\d+(\.\d)? KiB", rows(ok(cli("model", "versions", "echo")))[
+        next(iter(rows(ok(cli("model", "versions", "echo")))))]["size"])
+    models = json.loads(ok(cli("models", "list", "--output", "json")))
+    assert [m["id"] for m in models] == ["echo"] and isinstance(models[0]["created_at"], float)
+    pools = yaml.safe_load(ok(cli("nodepool", "list", "-o", "yaml")))
+    assert pools[0]["instance_type"]["memory"] > 2**20  # raw bytes for scripts
+    assert json.loads(ok(cli("model", "get", "echo", "-o", "json")))["model"] == "local/default/models/echo"
+    assert yaml.safe_load(ok(cli("clusters", "get", "local", "-o", "yaml")))["id"] == "local"
+
+    # A FAILED deployment's reason is one line in the table; the whole of it in `get`.
+    broken = tmp_path / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "model.py").write_text(BROKEN)
+    (broken / "config.yaml").write_text("model:\n  id: broken\n")
+    assert cli("deploy", str(broken), "--timeout", "60").returncode == 1
+    row = rows(ok(cli("deployments", "list")))["broken"]
+    assert row["state"] == "FAILED"
+    assert row["reason"] == "load_model() failed: RuntimeError: the weights are missing…"
+    full = json.loads(ok(cli("deployment", "get", "broken")))["status"]["reason"]
+    assert "see the second line" in full and 'File "1/model.py"' in full
+    ok(cli("deployment", "delete", "broken"))
+
+
 def test_a_bad_deployment_id_is_one_clear_line(cli, uploaded):
-    line = one_line_error(cli("deployment", "create", "bad-id", "--model", "echo"))
-    assert "bad-id" in line and "letters and digits" in line
+    line = one_line_error(cli("deployment", "create", "bad.id!", "--model", "echo"))
+    assert "bad.id!" in line and "use letters, digits" in line
 
 
 def test_a_yaml_file_that_does_not_parse(cli, tmp_path):

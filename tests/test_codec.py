@@ -231,6 +231,17 @@ def test_concepts_and_regions_round_trip(c: Concept, r: Region, rs: list) -> Non
     assert roundtrip(list[Region], rs) == rs
 
 
+def test_a_concept_made_by_name_takes_its_name_as_id_and_a_region_takes_mappings() -> None:
+    # Clarifai's Concept(name=..., value=...): no id given, the name is the id.
+    c = Concept(name="cat", value=0.9)
+    assert (c.id, c.name, c.value) == ("cat", "cat", 0.9)
+    assert roundtrip(Concept, c) == c
+    assert Concept("dog").id == "dog" and Concept(id="d", name="Dog").id == "d"
+    r = Region((0, 0, 1, 1), concepts=[{"name": "cat", "value": 0.8}, Concept("dog")])
+    assert r.concepts == [Concept(id="cat", name="cat", value=0.8), Concept("dog")]
+    assert roundtrip(Region, r) == r
+
+
 @SETTINGS
 @given(images(), finite)
 def test_frame_round_trips(img: Image.Image, time: float) -> None:

@@ -129,10 +129,18 @@ def test_checks_between_fields_are_reported_with_the_field_errors():
 
 def test_cluster_and_nodepool_configs_report_every_problem():
     assert _lines(lambda: cluster_config({"cloud_provider": "aws", "region": 3, "zone": "a"})) == [
-        "compute cluster config: cloud_provider: unknown provider 'aws' (use local; ray is planned)",
+        "compute cluster config: cloud_provider: unknown provider 'aws' (use local or ray)",
         "compute cluster config: region: expected a string, got int 3",
-        "compute cluster config: zone: unknown field (known: cloud_provider, description, id, region)",
+        "compute cluster config: zone: unknown field (known: cloud_provider, description, id, ray_address, region)",
     ]
+    assert _lines(lambda: cluster_config({"ray_address": "10.0.0.1:6379"})) == [
+        "compute cluster config: ray_address: only used with cloud_provider ray"]
+    assert _lines(lambda: cluster_config({"cloud_provider": "ray", "ray_address": "ray://head:10001"}))[0].startswith(
+        "compute cluster config: ray_address: 'ray://head:10001' is a Ray Client address; give the GCS address")
+    assert _lines(lambda: cluster_config({"cloud_provider": "ray", "ray_address": "head"})) == [
+        "compute cluster config: ray_address: expected HOST:PORT (the address `ray start --head` prints), got 'head'"]
+    assert cluster_config({"cloud_provider": {"id": "ray"}, "ray_address": "head:6379"})["cloud_provider"] == "ray"
+    assert "ray_address" not in cluster_config({})  # a local cluster's config is as it always was
     host = detect()
     lines = _lines(
         lambda: nodepool_config(

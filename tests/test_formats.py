@@ -250,7 +250,7 @@ def test_a_hopsworks_script_that_fails_to_load_names_its_file_and_line(client, t
         client.deploy(folder, timeout=120)
     text = f"{info.value} {info.value.reason} {' '.join(info.value.log_tail)}"
     assert "predictor.py, line 9: Predict(): FileNotFoundError" in text, text
-    client.deployment("hopsbroken").delete()
+    client.deployment("hops-broken").delete()
 
 
 # ---------------------------------------------------------------- Oracle ADS

@@ -34,7 +34,8 @@ VALUES = [
     ("kind", "value", "valid"),
     [
         ("deployment", "echo1", True),
-        ("deployment", "bad-id", False),
+        ("deployment", "my_model-1.2", True),  # every model id up to 64 characters: never renamed
+        ("deployment", "-lead", False),
         ("deployment", "x" * 65, False),
         ("model", "sentiment-v2.1_b", True),
         ("model", ".dotted", False),
@@ -59,8 +60,8 @@ def test_messages_name_the_kind_and_say_the_rule():
     assert str(info.value) == (
         "bad user id '.dotted': use letters, digits, '-', '_' and '.'; start with a letter or digit"
     )
-    assert ids.id_problem("deployment", "bad-id") == (
-        "bad deployment id 'bad-id': use letters and digits only (at most 64), e.g. 'echo1'"
+    assert ids.id_problem("deployment", "bad id") == (
+        "bad deployment id 'bad id': use letters, digits, '-', '_' and '.'; start with a letter or digit"
     )
     assert ids.id_problem("compute_cluster", "x" * 129).startswith("bad compute cluster id 'xxx")
     assert ids.id_problem("model", "x" * 129).endswith("at most 128 characters, got 129")

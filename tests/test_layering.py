@@ -143,3 +143,26 @@ def test_loading_a_model_in_a_kernel_never_imports_the_runner() -> None:
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_only_the_ray_driver_and_the_actor_import_ray() -> None:
+    # A Ray driver is ended by Ray when its cluster goes away, and Ray costs a second to import:
+    # the daemon talks to one in a process of its own (_ray_agent), and a replica's actor (which
+    # Ray itself imports on a node) needs Ray only inside its constructor.
+    everything = sorted(PACKAGE.rglob("*.py"))
+    allowed = {PACKAGE / "control" / "_backends" / "_ray_agent.py"}
+    assert _violations([f for f in everything if f not in allowed], ("ray",)) == [
+        "jupyter_deploy.runner._ray_actor (__init__) imports ray"]
+
+
+def test_importing_jupyter_deploy_or_starting_the_daemon_never_imports_ray() -> None:
+    code = (
+        "import sys\n"
+        "import jupyter_deploy, jupyter_deploy.client, jupyter_deploy.cli\n"
+        "import jupyter_deploy.control.daemon, jupyter_deploy.control._plane\n"
+        "from jupyter_deploy.control._backends import RayBackend\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

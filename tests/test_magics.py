@@ -269,6 +269,13 @@ def test_predict_returns_the_plain_value(ip, deployed):
     assert ip.user_ns["v"] == "v1:hi"
     ip.run_cell("def f():\n    inner = 'local'\n    r = %predict echo $inner\n    return r\nfx = f()")
     assert ip.user_ns["fx"] == "v1:local"  # $name reads the function's own scope
+    # A literal fills a str parameter as the text it was written as; other parameters get values.
+    ip.run_cell("n = %predict echo 123 upper=True")
+    assert ip.user_ns["n"] == "V1:123"
+    ip.run_cell("n2 = %predict echo text=[1, 2]")
+    assert ip.user_ns["n2"] == "v1:[1, 2]"
+    ip.run_cell("s = %predict echo --method size {b'abc'} extra=2")
+    assert ip.user_ns["s"] == 5
 
 
 def test_predict_form_is_built_from_the_signature_and_runs(ip, deployed):
@@ -389,14 +396,33 @@ def test_deploy_with_a_config_file_and_requirements(ip, deployed, home, tmp_path
     cell = MODEL.format(version="cfg").replace("class Echo", "class Other")
     ip.run_cell(f"%%deploy other-model --config {config} --requirements 'pyyaml numpy'\n{cell}")
     result = ip.user_ns["_"]
-    assert isinstance(result, Deployment) and result.id == "othermodel"
+    assert isinstance(result, Deployment) and result.id == "other-model"  # the model's id, not renamed
     assert result.config["autoscale_config"]["max_replicas"] == 2
     folder = home / "notebook_models" / "other-model"
     assert (folder / "requirements.txt").read_text().split() == ["pyyaml", "numpy"]
     assert "cpu_limit" in (folder / "config.yaml").read_text()
     ip.run_cell("o = %predict other-model hi")
     assert ip.user_ns["o"] == "cfg:hi"
+    # Models are named one way in every error: user/app/models/id.
+    with pytest.raises(UsageError, match=r"^model local/default/models/other-model has no method 'nope'"):
+        ip.run_cell("%predict other-model --method nope hi")
+    from jupyter_deploy import ControlPlaneError
+
+    with pytest.raises(ControlPlaneError, match=r"model local/default/models/other-model already has a "
+                                                r"deployment \(other-model\) on nodepool local/local"):
+        ip.run_cell(f"%%deploy other-model --deployment-id second\n{cell}")
     result.delete()
+
+
+def test_a_deployment_takes_the_model_id_as_written(ip, deployed):
+    cell = MODEL.format(version="mm").replace("class Echo", "class MyModel")
+    ip.run_cell(f"%%deploy my_model-1 -o mm\n{cell}")
+    assert ip.user_ns["mm"].id == "my_model-1"
+    ip.run_cell("r = %predict my_model-1 hi")
+    assert ip.user_ns["r"] == "mm:hi"
+    ip.user_ns["mm"].delete()
+    with pytest.raises(UsageError, match=r"bad deployment id 'x{65}': at most 64 characters.*--deployment-id"):
+        ip.run_cell(f"%%deploy {'x' * 65}\n{cell}")
 
 
 def test_local_loads_in_the_kernel_without_a_deployment(ip, deployed):
@@ -452,7 +478,10 @@ def test_a_failing_test_fails_the_deploy_with_the_tests_error(ip, deployed):
         ip.run_cell(f"%%deploy echo\n{echo_cell}")
     message = str(e.value)
     assert "test() failed: AssertionError: wrong answer" in message
-    assert 'File "model.py", line' in message and "in test" in message
+    # The test's own frame, named by the cell's line (the cell's first line is %%deploy's).
+    assert 'File "model.py", line 46 (cell line 47), in test' in message
+    assert "crashed" not in message and "last log lines" not in message
     assert len(message.splitlines()) < 15  # the model's error, not pages of logs
+    assert e.value.failed_step == "test" and e.value.model_error.type == "AssertionError"
     ip.run_cell("x4 = %predict echo still")
     assert ip.user_ns["x4"] == ip.user_ns["before"]

@@ -273,7 +273,7 @@ def test_the_line_magic_packages_a_notebook_variable_and_deploys_it(ip, pipeline
     ip.user_ns.update(clf=pipeline, X=X)
     ip.run_cell("%deploy iris-magic --object clf --sample X.head(6) --min-replicas 1 -o dep")
     dep = ip.user_ns["dep"]
-    assert dep.rollout.readiness.done and dep.id == "irismagic"
+    assert dep.rollout.readiness.done and dep.id == "iris-magic"
     ip.run_cell("got = %predict iris-magic {X.iloc[40:60]}")
     np.testing.assert_array_equal(ip.user_ns["got"], pipeline.predict(X.iloc[40:60]))
     ip.run_cell("p = %predict iris-magic --method predict_proba {X.iloc[:3]}")

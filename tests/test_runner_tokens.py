@@ -64,18 +64,18 @@ class Echo(ModelClass):
 @contextlib.contextmanager
 def signed_runner(root: Path) -> Iterator[tuple[subprocess.Popen, grpc.Channel]]:
     """A serving runner with a verification key, as the scheduler starts one; killed on exit."""
-    model_dir = write_model(root, MODEL)
-    port_file = model_dir / "runner.port"
+    model_dir = write_model(root / "model", MODEL)
+    port_file = root / "runner.port"  # beside the folder, not in it: a hot reload compares folders
     env = {**os.environ, "JUPYTER_DEPLOY_VERIFY_KEY": PUBLIC.hex(), "DEPLOYMENT_ID": DEPLOYMENT}
-    with open(model_dir / "runner.log", "wb") as log:
+    with open(root / "runner.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(model_dir),
                                  "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     try:
         wait_for(lambda: port_file.exists() or proc.poll() is not None, 30, "the port file")
-        assert proc.poll() is None, (model_dir / "runner.log").read_text()
+        assert proc.poll() is None, (root / "runner.log").read_text()
         port = int(port_file.read_text())
-        assert f"listening on 127.0.0.1:{port}" in (model_dir / "runner.log").read_text()
+        assert f"listening on 127.0.0.1:{port}" in (root / "runner.log").read_text()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
@@ -192,3 +192,41 @@ def test_a_bad_verification_key_stops_the_runner_with_the_reason(tmp_path: Path,
                           env={**os.environ, "JUPYTER_DEPLOY_VERIFY_KEY": value, "DEPLOYMENT_ID": DEPLOYMENT},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_only_a_reload_token_reloads_and_it_is_good_for_nothing_else(tmp_path: Path, start_runner) -> None:
+    """Hot reload (issue 17): ``Reload`` takes a token with the claim ``"o": "reload"``, which only the
+    control plane signs; a caller's route token (what a client gets) may not reload, and a reload
+    token may not call the model."""
+    with signed_runner(tmp_path / "served") as (_, channel):
+        stub = runner_pb2_grpc.RunnerStub(channel)
+        new = write_model(tmp_path / "new", MODEL.replace("return text\n", "return text.upper()\n", 1))
+        reload = pb.ReloadRequest(model_path=str(new), version_id="v2")
+        refused(lambda: stub.Reload(reload, timeout=10), "no route token")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Reload(reload, metadata=token(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "good for calls into the model, not for reload" in info.value.details()
+        assert stub.Predict(request(), metadata=token(), timeout=10).output.str == "hi"  # nothing swapped
+
+        reload_token = token(op="reload")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request(), metadata=reload_token, timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert stub.Reload(reload, metadata=reload_token, timeout=10).changed == "predict() changed"
+        assert stub.Predict(request(), metadata=token(), timeout=10).output.str == "HI"
+
+        # More than method bodies: refused in the answer, and the code that serves stays.
+        other = write_model(tmp_path / "other", MODEL.replace("import os\n", "import os\nimport json\n"))
+        answer = stub.Reload(pb.ReloadRequest(model_path=str(other), version_id="v3"), metadata=reload_token,
+                             timeout=10)
+        assert answer.error.type == "NotSwappable" and "imports changed" in answer.error.message
+        assert stub.Predict(request(), metadata=token(), timeout=10).output.str == "HI"
+
+    # A runner without a verification key serves anyone on loopback, so it takes no reload at all.
+    plain = start_runner(MODEL, name="plain")
+    with grpc.insecure_channel(plain.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            runner_pb2_grpc.RunnerStub(channel).Reload(pb.ReloadRequest(model_path=str(tmp_path / "new")),
+                                                       timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "no verification key" in info.value.details()

@@ -193,15 +193,23 @@ def test_deployment_runs_serves_signed_calls_and_restarts_a_killed_replica(platf
     assert scheduler.logs(USER, "echo", lines=1) == scheduler.logs(USER, "echo")[-1:]
 
 
-def test_load_failures_mark_the_deployment_failed_with_the_reason(platform: Platform) -> None:
+def test_a_model_error_fails_the_deployment_at_once_with_the_models_exception(platform: Platform) -> None:
     platform.add_deployment("broken", platform.add_version("b1", BROKEN, model_id="broken"), model_id="broken")
     scheduler = platform.scheduler(crash_limit=3, backoff=0.05)
     platform.wait_state("broken", "FAILED")
-    reason = platform.deployment("broken")["reason"]
-    assert "crashed 3 times" in reason and "exit code 3" in reason
-    assert "RuntimeError: the weights are missing" in reason
+    row = platform.deployment("broken")
+    # The model's exception as the runner recorded it, not a crash count or a guess from the log.
+    assert row["reason"].splitlines()[0] == "load_model() failed: RuntimeError: the weights are missing"
+    assert 'File "1/model.py", line 7, in load_model' in row["reason"]
+    assert "crashed" not in row["reason"] and "Last log lines" not in row["reason"]
+    failure = json.loads(row["failure_json"])
+    assert (failure["step"], failure["type"], failure["message"]) == (
+        "load_model", "RuntimeError", "the weights are missing")
+    assert platform.replicas("broken") == [] or all(r["restarts"] == 0 for r in platform.replicas("broken"))
+    starts = "\n".join(scheduler.logs(USER, "broken")).count("of version b1 starting")
+    assert starts == 1  # never restarted
     wait_for(lambda: not platform.replicas("broken"), 15, "the failed deployment's replicas to go")
-    with pytest.raises(FailedPrecondition, match="deployment broken is FAILED: replica crashed"):
+    with pytest.raises(FailedPrecondition, match="deployment broken is FAILED: load_model"):
         scheduler.route(USER, "broken")
 
     # FAILED stays until the deployment is started (or updated) again, which retries it.
@@ -210,6 +218,47 @@ def test_load_failures_mark_the_deployment_failed_with_the_reason(platform: Plat
     scheduler.kick()
     wait_for(lambda: platform.deployment("broken")["state"] != "FAILED", 10, "the retry")
     platform.wait_state("broken", "FAILED")
+
+
+CRASHING = '''
+import os
+
+from jupyter_deploy import ModelClass
+
+
+class Crashing(ModelClass):
+    def load_model(self):
+        os._exit(7)  # the process dies: no exception for the runner to record
+
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+'''
+
+
+def test_a_replica_that_crashes_is_restarted_then_failed_with_the_exit_code(platform: Platform) -> None:
+    platform.add_deployment("crashing", platform.add_version("c1", CRASHING, model_id="crashing"),
+                            model_id="crashing")
+    scheduler = platform.scheduler(crash_limit=3, backoff=0.05)
+    platform.wait_state("crashing", "FAILED")
+    row = platform.deployment("crashing")
+    assert "crashed 3 times" in row["reason"] and "exit code 7" in row["reason"]
+    assert row["failure_json"] == ""
+    assert "\n".join(scheduler.logs(USER, "crashing")).count("of version c1 starting") == 3
+
+
+def test_a_failure_record_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    from jupyter_deploy.control._calllog import replica_dir, take_failure
+
+    folder = replica_dir(tmp_path, USER, "echo", "r1")
+    folder.mkdir(parents=True)
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"step": "test", "type": "Leak", "message": "another replica's", "traceback": ""}))
+    (folder / _wire.FAILURE_FILE).symlink_to(secret)
+    assert take_failure(tmp_path, USER, "echo", "r1") is None
+    assert not (folder / _wire.FAILURE_FILE).is_symlink()  # taken away, so a restart does not read it
+    os.mkfifo(folder / _wire.FAILURE_FILE)
+    assert take_failure(tmp_path, USER, "echo", "r1") is None  # did not block on the FIFO
 
 
 def test_fake_gpus_are_pinned_one_per_replica(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

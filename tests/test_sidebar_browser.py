@@ -10,12 +10,53 @@ import os
 from pathlib import Path
 
 import pytest
-from daemon_helpers import deployed_echo, wait_for, wait_for_state
+from daemon_helpers import (
+    alive,
+    daemon_pid,
+    deployed_echo,
+    kill_everything,
+    wait_for,
+    wait_for_state,
+)
 from lab_helpers import CHROMIUM, browser_page, open_sidebar, running_lab
 
 pytestmark = pytest.mark.timeout(300)
 
 ARTIFACTS = Path(os.environ.get("JUPYTER_DEPLOY_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
+
+# First in the module: it drives its own browser, which Playwright's sync API allows only while no
+# other (the module's `page`) is open.
+def test_with_no_daemon_the_panel_says_so_once_and_start_runs_one(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    home = tmp_path_factory.mktemp("no_daemon_home")
+    try:
+        with running_lab(tmp_path_factory.mktemp("lab_no_daemon"), env={"JUPYTER_DEPLOY_HOME": str(home)}) \
+                as (base, token, _):
+            with browser_page(f"{base}/lab?token={token}") as page:
+                panel = open_sidebar(page)
+                notice = panel.locator(".jd-Daemon")
+                notice.wait_for(timeout=30_000)
+                text = panel.inner_text()
+                assert "No jupyter_deploy daemon is running." in text and "`" not in text, text
+                assert text.count("daemon is running") == 1 and panel.locator(".jd-Error").count() == 0
+                assert not (home / "daemon.json").exists()  # opening the lab starts none
+                panel.screenshot(path=str(_artifacts() / "sidebar-no-daemon.png"))
+
+                panel.locator("button.jd-StartDaemonButton").click()
+                wait_for(lambda: (home / "daemon.json").exists() and alive(daemon_pid(home)), 60,
+                         "the background daemon")
+                empty = panel.locator(".jd-Empty", has_text="No deployments yet")
+                empty.wait_for(timeout=30_000)
+                notice.wait_for(state="detached", timeout=30_000)
+                panel.locator('.jd-Nodepool[data-nodepool-id="local"]').wait_for(timeout=30_000)
+                # The empty state is said once: not again under the empty nodepool.
+                assert panel.inner_text().count("No deployments") == 1, panel.inner_text()
+                panel.screenshot(path=str(_artifacts() / "sidebar-started.png"))
+    finally:
+        kill_everything(home)
+
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory):
@@ -108,3 +149,8 @@ def _luminance(css_color: str) -> float:
     """0 (black) to 1 (white) for an ``rgb(...)``/``rgba(...)`` CSS colour."""
     r, g, b = (int(float(v)) for v in css_color[css_color.index("(") + 1:-1].split(",")[:3])
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def _artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

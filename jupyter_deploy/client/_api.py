@@ -41,6 +41,13 @@ ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
+def _hot_mode(hot: bool | None) -> str:
+    """``Deployment.update``'s ``hot`` as an UpdateRequest says it."""
+    if hot is not None and not isinstance(hot, bool):
+        raise TypeError(f"hot is True, False or None (swap when possible), not {hot!r}")
+    return "auto" if hot is None else "require" if hot else "never"
+
+
 def _read_config(config_filepath: str | Path | None, config: dict) -> dict:
     """A YAML config file's mapping with keyword arguments merged over it."""
     data: dict = {}
@@ -169,7 +176,8 @@ class Client:
     # ------------------------------------------------------------ registry
 
     def upload_model(self, model_path: str | Path, *, model_id: str | None = None,
-                     app_id: str | None = None, user_id: str | None = None) -> "ModelVersionInfo":
+                     app_id: str | None = None, user_id: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> "ModelVersionInfo":
         """Upload a model folder as a new immutable version (identical content is not stored twice).
 
         ``model_path`` may also be a ZIP written by :meth:`Model.export` (imported with the
@@ -180,7 +188,8 @@ class Client:
         Signatures are read in this interpreter (the class is imported, ``load_model``
         is not called), and this interpreter is recorded to run the version.
         ``user_id="platform"`` (the admin only) installs a model every user may call,
-        served on demand by the shared nodepool.
+        served on demand by the shared nodepool. ``progress(sent, total)`` is told the bytes of
+        the model's archive sent so far, chunk by chunk (a large checkpoint folder takes a while).
         """
         from ..paths import home
         from ._upload import upload_chunks
@@ -189,48 +198,99 @@ class Client:
         folder, model_id = model_folder(model_path, model_id, home() / "notebook_models")
         ref = cpb.ModelRef(user_id=user_id or self.user_id, app_id=app_id or "", model_id=model_id or "")
         version = self._control(lambda stub, metadata: stub.UploadModel(
-            upload_chunks(folder, ref), timeout=600, metadata=metadata))
+            upload_chunks(folder, ref, on_sent=progress), timeout=600, metadata=metadata))
         return ModelVersionInfo(version)
 
     def deploy(self, source: str | Path, model_id: str | None = None, *, deployment_id: str | None = None,
                nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
                wait: bool = True, timeout: float = 600.0, app_id: str | None = None,
-               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
+               progress: Callable[[Rollout], None] | None = None, hot: bool | None = None,
+               **config: Any) -> "Deployment":
         """Deploy a model from source, the one way every front end deploys.
 
-        ``source`` is a model folder, a ``model.py`` path or a cell's source text.
-        Uploads a new version if the content changed, creates the deployment or rolls
-        it out, starts it if stopped, and (``wait``) waits until it is ready, on pushed
-        state changes; DeploymentError with the reason and the log tail if it fails.
+        ``source`` is a model folder, a ``model.py`` path, a cell's source text, or another
+        platform's package or a ZIP (``jupyter_deploy.formats``). Uploads a new version if the
+        content changed, creates the deployment or rolls it out, starts it if stopped, and
+        (``wait``) waits until it is ready, on pushed state changes.
 
         Args:
             model_id: default: the folder's ``config.yaml`` (for a ``model.py``, that of the
                 folder it sits in); required for source text.
-            deployment_id: default: the model id without what is not a letter or digit.
+            deployment_id: default: the model id, as it is (a deployment takes its model's id).
             nodepool_id, compute_cluster_id: where to deploy (None: where the deployment
                 already is, else ``local``). An existing deployment is never moved.
             timeout: seconds to wait until ready.
-            progress: called with the :class:`Rollout` as it proceeds (its ``readiness``
-                is updated on each change).
+            app_id: the model's app (default: config.yaml's, else ``default``).
+            progress: called with the :class:`Rollout` as it proceeds: while uploading
+                (``rollout.uploaded`` bytes), then on each change and about each second while
+                it waits (``rollout.readiness``, with each starting replica's step: building
+                its environment, importing model.py, ``load_model()``, ``test()``);
+                ``rollout.describe()`` says it in one line.
+            hot: a new version whose only change is method bodies is swapped into the running
+                replicas, keeping their loaded state (hot reload: no weights loaded again).
+                ``None``: when it can; ``False``: never, new replicas start; ``True``: swap, or
+                raise DeploymentError saying why before the deployment changes.
             **config: deployment config keys (``autoscale_config``, ``inference_batcher``,
-                ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ...).
+                ``inference_logger``, ``transformer``, ``secrets``, ``resources``, ``run_test``, ...).
 
         Returns the Deployment; its ``rollout`` says what the deploy did.
 
-        Example::
+        Raises:
+            DeploymentError: it failed or was not ready in time. When the model's own code
+                raised on its first replica (``load_model()``, ``test()``, importing model.py),
+                at once, with that exception: ``e.model_error`` (type, message, the model's
+                frames) and ``e.failed_step``; no replica is restarted for it.
+            ModelDefinitionError, ConfigError: the folder cannot be served as written (found
+                before anything is uploaded).
 
-            dep = Client().deploy("models/echo", autoscale_config={"min_replicas": 1})
-            dep.rollout.version.number, dep.rollout.action     # (3, 'roll out')
+        Examples::
+
+            from jupyter_deploy import Client
+            client = Client()                                # starts the local daemon if needed
+
+            dep = client.deploy("models/echo")               # a folder: config.yaml names the model
+            dep.rollout.summary()       # 'echo v1: deployment echo RUNNING on local/local, 1 replica, ...'
+            client.model("echo").predict("hi")
+
+            # Source text (a cell), two replicas at least, a line of progress as it goes:
+            client.deploy(source, "sentiment", autoscale_config={"min_replicas": 2},
+                          progress=lambda r: print(r.describe()))
+
+            # Another nodepool, a deployment id of your own, batching on:
+            client.deploy("models/echo", deployment_id="echo-gpu", nodepool_id="gpu",
+                          inference_batcher={"enabled": True, "max_batch_size": 16})
+
+            # Why it failed:
+            try:
+                client.deploy("models/broken")
+            except DeploymentError as e:
+                print(e.failed_step, e.model_error)      # e.g. load_model RuntimeError: ...
+                print(e.model_error.remote_traceback)
+
+            # After changing only predict()'s body: swapped into the running replicas.
+            client.deploy("models/echo").rollout.action      # 'hot reload'
         """
         from ..paths import home
 
         started = time.monotonic()
         folder, model_id = model_folder(source, model_id, home() / "notebook_models")
-        version = self.upload_model(folder, model_id=model_id, app_id=app_id)
-        return roll_out(self, (self.user_id, app_id or "default", model_id), version,
-                        deployment_id=deployment_id or deployment_id_for(model_id),
+        deployment_id = deployment_id or deployment_id_for(model_id)  # before uploading anything
+        uploading = Rollout(deployment_id, compute_cluster_id or "local", nodepool_id or "local", None, "upload",
+                            started, model_id=model_id)
+
+        def sent(done: int, total: int) -> None:
+            uploading.uploaded = (done, total)
+            progress(uploading)
+
+        version = self.upload_model(folder, model_id=model_id, app_id=app_id,
+                                    progress=sent if progress is not None else None)
+        # Where the upload went (config.yaml may name another app than "default").
+        ref = version.proto.model
+        model = (ref.user_id or self.user_id, ref.app_id or app_id or "default", ref.model_id or model_id)
+        return roll_out(self, model, version,
+                        deployment_id=deployment_id,
                         nodepool_id=nodepool_id, compute_cluster_id=compute_cluster_id, wait=wait,
-                        timeout=timeout, progress=progress, config=config, started=started)
+                        timeout=timeout, progress=progress, config=config, started=started, hot=hot)
 
     def watch(self, kinds: list[str] | None = None, ids: list[str] | None = None, *,
               user_id: str | None = None, timeout: float | None = None) -> Iterator[Event]:
@@ -469,6 +529,24 @@ class ComputeCluster(_Resource):
     def _ref(self) -> cpb.ResourceRef:
         return cpb.ResourceRef(kind="compute_cluster", id=self.id, user_id=self.user_id or "")
 
+    def describe(self) -> dict:
+        """Where the cluster runs replicas, as the daemon sees it now.
+
+        ``{"cloud_provider", "ray_address", "nodes": [{"node_id", "labels", "cpus", "memory", "gpus"}]}``:
+        a ``ray`` cluster's nodes as Ray reports them (with ``"error"`` when it does not answer);
+        ``local`` is this host, as one node.
+
+        Example::
+
+            ComputeCluster("gpus").describe()["nodes"][0]["labels"]   # {'pool': 'gpu'}
+        """
+        return json.loads(self.refresh().resource.status_json or "{}")
+
+    def to_dict(self) -> dict:
+        status = json.loads(self.resource.status_json or "{}")
+        return {**super().to_dict(), "nodes": status.get("nodes", []),
+                **({"error": status["error"]} if status.get("error") else {})}
+
     def create_nodepool(self, nodepool_id: str, config_filepath: str | Path | None = None,
                         **config: Any) -> "Nodepool":
         """Create a nodepool; every field defaults to this host (instance_type, min/max_instances)."""
@@ -619,10 +697,23 @@ class Deployment(_Resource):
         self._resource = self.client.call("Act", cpb.ActionRequest(ref=self._ref(), action="stop"))
         return self
 
-    def update(self, config_filepath: str | Path | None = None, **config: Any) -> "Deployment":
-        """Change the config (same keys as create). An unpinned model rolls out its latest version."""
+    def update(self, config_filepath: str | Path | None = None, *, hot: bool | None = None,
+               **config: Any) -> "Deployment":
+        """Change the config (same keys as create). An unpinned model rolls out its latest version.
+
+        A new version whose only change is method bodies (not ``load_model``, ``__init__``,
+        class attributes, imports, ``requirements.txt`` or ``config.yaml``) is swapped into the
+        running replicas, which keep their loaded state (hot reload), unless ``hot`` says
+        otherwise: ``None`` swaps when it can, ``False`` always starts new replicas, ``True``
+        refuses (ControlPlaneError, saying why, nothing changed) an update that cannot swap.
+        ``status["hot_reload"]`` says which happened and why.
+
+        Example::
+
+            Deployment("echo").update(hot=True)    # the latest version, swapped in, or an error
+        """
         self._resource = self.client.call("Update", cpb.UpdateRequest(ref=self._ref(), config_json=json.dumps(
-            _read_config(config_filepath, config))))
+            _read_config(config_filepath, config)), hot=_hot_mode(hot)))
         return self
 
     def delete(self) -> None:
@@ -863,8 +954,9 @@ class Model(MethodMirror):
     def deploy(self, deployment_id: str | None = None, *, version_id: str | None = None,
                nodepool_id: str | None = "local", compute_cluster_id: str | None = "local",
                wait: bool = True, timeout: float = 600.0,
-               progress: Callable[[Rollout], None] | None = None, **config: Any) -> "Deployment":
-        """Deploy this uploaded model, as :meth:`Client.deploy` does (without the upload).
+               progress: Callable[[Rollout], None] | None = None, hot: bool | None = None,
+               **config: Any) -> "Deployment":
+        """Deploy this uploaded model, as :meth:`Client.deploy` does (without the upload; ``hot`` too).
 
         ``version_id`` pins that version (default: the deployment follows the latest);
         ``deployment_id`` defaults to the model id without what is not a letter or digit.
@@ -878,7 +970,7 @@ class Model(MethodMirror):
         return roll_out(client, (self.user_id or client.user_id, self.app_id, self.id), version,
                         deployment_id=deployment_id or deployment_id_for(self.id), nodepool_id=nodepool_id,
                         compute_cluster_id=compute_cluster_id, wait=wait, timeout=timeout,
-                        progress=progress, config=config, version_id=version_id)
+                        progress=progress, config=config, version_id=version_id, hot=hot)
 
     def set_visibility(self, visibility: str) -> None:
         """``"public"``: every user may see, call and deploy it; ``"private"``: only its owner."""

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..config import load_config
@@ -139,13 +139,15 @@ def _answer(stdout: str) -> dict:
 
 
 def upload_chunks(model_dir: str | os.PathLike, model_ref: cpb.ModelRef,
-                  chunk_size: int = 1 << 20) -> Iterator[cpb.UploadChunk]:
+                  chunk_size: int = 1 << 20,
+                  on_sent: Callable[[int, int], None] | None = None) -> Iterator[cpb.UploadChunk]:
     """The UploadModel request stream for a folder: a header chunk, then the archive's data.
 
     The folder is checked, described and packed here, before anything is sent:
     ``ConfigError`` and ``ModelDefinitionError`` raise from this call, not from
     inside the gRPC stream. The model id defaults to config.yaml's, and so
-    does the app id; an empty user id means the caller.
+    does the app id; an empty user id means the caller. ``on_sent(sent, total)`` is told
+    the archive's bytes handed to gRPC so far, after each chunk.
 
     Example::
 
@@ -166,6 +168,8 @@ def upload_chunks(model_dir: str | os.PathLike, model_ref: cpb.ModelRef,
         view = memoryview(data)
         for start in range(0, len(data), chunk_size):
             yield cpb.UploadChunk(data=bytes(view[start:start + chunk_size]))
+            if on_sent is not None:
+                on_sent(min(start + chunk_size, len(data)), len(data))
 
     return chunks()
 

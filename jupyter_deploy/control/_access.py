@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ids import model_name
 from ..proto import control_pb2
 from ._errors import NotFound, PermissionDenied
 from ._store import Store
@@ -74,7 +75,7 @@ def check_rpc(rpc: str, caller: str) -> None:
 
 
 def _name(key: tuple[str, str, str]) -> str:
-    return f"{key[0]}/{key[1]}/models/{key[2]}"
+    return model_name(*key)
 
 
 def readable_model(store: Store, caller: str, key: tuple[str, str, str]) -> None:

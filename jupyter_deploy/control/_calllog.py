@@ -132,6 +132,60 @@ def read_stats(home: Path, user_id: str, deployment_id: str, replica_id: str) ->
     return stats if time.time() - float(stats.get(_wire.STAT_TIME, 0)) <= STATS_FRESH else None
 
 
+#: Bytes of a runner's failure record read at most (the runner cuts its own well below this).
+MAX_FAILURE_BYTES = 64 << 10
+
+
+def take_failure(home: Path, user_id: str, deployment_id: str, replica_id: str) -> dict | None:
+    """The model failure a replica's runner recorded before it exited (``runner._telemetry.write_failure``),
+    removed as it is read; None when there is none, or it is not one (a link, a FIFO, bad JSON).
+
+    Example::
+
+        take_failure(home, "local", "echo", "3f2a9c1b0e4d")
+        # {'step': 'load_model', 'type': 'TypeError', 'message': '...', 'traceback': '...'}
+    """
+    path = replica_dir(home, user_id, deployment_id, replica_id) / _wire.FAILURE_FILE
+    try:
+        with open(_open_runner_file(path), "rb") as f:
+            data = f.read(MAX_FAILURE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        forget_failure(home, user_id, deployment_id, replica_id)
+    try:
+        record = json.loads(data) if len(data) <= MAX_FAILURE_BYTES else None
+    except ValueError:
+        return None
+    fields = (_wire.FAIL_STEP, _wire.FAIL_TYPE, _wire.FAIL_MESSAGE, _wire.FAIL_TRACEBACK)
+    if not isinstance(record, dict) or not all(isinstance(record.get(k, ""), str) for k in fields) \
+            or not record.get(_wire.FAIL_STEP) or not record.get(_wire.FAIL_TYPE):
+        return None
+    return {k: record.get(k, "") for k in fields}
+
+
+def read_step(home: Path, user_id: str, deployment_id: str, replica_id: str) -> dict | None:
+    """What a starting replica's runner does now: ``{"step": "load_model", "seconds": 12.3}``, or None."""
+    try:
+        with open(_open_runner_file(replica_dir(home, user_id, deployment_id, replica_id) / _wire.STEP_FILE),
+                  "rb") as f:
+            record = json.loads(f.read(4096))
+        step, since = record["step"], float(record["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(step, str) or len(step) > 32:
+        return None
+    return {"step": step, "seconds": round(max(0.0, time.time() - since), 1)}
+
+
+def forget_failure(home: Path, user_id: str, deployment_id: str, replica_id: str) -> None:
+    """Remove a replica's failure record (before it starts again: a new run must not read an old one)."""
+    try:
+        (replica_dir(home, user_id, deployment_id, replica_id) / _wire.FAILURE_FILE).unlink()
+    except OSError:
+        pass
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None

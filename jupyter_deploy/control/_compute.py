@@ -22,8 +22,11 @@ import time
 from typing import Any
 
 from .. import _autoscale as autoscale
+from ..ids import model_name
 from ..proto import control_pb2 as cpb
 from ._access import PLATFORM, own_logs, readable_model
+from ._backends.ray import node_host
+from ._calllog import read_step
 from ._configs import (
     check_id,
     cluster_config,
@@ -41,6 +44,7 @@ from ._errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from ._hot import mode_of
 from ._limits import refuse
 from ._resources import needs_from, never_fits, over_capacity
 from ._scheduler import ROLLBACK_PREFIX
@@ -92,12 +96,14 @@ class Compute:
         try:
             if ref.kind == "compute_cluster":
                 cfg = cluster_config(config)
+                # A Ray cluster must answer now (FailedPrecondition naming its address otherwise).
+                self.scheduler.backends(cfg).check()
                 with self.store.tx() as db:
                     db.execute("INSERT INTO compute_clusters (user_id, id, config_json, created_at) "
                                "VALUES (?, ?, ?, ?)", (owner, ref.id, json.dumps(cfg), now()))
             elif ref.kind == "nodepool":
-                self._cluster(owner, ref.compute_cluster_id)
-                cfg = nodepool_config(config, self.host)
+                cluster = json.loads(self._cluster(owner, ref.compute_cluster_id)["config_json"] or "{}")
+                cfg = self._nodepool_config(ref.compute_cluster_id, cluster, config)
                 with self.store.tx() as db:
                     db.execute("INSERT INTO nodepools (user_id, compute_cluster_id, id, config_json, "
                                "created_at) VALUES (?, ?, ?, ?, ?)",
@@ -142,6 +148,44 @@ class Compute:
                  model["id"], model["model_version"]["id"] or None, version.id, json.dumps(cfg),
                  int(cfg["default"]), os.urandom(32).hex(), stamp, stamp))
 
+    def _backend(self, owner: str, cluster_id: str) -> Any:
+        """The nodepool backend of a compute cluster (``_backends``)."""
+        return self.scheduler.backends(json.loads(self._cluster(owner, cluster_id)["config_json"] or "{}"))
+
+    def _nodepool_config(self, cluster_id: str, cluster: dict, config: dict) -> dict:
+        """A nodepool's config, its ``instance_type`` defaulting to this host, or on a Ray cluster to
+        the largest node its ``node_labels`` select."""
+        labels = (config or {}).get("node_labels") if isinstance(config, dict) else None
+        if cluster.get("cloud_provider") != "ray":
+            if labels:
+                raise InvalidArgument(f"nodepool config: node_labels: select Ray nodes; compute cluster "
+                                      f"{cluster_id} is {cluster.get('cloud_provider') or 'local'} (this host)")
+            return nodepool_config(config, self.host)
+        nodes = self.scheduler.backends(cluster).describe()
+        selector = labels if isinstance(labels, dict) else {}  # a bad one is reported by the validation
+        chosen = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+        if not chosen:
+            shown = ", ".join(f"{k}={v}" for k, v in selector.items())
+            raise FailedPrecondition(f"no node of Ray cluster {cluster_id} has the labels {shown} "
+                                     f"(its nodes: {'; '.join(_node_text(n) for n in nodes) or 'none'})")
+        largest = max(chosen, key=lambda n: (len(n.gpus), n.cpus, n.memory))
+        return nodepool_config(config, node_host(largest), where=f"the largest node it selects ({largest.node_id[:12]})")
+
+    def describe_cluster(self, row: sqlite3.Row) -> dict:
+        """``{cloud_provider, ray_address, nodes: [{node_id, labels, cpus, memory, gpus}]}``: for a
+        Ray cluster, as Ray reports them (with ``error`` when it does not answer); for ``local``,
+        this host as one node."""
+        cfg = json.loads(row["config_json"] or "{}")
+        backend = self.scheduler.backends(cfg)
+        out: dict[str, Any] = {"cloud_provider": cfg.get("cloud_provider") or LOCAL,
+                               "ray_address": getattr(backend, "ray_address", "") if backend.provider == "ray" else ""}
+        try:
+            out["nodes"] = [{"node_id": n.node_id, "labels": n.labels, "cpus": n.cpus, "memory": n.memory,
+                             "gpus": n.gpus} for n in backend.describe()]
+        except FailedPrecondition as e:
+            out["nodes"], out["error"] = [], e.message
+        return out
+
     def _check_fits(self, deployment_id: str, nodepool: sqlite3.Row, version: Any, cfg: dict) -> None:
         """Refuse a deployment its nodepool can never hold: one replica (FailedPrecondition), or
         ``min_replicas`` or ``max_replicas`` of them at once (ResourceExhausted). What does not fit
@@ -151,6 +195,15 @@ class Compute:
         asked = (cfg.get("resources") or {}).get("num_accelerators")
         gpus = needs.num_accelerators if asked is None else int(asked)
         pool = json.loads(nodepool["config_json"] or "{}")
+        backend = self._backend(nodepool["user_id"], nodepool["compute_cluster_id"])
+        if backend.places_replicas:
+            # Ray: against the nodes the pool's labels select, as Ray reports them; how many replicas
+            # fit at once is Ray's to say (the cluster may grow): what does not fit now waits there.
+            impossible = backend.never_fits(nodepool["id"], pool, gpus, needs)
+            if impossible:
+                raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: "
+                                         f"{impossible}")
+            return
         impossible = never_fits(gpus, needs, self.host, pool)
         if impossible:
             raise FailedPrecondition(f"deployment {deployment_id} can never run on nodepool {where}: {impossible}")
@@ -195,7 +248,7 @@ class Compute:
             "AND model_user_id = ? AND model_app_id = ? AND model_id = ?",
             (owner, ref.compute_cluster_id, ref.nodepool_id, model["user_id"], model["app_id"], model["id"]))
         other = row["id"] if row else "?"
-        return (f"model {model['user_id']}/{model['app_id']}/{model['id']} already has a deployment "
+        return (f"model {model_name(model['user_id'], model['app_id'], model['id'])} already has a deployment "
                 f"({other}) on nodepool {ref.compute_cluster_id}/{ref.nodepool_id}: one deployment per "
                 f"model per nodepool; update {other} instead")
 
@@ -265,7 +318,7 @@ class Compute:
     def _cluster_resource(self, row: sqlite3.Row) -> cpb.Resource:
         return cpb.Resource(kind="compute_cluster", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["id"], config_json=row["config_json"],
-                            status_json="{}", created_at=row["created_at"])
+                            status_json=json.dumps(self.describe_cluster(row)), created_at=row["created_at"])
 
     def _nodepool_resource(self, row: sqlite3.Row) -> cpb.Resource:
         return cpb.Resource(kind="nodepool", id=row["id"], user_id=row["user_id"],
@@ -276,20 +329,29 @@ class Compute:
         version = self.store.one("SELECT number FROM versions WHERE id = ?", (row["version_id"],))
         replicas = [
             {"id": r["id"], "state": r["state"], "address": r["address"], "pid": r["pid"],
-             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"]}
+             "gpus": r["gpus"], "restarts": r["restarts"], "version_id": r["version_id"], "spec": r["spec"],
+             # a starting replica's step (environment, import, load_model, test) and for how long
+             "step": read_step(self.scheduler.home, row["user_id"], row["id"], r["id"])
+             if r["state"] == "STARTING" else None}
             for r in self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                       "ORDER BY started_at", (row["user_id"], row["id"]))]
         status = {
             "state": row["state"], "reason": row["reason"], "desired": row["desired"],
-            "model": f"{row['model_user_id']}/{row['model_app_id']}/models/{row['model_id']}",
+            "model": model_name(row["model_user_id"], row["model_app_id"], row["model_id"]),
             "version_id": row["version_id"], "version_number": version["number"] if version else None,
             # what its replicas should run (version and start settings); one with another spec is leaving
             "spec": deployment_spec(row["version_id"], row["config_json"]),
             "pinned_version_id": row["pinned_version_id"], "default": bool(row["is_default"]),
             "replicas": replicas, "updated_at": row["updated_at"],
             "rollout_failed": row["reason"].startswith(ROLLBACK_PREFIX),
+            # the model's own exception (step, type, message, traceback) when it is why it FAILED
+            # or was rolled back; None for a crash, a wait, or once it is started or updated again
+            "failure": json.loads(row["failure_json"]) if row["failure_json"] and (
+                row["state"] == "FAILED" or row["reason"].startswith(ROLLBACK_PREFIX)) else None,
             # wanted replicas, load seen, and the time the latest wake from IDLE took (W4 from IDLE)
             "autoscale": self.scheduler.scale_status(row["user_id"], row["id"]),
+            # whether the latest rollout to a new version swaps code in place (hot reload), and why (not)
+            "hot_reload": self.scheduler.hot.status((row["user_id"], row["id"])),
         }
         return cpb.Resource(kind="deployment", id=row["id"], user_id=row["user_id"],
                             compute_cluster_id=row["compute_cluster_id"], nodepool_id=row["nodepool_id"],
@@ -298,8 +360,17 @@ class Compute:
 
     # ------------------------------------------------------------ update, act, delete
 
-    def update(self, caller: str, ref: cpb.ResourceRef, changes: dict) -> cpb.Resource:
-        """Change a deployment's config; an unpinned worker is re-resolved to the latest version."""
+    def update(self, caller: str, ref: cpb.ResourceRef, changes: dict, hot: str = "auto") -> cpb.Resource:
+        """Change a deployment's config; an unpinned worker is re-resolved to the latest version.
+
+        A new version whose only change is method bodies is swapped into the running replicas
+        (``_hot``) unless ``hot`` is ``"never"``; with ``"require"``, an update that cannot swap is
+        refused (FailedPrecondition, saying why) and nothing changes.
+        """
+        try:
+            hot = mode_of(hot)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
         if ref.kind != "deployment":
             raise InvalidArgument(f"only deployments can be updated, not a {ref.kind.replace('_', ' ')}")
         owner = ref.user_id or caller
@@ -315,9 +386,49 @@ class Compute:
         if (model["user_id"], model["app_id"], model["id"]) != (
                 row["model_user_id"], row["model_app_id"], row["model_id"]):
             raise InvalidArgument("a deployment keeps its model; create another deployment for "
-                                  f"{model['user_id']}/{model['app_id']}/{model['id']}")
+                                  f"{model_name(model['user_id'], model['app_id'], model['id'])}")
         version = self._resolve_version(model)
         self._check_fits(ref.id, self._nodepool(owner, row["compute_cluster_id"], row["nodepool_id"]), version, cfg)
+        key = (owner, ref.id)
+        plan, note = self._hot_plan(row, version.id, cfg, hot)
+        if note is not None:  # a new version rolls out: a plan not started yet is superseded
+            self.scheduler.hot.forget_planned(key)
+        if plan is not None:
+            # Before the commit: a scheduler pass right after it must not start new replicas.
+            self.scheduler.hot.plan(key, plan)
+        try:
+            self._write_update(owner, ref, row, model, version, cfg)
+        except BaseException:
+            if plan is not None:
+                self.scheduler.hot.drop(key, plan)
+            raise
+        if note is not None:
+            self.scheduler.hot.note(key, version.id, plan is not None, note)
+        self.scheduler.kick()
+        return self.get(caller, ref)
+
+    def _hot_plan(self, row: sqlite3.Row, version_id: str, cfg: dict, hot: str) -> tuple[Any, str | None]:
+        """``(the hot reload plan or None, the note for the status or None)`` of an update of ``row``
+        to ``version_id`` and ``cfg``; FailedPrecondition when ``hot`` is ``"require"`` and it cannot swap."""
+        if replica_spec(version_id, cfg) == deployment_spec(row["version_id"], row["config_json"]):
+            return None, None  # nothing rolls out
+        if version_id == row["version_id"]:
+            if hot == "require":
+                raise FailedPrecondition(f"cannot hot reload deployment {row['id']}: the update changes "
+                                         "settings replicas start with, not the version's code")
+            return None, None
+        if hot == "never":
+            return None, "hot reload turned off for this update"
+        decision = self.scheduler.hot.consider(row, version_id, cfg, self.scheduler.can_reload(row))
+        if decision.plan is None and hot == "require" and not decision.swappable:
+            raise FailedPrecondition(f"cannot hot reload deployment {row['id']}: {decision.why}; nothing was "
+                                     "changed (deploy with hot=None to roll out new replicas)")
+        if decision.plan is not None:
+            decision.plan.required = hot == "require"
+        return decision.plan, decision.why
+
+    def _write_update(self, owner: str, ref: cpb.ResourceRef, row: sqlite3.Row, model: dict, version: Any,
+                      cfg: dict) -> None:
         with self.store.tx() as db:
             self._check_limits(db, owner, ref.id, cfg)
             if cfg["default"]:
@@ -333,8 +444,6 @@ class Compute:
                 # once: a wait_until_ready() right after must not see the old RUNNING.
                 db.execute("UPDATE deployments SET state = 'UPDATING', reason = '' WHERE user_id = ? AND id = ?",
                            (owner, ref.id))
-        self.scheduler.kick()
-        return self.get(caller, ref)
 
     def act(self, caller: str, ref: cpb.ResourceRef, action: str) -> cpb.Resource:
         if ref.kind != "deployment" or action not in ("start", "stop"):
@@ -434,3 +543,8 @@ class Compute:
         owner = ref.user_id or caller
         own_logs(caller, owner, ref.id)
         return self.deployment_row(owner, ref.id)
+
+
+def _node_text(node: Any) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in node.labels.items()) or "no labels"
+    return f"{node.node_id[:12]} ({labels})"

@@ -43,12 +43,19 @@ def _validated(model_name: str, what: str, data: Any, **context: Any) -> Any:
 
 def cluster_config(data: Any) -> dict:
     """A compute cluster config (``ComputeClusterConfig``), normalized with its defaults."""
-    return _validated("ComputeClusterConfig", "compute cluster config", data).model_dump()
+    cfg = _validated("ComputeClusterConfig", "compute cluster config", data).model_dump()
+    if cfg["cloud_provider"] != "ray":
+        del cfg["ray_address"]  # a local cluster's stored config stays as it always was
+    return cfg
 
 
-def nodepool_config(data: Any, host: Any) -> dict:
-    """A nodepool config (``NodepoolConfig``); every field defaults to this host (a HostInfo)."""
-    return _validated("NodepoolConfig", "nodepool config", data, host=host).model_dump()
+def nodepool_config(data: Any, host: Any, where: str = "this host") -> dict:
+    """A nodepool config (``NodepoolConfig``); every field defaults to ``host`` (a HostInfo: this
+    host, or the largest Ray node the pool selects, as ``where`` says in messages)."""
+    cfg = _validated("NodepoolConfig", "nodepool config", data, host=host, where=where).model_dump()
+    if not cfg["node_labels"]:
+        del cfg["node_labels"]  # as above: only Ray pools have labels
+    return cfg
 
 
 def deployment_config(data: Any, caller: str) -> dict:

@@ -45,8 +45,7 @@ class Placement:
                  ignore: Collection[str] = ()) -> tuple[str | None, str]:
         """``(gpus, "")`` for one more replica of a deployment of ``user_id`` (comma-separated
         indices), or ``(None, why it must wait)``; replicas in ``ignore`` count as gone."""
-        rows = [r for r in self.store.query("SELECT id, user_id, deployment_id, version_id, gpus FROM replicas")
-                if r["id"] not in ignore]
+        rows = [r for r in self.store.query(_ON_THIS_HOST) if r["id"] not in ignore]
         holders: dict[int, str] = {}
         for r in rows:
             name = r["deployment_id"] if r["user_id"] == user_id else f"{r['user_id']}/{r['deployment_id']}"
@@ -82,6 +81,16 @@ class Placement:
     def never_fits(self, count: int, needs: Needs) -> str:
         """Why one replica asking for ``count`` GPUs can never fit on this host, or ""."""
         return never_fits(count, needs, self.host)
+
+
+#: The replicas that run on this host: those of clusters whose backend does not place its own (Ray's
+#: replicas hold nothing here).
+_ON_THIS_HOST = """
+    SELECT r.id, r.user_id, r.deployment_id, r.version_id, r.gpus FROM replicas r
+    JOIN deployments d ON d.user_id = r.user_id AND d.id = r.deployment_id
+    LEFT JOIN compute_clusters c ON c.user_id = d.user_id AND c.id = d.compute_cluster_id
+    WHERE COALESCE(json_extract(c.config_json, '$.cloud_provider'), 'local') = 'local'
+"""
 
 
 def gpu_list(gpus: str) -> list[int]:

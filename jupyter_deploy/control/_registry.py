@@ -130,7 +130,7 @@ def _version(row: sqlite3.Row, deduplicated: bool = False) -> cpb.ModelVersion:
 
 
 def _name(key: tuple[str, str, str]) -> str:
-    return f"{key[0]}/{key[1]}/models/{key[2]}"
+    return ids.model_name(*key)
 
 
 class Registry:

@@ -52,6 +52,12 @@ class LogFile:
             os.replace(self.path, self.rotated)
         return open(self.path, "ab")
 
+    def remove(self) -> None:
+        """Delete the file and the rotated one (the deployment is gone: a new one of the same id
+        must not show its replicas' lines)."""
+        for path in (self.path, self.rotated):
+            path.unlink(missing_ok=True)
+
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` lines, oldest first, across the rotated file and the current one."""
         out = _tail(self.path, lines)

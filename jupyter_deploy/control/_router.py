@@ -70,8 +70,9 @@ class Router:
             if model.model_id and (row["model_user_id"], row["model_app_id"], row["model_id"]) != (
                     model_user, model_app, model.model_id):
                 raise InvalidArgument(
-                    f"deployment {req.deployment_id!r} serves {row['model_user_id']}/{row['model_app_id']}/"
-                    f"{row['model_id']}, not {model_user}/{model_app}/{model.model_id}")
+                    f"deployment {req.deployment_id!r} serves "
+                    f"{ids.model_name(row['model_user_id'], row['model_app_id'], row['model_id'])}, "
+                    f"not {ids.model_name(model_user, model_app, model.model_id)}")
             readable_model(self.store, caller, (row["model_user_id"], row["model_app_id"], row["model_id"]))
         else:
             if not model.model_id:
@@ -84,7 +85,7 @@ class Router:
                     f"AND model_user_id = ? AND model_app_id = ? AND model_id = ? AND {live}",
                     (owner, req.compute_cluster_id, req.nodepool_id, *key))
                 if row is None:
-                    raise NotFound(f"model {'/'.join(key)} has no deployment on nodepool "
+                    raise NotFound(f"model {ids.model_name(*key)} has no deployment on nodepool "
                                    f"{req.compute_cluster_id}/{req.nodepool_id}")
             else:
                 row = self._default(owner, key)
@@ -145,7 +146,7 @@ class Router:
             return marked[0]
         if len(rows) == 1:
             return rows[0]
-        name = "/".join(key)
+        name = ids.model_name(*key)
         if rows:
             raise FailedPrecondition(
                 f"model {name} has {len(rows)} deployments ({', '.join(r['id'] for r in rows)}) and none is "
@@ -154,7 +155,7 @@ class Router:
             return None
         raise FailedPrecondition(
             f"model {name} has no deployment; create one, e.g. "
-            f"Nodepool('local', compute_cluster_id='local').create_deployment('{_deployment_id(key[2])}', "
+            f"Nodepool('local', compute_cluster_id='local').create_deployment('{_suggested_id(key[2])}', "
             f"worker={{'model': {{'id': '{key[2]}', 'user_id': '{key[0]}'}}}}) "
             "or `jupyter-deploy deployment create`")
 
@@ -184,4 +185,10 @@ class _Starting(Exception):
 
 
 def _deployment_id(model_id: str) -> str:
+    """The id part of a platform model's shared deployment (``shared<id>``: made by the daemon, never typed)."""
     return ids.as_deployment_id(model_id) or "deployment"
+
+
+def _suggested_id(model_id: str) -> str:
+    """A deployment id to suggest for a model: its own id, as deploy takes it, where it is one."""
+    return model_id if ids.rule_problem("deployment", model_id) is None else _deployment_id(model_id)[:64]

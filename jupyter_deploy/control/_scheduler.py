@@ -14,7 +14,11 @@ what the store asks for with what runs:
   (``_replica_logs``);
 - a replica becomes READY when its gRPC health answers SERVING; one that exits
   is restarted with exponential backoff, and too many crashes in a window mark
-  the deployment FAILED with the exit code and the log's last lines;
+  the deployment FAILED with the exit code and the log's last lines. A runner
+  whose model raised (its import, ``load_model``, ``test``) records the exception
+  (``runner._telemetry.write_failure``): before any replica of the deployment's
+  version and settings served, that fails the deployment at once with it (no
+  retry: it would raise again), the structured exception kept beside the reason;
 - GPUs are reserved per replica (``_placement``: never one GPU for two replicas,
   across all deployments) and pinned with CUDA_VISIBLE_DEVICES; memory and CPU
   are reserved too, so the host never runs more replicas than it holds. A replica
@@ -32,6 +36,9 @@ what the store asks for with what runs:
 - a stopped deployment's replicas drain (the backend's ``drain``: SIGTERM) and
   are stopped after ``stop_timeout`` (``stop``: SIGKILL), or ``STARTING_GRACE``
   for one that never served; a deleted one's too, and then its row goes;
+- a new version that changes only method bodies may instead be swapped into the running
+  replicas, their loaded state kept (``_hot``: planned by ``Compute.update``, carried out
+  here, from a thread of its own, while the deployment is UPDATING);
 - a runner gets its deployment's public route key (never the private one: ``_tokens``),
   and where the daemon is root it runs as its owner's OS user (the admin's excepted, by
   default), from its owner's copy of the version (``_sandbox``).
@@ -55,6 +62,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 import logging
@@ -68,13 +76,15 @@ from typing import Any, NoReturn
 
 from .. import _tokens
 from .._wire import ENVS_ENV, TELEMETRY_ENV, VERIFY_KEY_ENV
+from ..errors import failure_reason
 from ._auth import server_secret
 from ._autoscaler import IDLE, Autoscaler
 from ._backends import Backends, Health, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
-from ._calllog import replica_dir, write_logging_settings
+from ._calllog import forget_failure, replica_dir, take_failure, write_logging_settings
 from ._configs import deployment_spec, runner_args, runner_settings, with_runner_settings
 from ._errors import FailedPrecondition, InvalidArgument, NotFound
 from ._host_info import HostInfo
+from ._hot import HotReloads, Plan
 from ._interpreters import Interpreters
 from ._placement import Placement, gpu_list
 from ._replica_logs import DEFAULT_MAX_BYTES, LogFile
@@ -130,11 +140,14 @@ class _Deployment:
     rollback: tuple[str, str] | None = None
     #: The inference logger settings last written for its runners.
     logging: str | None = None
+    #: FAILED because its backend could not be reached: it starts again once it can.
+    outage: bool = False
 
     def forget_failures(self) -> None:
         self.crashes.clear()
         self.note = ""
         self.failed_mark = None
+        self.outage = False
 
 
 class Scheduler:
@@ -202,6 +215,8 @@ class Scheduler:
         # Read and advanced by route() on the service's threads, hence apart from _Deployment.
         self._round_robin: dict[tuple[str, str], Iterator[int]] = {}
         self.autoscaler = Autoscaler(self.home)            # wanted replicas per deployment, from the load
+        #: Hot reloads planned (by Compute.update) and under way.
+        self.hot = HotReloads(store, version_dir, self.sandboxes, self.route_keys, self.kick)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -317,6 +332,15 @@ class Scheduler:
         self.kick()
         return waking
 
+    def can_reload(self, dep: Any) -> bool:
+        """Whether the backend of the deployment row's compute cluster can hot reload (``_hot``)."""
+        row = self.store.one("SELECT config_json FROM compute_clusters WHERE user_id = ? AND id = ?",
+                             (dep["user_id"], dep["compute_cluster_id"]))
+        try:
+            return bool(self.backends(json.loads(row["config_json"] or "{}") if row else {}).can_reload)
+        except FailedPrecondition:
+            return False
+
     def scale_status(self, user_id: str, deployment_id: str) -> dict:
         """What the autoscaler wants and saw: ``{"wanted", "load", "last_cold_start_seconds"}``."""
         return self.autoscaler.status((user_id, deployment_id))
@@ -364,6 +388,7 @@ class Scheduler:
     def _reconcile(self, dep: Any) -> None:
         key = (dep["user_id"], dep["id"])
         if dep["desired"] in ("stopped", "deleted"):
+            self.hot.drop(key)  # (a swap under way may finish; its outcome is not applied)
             self.autoscaler.forget(key)
             self._deployment(key).forget_failures()
             replicas = self._observe(dep, leaving=True)
@@ -374,9 +399,13 @@ class Scheduler:
                 with self.store.tx() as db:
                     db.execute("DELETE FROM deployments WHERE user_id = ? AND id = ?", key)
                 self._deployments.pop(key, None)
+                self._log(*key).remove()  # its replicas have ended: nothing writes there any more
             else:
                 self._set_state(dep, STOPPED, "")
             return
+        if dep["state"] == "CREATING" and not self._replicas(dep):
+            # New: a log left by an earlier deployment of this id (deleted under an older daemon) goes.
+            self._log(*key).remove()
         # Before any replica starts: runners read the inference logger's settings from this file.
         state = self._deployment(key)
         state.logging = write_logging_settings(self.home, *key, json.loads(dep["config_json"]), state.logging)
@@ -390,8 +419,10 @@ class Scheduler:
         if dep["state"] == FAILED:
             if state.failed_mark is None:
                 state.failed_mark = dep["updated_at"]
-            if state.failed_mark == dep["updated_at"]:
-                self._stop_all(replicas)  # stays FAILED until the deployment is started or updated again
+            if state.failed_mark == dep["updated_at"] and not (state.outage and not self._backend(dep).outage()):
+                # Stays FAILED until the deployment is started or updated again, or, failed by an
+                # outage of its cluster, until the cluster answers again.
+                self._stop_all(replicas)
                 return
             state.forget_failures()
         self._converge(dep, replicas)
@@ -446,16 +477,25 @@ class Scheduler:
         key = (dep["user_id"], dep["id"])
         run = self._runtime.setdefault(r["id"], _Replica())
         self._release(run)
+        failure = take_failure(self.home, *key, r["id"])
         log.warning("deployment %s/%s: replica %s %s", *key, r["id"], ended)
         if r["spec"] != _spec(dep):
             self._remove(r["id"])  # an old version's (or old settings') replica, leaving anyway
             return
+        if failure is not None and not self._serves(dep):
+            # The model's own error before this version ever served: a restart would raise it again.
+            self._fail(dep, failure_reason(failure), failure)
         state = self._deployment(key)
         crashes = state.crashes
         crashes.append(time.monotonic())
         while crashes and crashes[0] < time.monotonic() - self.crash_window:
             crashes.popleft()
+        if failure is not None:  # a later replica's load_model() failed (a download, memory): retried
+            ended = f"{ended}: {failure_reason(failure).splitlines()[0]}"
         if len(crashes) >= self.crash_limit:
+            if failure is not None:
+                self._fail(dep, f"replica failed {len(crashes)} times within {self.crash_window:g} s; the last "
+                                f"one: {failure_reason(failure)}", failure)
             tail = "\n".join(self.logs(*key, lines=self.REASON_LINES))
             self._fail(dep, f"replica crashed {len(crashes)} times within {self.crash_window:g} s; the last "
                             f"one ended with {ended}. Last log lines:\n{tail}")
@@ -472,15 +512,24 @@ class Scheduler:
         """Start, restart, switch and retire replicas towards the wanted number READY of version_id."""
         key = (dep["user_id"], dep["id"])
         cfg = json.loads(dep["config_json"])
+        replicas = self._hot_reload(dep, cfg, replicas)
+        if replicas is None:
+            return  # a hot reload is under way: its replicas serve as they are
         wanted = self.autoscaler.wanted(dep, cfg, replicas, _LIVE, READY)
         backend = self._backend(dep)
+        outage = backend.outage()
+        if outage:
+            self._deployment(key).outage = True
+            self._fail(dep, outage)
         drain = float(cfg.get("drain_seconds", 5))
         try:
             needs = self.placement.needs(dep["version_id"])
         except LookupError as e:
             self._fail(dep, str(e))
         gpus_each = int(cfg.get("resources", {}).get("num_accelerators", needs.num_accelerators))
-        impossible = self.placement.never_fits(gpus_each, needs)
+        # A backend that places replicas itself (Ray) was asked at create_deployment; a node that
+        # leaves its cluster may come back, so what fits no node now waits there.
+        impossible = "" if backend.places_replicas else self.placement.never_fits(gpus_each, needs)
         if impossible:
             self._fail(dep, impossible)
 
@@ -502,7 +551,8 @@ class Scheduler:
         for _ in range(wanted - len(current)):
             if not self._may_start():
                 break  # the next pass starts more
-            gpus, waiting = self.placement.allocate(dep["user_id"], gpus_each, needs)
+            gpus, waiting = ("", "") if backend.places_replicas else \
+                self.placement.allocate(dep["user_id"], gpus_each, needs)
             if gpus is None:
                 old = self._make_room(dep, gpus_each, needs, replicas, old, drain)
                 break
@@ -510,6 +560,8 @@ class Scheduler:
             self._new_replica(dep, backend, gpus)
 
         replicas = self._replicas(dep)
+        if backend.places_replicas and not waiting:
+            waiting = self._placing(replicas)
         ready = [r for r in replicas if r["spec"] == spec and r["state"] == READY]
         if old and len(ready) >= wanted:
             for r in old:  # the switch: route() now sends every call to the new version
@@ -528,6 +580,76 @@ class Scheduler:
             state = STARTING
         self._set_state(dep, state, self._rollback_note(dep) if state in (RUNNING, IDLE)
                         else waiting or self._deployment(key).note)
+
+    def _placing(self, replicas: list[Any]) -> str:
+        """Why a starting replica is not placed yet, as its backend says (Ray: no node has room), or ""."""
+        for r in replicas:
+            run = self._runtime.get(r["id"])
+            if r["state"] == STARTING and r["address"] is None and run is not None and run.handle is not None:
+                why = run.backend.waiting(run.handle)
+                if why:
+                    return why
+        return ""
+
+    def _hot_reload(self, dep: Any, cfg: dict, replicas: list[Any]) -> list[Any] | None:
+        """Carry the deployment's hot reload on, if it has one (``_hot``): start it, wait for it, or apply
+        its outcome. None while it is under way (the pass leaves the replicas alone); else the
+        replicas to converge, which an ordinary rollout of the new version then replaces."""
+        key = (dep["user_id"], dep["id"])
+        plan = self.hot.get(key)
+        if plan is None:
+            return replicas
+        spec = _spec(dep)
+        if plan.thread is None:
+            if spec == plan.from_spec:
+                return replicas  # the update that planned it has not committed yet
+            if spec != plan.to_spec:
+                self.hot.drop(key, plan)  # updated again (or rolled back) since
+                return replicas
+            live = [r for r in replicas if r["state"] in _LIVE]
+            backend = self._backend(dep)
+            why = ("no replica is running any more" if not live else
+                   "" if all(r["spec"] == plan.from_spec and r["state"] == READY and
+                             self._runtime.get(r["id"], _Replica()).handle is not None for r in live)
+                   else "its replicas changed before the swap began")
+            if why:
+                self._hot_fallback(dep, plan, why, required=plan.required and bool(live))
+                return replicas
+            targets = [(r["id"], backend, self._runtime[r["id"]].handle) for r in live]
+            self.hot.start(dep, plan, targets, run_test=bool(cfg.get("run_test", True))
+                           and plan.to_version not in self._tested)
+            log.info("deployment %s/%s: hot reload to version %s (%s) in %d replica(s)", *key, plan.to_version,
+                     plan.what, len(targets))
+        if not plan.done:
+            self._set_state(dep, UPDATING, f"hot reload: swapping the new code into {plan.replicas} "
+                                           f"replica{'s' if plan.replicas != 1 else ''} ({plan.what})")
+            return None
+        self.hot.drop(key, plan)
+        if spec != plan.to_spec:
+            return replicas  # updated again meanwhile: the ordinary rollout takes it from here
+        if plan.failed:
+            self.hot.note(key, plan.to_version, False, f"hot reload failed: {plan.failed.splitlines()[0]}")
+            self._fail(dep, f"hot reload failed on {plan.failed}")  # rolls back to the old version
+        if not plan.swapped:
+            self._hot_fallback(dep, plan, plan.unreachable, required=plan.required)
+            return replicas
+        self.hot.apply(plan)
+        if plan.tested:
+            self._tested.add(plan.to_version)
+        if plan.first_address:
+            self.on_ready(plan.to_version, plan.first_address)  # the description, from the swapped code
+        log.info("deployment %s/%s: hot reload to version %s done in %d of %d replica(s)", *key, plan.to_version,
+                 len(plan.swapped), plan.replicas)
+        return self._replicas(dep)
+
+    def _hot_fallback(self, dep: Any, plan: Plan, why: str, required: bool) -> None:
+        """A planned hot reload cannot go on: roll out new replicas instead, or (``required``) roll back."""
+        key = (dep["user_id"], dep["id"])
+        self.hot.drop(key, plan)
+        log.warning("deployment %s/%s: no hot reload to version %s: %s", *key, plan.to_version, why)
+        self.hot.note(key, plan.to_version, False, f"hot reload impossible: {why}")
+        if required:
+            self._fail(dep, f"hot reload impossible (hot reload was required): {why}")
 
     def _rollback_note(self, dep: Any) -> str:
         """Why a RUNNING deployment serves an older version than asked, until it is updated again."""
@@ -589,6 +711,11 @@ class Scheduler:
         state, run = self._deployment(key), self._runtime.setdefault(rid, _Replica())
         needs = self.placement.needs(version_id)
         cfg = json.loads(dep["config_json"])
+        # What the deployment asks for: its own GPU count, where it sets one.
+        needs = dataclasses.replace(needs, num_accelerators=int(cfg.get("resources", {}).get(
+            "num_accelerators", needs.num_accelerators)))
+        pool = self.store.one("SELECT config_json FROM nodepools WHERE user_id = ? AND compute_cluster_id = ? "
+                              "AND id = ?", (dep["user_id"], dep["compute_cluster_id"], dep["nodepool_id"]))
         try:
             model_path = self.version_dir(version_id)
         except Exception as e:  # noqa: BLE001 - a missing or damaged blob: this version cannot serve
@@ -625,7 +752,9 @@ class Scheduler:
                  "CUDA_VISIBLE_DEVICES": gpus, TELEMETRY_ENV: str(telemetry),
                  ENVS_ENV: str(sandbox.envs if sandbox is not None else self.home / "envs")},
             gpus=tuple(gpu_list(gpus)), resources=needs, log=self._log(*key),
-            run_as=sandbox.run_as if sandbox is not None else None)
+            run_as=sandbox.run_as if sandbox is not None else None, nodepool_id=dep["nodepool_id"],
+            nodepool=json.loads(pool["config_json"] or "{}") if pool else {})
+        forget_failure(self.home, *key, rid)  # one a previous run of this replica left
         try:
             handle = backend.start(spec)
         except StartFailed as e:
@@ -675,13 +804,15 @@ class Scheduler:
         for r in replicas:
             self._stop(r)
 
-    def _fail(self, dep: Any, reason: str) -> NoReturn:
+    def _fail(self, dep: Any, reason: str, failure: dict | None = None) -> NoReturn:
         """Mark the deployment FAILED and stop its replicas; raises _Failed to end its pass.
 
         In a rollout whose previous version still has ready replicas, roll back
         instead: a new version that cannot come up must not take the working one down.
+        ``failure``: the model's own exception (``take_failure``), kept beside the reason.
         """
         key = (dep["user_id"], dep["id"])
+        failure_json = json.dumps(failure) if failure else ""
         replicas = self._replicas(dep)
         spec = _spec(dep)
         previous = [r for r in replicas if r["spec"] != spec and r["state"] == READY]
@@ -693,16 +824,18 @@ class Scheduler:
             # Back to what the old replicas run: their version, and the settings they started with.
             config = with_runner_settings(json.loads(dep["config_json"]), json.loads(previous[0]["settings_json"]))
             with self.store.tx() as db:
-                db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ? "
-                           "WHERE user_id = ? AND id = ?",
-                           (previous[0]["version_id"], json.dumps(config), RUNNING, note, *key))
+                db.execute("UPDATE deployments SET version_id = ?, config_json = ?, state = ?, reason = ?, "
+                           "failure_json = ? WHERE user_id = ? AND id = ?",
+                           (previous[0]["version_id"], json.dumps(config), RUNNING, note, failure_json, *key))
             state = self._deployment(key)
             state.rollback = (previous[0]["spec"], note)
             state.crashes.clear()
             raise _Failed(reason)
         log.error("deployment %s/%s FAILED: %s", *key, reason)
         self._deployment(key).failed_mark = dep["updated_at"]
-        self._set_state(dep, FAILED, reason)
+        with self.store.tx() as db:
+            db.execute("UPDATE deployments SET state = ?, reason = ?, failure_json = ? WHERE user_id = ? AND id = ?",
+                       (FAILED, reason, failure_json, *key))
         self._stop_all(self._replicas(dep))
         raise _Failed(reason)
 
@@ -790,6 +923,11 @@ class Scheduler:
     def _replicas(self, dep: Any) -> list[Any]:
         return self.store.query("SELECT * FROM replicas WHERE user_id = ? AND deployment_id = ? "
                                 "ORDER BY started_at, id", (dep["user_id"], dep["id"]))
+
+    def _serves(self, dep: Any) -> bool:
+        """Whether a replica of the deployment's current version and settings is READY."""
+        spec = _spec(dep)
+        return any(r["spec"] == spec and r["state"] == READY for r in self._replicas(dep))
 
     def _set_state(self, dep: Any, state: str, reason: str) -> None:
         # ``dep`` was read at the start of this pass, and only this thread writes states.

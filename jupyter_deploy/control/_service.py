@@ -249,7 +249,7 @@ class ControlService(control_pb2_grpc.ControlPlaneServicer):
     @_rpc
     def Update(self, caller, request, context):
         own_resource(caller, request.ref.user_id, f"deployment {request.ref.id!r}")
-        return self.plane.compute.update(caller, request.ref, _json(request.config_json, "config"))
+        return self.plane.compute.update(caller, request.ref, _json(request.config_json, "config"), hot=request.hot)
 
     @_rpc
     def Delete(self, caller, request, context):

@@ -142,6 +142,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN runner_uid INTEGER;
     CREATE UNIQUE INDEX users_runner_uid ON users(runner_uid);
     """,
+    # 3 -> 4: the model's own exception (JSON: step, type, message, traceback) when its first
+    # replica's load_model() or test() raised; '' otherwise. Read with the reason it came with.
+    """
+    ALTER TABLE deployments ADD COLUMN failure_json TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

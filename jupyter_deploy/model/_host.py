@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
+import sys
 import threading
 import traceback
 from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ConfigError, InputError
-from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class
+from ..errors import ConfigError, InputError, ModelDefinitionError
+from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class, model_file
 from ..proto import runner_pb2 as pb
 from ._batcher import Batcher, BatcherSettings, BatchTimeout
 from ._model_class import Deferred, ModelClass
@@ -42,6 +44,10 @@ class CallFailed(Exception):
 
 class TransformerLoadError(Exception):
     """The transformer's constructor or ``load()`` raised; the message names it."""
+
+
+class NotSwappable(Exception):
+    """A hot reload was refused: the new version changes more than method bodies (the message says what)."""
 
 
 def invalid(message: str) -> CallFailed:
@@ -72,7 +78,10 @@ class ModelHost:
         self.transformer_enabled = transformer and self.transformer_cls is not None
         self.transformer: Any = None
         self.specs: dict[str, MethodSpec] = self.cls.method_specs()
+        #: The module the model class was defined in: a hot reload builds the new one from it.
+        self.module = sys.modules.get(self.cls.__module__)
         self.instance: ModelClass | None = None
+        self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self.batcher_settings = batcher or BatcherSettings()
@@ -164,6 +173,71 @@ class ModelHost:
         if inspect.iscoroutine(result):
             self._run_coroutine(result)
         return True
+
+    def reload(self, model_dir: str | Path, run_test: bool = False) -> str:
+        """Swap in the code of the model folder ``model_dir``, keeping the loaded state (a hot reload).
+
+        Allowed only when ``model_dir`` differs from the served folder in method bodies alone
+        (``_hot.hot_swappable``; NotSwappable otherwise). The new model class is built from the
+        new ``model.py`` (``_hot.rebuild_module``) and given the served instance's ``__dict__``,
+        without ``__init__`` or ``load_model``. With ``run_test`` its ``test()`` runs first, on a
+        copy of that ``__dict__``, so a failing test changes nothing. Then one assignment switches:
+        calls in flight finish on the old code, new calls get the new code. Returns what changed.
+
+        Raises NotSwappable, ModelDefinitionError (the new code does not define), or what the
+        new ``test()`` raised; in each case the old code still serves.
+
+        Example::
+
+            host.reload("versions/v2", run_test=True)   # 'predict() changed'
+        """
+        from ._hot import hot_swappable, rebuild_module
+
+        new_dir = Path(model_dir)
+        with self._reload_lock:
+            old = self.instance
+            if old is None or self.module is None:
+                raise NotSwappable("the model is not loaded")
+            ok, what = hot_swappable(self.model_dir, new_dir)
+            if not ok:
+                raise NotSwappable(what)
+            file = model_file(new_dir).resolve()
+            source = file.read_text()
+            name = "jupyter_deploy_model_" + hashlib.sha256(f"{file}\0{source}".encode()).hexdigest()[:16]
+            try:
+                module = rebuild_module(self.module, source, file, name)
+            except Exception as e:
+                raise ModelDefinitionError(f"{file}: {type(e).__name__}: {e}") from None
+            classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, ModelClass)
+                       and c.__module__ == name]
+            if len(classes) != 1:
+                sys.modules.pop(name, None)
+                raise ModelDefinitionError(f"{file}: must define exactly one ModelClass subclass")
+            cls = classes[0]
+            try:
+                specs = cls.method_specs()
+                if run_test and getattr(cls, "test", None) is not None:
+                    candidate = object.__new__(cls)
+                    candidate.__dict__.update(old.__dict__)  # a copy: what a failing test sets is dropped
+                    result = candidate.test()
+                    if inspect.iscoroutine(result):
+                        self._run_coroutine(result)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            swapped = object.__new__(cls)
+            swapped.__dict__ = old.__dict__  # the same dict: what calls in flight still set is kept
+            _rebase(swapped.__dict__, self.model_dir, new_dir)
+            if self.transformer is not None:  # (its file is unchanged: it stays, pointed at the new folder)
+                _rebase(self.transformer.__dict__, self.model_dir, new_dir)
+            # The switch. A call reads self.instance once, so it runs wholly on old or new code;
+            # the specs are equal (signatures may not change), so either pairs with either.
+            before = self.module
+            self.cls, self.module, self.specs, self.model_dir = cls, module, specs, new_dir
+            self.instance = swapped
+            if sys.modules.get(before.__name__) is before:
+                del sys.modules[before.__name__]  # calls in flight keep it through their functions' globals
+            return what
 
     def concurrency(self, requested: int) -> int:
         """Calls to admit at once: ``requested``, raised so a full batch can queue while one runs."""
@@ -431,6 +505,20 @@ def load_folder(model_dir: str | PathLike, *, inference_batcher: dict | bool | N
     host = ModelHost(model_dir, batcher=batcher, transformer=transformer)
     host.config  # noqa: B018 - checked now, so a bad config.yaml is reported before anything loads
     return host
+
+
+def _rebase(state: dict[str, Any], old_dir: Path, new_dir: Path) -> None:
+    """Point the paths the host set into the old folder (``model_path``, a ``checkpoint_path`` inside
+    it) to the same place in the new one: the files are the same, and the old folder may go."""
+    for key in ("model_path", "checkpoint_path"):
+        value = state.get(key)
+        if value is None:
+            continue
+        try:
+            rel = Path(value).relative_to(old_dir)
+        except (TypeError, ValueError):
+            continue
+        state[key] = new_dir / rel
 
 
 def _decoded_items(node: Any, items: Iterator[pb.Value], method: str, param: str) -> Iterator[Any]:

@@ -22,16 +22,21 @@ if TYPE_CHECKING:  # Pillow is imported only by the models whose types need it
 
 @dataclass
 class Concept:
-    """A labelled score.
+    """A labelled score. ``id`` defaults to ``name`` (as Clarifai's ``Concept(name=..., value=...)``).
 
     Example::
 
         Concept(id="cat", name="Cat", value=0.9)
+        Concept(name="cat", value=0.9)      # id "cat"
     """
 
-    id: str
+    id: str = ""
     name: str = ""
     value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.id and isinstance(self.name, str):
+            self.id = self.name
 
 
 @dataclass
@@ -50,6 +55,9 @@ class Region:
         self.box = tuple(float(v) for v in self.box)  # type: ignore[assignment]
         if len(self.box) != 4:
             raise ValueError(f"Region.box needs 4 numbers (x0, y0, x1, y1), got {len(self.box)}")
+        # A concept written as a mapping ({"name": "cat", "value": 0.8}) is taken as one: it would
+        # otherwise fail only when the replica encodes what the model returned.
+        self.concepts = [Concept(**c) if isinstance(c, dict) else c for c in self.concepts]
 
 
 @dataclass

@@ -49,8 +49,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float
 
-from ..errors import DeployError, DeploymentError, ModelDefinitionError, ModelError
-from ..ids import as_deployment_id
+from ..errors import DeployError, DeploymentError, IdError, ModelDefinitionError, ModelError
+from ..ids import default_deployment_id
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -61,7 +61,7 @@ _BUILTINS = (frozenset(dir(builtins)) - {"display", "get_ipython", "__IPYTHON__"
     "exit", "quit", "__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__",
     "__builtins__", "__annotations__", "__dict__"}
 _VAR = re.compile(r"\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
-_MODEL_FRAME = re.compile(r'File "[^"]*/1/model\.py", line (\d+)')
+_MODEL_FRAME = re.compile(r'File "(?:[^"]*/)?1/model\.py", line (\d+)')
 _MAGIC_NAMES = {"line": ("deploy", "predict", "stream"), "cell": ("deploy",)}
 
 
@@ -297,12 +297,39 @@ def _expression(option: str) -> Callable[[str], Any]:
     return expression
 
 
+class _Typed:
+    """A literal read from the line (``123``), with its text: a ``str`` parameter takes the text
+    (``%predict writer 123`` sends "123"), any other the value (``_as_declared``)."""
+
+    def __init__(self, value: Any, text: str):
+        self.value, self.text = value, text
+
+
+def _read_value(token: str) -> Any:
+    ns = _CELL_NAMESPACE.get()
+    found, value = ns.reference(token)
+    if found:  # $var / {expr}: the notebook's value, as it is
+        return value
+    value = ns.value(token)
+    return value if isinstance(value, str) else _Typed(value, token)
+
+
+def _as_declared(param: Any, value: Any) -> Any:
+    """A value for ``param`` (None: no such parameter): a literal's text where it takes text."""
+    if not isinstance(value, _Typed):
+        return value
+    node = param.type if param is not None else None
+    if node is not None and node.kind == "optional" and node.args and value.value is not None:
+        node = node.args[0]
+    return value.text if node is not None and node.kind == "str" else value.value
+
+
 def _method_value(token: str) -> tuple[str | None, Any]:
     """A method's argument: ``(name, value)`` for ``name=value``, else ``(None, value)``."""
     name, sep, value = token.partition("=")
     if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
-        return name, _CELL_NAMESPACE.get().value(value)
-    return None, _CELL_NAMESPACE.get().value(token)
+        return name, _read_value(value)
+    return None, _read_value(token)
 
 
 def _variable_name(token: str) -> str:
@@ -451,11 +478,30 @@ def _model_error(e: Exception, folder: Path) -> ModelError:
     return ModelError(type(e).__name__, str(e), f"Traceback (model frames):\n{text}{type(e).__name__}: {e}")
 
 
-def _concise(e: DeployError, deployment_id: str) -> DeployError:
-    """A failed deploy's error, short: what happened, why, and the model's own error from the logs."""
+def _cell_frames(text: str, from_cell: bool) -> str:
+    """Frames of model.py named as the user wrote them: with the cell's line where it was a cell."""
+    if from_cell:
+        return _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]} (cell line {int(m[1]) + 1})', text)
+    return _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]}', text)
+
+
+def _concise(e: DeployError, deployment_id: str, from_cell: bool = True) -> DeployError:
+    """A failed deploy's error, short: what happened, why, and the model's own error.
+
+    The model's error comes from the control plane as the runner recorded it (``e.failure``);
+    only a replica that crashed without recording one leaves the logs to say why."""
     if not isinstance(e, DeploymentError):
         return e
     lines = [str(e).split("\n")[0]]
+    if e.failure is not None:
+        from ..errors import failure_reason
+
+        why = _cell_frames(failure_reason(e.failure), from_cell).splitlines()
+        lines += ["  " + line for line in why]
+        lines.append(f"  (its logs: Deployment({deployment_id!r}).logs())")
+        short = DeploymentError("\n".join(lines), failure=e.failure)
+        short.state, short.reason, short.log_tail = e.state, e.reason, e.log_tail
+        return short
     reason = e.reason.split(". Last log lines:")[0].strip()
     if reason:
         lines.append(f"  reason: {reason.splitlines()[0]}")
@@ -467,8 +513,7 @@ def _concise(e: DeployError, deployment_id: str) -> DeployError:
             if line.startswith(("---", "jupyter_deploy runner")):
                 break
             block.append(line)
-        lines += ["  " + _MODEL_FRAME.sub(lambda m: f'File "model.py", line {m[1]} (cell line '
-                                                   f'{int(m[1]) + 1})', line) for line in block]
+        lines += ["  " + _cell_frames(line, from_cell) for line in block]
     elif e.log_tail:
         lines += ["  last log lines:", *("    " + line for line in e.log_tail[-8:])]
     lines.append(f"  (all of it: Deployment({deployment_id!r}).logs())")
@@ -538,7 +583,10 @@ class DeployMagics(Magics):
             model = Model(model_id=model_id, user_id=user or None, app_id=app, client=self.client)
             self._models[key] = model
         if method not in model.methods:
-            raise UsageError(f"model {address} has no method {method!r} "
+            from ..ids import model_name
+
+            name = model_name(key[0] or self.client.user_id, key[1], key[2])
+            raise UsageError(f"model {name} has no method {method!r} "
                              f"(methods: {', '.join(model.specs) or 'none'})")
         return model
 
@@ -555,7 +603,7 @@ class DeployMagics(Magics):
     @argument("--cluster", default=None, type=_text,
               help="the nodepool's compute cluster (default: local)")
     @argument("--deployment-id", default=None, type=_text,
-              help="the deployment's id (default: the model id with all but letters and digits removed)")
+              help="the deployment's id (default: the model id)")
     @argument("--app-id", default=None, type=_text,
               help="the app that holds the model (default: default)")
     @argument("--config", default=None, metavar="FILE", type=_text,
@@ -571,6 +619,10 @@ class DeployMagics(Magics):
                    "namespace under the class's name")
     @argument("--no-test", action="store_true",
               help="do not run the model's test() (in the kernel with --local, else on the first replica)")
+    @argument("--reload", default="auto", choices=("auto", "never"), type=_text,
+              help="auto (the default): when only method bodies changed since the running version, swap "
+                   "the new code into the running replicas, keeping their loaded state (hot reload); "
+                   "never: always start new replicas")
     @argument("--object", default=None, metavar="NAME", type=_variable("--object"),
               help="line form (%%deploy MODEL_ID --object NAME): package this trained object of the "
                    "notebook (a scikit-learn, XGBoost, LightGBM or PyTorch model, a transformers "
@@ -595,6 +647,12 @@ class DeployMagics(Magics):
         the new version on the existing one, waits until it is ready and returns
         the Deployment. The first replica runs load_model() and test(); a failing
         test fails the deploy with the test's error. Values may be $var or {expr}.
+
+        Re-running the cell after changing only method bodies (not load_model, __init__,
+        class attributes, imports, --requirements or --config) swaps the new code into the
+        running replicas, which keep their loaded weights (hot reload; test() runs on the
+        swapped code first, and a failure keeps the old code); the ready line says "hot
+        reload", or why it was not one. --reload never starts new replicas instead.
         """
         args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
         if cell is None:
@@ -690,9 +748,10 @@ class DeployMagics(Magics):
     def _deploy(self, args: Any, cell: str | None, model_part: dict, deployment_part: dict,
                 folder: Path | None = None) -> Any:
         progress = _Progress(self._live(), self.progress_interval)
-        deployment_id = args.deployment_id or as_deployment_id(args.model_id)
-        if not deployment_id:
-            raise UsageError(f"cannot make a deployment id from {args.model_id!r}; give --deployment-id")
+        try:
+            deployment_id = args.deployment_id or default_deployment_id(args.model_id, "--deployment-id")
+        except IdError as e:
+            raise UsageError(str(e)) from None
         progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
         client = self.client
         if folder is None:
@@ -706,18 +765,21 @@ class DeployMagics(Magics):
 
         def show(rollout: Any) -> None:
             r = rollout.readiness
-            key = None if r is None else (r.state, r.ready, r.current, r.reason)
-            progress.show(rollout.describe(), key, force=r is None)
+            uploading = rollout.action == "upload"
+            # Printed (outside a kernel) once per step; updated in place (throttled) in one.
+            key = "upload" if uploading else None if r is None else (
+                r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in getattr(r, "steps", ())))
+            progress.show(rollout.describe(), key, force=r is None and not uploading)
 
         try:
             deployment = client.deploy(
                 folder, args.model_id, deployment_id=deployment_id, app_id=args.app_id,
                 nodepool_id=args.nodepool, compute_cluster_id=args.cluster, timeout=self.wait_timeout,
-                progress=show, **config)
+                progress=show, hot=None if args.reload == "auto" else False, **config)
         except DeploymentError as e:
             progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
                           force=True)
-            raise _concise(e, deployment_id) from None
+            raise _concise(e, deployment_id, from_cell=cell is not None) from None
         finally:
             self._models.pop(self._model_key(args.model_id), None)
             self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
@@ -778,6 +840,10 @@ class DeployMagics(Magics):
                                  f"{', '.join(rest) or 'nothing'}")
             named.update(zip(rest, positional))
             positional = []
+        params = {p.name: p for p in spec.params}
+        free = [p for p in spec.params if p.name not in named]
+        positional = [_as_declared(free[i] if i < len(free) else None, v) for i, v in enumerate(positional)]
+        named = {k: _as_declared(params.get(k), v) for k, v in named.items()}
         if by is not None:
             return model, spec, lambda: by(value, **named, **routing)
         fn = model.methods[method]

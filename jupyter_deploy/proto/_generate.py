@@ -3,8 +3,11 @@
     python -m jupyter_deploy.proto._generate          # rewrite them in place
     python -m jupyter_deploy.proto._generate OUT_DIR  # write them under OUT_DIR
 
-Needs grpcio-tools (a test extra). The generated files are committed so that a
-plain install imports them; a test regenerates them and fails on any difference.
+Needs grpcio-tools, exactly the version the test extra pins: the oldest whose output
+works with the oldest protobuf runtime still maintained, so that the package installs
+beside others that hold protobuf back (see pyproject.toml). Every ``.proto`` under this
+folder is compiled. The generated files are committed so that a plain install imports
+them; a test regenerates them and fails on any difference.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
 ROOT = PROTO_DIR.parent.parent  # holds the jupyter_deploy package
-PROTOS = sorted(p.relative_to(ROOT).as_posix() for p in PROTO_DIR.glob("*.proto"))
+PROTOS = sorted(p.relative_to(ROOT).as_posix() for p in PROTO_DIR.rglob("*.proto"))
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -32,7 +35,7 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {PROTOS}")
-    return sorted(out_dir.rglob("*_pb2*.py*"))
+    return sorted(p for p in out_dir.rglob("*_pb2*.py*") if p.suffix in (".py", ".pyi"))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@ from jupyter_deploy.proto import runner_pb2 as _runner_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -33,7 +32,7 @@ class ShutdownRequest(_message.Message):
     __slots__ = ("stop_runners",)
     STOP_RUNNERS_FIELD_NUMBER: _ClassVar[int]
     stop_runners: bool
-    def __init__(self, stop_runners: _Optional[bool] = ...) -> None: ...
+    def __init__(self, stop_runners: bool = ...) -> None: ...
 
 class ShutdownResponse(_message.Message):
     __slots__ = ()
@@ -123,7 +122,7 @@ class ModelVersion(_message.Message):
     python: str
     created_at: float
     deduplicated: bool
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., number: _Optional[int] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., config_json: _Optional[str] = ..., python: _Optional[str] = ..., created_at: _Optional[float] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., number: _Optional[int] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., config_json: _Optional[str] = ..., python: _Optional[str] = ..., created_at: _Optional[float] = ..., deduplicated: bool = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("ref", "created_at", "version_count", "latest", "visibility")
@@ -183,7 +182,7 @@ class DeleteModelRequest(_message.Message):
     model: ModelRef
     version_id: str
     force: bool
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., version_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., version_id: _Optional[str] = ..., force: bool = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("data", "sha256")
@@ -236,12 +235,14 @@ class CreateRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("ref", "config_json")
+    __slots__ = ("ref", "config_json", "hot")
     REF_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    HOT_FIELD_NUMBER: _ClassVar[int]
     ref: ResourceRef
     config_json: str
-    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
+    hot: str
+    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., config_json: _Optional[str] = ..., hot: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("parent",)
@@ -303,7 +304,7 @@ class User(_message.Message):
     id: str
     created_at: float
     admin: bool
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., admin: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., admin: bool = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -473,7 +474,7 @@ class Event(_message.Message):
     addresses: _containers.RepeatedScalarFieldContainer[str]
     time: float
     initial: bool
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., user_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., version_id: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., time: _Optional[float] = ..., initial: _Optional[bool] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., user_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., version_id: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., time: _Optional[float] = ..., initial: bool = ...) -> None: ...
 
 class CallLogsRequest(_message.Message):
     __slots__ = ("ref", "since", "limit", "inference")
@@ -485,7 +486,7 @@ class CallLogsRequest(_message.Message):
     since: float
     limit: int
     inference: bool
-    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., inference: _Optional[bool] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[ResourceRef, _Mapping]] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., inference: bool = ...) -> None: ...
 
 class CallRecord(_message.Message):
     __slots__ = ("timestamp", "request_id", "caller", "method", "status", "latency_ms", "bytes_in", "bytes_out", "inputs_json", "outputs_json", "replica_id", "version_id")

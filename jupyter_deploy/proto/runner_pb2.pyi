@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -44,7 +43,7 @@ class Value(_message.Message):
     video: Media
     fields: MapValue
     big_int: str
-    def __init__(self, none: _Optional[bool] = ..., str: _Optional[str] = ..., bytes: _Optional[bytes] = ..., int: _Optional[int] = ..., float: _Optional[float] = ..., bool: _Optional[bool] = ..., list: _Optional[_Union[ListValue, _Mapping]] = ..., map: _Optional[_Union[MapValue, _Mapping]] = ..., ndarray: _Optional[_Union[NDArray, _Mapping]] = ..., dataframe: _Optional[_Union[DataFrame, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., concept: _Optional[_Union[Concept, _Mapping]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., audio: _Optional[_Union[Media, _Mapping]] = ..., video: _Optional[_Union[Media, _Mapping]] = ..., fields: _Optional[_Union[MapValue, _Mapping]] = ..., big_int: _Optional[str] = ...) -> None: ...
+    def __init__(self, none: bool = ..., str: _Optional[str] = ..., bytes: _Optional[bytes] = ..., int: _Optional[int] = ..., float: _Optional[float] = ..., bool: bool = ..., list: _Optional[_Union[ListValue, _Mapping]] = ..., map: _Optional[_Union[MapValue, _Mapping]] = ..., ndarray: _Optional[_Union[NDArray, _Mapping]] = ..., dataframe: _Optional[_Union[DataFrame, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., concept: _Optional[_Union[Concept, _Mapping]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., audio: _Optional[_Union[Media, _Mapping]] = ..., video: _Optional[_Union[Media, _Mapping]] = ..., fields: _Optional[_Union[MapValue, _Mapping]] = ..., big_int: _Optional[str] = ...) -> None: ...
 
 class ListValue(_message.Message):
     __slots__ = ("items",)
@@ -180,7 +179,7 @@ class Categorical(_message.Message):
     categories: Column
     codes: NDArray
     ordered: bool
-    def __init__(self, categories: _Optional[_Union[Column, _Mapping]] = ..., codes: _Optional[_Union[NDArray, _Mapping]] = ..., ordered: _Optional[bool] = ...) -> None: ...
+    def __init__(self, categories: _Optional[_Union[Column, _Mapping]] = ..., codes: _Optional[_Union[NDArray, _Mapping]] = ..., ordered: bool = ...) -> None: ...
 
 class RangeIndex(_message.Message):
     __slots__ = ("start", "stop", "step")
@@ -226,7 +225,7 @@ class Parameter(_message.Message):
     default: Value
     keyword_only: bool
     stream: bool
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[Type, _Mapping]] = ..., has_default: _Optional[bool] = ..., default: _Optional[_Union[Value, _Mapping]] = ..., keyword_only: _Optional[bool] = ..., stream: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[Type, _Mapping]] = ..., has_default: bool = ..., default: _Optional[_Union[Value, _Mapping]] = ..., keyword_only: bool = ..., stream: bool = ...) -> None: ...
 
 class MethodDescription(_message.Message):
     __slots__ = ("name", "shape", "parameters", "returns", "doc", "is_async", "openai")
@@ -244,7 +243,7 @@ class MethodDescription(_message.Message):
     doc: str
     is_async: bool
     openai: str
-    def __init__(self, name: _Optional[str] = ..., shape: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., returns: _Optional[_Union[Type, _Mapping]] = ..., doc: _Optional[str] = ..., is_async: _Optional[bool] = ..., openai: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., returns: _Optional[_Union[Type, _Mapping]] = ..., doc: _Optional[str] = ..., is_async: bool = ..., openai: _Optional[str] = ...) -> None: ...
 
 class ModelDescription(_message.Message):
     __slots__ = ("model_id", "class_name", "methods", "doc")
@@ -313,3 +312,21 @@ class Error(_message.Message):
     message: str
     traceback: str
     def __init__(self, code: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("model_path", "version_id", "run_test")
+    MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_TEST_FIELD_NUMBER: _ClassVar[int]
+    model_path: str
+    version_id: str
+    run_test: bool
+    def __init__(self, model_path: _Optional[str] = ..., version_id: _Optional[str] = ..., run_test: bool = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("error", "changed")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    changed: str
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., changed: _Optional[str] = ...) -> None: ...

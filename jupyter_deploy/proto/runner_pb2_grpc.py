@@ -5,8 +5,10 @@ import warnings
 
 from jupyter_deploy.proto import runner_pb2 as jupyter__deploy_dot_proto_dot_runner__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.64.3'
 GRPC_VERSION = grpc.__version__
+EXPECTED_ERROR_RELEASE = '1.65.0'
+SCHEDULED_RELEASE_DATE = 'June 25, 2024'
 _version_not_supported = False
 
 try:
@@ -16,16 +18,19 @@ except ImportError:
     _version_not_supported = True
 
 if _version_not_supported:
-    raise RuntimeError(
+    warnings.warn(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in jupyter_deploy/proto/runner_pb2_grpc.py depends on'
+        + f' but the generated code in jupyter_deploy/proto/runner_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+        + f' This warning will become an error in {EXPECTED_ERROR_RELEASE},'
+        + f' scheduled for release on {SCHEDULED_RELEASE_DATE}.',
+        RuntimeWarning
     )
 
 
-class RunnerStub:
+class RunnerStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -54,9 +59,14 @@ class RunnerStub:
                 request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/jupyter_deploy.v1.Runner/Reload',
+                request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
-class RunnerServicer:
+class RunnerServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Describe(self, request, context):
@@ -79,6 +89,13 @@ class RunnerServicer:
 
     def Stream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """the control plane only
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -106,6 +123,11 @@ def add_RunnerServicer_to_server(servicer, server):
                     request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.SerializeToString,
             ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'jupyter_deploy.v1.Runner', rpc_method_handlers)
@@ -114,7 +136,7 @@ def add_RunnerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Runner:
+class Runner(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -215,6 +237,33 @@ class Runner:
             '/jupyter_deploy.v1.Runner/Stream',
             jupyter__deploy_dot_proto_dot_runner__pb2.StreamRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_runner__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.Runner/Reload',
+            jupyter__deploy_dot_proto_dot_runner__pb2.ReloadRequest.SerializeToString,
+            jupyter__deploy_dot_proto_dot_runner__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

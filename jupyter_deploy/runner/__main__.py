@@ -5,7 +5,9 @@ NOT_SERVING while ``load_model`` runs), then ``serving`` once the model is
 loaded (health SERVING). ``--port-file PATH`` also writes the bound port to
 PATH (atomically), so a supervisor learns it without parsing stdout. A model
 that fails to import or load makes it exit non-zero after printing the
-reason. SIGTERM or SIGINT stop it gracefully.
+reason. SIGTERM or SIGINT stop it gracefully. When the model's own code raised (its import,
+``load_model``, ``test``), the exception is also recorded in the replica's telemetry folder
+(``failure.json``), so the control plane fails the deployment with it rather than restarting.
 
 With ``JUPYTER_DEPLOY_VERIFY_KEY`` (an Ed25519 public key, hex) and
 ``DEPLOYMENT_ID`` in its environment (the control plane sets both), every call
@@ -39,6 +41,8 @@ from ..errors import DeployError
 EXIT_BAD_MODEL = 2
 EXIT_LOAD_FAILED = 3
 EXIT_TEST_FAILED = 4
+#: The runner's supervisor (a Ray actor) died: the runner stops with it.
+EXIT_ORPHANED = 6
 #: Seconds a stopping runner refuses new calls before its server stops.
 REFUSE_BEFORE_STOP = 0.5
 #: Seconds calls in flight get to finish once the server stops.
@@ -104,6 +108,23 @@ def _not_dumpable() -> None:
         pass
 
 
+def _exit_with_parent() -> None:
+    """Under a supervisor that can die without stopping us (a Ray actor's worker, SIGKILLed),
+    exit once it is gone: nothing else would ever stop this runner. Its pid is in ``PARENT_ENV``."""
+    from ._ray_actor import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _apply_limits(args: argparse.Namespace, say, fail) -> None:
     from ..config import parse_quantity
     from ._limits import EXIT_OUT_OF_MEMORY, MemoryWatch, limit_cpus
@@ -149,6 +170,14 @@ def _write_port(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
+def _relative(text: str, model_dir: Path) -> str:
+    """``text`` with the model folder's absolute path left out: frames read ``1/model.py``, wherever
+    the replica's copy of the version lies (a sandbox's, the registry's)."""
+    for root in {str(model_dir.resolve()), str(model_dir)}:
+        text = text.replace(root.rstrip("/") + "/", "")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     _not_dumpable()  # first, and again after the re-exec below (an exec makes a process dumpable again)
     args = _parser().parse_args(argv)
@@ -156,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     model_dir = Path(args.model_path)
 
+    from ._telemetry import write_step
+
     if not args.no_env:
+        write_step("environment")
         from ..environment import ensure_environment
         from ..errors import EnvironmentSetupError
 
@@ -170,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
         auth = _verify_key()
@@ -196,16 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     from ..model._batcher import BatcherSettings
     from ..model._host import ModelHost, TransformerLoadError
     from ._service import make_server
+    from ._telemetry import write_failure
 
     try:
         batcher = BatcherSettings.from_mapping(_json_flag(args.inference_batcher, "--inference-batcher"))
     except ValueError as e:
         fail(str(e))
         return EXIT_BAD_MODEL
+    write_step("import")
     try:
         host = ModelHost(model_dir, batcher=batcher, transformer=not args.no_transformer)
     except (ModelDefinitionError, ConfigError) as e:
         fail(f"cannot serve {model_dir}: {e}")
+        write_failure("import", type(e).__name__, _relative(str(e), model_dir))
         return EXIT_BAD_MODEL
     if host.transformer_enabled:
         say(f"transformer: {host.transformer_cls.__name__} (1/transformer.py) runs around every call")
@@ -241,15 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_test:
         steps.append(("test", host.run_test, EXIT_TEST_FAILED))
     for name, step, code in steps:
+        write_step(name)
         try:
             step()
         except TransformerLoadError as e:
             fail(str(e))
+            write_failure("transformer", "TransformerError", _relative(str(e), model_dir))
             server.stop(0)
             return code
         except Exception as e:
             failure = host.model_failure(e)
             fail(f"{name}() failed: {failure.type}: {failure.message}\n{failure.traceback}")
+            write_failure(name, failure.type, failure.message, _relative(failure.traceback, model_dir))
             server.stop(0)
             return code
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
 from .. import _tokens, _wire
-from ..model._host import CallFailed, ModelHost, invalid
+from ..errors import ModelDefinitionError
+from ..model._host import CallFailed, ModelHost, NotSwappable, invalid
 from ..proto import runner_pb2 as pb
 from ._pump import Pump
 from ._telemetry import CallRecorder, recorded_generate, recorded_stream, recorded_unary
@@ -60,23 +63,29 @@ class RouteTokens:
 
     def __init__(self, key: bytes, deployment_id: str, max_ttl: float = _tokens.MAX_TTL):
         self.key, self.deployment_id, self.max_ttl = _tokens.public_key(key), deployment_id, max_ttl
-        self._good: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self._good: dict[str, tuple[float, str]] = {}  # token -> (expiry in epoch seconds, its op)
 
-    def check(self, context: grpc.ServicerContext) -> None:
+    def check(self, context: grpc.ServicerContext, op: str = "") -> None:
+        """Pass a call whose token is good for ``op`` ("" for a call into the model, "reload" for a
+        hot reload, which only the control plane signs); raise CallFailed(UNAUTHENTICATED) otherwise."""
         token = next((value for key, value in context.invocation_metadata()
                       if key == _wire.ROUTE_TOKEN_KEY), None)
-        expires = self._good.get(token) if token else None
+        expires, granted = self._good.get(token, (None, "")) if token else (None, "")
         now = time.time()
-        if expires is not None and expires >= now:
-            return
-        try:
-            claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now,
-                                    max_ttl=self.max_ttl)
-        except _tokens.TokenError as e:
-            raise CallFailed("UNAUTHENTICATED", "Unauthenticated", f"call refused: {e}") from None
-        if len(self._good) >= self.MAX_REMEMBERED:
-            self._good.clear()
-        self._good[token] = float(claims["e"])
+        if expires is None or expires < now:
+            try:
+                claims = _tokens.verify(self.key, token, deployment_id=self.deployment_id, now=now,
+                                        max_ttl=self.max_ttl)
+            except _tokens.TokenError as e:
+                raise CallFailed("UNAUTHENTICATED", "Unauthenticated", f"call refused: {e}") from None
+            granted = str(claims.get("o", ""))
+            if len(self._good) >= self.MAX_REMEMBERED:
+                self._good.clear()
+            self._good[token] = (float(claims["e"]), granted)
+        if granted != op:
+            raise CallFailed("PERMISSION_DENIED", "PermissionDenied",
+                             f"call refused: this route token is good for {granted or 'calls into the model'}, "
+                             f"not for {op or 'calls into the model'}")
 
 
 class RunnerService:
@@ -113,6 +122,8 @@ class RunnerService:
                 generate, _reader(pb.PredictRequest, max_bytes), write),
             "Stream": grpc.stream_stream_rpc_method_handler(
                 stream, _reader(pb.StreamRequest, max_bytes), write),
+            "Reload": grpc.unary_unary_rpc_method_handler(
+                self.reload, _reader(pb.ReloadRequest, max_bytes), pb.ReloadResponse.SerializeToString),
         }
 
     def close(self) -> None:
@@ -158,6 +169,44 @@ class RunnerService:
                 yield from _pumped(source, context)
         except CallFailed as e:
             _abort(context, e)
+
+    def reload(self, request: Any, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        """Hot reload (the control plane only): swap in the new version's code, keeping the loaded state.
+
+        A refusal or a failure (the new code does not define, its test() raised) is answered in
+        the response's ``error``, and the old code keeps serving.
+        """
+        try:
+            if self._tokens is None:
+                # Without a key anyone who reaches the runner could swap its code: nobody may.
+                raise CallFailed("PERMISSION_DENIED", "PermissionDenied",
+                                 "this runner has no verification key, so it takes no reload")
+            self._tokens.check(context, op="reload")
+            if isinstance(request, _Rejected):
+                raise invalid(request.message)
+            if not self.ready.is_set() or self.stopping.is_set():
+                raise CallFailed("FAILED_PRECONDITION", "NotServing",
+                                 "the runner is not serving (loading or stopping); nothing to reload")
+        except CallFailed as e:
+            _abort(context, e)
+        say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
+        try:
+            changed = self.host.reload(Path(request.model_path), run_test=request.run_test)
+        except NotSwappable as e:
+            error = CallFailed("FAILED_PRECONDITION", "NotSwappable", str(e))
+        except ModelDefinitionError as e:
+            error = CallFailed("FAILED_PRECONDITION", "ModelDefinitionError", str(e))
+        except Exception as e:  # noqa: BLE001 - the new test() raised: the model's own error
+            error = self.host.model_failure(e)
+        else:
+            os.environ["MODEL_VERSION"] = request.version_id
+            if self.recorder is not None:
+                self.recorder.version = request.version_id
+            say(f"hot reload: now serving version {request.version_id} ({changed}; loaded state kept)")
+            return pb.ReloadResponse(changed=changed)
+        say(f"hot reload to version {request.version_id} refused, still serving the previous code: "
+            f"{error.type}: {error.message}")
+        return pb.ReloadResponse(error=error.to_proto())
 
     def _authorize(self, context: grpc.ServicerContext) -> None:
         if self._tokens is not None:

@@ -14,6 +14,8 @@ one per replica; without it nothing is recorded):
   ``segment_bytes``; a restarted runner starts a new segment;
 - ``stats.json``: the latest load figures (in flight, queued, the average in
   flight over the last tick, counters), replaced atomically every tick;
+- ``failure.json``: the model's own exception when ``load_model``, ``test`` or the
+  import of its files raised (``write_failure``), written just before the runner exits;
 - ``../logging.json`` (one per deployment, written by the control plane): the
   inference logger's settings, read again whenever it changes.
 
@@ -78,6 +80,56 @@ def _open_folder(path: Path, path_only: bool = False) -> int | None:
         return os.open(path, flags | os.O_DIRECTORY)
     except OSError:
         return None
+
+
+#: A failure record's message and traceback are cut to these many characters (a model may raise with
+#: a whole tensor in its message).
+MAX_FAILURE_MESSAGE = 4000
+MAX_FAILURE_TRACEBACK = 16000
+
+
+def write_failure(step: str, type_name: str, message: str, traceback: str = "") -> bool:
+    """Record in ``failure.json`` that the model's own code raised in ``step``; False when nothing was
+    written (no telemetry folder: a runner not started by a daemon, or an unwritable one).
+
+    The control plane reads it once the runner has exited and fails the deployment with the
+    exception itself, rather than restarting a replica that would fail the same way.
+    """
+    directory = os.environ.get(TELEMETRY_ENV, "")
+    if not directory:
+        return False
+    record = {_wire.FAIL_STEP: step, _wire.FAIL_TYPE: type_name,
+              _wire.FAIL_MESSAGE: message[:MAX_FAILURE_MESSAGE],
+              _wire.FAIL_TRACEBACK: traceback[-MAX_FAILURE_TRACEBACK:]}
+    folder = Path(directory)
+    tmp = folder / f".{_wire.FAILURE_FILE}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record))
+        os.replace(tmp, folder / _wire.FAILURE_FILE)  # whole or not at all
+    except OSError:
+        return False
+    return True
+
+
+def write_step(step: str) -> None:
+    """Record in ``step.json`` what this starting runner does now (``environment``, ``import``,
+    ``load_model``, ``test``), for the deployment's status to show while it waits."""
+    directory = os.environ.get(TELEMETRY_ENV, "")
+    if not directory:
+        return
+    folder = Path(directory)
+    tmp = folder / f".{_wire.STEP_FILE}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "since": time.time()}))
+        os.replace(tmp, folder / _wire.STEP_FILE)
+    except OSError:
+        pass
 
 
 def logging_settings(inference_logger: dict | None) -> dict:
@@ -393,6 +445,13 @@ class _Outputs:
     def kept(self) -> tuple[list, int] | None:
         return None if self.items is None else (self.items, self.count)
 
+    def finished(self, context: grpc.ServicerContext) -> None:
+        """The handler returned: a stream that never sent its end frame was cut off (the caller
+        cancelled, or its deadline passed): not OK."""
+        if self.status == "OK" and not self.ended and not context.is_active():
+            remaining = context.time_remaining()
+            self.status = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
 
 def recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
     def generate(request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
@@ -402,6 +461,7 @@ def recorded_generate(recorder: CallRecorder, handler: Callable) -> Callable:
             for resp in handler(request, context):
                 out.see(resp)
                 yield resp
+            out.finished(context)
         except GeneratorExit:  # the caller went away (after the end frame, it just stopped reading)
             out.status = out.status if out.ended else "CANCELLED"
             raise
@@ -446,6 +506,7 @@ def recorded_stream(recorder: CallRecorder, handler: Callable) -> Callable:
             for resp in handler(inputs, context):
                 out.see(resp)
                 yield resp
+            out.finished(context)
         except GeneratorExit:
             out.status = out.status if out.ended else "CANCELLED"
             raise

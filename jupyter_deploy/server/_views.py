@@ -22,7 +22,7 @@ LOG_TAIL = 100
 
 
 class DaemonUnavailable(DeployError):
-    """No daemon answers; the panel shows the message and keeps polling."""
+    """No daemon answers; the panel says so once, with a Start button, and keeps polling."""
 
 
 class PanelAPI:
@@ -41,13 +41,18 @@ class PanelAPI:
         self._lock = threading.Lock()
 
     def _with_client(self, fn: Callable[[Client], T]) -> T:
+        from ..client._daemon import DaemonNotRunning
+
         with self._lock:
             if self._client is None:
                 try:
-                    # Opening JupyterLab must not start a daemon: the panel waits for one.
+                    # Opening JupyterLab must not start a daemon: the panel offers to (start_daemon).
                     self._client = Client(pat=self.pat, address=self.address, autostart=False)
                 except ControlPlaneError:
                     raise
+                except DaemonNotRunning:
+                    where = f" at {self.address}" if self.address else ""
+                    raise DaemonUnavailable(f"No jupyter_deploy daemon is running{where}.") from None
                 except DeployError as e:
                     raise DaemonUnavailable(str(e)) from None
             client = self._client
@@ -56,9 +61,22 @@ class PanelAPI:
         except ControlPlaneError as e:
             if e.code == "UNAVAILABLE":
                 self.close()
-                raise DaemonUnavailable(f"the jupyter_deploy daemon at {client.address} does not answer: "
-                                        "start it with `jupyter-deploy serve`") from None
+                raise DaemonUnavailable(f"The jupyter_deploy daemon at {client.address} does not answer.") from None
             raise
+
+    def start_daemon(self) -> dict:
+        """Start the daemon in the background, as the first ``Client()`` in a notebook does (nothing
+        to do when one answers); its address and the user it serves here.
+
+        Example::
+
+            PanelAPI().start_daemon()   # {'address': '127.0.0.1:40123', 'user_id': 'local'}
+        """
+        with self._lock:
+            if self._client is None:
+                self._client = Client(pat=self.pat, address=self.address, autostart=True)
+            client = self._client
+        return {"address": client.address, "user_id": client.user_id}
 
     def close(self) -> None:
         with self._lock:
@@ -71,7 +89,8 @@ class PanelAPI:
     def clusters(self) -> list[dict]:
         def run(client: Client) -> list[dict]:
             return [{"id": c.id, "user_id": c.resource.user_id, "cloud_provider": c.config.get("cloud_provider"),
-                     "region": c.config.get("region", ""), "description": c.config.get("description", "")}
+                     "region": c.config.get("region", ""), "description": c.config.get("description", ""),
+                     "ray_address": c.config.get("ray_address", ""), "nodes": c.to_dict()["nodes"]}
                     for c in client.list_compute_clusters()]
         return self._with_client(run)
 

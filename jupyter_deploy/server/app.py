@@ -16,7 +16,8 @@ class DeployServerExtension(ExtensionApp):
     """Serves ``/jupyter-deploy/api/*`` for the JupyterLab sidebar.
 
     It talks to the daemon through the public client, as the local user unless
-    configured otherwise, and never starts a daemon itself. Configure it like any
+    configured otherwise, and starts one (in the background, as ``Client()`` does) only when
+    the sidebar's Start button asks (``POST daemon/start``). Configure it like any
     Jupyter app, e.g. ``jupyter lab --DeployServerExtension.daemon_address=127.0.0.1:7070``.
     """
 

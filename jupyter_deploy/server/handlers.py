@@ -105,12 +105,20 @@ class ModelVersionHandler(_Handler):
         self.finish()
 
 
+class DaemonStartHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        """The sidebar's Start button: the background daemon, as the first ``Client()`` starts it."""
+        self.write_json(await self.run(self.api.start_daemon))
+
+
 def handlers(base_url: str) -> list[tuple[str, type[_Handler]]]:
     """The URL patterns of our API under ``base_url``."""
     def url(*parts: str) -> str:
         return url_path_join(base_url, "jupyter-deploy", "api", *parts)
 
     return [
+        (url("daemon", "start"), DaemonStartHandler),
         (url("compute-clusters"), ComputeClustersHandler),
         (url("nodepools"), NodepoolsHandler),
         (url("deployments"), DeploymentsHandler),

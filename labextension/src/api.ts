@@ -33,6 +33,11 @@ export class DeployAPI {
     return this._get<IDeploymentDetails>(`deployments/${enc(id)}`);
   }
 
+  /** Start the background daemon, as the first `Client()` in a notebook does. */
+  startDaemon(): Promise<{ address: string; user_id: string }> {
+    return this._post<{ address: string; user_id: string }>('daemon/start');
+  }
+
   models(): Promise<IModel[]> {
     return this._get<IModel[]>('models');
   }

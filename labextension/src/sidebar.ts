@@ -93,19 +93,47 @@ export class DeploySidebar extends Widget {
   }
 
   private _renderMessages(): void {
-    const errors = this._store.errors;
-    this._parts.update(this._messages, 'messages', errors, () =>
-      errors.map(message =>
+    const store = this._store;
+    const errors = store.errors;
+    const down = store.daemonDown;
+    const starting = store.isBusy('daemon', '');
+    this._parts.update(this._messages, 'messages', [errors, down, starting], () => [
+      ...(down === null ? [] : [this._daemonDown(down, starting)]),
+      ...errors.map(message =>
         h(
           'div',
           {
             class: 'jd-Error',
             role: 'alert',
             title: 'Click to dismiss',
-            onclick: () => this._store.dismissError(message)
+            onclick: () => store.dismissError(message)
           },
           message
         )
+      )
+    ]);
+  }
+
+  /** No daemon answers: say so once, and offer to start it. */
+  private _daemonDown(message: string, starting: boolean): HTMLElement {
+    return h(
+      'div',
+      { class: 'jd-Daemon', role: 'status' },
+      h('div', { class: 'jd-DaemonMessage' }, message),
+      h(
+        'div',
+        { class: 'jd-Muted' },
+        'Start runs it in the background, as the first Client() or %%deploy in a notebook does.'
+      ),
+      h(
+        'button',
+        {
+          class: 'jp-mod-styled jp-mod-accept jd-StartDaemonButton',
+          type: 'button',
+          disabled: starting,
+          onclick: () => void this._store.startDaemon()
+        },
+        starting ? 'Starting…' : 'Start'
       )
     );
   }
@@ -115,7 +143,9 @@ export class DeploySidebar extends Widget {
     const deployments = store.deployments;
     const clusters = store.clusters ?? [];
     const nodepools = store.nodepools ?? [];
-    const failed = deployments === null && store.errors.length > 0;
+    const failed =
+      deployments === null &&
+      (store.errors.length > 0 || store.daemonDown !== null);
     const key = [
       deployments,
       clusters,
@@ -148,7 +178,8 @@ export class DeploySidebar extends Widget {
             selectedId: store.selectedId,
             collapsed: this._collapsed,
             onSelect: id => store.select(id),
-            onToggle: k => this._toggle(k)
+            onToggle: k => this._toggle(k),
+            emptyLeaves: deployments.length > 0
           })
         );
       }
@@ -194,7 +225,9 @@ export class DeploySidebar extends Widget {
       .flatMap(m => m.versions.map(v => v.id))
       .filter(id => store.isBusy('version', id));
     const served = deployments.map(d => [d.id, d.version_id]);
-    const failed = models === null && store.errors.length > 0;
+    const failed =
+      models === null &&
+      (store.errors.length > 0 || store.daemonDown !== null);
     this._parts.update(this._models, 'models', [models, served, busy, failed], () => {
       if (models === null) {
         return failed

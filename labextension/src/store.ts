@@ -87,18 +87,34 @@ export class DeployStore {
     return this._details?.id === this._selectedId ? this._details : null;
   }
 
-  /** Errors to show: failed refreshes first, then failed actions. */
+  /** Errors to show: failed refreshes first, then failed actions (not "no daemon": see daemonDown). */
   get errors(): string[] {
     const all = [
       this._deploymentsError,
       this._catalogError,
       ...this._actionErrors
-    ].filter((e): e is string => !!e);
+    ].filter((e): e is string => !!e && e !== this._daemonDown);
     return Array.from(new Set(all));
   }
 
-  /** Whether an action on this deployment or model version is in flight. */
-  isBusy(kind: 'deployment' | 'version', id: string): boolean {
+  /**
+   * Why no daemon answers (the server's 503 message), or null while one does:
+   * the panel says it once, with a Start button (`startDaemon`).
+   */
+  get daemonDown(): string | null {
+    return this._daemonDown;
+  }
+
+  /** Start the background daemon (as the first `Client()` does), then fetch everything. */
+  startDaemon(): Promise<void> {
+    return this._act('daemon:', async () => {
+      await this._api.startDaemon();
+      this._daemonDown = null;
+    });
+  }
+
+  /** Whether an action on this deployment, model version or the daemon is in flight. */
+  isBusy(kind: 'deployment' | 'version' | 'daemon', id: string): boolean {
     return this._busy.has(`${kind}:${id}`);
   }
 
@@ -254,10 +270,12 @@ export class DeployStore {
 
     if ('error' in list) {
       this._deploymentsError = messageOf(list.error);
+      this._daemonDown = isDaemonDown(list.error) ? this._deploymentsError : null;
       this._changed.emit();
       throw list.error; // so that the poll backs off
     }
     this._deploymentsError = null;
+    this._daemonDown = null;
     this._deployments = list.value;
 
     if (selected !== null && selected === this._selectedId) {
@@ -369,6 +387,7 @@ export class DeployStore {
   private _selectedId: string | null = null;
   private _details: IDeploymentDetails | null = null;
   private _deploymentsError: string | null = null;
+  private _daemonDown: string | null = null;
   private _catalogError: string | null = null;
   private _actionErrors: string[] = [];
   private _seq = 0;
@@ -397,6 +416,14 @@ export function messageOf(error: unknown): string {
     return error.message;
   }
   return String(error);
+}
+
+/** Whether a failed request says no daemon answers (the server extension's 503). */
+function isDaemonDown(error: unknown): boolean {
+  return (
+    error instanceof ServerConnection.ResponseError &&
+    error.response.status === 503
+  );
 }
 
 type Settled<T> = { value: T } | { error: unknown };

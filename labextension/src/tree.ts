@@ -80,6 +80,11 @@ export interface ITreeOptions {
   collapsed: ReadonlySet<string>;
   onSelect: (id: string) => void;
   onToggle: (key: string) => void;
+  /**
+   * Say "No deployments" under an empty nodepool. Off when there are none at
+   * all: the panel says so once, below the tree.
+   */
+  emptyLeaves?: boolean;
 }
 
 /** The tree as DOM: clusters > nodepools > deployment rows. */
@@ -94,11 +99,17 @@ export function renderTree(
   );
 }
 
+/** A Ray cluster's node count ("2 nodes"); '' for local (this host). */
+function rayNodes(cluster: IComputeCluster): string {
+  const n = cluster.cloud_provider === 'ray' ? (cluster.nodes || []).length : 0;
+  return n ? `${n} node${n === 1 ? '' : 's'}` : '';
+}
+
 function renderCluster(node: IClusterNode, options: ITreeOptions): HTMLElement {
   const key = `cluster:${node.id}`;
   const open = !options.collapsed.has(key);
   const where = node.cluster
-    ? [node.cluster.cloud_provider, node.cluster.region]
+    ? [node.cluster.cloud_provider, node.cluster.region, rayNodes(node.cluster)]
         .filter(Boolean)
         .join(' / ')
     : '';
@@ -159,22 +170,28 @@ function renderNodepool(
       [instance, size].filter(Boolean).join(', ')
     ),
     open &&
-      childGroup(node.deployments, d => renderDeployment(d, options), 'No deployments')
+      childGroup(
+        node.deployments,
+        d => renderDeployment(d, options),
+        options.emptyLeaves === false ? null : 'No deployments'
+      )
   );
 }
 
-/** An open node's children, or a muted line saying there are none. */
+/** An open node's children, or a muted line (unless `empty` is null) saying there are none. */
 function childGroup<T>(
   items: T[],
   render: (item: T) => HTMLElement,
-  empty: string
+  empty: string | null
 ): HTMLElement {
   return h(
     'div',
     { class: 'jd-Children', role: 'group' },
     ...(items.length > 0
       ? items.map(render)
-      : [h('div', { class: 'jd-Muted jd-Leaf' }, empty)])
+      : empty === null
+        ? []
+        : [h('div', { class: 'jd-Muted jd-Leaf' }, empty)])
   );
 }
 

@@ -23,6 +23,19 @@ export interface IComputeCluster {
   cloud_provider: string;
   region: string;
   description: string;
+  /** ray: the Ray cluster's GCS address ('' or absent for local). */
+  ray_address?: string;
+  /** Where replicas run: Ray's nodes for ray, this host for local. */
+  nodes?: IClusterHost[];
+}
+
+/** One node of a compute cluster, as its backend reports it. */
+export interface IClusterHost {
+  node_id: string;
+  labels: { [key: string]: string };
+  cpus: number;
+  memory: number;
+  gpus: string[];
 }
 
 /** GET nodepools */

@@ -1,7 +1,8 @@
 """Nodepool backends: where a compute cluster's replicas run (``base`` has the contract).
 
 A compute cluster's ``cloud_provider`` picks its backend, here and nowhere else:
-adding one (``ray``) is a module beside ``local.py`` and a line in ``backend_for``.
+``local`` (processes on this host) or ``ray`` (actors on a Ray cluster); adding one
+is a module beside ``local.py`` and a line in ``backend_for``.
 
 Example::
 
@@ -15,11 +16,21 @@ from pathlib import Path
 
 from .._errors import FailedPrecondition
 from .._host_info import HostInfo
-from .base import Health, Node, NodepoolBackend, ReplicaHandle, ReplicaSpec, RunAs, StartFailed
+from .base import (
+    Health,
+    Node,
+    NodepoolBackend,
+    ReloadUnreachable,
+    ReplicaHandle,
+    ReplicaSpec,
+    RunAs,
+    StartFailed,
+)
 from .local import LocalBackend
+from .ray import RayBackend
 
-__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "ReplicaHandle", "ReplicaSpec",
-           "RunAs", "StartFailed", "backend_for"]
+__all__ = ["Backends", "Health", "LocalBackend", "Node", "NodepoolBackend", "RayBackend", "ReloadUnreachable",
+           "ReplicaHandle", "ReplicaSpec", "RunAs", "StartFailed", "backend_for", "cluster_key"]
 
 
 def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBackend:
@@ -30,8 +41,10 @@ def backend_for(cluster_config: dict, home: Path, host: HostInfo) -> NodepoolBac
     provider = cluster_config.get("cloud_provider") or "local"
     if provider == "local":
         return LocalBackend(home, host)
+    if provider == "ray":
+        return RayBackend(home, cluster_config.get("ray_address", ""))
     raise FailedPrecondition(f"compute clusters with cloud_provider {provider!r} cannot run replicas yet "
-                             f"(there is no {provider} backend); use local")
+                             f"(there is no {provider} backend); use local or ray")
 
 
 class Backends:
@@ -49,7 +62,17 @@ class Backends:
 
     def __call__(self, cluster_config: dict) -> NodepoolBackend:
         """The backend for a cluster's config; FailedPrecondition for a provider with none."""
-        key = (cluster_config.get("cloud_provider") or "local", str(cluster_config.get("address", "")))
+        key = cluster_key(cluster_config)
         if key not in self._made:
             self._made[key] = backend_for(cluster_config, self.home, self.host)
         return self._made[key]
+
+
+def cluster_key(cluster_config: dict) -> tuple[str, str]:
+    """What a cluster runs replicas on: ``("local", "")``, or ``("ray", address)`` (one backend each)."""
+    import os
+
+    provider = cluster_config.get("cloud_provider") or "local"
+    if provider == "ray":
+        return provider, cluster_config.get("ray_address") or os.environ.get("RAY_ADDRESS", "")
+    return provider, ""

@@ -17,6 +17,9 @@ while something changes). The life of a replica, as the scheduler drives it::
     backend.drain(handle, grace)          # rollout, scale-down or stop: finish and exit
     backend.stop(handle)                  # once grace is over, or once it is gone: always last
 
+A backend whose ``can_reload`` is true also carries out hot reloads (``reload``: a new
+version's code swapped into a serving replica, from a thread of the scheduler's own).
+
 After a daemon restart, ``list_running()`` hands back a handle for each replica the
 previous daemon left; the scheduler keeps those its store still wants that answer
 health checks, and ``stop()``s the rest.
@@ -28,6 +31,7 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._replica_logs import LogFile
 from .._resources import Needs
@@ -74,10 +78,12 @@ class ReplicaSpec:
             (``PATH``, locale, caches: ``LocalBackend``), never the rest of the daemon's environment.
         gpus: the GPU indices the scheduler reserved for it (also in ``env`` as
             ``CUDA_VISIBLE_DEVICES``); empty for a CPU replica.
-        resources: what one replica asks for (CPUs, memory, GPU type), for a backend
-            that places replicas itself.
+        resources: what one replica asks for (CPUs, memory, GPU type; ``num_accelerators`` as
+            the deployment sets it), for a backend that places replicas itself.
         log: where the replica's stdout and stderr go (appended, rotated by ``LogFile``).
         run_as: the OS user to run it as; None: the daemon's own.
+        nodepool_id, nodepool: the nodepool it runs on and its config (``node_labels``), for a
+            backend that places replicas itself.
     """
 
     replica_id: str
@@ -92,6 +98,8 @@ class ReplicaSpec:
     resources: Needs
     log: LogFile
     run_as: RunAs | None = None
+    nodepool_id: str = ""
+    nodepool: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -139,6 +147,10 @@ class Node:
     gpus: list[str] = field(default_factory=list)
 
 
+class ReloadUnreachable(Exception):
+    """``reload`` could not ask the replica at all (it is gone, or does not answer); the message says why."""
+
+
 class StartFailed(Exception):
     """``start`` could not start the replica at all (the message says why; it is in the log too).
 
@@ -151,6 +163,10 @@ class NodepoolBackend(ABC):
 
     #: The ``cloud_provider`` of the compute clusters this backend serves.
     provider: str = ""
+    #: Whether the backend places replicas itself (Ray): the scheduler then reserves none of this
+    #: host's GPUs or memory for them, ``never_fits`` says what can never run, and ``waiting``
+    #: why a started replica is not placed yet.
+    places_replicas: bool = False
 
     @abstractmethod
     def start(self, spec: ReplicaSpec) -> ReplicaHandle:
@@ -203,6 +219,42 @@ class NodepoolBackend(ABC):
     def describe(self) -> list[Node]:
         """The nodes replicas can be placed on ([] when the backend cannot tell cheaply)."""
         return []
+
+    def check(self) -> None:
+        """Raise FailedPrecondition, saying why, when the backend cannot reach where it runs
+        replicas (a cluster that does not answer). Called when a compute cluster is created."""
+
+    def outage(self) -> str:
+        """Why the backend cannot reach its replicas now (its cluster went away), or "".
+
+        Cheap (the scheduler asks every pass); a backend that is down tries again on its own.
+        """
+        return ""
+
+    def never_fits(self, pool: str, nodepool: dict, count: int, needs: Needs) -> str:
+        """(``places_replicas``) Why one replica with ``count`` GPUs can never fit nodepool ``pool``
+        (its config ``nodepool``), or "". FailedPrecondition when the backend cannot tell now."""
+        return ""
+
+    def waiting(self, handle: ReplicaHandle) -> str:
+        """(``places_replicas``) Why a started replica is not placed yet, or ""."""
+        return ""
+
+    #: Whether ``reload`` works; where it does not, a new version always rolls out new replicas.
+    can_reload: bool = False
+
+    def reload(self, handle: ReplicaHandle, model_path: Path, version_id: str, *, run_test: bool, token: str,
+               timeout: float) -> Any:
+        """Ask a serving replica to swap in the code of ``model_path`` (its copy of the version
+        ``version_id``), keeping its loaded state: the runner's ``Reload``, carrying ``token`` (a
+        route token with the claim ``"o": "reload"``). Returns the runner's ``ReloadResponse``
+        (its ``error`` set when the runner refused or the new code failed).
+
+        Called from a thread other than the scheduler's (a reload may run ``test()``, for up
+        to ``timeout`` seconds), so it must not touch what the other methods keep. Raises
+        ReloadUnreachable when the replica cannot be asked.
+        """
+        raise ReloadUnreachable(f"the {self.provider or 'this'} backend cannot hot reload")
 
     def close(self) -> None:
         """Let go of connections; replicas keep running (a later daemon re-adopts them)."""

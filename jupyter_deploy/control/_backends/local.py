@@ -47,8 +47,18 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ... import _wire
+from ...proto import runner_pb2, runner_pb2_grpc
 from .._host_info import HostInfo
-from .base import Health, Node, NodepoolBackend, ReplicaHandle, ReplicaSpec, StartFailed
+from .base import (
+    Health,
+    Node,
+    NodepoolBackend,
+    ReloadUnreachable,
+    ReplicaHandle,
+    ReplicaSpec,
+    StartFailed,
+)
 
 log = logging.getLogger("jupyter_deploy.scheduler")
 
@@ -199,6 +209,23 @@ class LocalBackend(NodepoolBackend):
             if path.stem not in found:
                 path.unlink(missing_ok=True)
         return list(found.values())
+
+    can_reload = True
+
+    def reload(self, handle: LocalHandle, model_path: Path, version_id: str, *, run_test: bool, token: str,
+               timeout: float) -> Any:
+        address = self.address(handle)
+        if address is None:
+            raise ReloadUnreachable(f"replica {handle.replica_id} has no address")
+        # A channel of its own: this runs beside the scheduler's thread, which owns self._health.
+        with grpc.insecure_channel(address) as channel:
+            try:
+                return runner_pb2_grpc.RunnerStub(channel).Reload(
+                    runner_pb2.ReloadRequest(model_path=str(model_path), version_id=version_id, run_test=run_test),
+                    timeout=timeout, metadata=((_wire.ROUTE_TOKEN_KEY, token),))
+            except grpc.RpcError as e:
+                raise ReloadUnreachable(f"replica {handle.replica_id} did not take the reload: "
+                                        f"{e.code().name}: {e.details()}") from None
 
     def describe(self) -> list[Node]:
         """This host, as one node."""

@@ -1,7 +1,10 @@
 """DeploymentCard: a deployment's state, version, replicas and log tail, with its actions.
 
 ``DeploymentCard(deployment)`` (what ``display(deployment)`` shows after
-``%load_ext jupyter_deploy``) reads everything through the Deployment object::
+``%load_ext jupyter_deploy``) reads everything through the Deployment object, and
+follows it: the control plane's Watch stream pushes each change of the deployment and
+its replicas, and the card reads its status again (one stream per client and user, for
+all its cards), until the deployment is deleted, which the card then shows::
 
     card = deployment_card(Deployment("echo"), live=True)
     card.refresh().summary()
@@ -12,6 +15,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+import weakref
 from typing import Any
 
 import ipywidgets as w
@@ -38,7 +42,7 @@ class DeploymentCard(SummaryRepr, w.VBox):
     """
 
     def __init__(self, deployment: Any, *, log_lines: int = 50, interval: float = 2.0,
-                 live: bool = False, confirm_seconds: float = 10.0):
+                 live: bool = False, confirm_seconds: float = 10.0, follow: bool = True):
         self.deployment = deployment
         self.log_lines = log_lines
         self.interval = interval
@@ -81,6 +85,8 @@ class DeploymentCard(SummaryRepr, w.VBox):
         self.refresh()
         if live:
             self.live_toggle.value = True
+        #: Whether pushed changes reach the card (False: no stream to follow; Refresh and Live still work).
+        self.following = follow and not self.deleted and _follow(self)
 
     # ---------------------------------------------------- reading
 
@@ -133,7 +139,10 @@ class DeploymentCard(SummaryRepr, w.VBox):
                 try:
                     self.deployment_status = dict(self.deployment.status or {})
                 except Exception as e:  # noqa: BLE001 - a card must not raise from a click
-                    message = f"could not read the status: {one_line(e)}"
+                    if getattr(e, "code", "") == "NOT_FOUND":  # deleted while nobody told the card
+                        self._deleted_now()
+                    else:
+                        message = f"could not read the status: {one_line(e)}"
                 else:
                     try:
                         self.log_tail = list(self.deployment.logs(self.log_lines))
@@ -220,10 +229,28 @@ class DeploymentCard(SummaryRepr, w.VBox):
     def delete(self) -> DeploymentCard:
         """Delete the deployment now (the button asks for a second click first)."""
         if self._act("delete"):
-            self.deleted = True
-            self.live_toggle.value = False
-            self._render()
+            with self._lock:
+                self._deleted_now()
+                self._render()
         return self
+
+    def _deleted_now(self) -> None:
+        self.deleted = True
+        self._stop_live.set()
+        self.message_html.value = colored(f"deployment {getattr(self.deployment, 'id', '')} was deleted")
+
+    def _pushed(self, deleted: bool) -> None:
+        """The control plane said the deployment (or one of its replicas) changed, or is gone."""
+        if self.deleted:
+            return
+        if deleted:
+            with self._lock:
+                self._deleted_now()
+                self._render()
+            if self.live_toggle.value:
+                self.live_toggle.value = False
+            return
+        self.refresh()
 
     def _refresh_clicked(self) -> None:
         self._disarm_delete()
@@ -287,6 +314,110 @@ class DeploymentCard(SummaryRepr, w.VBox):
         self.stop_live()
         super().close()
 
+
+
+class _Follower:
+    """One Watch stream of a client, for one user's deployments, that every card of theirs follows.
+
+    Changes are coalesced (a rollout sends a burst): each card whose deployment changed reads
+    its status again at most every ``COALESCE`` seconds. The stream is taken again in chunks of
+    ``CHUNK`` seconds (and after the daemon restarted); it ends once no card is left.
+    """
+
+    CHUNK = 300.0
+    COALESCE = 0.1
+    RETRY = 2.0
+
+    def __init__(self, client: Any, user_id: str | None):
+        self.client, self.user_id = client, user_id
+        self.cards: weakref.WeakSet = weakref.WeakSet()
+        self._pending: dict[str, bool] = {}  # deployment id -> deleted
+        self._everything = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.alive = True
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="jupyter_deploy cards", daemon=True).start()
+        threading.Thread(target=self._refresh, name="jupyter_deploy card refresh", daemon=True).start()
+
+    def _any_card(self) -> bool:
+        with _FOLLOWERS_LOCK:  # a card _follow() adds meanwhile either keeps this one or makes another
+            self.alive = bool(self.cards)
+            return self.alive
+
+    def _note(self, deployment_id: str | None, deleted: bool = False) -> None:
+        with self._lock:
+            if deployment_id is None:
+                self._everything = True
+            else:
+                self._pending[deployment_id] = self._pending.get(deployment_id, False) or deleted
+        self._wake.set()
+
+    def _watch(self) -> None:
+        from ...errors import ControlPlaneError
+
+        while self._any_card():
+            try:
+                for event in self.client.watch(["deployment", "replica"], None, user_id=self.user_id,
+                                               timeout=self.CHUNK):
+                    if event.kind == "synced":  # a new stream: what changed before it is unknown
+                        self._note(None)
+                    elif not event.initial:
+                        self._note(event.deployment_id, event.kind == "deployment" and event.state == "DELETED")
+                    if not self.cards:
+                        break
+            except ControlPlaneError:
+                time.sleep(self.RETRY)  # refused (too many watchers) or the daemon is away: again soon
+            except Exception:  # noqa: BLE001 - the client was closed: nothing more will come
+                with _FOLLOWERS_LOCK:
+                    self.alive = False
+                break
+        self._wake.set()
+
+    def _refresh(self) -> None:
+        while self.alive:
+            self._wake.wait()
+            time.sleep(self.COALESCE)
+            self._wake.clear()
+            with self._lock:
+                pending, self._pending = self._pending, {}
+                everything, self._everything = self._everything, False
+            for card in list(self.cards):
+                deployment_id = getattr(card.deployment, "id", None)
+                if everything or deployment_id in pending:
+                    try:
+                        card._pushed(pending.get(deployment_id, False))
+                    except Exception:  # noqa: BLE001, S110 - one card must not stop the others
+                        pass
+
+
+_FOLLOWERS: "weakref.WeakKeyDictionary[Any, dict[str | None, _Follower]]" = weakref.WeakKeyDictionary()
+_FOLLOWERS_LOCK = threading.Lock()
+
+
+def _follow(card: DeploymentCard) -> bool:
+    """Have ``card`` follow its deployment's pushed changes; False where its client cannot watch."""
+    try:
+        client = card.deployment.client
+    except Exception:  # noqa: BLE001 - no daemon to reach: the card shows what it read
+        return False
+    if not callable(getattr(client, "watch", None)):
+        return False
+    user_id = getattr(card.deployment, "user_id", None)
+    with _FOLLOWERS_LOCK:
+        try:
+            followers = _FOLLOWERS.setdefault(client, {})
+        except TypeError:  # not weakly referable
+            return False
+        follower = followers.get(user_id)
+        fresh = follower is None or not follower.alive
+        if fresh:
+            follower = followers[user_id] = _Follower(client, user_id)
+        follower.cards.add(card)
+    if fresh:
+        follower.start()
+    return True
 
 
 def _scaling_text(status: dict) -> str:
