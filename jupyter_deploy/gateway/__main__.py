@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-concurrency", type=int, default=4096,
                    help="connections and requests at once; more get 503 (default 4096)")
     args = p.parse_args(argv)
+    # Before grpc loads: its EventEngine client endpoints (on by default) read on threads of
+    # their own, which hand each completion to grpc.aio's poller thread, which hands it to
+    # the event loop; iomgr's endpoints are read by the aio poller itself, one thread hop
+    # (and about one futex wake-up) less per runner call. Measured on the bench machine:
+    # gateway CPU per W1a request 575 -> 475 µs, REST W1a p50 2.04x -> 1.93x the floor.
+    # A name grpc no longer knows is logged and ignored; a GRPC_EXPERIMENTS of the user's wins.
+    os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     sock = _listener(args)
     try:
