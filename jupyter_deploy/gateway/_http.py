@@ -252,7 +252,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace (RFC 9110 5.5 drops it)
+        if value[-1:] in (b" ", b"\t"):  # llhttp keeps trailing whitespace (RFC 9110 5.5 drops it)
+            value = value.rstrip(b" \t")
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         self.headers.append((name, value))
@@ -266,13 +267,13 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        scope = self.base.copy()
+        base = self.base
         version = parser.get_http_version()
-        if version != "1.1":
-            scope["http_version"] = version
         method = parser.get_method().decode("ascii")
-        scope.update(method=method, path=path, raw_path=raw_path, query_string=url.query or b"",
-                     headers=self.headers, state=self.app_state.copy())
+        scope = {"type": "http", "asgi": _ASGI, "http_version": version, "server": base["server"],
+                 "client": base["client"], "scheme": base["scheme"], "root_path": "", "method": method,
+                 "path": path, "raw_path": raw_path, "query_string": url.query or b"", "headers": self.headers,
+                 "state": self.app_state.copy()}
         if self.limit is not None and (len(self.connections) >= self.limit or len(self.tasks) >= self.limit):
             from uvicorn.protocols.http.flow_control import service_unavailable
 
@@ -312,9 +313,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, cycle: _Cycle, app: Any) -> None:
         self.active = cycle
-        task = self.loop.create_task(cycle.run(app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        cycle.task = task = self.loop.create_task(cycle.run(app))
+        self.tasks.add(task)  # (the server waits for these when it stops; run() takes it out)
 
     def _responded(self) -> None:
         self.server_state.total_requests += 1
@@ -332,7 +332,7 @@ class _Cycle:
 
     __slots__ = ("proto", "scope", "keep_alive", "waiting_continue", "head_only", "chunks", "buffered",
                  "more_body", "fresh", "waiter", "disconnected", "started", "complete", "chunked",
-                 "length", "held")
+                 "length", "held", "task")
 
     def __init__(self, proto: HttpProtocol, scope: dict, keep_alive: bool, expect_continue: bool,
                  head_only: bool):
@@ -352,6 +352,7 @@ class _Cycle:
         self.chunked = False
         self.length = 0  # content-length still to send
         self.held = b""  # status line and headers, written with the first body message
+        self.task: asyncio.Task | None = None
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -361,6 +362,12 @@ class _Cycle:
                 waiter.set_result(None)
 
     async def run(self, app: Any) -> None:
+        try:
+            await self._run(app)
+        finally:
+            self.proto.tasks.discard(self.task)
+
+    async def _run(self, app: Any) -> None:
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
