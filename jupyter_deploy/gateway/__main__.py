@@ -54,9 +54,10 @@ async def _serve(args: argparse.Namespace, sock: socket.socket) -> None:
     except ImportError:  # no httptools
         http = "h11"
     # proxy_headers off: nothing in the gateway reads the client's address or scheme, and the
-    # middleware would cost every request a call.
+    # middleware would cost every request a call. No "server: uvicorn" header: it tells a
+    # client nothing, and each header line costs http.client about 2 µs to parse.
     config = uvicorn.Config(app, http=http, ws="auto", lifespan="on", log_level="warning", access_log=False,
-                            proxy_headers=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                            proxy_headers=False, server_header=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
                             timeout_keep_alive=75, limit_concurrency=args.limit_concurrency, ws_max_size=limit)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
