@@ -3,7 +3,8 @@
 Written against ASGI directly rather than a framework: it is on every call's path, its
 routes are few and fixed, and what a framework adds (request objects, middleware,
 dependency injection) costs microseconds per call that the gateway's targets (W1 within
-2x of a bare gRPC call) cannot spare. uvicorn (httptools, uvloop) does the HTTP.
+2x of a bare gRPC call) cannot spare. uvicorn's server runs it on uvloop, with the gateway's
+own HTTP/1.1 protocol on httptools (``_http``).
 
 Paths (see README "HTTP endpoints"):
 
