@@ -863,10 +863,13 @@ def run_http(s: Settings, args: argparse.Namespace) -> int:
     mode = "quick" if args.quick else "full"
     text = "\n".join([
         f"Run {started:%Y-%m-%d %H:%M %Z} ({mode}, HTTP gateway, {s.repeats} repeats, {elapsed:.0f} s). "
-        f"Machine: {machine_info}.", "", http_table(results), "",
+        f"Machine: {machine_info}; at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        f"(the ratios move with it: the REST path crosses three processes, the floor two).", "",
+        http_table(results), "",
         (f"Each cell: median across repeats (min–max); ratios are medians of the per-repeat ratios. "
          f"HTTP targets hold one keep-alive http.client connection each (one per W1b thread) to the "
-         f"gateway the daemon started (uvicorn, httptools, uvloop), which calls the runner over grpc.aio. "
+         f"gateway the daemon started (uvicorn's server with the gateway's own httptools protocol, uvloop), "
+         f"which calls the runner over grpc.aio. "
          f"W1a: {s.w1a_warm} warm-up + {s.w1a_calls} calls of a 100-byte string; W1b: {s.w1b_clients} "
          f"client threads, {s.w1b_warm_s:g} s warm-up, {s.w1b_window_s:g} s window; W2: {N_CHUNKS} chunks "
          f"of 4 bytes as Server-Sent Events, counted as parsed, median of {s.w2_requests} requests; W5: "

@@ -48,14 +48,17 @@ async def _serve(args: argparse.Namespace, sock: socket.socket) -> None:
     if args.grpc_address:
         grpc_server = await start_grpc(app, args.grpc_address, args.tls_cert, args.tls_key)
     try:
-        import httptools  # noqa: F401
+        from ._http import HttpProtocol
 
-        http = "httptools"
-    except ImportError:
+        http: object = HttpProtocol  # uvicorn's server, our leaner HTTP/1.1 protocol (see _http)
+    except ImportError:  # no httptools
         http = "h11"
+    # proxy_headers off: nothing in the gateway reads the client's address or scheme, and the
+    # middleware would cost every request a call. No "server: uvicorn" header: it tells a
+    # client nothing, and each header line costs http.client about 2 µs to parse.
     config = uvicorn.Config(app, http=http, ws="auto", lifespan="on", log_level="warning", access_log=False,
-                            ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_keep_alive=75,
-                            limit_concurrency=args.limit_concurrency, ws_max_size=limit)
+                            proxy_headers=False, server_header=False, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                            timeout_keep_alive=75, limit_concurrency=args.limit_concurrency, ws_max_size=limit)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     url = args.url or f"{'https' if args.tls_cert else 'http'}://{host}:{port}"
@@ -96,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-concurrency", type=int, default=4096,
                    help="connections and requests at once; more get 503 (default 4096)")
     args = p.parse_args(argv)
+    # Before grpc loads: its EventEngine client endpoints (on by default) read on threads of
+    # their own, which hand each completion to grpc.aio's poller thread, which hands it to
+    # the event loop; iomgr's endpoints are read by the aio poller itself, one thread hop
+    # (and about one futex wake-up) less per runner call. Measured on the bench machine:
+    # gateway CPU per W1a request 575 -> 475 µs, REST W1a p50 2.04x -> 1.93x the floor.
+    # A name grpc no longer knows is logged and ignored; a GRPC_EXPERIMENTS of the user's wins.
+    os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     sock = _listener(args)
     try:

@@ -306,27 +306,52 @@ def encode_arguments(spec: MethodSpec, args: Any, fetch: Callable[[str], bytes] 
     if not isinstance(args, dict):
         raise ArgumentError(f"{spec.name}(): the body must be a JSON object of named arguments, "
                             f"got {_type_name(args)}", None)
-    by_name = {p.name: p for p in spec.params}
+    params, required = _plan(spec, fetch)
     request = pb.PredictRequest(method=spec.name)
+    add = request.args.add
     for name, value in args.items():
-        p = by_name.get(name)
-        if p is None or (p.stream and skip_stream):
+        param = params.get(name)
+        if param is None or (param[0] and skip_stream):
             known = ", ".join(q.name for q in spec.params if not q.stream) or "none"
             raise ArgumentError(f"{spec.name}() got an unexpected parameter '{name}' (parameters: {known})",
                                 name)
-        if p.stream:
+        stream, enc = param
+        if stream:
             continue
         try:
-            value_pb = encoder(p.type, fetch)(value)
+            value_pb = enc(value)
         except Mismatch as e:
             raise ArgumentError(JsonMismatch.describe(e, f"{spec.name}() parameter", name), name) from None
-        entry = request.args.add()
-        entry.key = name
-        entry.value.CopyFrom(value_pb)
-    missing = [p.name for p in spec.params if not p.stream and not p.has_default and p.name not in args]
-    if missing:
+        add(key=name, value=value_pb)
+    if not required <= args.keys():
+        missing = [n for n in required if n not in args]
+        missing.sort(key=[p.name for p in spec.params].index)
         raise ArgumentError(f"{spec.name}() missing required parameter(s): {', '.join(missing)}", missing[0])
     return request
+
+
+def _encoder_or_error(node: TypeNode, fetch: Callable[[str], bytes] | None) -> Encode:
+    try:
+        return encoder(node, fetch)
+    except ValueError as e:  # a type with no JSON form: an error for the call that passes one
+        def refuse(v: Any, e: ValueError = e) -> pb.Value:
+            raise e
+        return refuse
+
+
+def _plan(spec: MethodSpec, fetch: Callable[[str], bytes] | None) -> tuple[dict, frozenset]:
+    """``({name: (is stream, encoder)}, required names)`` of a method, made once per spec and fetcher
+    and kept on the (frozen) spec, which routes cache: asked on every call."""
+    plans = spec.__dict__.get("_json_plans")
+    if plans is None:
+        plans = {}
+        object.__setattr__(spec, "_json_plans", plans)
+    plan = plans.get(fetch)
+    if plan is None:
+        params = {p.name: (p.stream, None if p.stream else _encoder_or_error(p.type, fetch)) for p in spec.params}
+        required = frozenset(p.name for p in spec.params if not p.stream and not p.has_default)
+        plan = plans[fetch] = (params, required)
+    return plan
 
 
 def needs_thread(spec: MethodSpec) -> bool:

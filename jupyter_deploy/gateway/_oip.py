@@ -207,9 +207,9 @@ class OIP:
         response: dict[str, Any] = {"model_name": name, "model_version": route.version_id, "outputs": tensors}
         if isinstance(req.get("id"), str):
             response["id"] = req["id"]
-        head = dumps(response)
         if not blobs:
             return await send_json(r.send, 200, response)
+        head = dumps(response)
         payload = b"".join([head, *blobs])
         await r.send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/octet-stream"), (b"content-length", str(len(payload)).encode()),

@@ -135,7 +135,7 @@ class Route:
     user_id: str
     version_id: str
     addresses: list[str]
-    metadata: tuple[tuple[str, str], ...]
+    metadata: grpc.aio.Metadata  # the route token, built once: a tuple is converted on every call
     expires_at: float
     renew_at: float
     specs: dict[str, MethodSpec]
@@ -301,7 +301,7 @@ class Routes:
         if route.refresh_at:
             renew_at = min(renew_at, route.refresh_at)
         return Route(route.deployment_id, route.user_id, route.version_id,
-                     list(route.addresses) or [route.address], ((_wire.ROUTE_TOKEN_KEY, route.token),),
+                     list(route.addresses) or [route.address], grpc.aio.Metadata((_wire.ROUTE_TOKEN_KEY, route.token)),
                      route.expires_at, renew_at, specs, route.description)
 
     # ------------------------------------------------------------ runners
