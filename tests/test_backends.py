@@ -27,11 +27,11 @@ from jupyter_deploy.control._backends import (
     ReplicaSpec,
     backend_for,
 )
-from jupyter_deploy.control._backends.local import EXIT_OUT_OF_MEMORY, describe_exit
 from jupyter_deploy.control._errors import FailedPrecondition
 from jupyter_deploy.control._host_info import HostInfo
 from jupyter_deploy.control._replica_logs import LogFile
 from jupyter_deploy.control._resources import needs_from
+from jupyter_deploy.runner._limits import EXIT_OUT_OF_MEMORY, describe_exit
 
 pytestmark = pytest.mark.timeout(60)
 

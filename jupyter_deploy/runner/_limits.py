@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 from typing import Callable
 
@@ -84,3 +85,15 @@ class MemoryWatch(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+
+def describe_exit(code: int) -> str:
+    """How a runner that exited with ``code`` (negative: killed by that signal) ended, in words."""
+    if code == EXIT_OUT_OF_MEMORY:
+        return "out of memory (its resident memory went over inference_compute_info.cpu_memory)"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

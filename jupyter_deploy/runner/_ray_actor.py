@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from .._wire import LOGGING_FILE, SEGMENT_SUFFIX, STATS_FILE, TELEMETRY_ENV
+from ._limits import describe_exit
 
 #: The runner exits when its parent process (this actor's worker) is no longer this pid.
 PARENT_ENV = "JUPYTER_DEPLOY_PARENT_PID"
@@ -69,20 +70,6 @@ def unpack(archive: bytes, root: Path, version_id: str) -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # that other replica unpacked it first
     return final
-
-
-def describe_exit(code: int) -> str:
-    """How a runner that exited with ``code`` ended, in words (as the local backend says it)."""
-    from ._limits import EXIT_OUT_OF_MEMORY
-
-    if code == EXIT_OUT_OF_MEMORY:
-        return "out of memory (its resident memory went over inference_compute_info.cpu_memory)"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 class RunnerActor:

@@ -49,6 +49,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ... import _wire
 from ...proto import runner_pb2, runner_pb2_grpc
+from ...runner._limits import describe_exit
 from .._host_info import HostInfo
 from .base import (
     Health,
@@ -63,8 +64,6 @@ from .base import (
 log = logging.getLogger("jupyter_deploy.scheduler")
 
 RUNNER_MODULE = "jupyter_deploy.runner"
-#: The runner's exit code when its resident memory went over its cpu_memory cap (runner._limits).
-EXIT_OUT_OF_MEMORY = 5
 #: Seconds a health check may take.
 HEALTH_TIMEOUT = 1.0
 #: Seconds ``stop`` waits for a killed runner of ours to be reaped.
@@ -245,18 +244,6 @@ class LocalBackend(NodepoolBackend):
             os.killpg(handle.pid, sig)
         except ProcessLookupError:
             pass
-
-
-def describe_exit(code: int) -> str:
-    """How a runner that exited with ``code`` (negative: killed by that signal) ended, in words."""
-    if code == EXIT_OUT_OF_MEMORY:
-        return "out of memory (its resident memory went over inference_compute_info.cpu_memory)"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 # Run as root with a clean environment: sets the groups, gid and uid (so no capability is left),
