@@ -1,0 +1,115 @@
+"""What importing jupyter_deploy costs: no heavy library at ``import jupyter_deploy`` or at
+``%load_ext jupyter_deploy``, and every public name still there on first use (issue 18).
+
+Each check runs in a fresh interpreter, since this test process has imported everything already.
+Speed itself is measured by ``bench/import_bench.py``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+#: Libraries that neither `import jupyter_deploy` nor `%load_ext jupyter_deploy` may load.
+HEAVY = ("grpc", "google.protobuf", "pydantic", "ipywidgets", "yaml", "numpy", "pandas", "PIL")
+
+
+def _run(code: str) -> dict:
+    """The JSON object ``code`` prints last, run in a fresh interpreter."""
+    prelude = (
+        "import json, sys\n"
+        "def heavy():\n"
+        f"    return sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {HEAVY!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_jupyter_deploy_loads_no_heavy_library() -> None:
+    got = _run(
+        "import jupyter_deploy\n"
+        "print(json.dumps({'heavy': heavy(), 'ours': sorted(m for m in sys.modules "
+        "if m.startswith('jupyter_deploy'))}))\n"
+    )
+    assert got["heavy"] == []
+    # The package's own modules on a bare import: the version and the errors, nothing of the SDK.
+    assert got["ours"] == ["jupyter_deploy", "jupyter_deploy._version", "jupyter_deploy.errors"]
+
+
+def test_the_model_sdk_loads_no_protobuf_until_a_signature_crosses_the_wire() -> None:
+    got = _run(
+        "from jupyter_deploy import ModelClass\n"
+        "import jupyter_deploy.model.signature as sg\n"
+        "class Upper(ModelClass):\n"
+        "    @ModelClass.method\n"
+        "    def predict(self, text: str, n: int = 2) -> str:\n"
+        "        return text.upper()\n"
+        "before = heavy()\n"
+        "lazy = type(sg.pb).__name__\n"
+        "spec = sg.describe_method('predict', Upper.predict)\n"
+        "msg = sg.method_to_proto(spec)\n"
+        "print(json.dumps({'before': before, 'lazy': lazy, 'same': sg.method_from_proto(msg) == spec,\n"
+        "    'bound': sg.pb is sys.modules['jupyter_deploy.proto.runner_pb2'],\n"
+        "    'message': type(msg).__name__}))\n"
+    )
+    assert got["before"] == []
+    assert got["lazy"] == "LazyModule"
+    # After its first use the global is the generated module itself: later calls go through no proxy.
+    assert got["bound"] is True
+    assert got["message"] == "MethodDescription" and got["same"] is True
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    got = _run(
+        "import jupyter_deploy\n"
+        "names = list(jupyter_deploy.__all__)\n"
+        "missing = [n for n in names if n not in dir(jupyter_deploy)]\n"
+        "ns = {}\n"
+        "for n in names:\n"
+        "    exec(f'from jupyter_deploy import {n}', ns)\n"
+        "unresolved = [n for n in names if ns.get(n) is None]\n"
+        "same = all(getattr(jupyter_deploy, n) is ns[n] for n in names)\n"
+        "try:\n"
+        "    jupyter_deploy.no_such_name\n"
+        "    error = ''\n"
+        "except AttributeError as e:\n"
+        "    error = str(e)\n"
+        "import jupyter_deploy.model as model\n"
+        "model_unresolved = [n for n in model.__all__ if getattr(model, n, None) is None]\n"
+        "print(json.dumps({'n': len(names), 'missing': missing, 'unresolved': unresolved, 'same': same,\n"
+        "    'error': error, 'model_unresolved': model_unresolved,\n"
+        "    'submodule': jupyter_deploy.model is sys.modules['jupyter_deploy.model'],\n"
+        "    'client': jupyter_deploy.Client.__module__}))\n"
+    )
+    assert got["n"] > 30
+    assert got["missing"] == [] and got["unresolved"] == [] and got["same"] is True
+    assert got["model_unresolved"] == []
+    assert "no attribute 'no_such_name'" in got["error"]
+    assert got["submodule"] is True  # `jupyter_deploy.model` after a bare import, as before
+    assert got["client"].startswith("jupyter_deploy.client")
+
+
+def test_a_fresh_bare_import_still_reaches_the_sdk_through_the_submodule() -> None:
+    got = _run(
+        "import jupyter_deploy\n"
+        "cls = jupyter_deploy.model.ModelClass\n"
+        "print(json.dumps({'same': cls is jupyter_deploy.ModelClass, 'heavy': heavy()}))\n"
+    )
+    assert got == {"same": True, "heavy": []}
+
+
+def test_load_ext_in_a_real_ipython_shell_loads_no_heavy_library() -> None:
+    got = _run(
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "before = set(heavy())\n"
+        "ip.run_line_magic('load_ext', 'jupyter_deploy')\n"
+        "print(json.dumps({'new': sorted(set(heavy()) - before),\n"
+        "    'cell': sorted(ip.magics_manager.magics['cell']), 'line': sorted(ip.magics_manager.magics['line'])}))\n"
+    )
+    assert got["new"] == []
+    assert "deploy" in got["cell"]
+    assert {"deploy", "predict", "stream"} <= set(got["line"])
