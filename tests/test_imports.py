@@ -8,8 +8,10 @@ Speed itself is measured by ``bench/import_bench.py``, not here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 #: Libraries that neither `import jupyter_deploy` nor `%load_ext jupyter_deploy` may load.
 HEAVY = ("grpc", "google.protobuf", "pydantic", "ipywidgets", "yaml", "numpy", "pandas", "PIL")
@@ -22,8 +24,10 @@ def _run(code: str) -> dict:
         "def heavy():\n"
         f"    return sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {HEAVY!r}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
-                         timeout=120, check=False)
+    with tempfile.TemporaryDirectory() as home:  # nothing here may start or find a daemon
+        env = {**os.environ, "JUPYTER_DEPLOY_HOME": home}
+        out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                             timeout=120, check=False, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -107,9 +111,20 @@ def test_load_ext_in_a_real_ipython_shell_loads_no_heavy_library() -> None:
         "ip = InteractiveShell.instance()\n"
         "before = set(heavy())\n"
         "ip.run_line_magic('load_ext', 'jupyter_deploy')\n"
-        "print(json.dumps({'new': sorted(set(heavy()) - before),\n"
+        "new = sorted(set(heavy()) - before)\n"
+        "from IPython.core.error import UsageError\n"
+        "try:\n"
+        "    ip.run_line_magic('predict', '--no-such-option')\n"
+        "    usage = ''\n"
+        "except UsageError as e:\n"
+        "    usage = str(e)\n"
+        "print(json.dumps({'new': new, 'usage': usage, 'help': ip.find_line_magic('deploy').__doc__,\n"
         "    'cell': sorted(ip.magics_manager.magics['cell']), 'line': sorted(ip.magics_manager.magics['line'])}))\n"
     )
     assert got["new"] == []
     assert "deploy" in got["cell"]
     assert {"deploy", "predict", "stream"} <= set(got["line"])
+    # The magics' parsers are built on first use (not at %load_ext): a bad line is still a
+    # UsageError, and the help still lists the options.
+    assert "required: model_id" in got["usage"]
+    assert "--nodepool" in got["help"] and "--min-replicas" in got["help"]

@@ -30,6 +30,7 @@ import re
 import symtable
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -45,7 +46,7 @@ from IPython.core.magic import (
     no_var_expand,
     output_can_be_silenced,
 )
-from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import argument, construct_parser
 from IPython.display import display
 from traitlets import Float
 
@@ -338,6 +339,50 @@ def _variable_name(token: str) -> str:
     return token
 
 
+class _ParsedOnFirstUse:
+    """A magic method whose ``magic_arguments`` parser is built on first use.
+
+    IPython's ``@magic_arguments()`` builds the parser, and writes its usage text into the
+    docstring, when the class is defined: for our three magics that was most of what
+    ``%load_ext jupyter_deploy`` cost. Here ``parser`` and ``__doc__`` (what ``%deploy?``,
+    ``help`` and ``lsmagic`` read) build both on first read; calls and the attributes IPython's
+    decorators set (``needs_local_scope``, ...) pass through to the function.
+    """
+
+    def __init__(self, func: Any):
+        self.__wrapped__ = func
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__module__ = func.__module__
+
+    def _parser(self) -> Any:
+        func = self.__wrapped__
+        parser = func.__dict__.get("parser")
+        if parser is None:
+            parser = func.parser = construct_parser(func)  # also sets func.__doc__ to the usage
+        return parser
+
+    parser = property(_parser)
+    __doc__ = property(lambda self: (self._parser(), self.__wrapped__.__doc__)[1])  # type: ignore[assignment]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__wrapped__, name)
+
+
+def _magic_arguments(func: Any) -> _ParsedOnFirstUse:
+    """``@magic_arguments()`` (the magic's name is the function's), its parser built on first use."""
+    if not getattr(func, "has_arguments", False):
+        func.has_arguments = True
+        func.decorators = []
+    return _ParsedOnFirstUse(func)
+
+
 def _arguments(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Several ``@argument`` decorators as one, their arguments listed in the order given."""
     def apply(fn: Any) -> Any:
@@ -596,7 +641,7 @@ class DeployMagics(Magics):
     @no_var_expand
     @needs_local_scope
     @output_can_be_silenced
-    @magic_arguments()
+    @_magic_arguments
     @argument("model_id", type=_text, help="the model's id (letters, digits, - and _)")
     @argument("--nodepool", default=None, type=_text,
               help="the nodepool to deploy on (default: local)")
@@ -853,7 +898,7 @@ class DeployMagics(Magics):
     @no_var_expand
     @needs_local_scope
     @output_can_be_silenced
-    @magic_arguments()
+    @_magic_arguments
     @_call_arguments(
         argument("--method", default="predict", type=_text,
                  help="the method to call (default: predict)"),
@@ -882,7 +927,7 @@ class DeployMagics(Magics):
     @no_var_expand
     @needs_local_scope
     @output_can_be_silenced
-    @magic_arguments()
+    @_magic_arguments
     @_call_arguments(
         argument("--method", default=None, type=_text,
                  help="the method (default: generate; with --input: stream)"),
