@@ -12,7 +12,10 @@ Each sample is a fresh interpreter. Rounds run, in an order that flips every rou
   (wall and ``process_time``), so IPython's own start-up is not counted.
 
 A revision is a folder that holds a ``jupyter_deploy`` package (put first on ``PYTHONPATH``):
-``WORKTREE`` is this checkout; ``--rev old=main`` exports branch ``main`` with ``git archive``.
+``WORKTREE`` is this checkout (copied, uncommitted changes included); ``--rev old=main`` exports
+branch ``main`` with ``git archive``. Each is measured in a copy of its own under a temporary
+folder, with the .pyc files the warm-up rounds write there (``--no-pyc``: none, every import
+compiles our source, as a checkout under PYTHONDONTWRITEBYTECODE=1 does).
 With two revisions the table also gives the median over rounds of new/old per round.
 
     python bench/import_bench.py                          # this checkout, 21 rounds
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,7 +124,14 @@ def main() -> None:
         name, _, ref = spec.partition("=")
         if not ref:
             sys.exit(f"--rev {spec!r}: write NAME=GITREF or NAME=WORKTREE")
-        revisions[name] = ROOT if ref == "WORKTREE" else _export(ref, tmp)
+        if ref == "WORKTREE":
+            # A copy without __pycache__, as an export is: with --no-pyc neither side may find
+            # .pyc files an earlier run wrote.
+            revisions[name] = tmp / "WORKTREE"
+            shutil.copytree(ROOT / "jupyter_deploy", tmp / "WORKTREE" / "jupyter_deploy",
+                            ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+        else:
+            revisions[name] = _export(ref, tmp)
     for name, path in revisions.items():
         _check_revision(name, path)
 

@@ -81,14 +81,14 @@ __all__ = [
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext jupyter_deploy``: register ``%%deploy``, ``%predict`` and ``%stream``."""
-    from .notebook.magics import load_ipython_extension as load
+    from .notebook._extension import load_ipython_extension as load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """``%unload_ext jupyter_deploy``: remove the magics and close their client."""
-    from .notebook.magics import unload_ipython_extension as unload
+    from .notebook._extension import unload_ipython_extension as unload
 
     unload(ip)
 

@@ -112,16 +112,20 @@ def test_load_ext_in_a_real_ipython_shell_loads_no_heavy_library() -> None:
         "before = set(heavy())\n"
         "ip.run_line_magic('load_ext', 'jupyter_deploy')\n"
         "new = sorted(set(heavy()) - before)\n"
+        "work = 'jupyter_deploy.notebook.magics' in sys.modules\n"
         "from IPython.core.error import UsageError\n"
         "try:\n"
         "    ip.run_line_magic('predict', '--no-such-option')\n"
         "    usage = ''\n"
         "except UsageError as e:\n"
         "    usage = str(e)\n"
-        "print(json.dumps({'new': new, 'usage': usage, 'help': ip.find_line_magic('deploy').__doc__,\n"
+        "print(json.dumps({'new': new, 'usage': usage, 'work': work,\n"
+        "    'work_after': 'jupyter_deploy.notebook.magics' in sys.modules, 'help': ip.find_line_magic('deploy').__doc__,\n"
         "    'cell': sorted(ip.magics_manager.magics['cell']), 'line': sorted(ip.magics_manager.magics['line'])}))\n"
     )
     assert got["new"] == []
+    # The magics' work (jupyter_deploy.notebook.magics) is imported by the first magic run.
+    assert got["work"] is False and got["work_after"] is True
     assert "deploy" in got["cell"]
     assert {"deploy", "predict", "stream"} <= set(got["line"])
     # The magics' parsers are built on first use (not at %load_ext): a bad line is still a
