@@ -132,3 +132,28 @@ def test_load_ext_in_a_real_ipython_shell_loads_no_heavy_library() -> None:
     # UsageError, and the help still lists the options.
     assert "required: model_id" in got["usage"]
     assert "--nodepool" in got["help"] and "--min-replicas" in got["help"]
+
+
+def test_results_render_after_load_ext_though_the_renderers_load_on_first_display() -> None:
+    got = _run(
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'jupyter_deploy')\n"
+        "loaded = lambda: sorted(m for m in ('jupyter_deploy.notebook.render', 'jupyter_deploy.model.types') "
+        "if m in sys.modules)\n"
+        "at_load = loaded()\n"
+        "plain, _ = ip.display_formatter.format([1, 2])\n"
+        "after_list = loaded()\n"
+        "from jupyter_deploy import Concept\n"
+        "one, _ = ip.display_formatter.format(Concept('c', '<c>', 0.5))\n"
+        "many, _ = ip.display_formatter.format([Concept('c', 'c', 0.5)])\n"
+        "ip.run_line_magic('unload_ext', 'jupyter_deploy')\n"
+        "gone, _ = ip.display_formatter.format(Concept('c'))\n"
+        "print(json.dumps({'at_load': at_load, 'after_list': after_list, 'plain': sorted(plain),\n"
+        "    'one': one.get('text/html', ''), 'many': many.get('text/html', ''), 'gone': sorted(gone)}))\n"
+    )
+    assert got["at_load"] == [] and got["after_list"] == []  # any other list: shown as always
+    assert got["plain"] == ["text/plain"]
+    assert "&lt;c&gt;" in got["one"]
+    assert "jd-concepts" in got["many"]
+    assert got["gone"] == ["text/plain"]  # %unload_ext takes the formatters away

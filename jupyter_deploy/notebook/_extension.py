@@ -352,7 +352,7 @@ def _formatter(ip: Any) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """Register the magics (``%load_ext jupyter_deploy``); no daemon is contacted here."""
-    from .render import register_formatters
+    from ._formatters import register_formatters
 
     ip.register_magics(DeployMagics(ip))
     register_formatters(ip)  # results render by type (concepts as a table with bars, ...)
@@ -378,7 +378,7 @@ def unload_ipython_extension(ip: Any) -> None:
         instance.close()
         if instance in getattr(ip, "configurables", []):
             ip.configurables.remove(instance)
-    from .render import unregister_formatters
+    from ._formatters import unregister_formatters
 
     unregister_formatters(ip)
     formatter = _formatter(ip)
