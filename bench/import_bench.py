@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--no-load-ext", action="store_true", help="only the import rows")
     parser.add_argument("--json", help="also write every sample to this file")
+    parser.add_argument("--kernel", type=int, default=0, metavar="N",
+                        help="also N rounds of %%load_ext in a fresh jupyter kernel per revision, timed "
+                             "as a cell from the execute request to its reply (notebook_bench's way)")
     parser.add_argument("--no-pyc", action="store_true",
                         help="keep PYTHONDONTWRITEBYTECODE as set (every import compiles our source)")
     args = parser.parse_args()
@@ -154,6 +157,8 @@ def main() -> None:
                 sample = {"wall": inner["wall"], "cpu": inner["cpu"], "process_wall": wall}
             samples[label].append(sample)
 
+    kernel = _kernel_rounds(revisions, args.kernel) if args.kernel else {}
+
     def med(label: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[label]) * 1000
 
@@ -176,6 +181,11 @@ def main() -> None:
             label = f"load_ext {name}"
             lines.append(f"| `%load_ext jupyter_deploy` after IPython is up ({name}) | "
                          f"{med(label, 'wall'):.1f} | {med(label, 'cpu'):.1f} | | |")
+    for name, rows in kernel.items():
+        cell = statistics.median(r["load_ext"] for r in rows) * 1000
+        net = statistics.median(r["load_ext"] - r["pass"] for r in rows) * 1000
+        lines.append(f"| `%load_ext jupyter_deploy` as a cell in a fresh kernel ({name}, {len(rows)} kernels; "
+                     f"net of a `pass` cell: {net:.1f}) | {cell:.1f} | | | |")
     names = list(revisions)
     if len(names) >= 2:
         old = names[0]
@@ -195,7 +205,39 @@ def main() -> None:
                         lines.append(f"- {kind} {key}: {new}/{old} = {statistics.median(ratios):.2f}")
     print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps(samples, indent=1))
+        Path(args.json).write_text(json.dumps({**samples, "kernel": kernel}, indent=1))
+
+
+def _kernel_rounds(revisions: dict[str, Path], rounds: int) -> dict[str, list[dict[str, float]]]:
+    """Per revision, ``rounds`` fresh kernels: the wall time of a ``pass`` cell, then of
+    ``%load_ext jupyter_deploy`` (the first cell that imports our code), each from the
+    execute request to the reply; the order of the revisions flips every round."""
+    from jupyter_client.manager import KernelManager
+
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in revisions}
+    names = list(revisions)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            with tempfile.TemporaryDirectory() as home:
+                env = {**_env(revisions[name]), "JUPYTER_DEPLOY_HOME": home}
+                km = KernelManager(kernel_name="python3")
+                km.start_kernel(env=env, cwd=_NEUTRAL)
+                kc = km.client()
+                try:
+                    kc.start_channels()
+                    kc.wait_for_ready(timeout=60)
+                    times = {}
+                    for key, code in (("pass", "pass"), ("load_ext", "%load_ext jupyter_deploy")):
+                        start = time.perf_counter()
+                        reply = kc.execute_interactive(code, timeout=60, output_hook=lambda msg: None)
+                        times[key] = time.perf_counter() - start
+                        if reply["content"]["status"] != "ok":
+                            sys.exit(f"revision {name}: {code} failed in the kernel: {reply['content']}")
+                    out[name].append(times)
+                finally:
+                    kc.stop_channels()
+                    km.shutdown_kernel(now=True)
+    return out
 
 
 if __name__ == "__main__":
