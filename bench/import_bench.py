@@ -26,6 +26,7 @@ With two revisions the table also gives the median over rounds of new/old per ro
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
@@ -42,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: The children's working folder: ``python -c`` puts it first on sys.path, so it must hold no package.
 _NEUTRAL = tempfile.mkdtemp(prefix="import-bench-cwd-")
+atexit.register(shutil.rmtree, _NEUTRAL, True)
 
 #: Runs in the child: IPython first (not timed), then the magic, timed from inside.
 LOAD_EXT = """
@@ -122,6 +124,7 @@ def main() -> None:
     _KEEP_NO_BYTECODE = args.no_pyc
 
     tmp = Path(tempfile.mkdtemp(prefix="import-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
     revisions: dict[str, Path] = {}
     for spec in args.rev or ["this=WORKTREE"]:
         name, _, ref = spec.partition("=")
