@@ -41,9 +41,18 @@ from .errors import (
     RunnerError,
     TransformerError,
 )
-from .model import Audio, Concept, Frame, ModelClass, Region, Transformer, Video
 
+#: Public name -> the module that defines it, imported on first use (PEP 562): `import
+#: jupyter_deploy` costs the errors and the version only, and a name costs what its module needs
+#: (ModelClass: dataclasses and inspect, no protobuf; Client: gRPC).
 _LAZY = {
+    "Audio": "jupyter_deploy.model.types",
+    "Concept": "jupyter_deploy.model.types",
+    "Frame": "jupyter_deploy.model.types",
+    "Region": "jupyter_deploy.model.types",
+    "Video": "jupyter_deploy.model.types",
+    "ModelClass": "jupyter_deploy.model",
+    "Transformer": "jupyter_deploy.model",
     "load_local": "jupyter_deploy.local",
     "LocalModel": "jupyter_deploy.local",
     "RunnerClient": "jupyter_deploy.client",
@@ -72,14 +81,14 @@ __all__ = [
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext jupyter_deploy``: register ``%%deploy``, ``%predict`` and ``%stream``."""
-    from .notebook.magics import load_ipython_extension as load
+    from .notebook._extension import load_ipython_extension as load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """``%unload_ext jupyter_deploy``: remove the magics and close their client."""
-    from .notebook.magics import unload_ipython_extension as unload
+    from .notebook._extension import unload_ipython_extension as unload
 
     unload(ip)
 
@@ -101,11 +110,19 @@ def __dir__() -> list[str]:
     return sorted({*__all__, "load_ipython_extension", "unload_ipython_extension"})
 
 
+#: Subpackages that `import jupyter_deploy` used to import as a side effect, so that
+#: ``jupyter_deploy.model.X`` after a bare ``import jupyter_deploy`` still works.
+_SUBMODULES = frozenset({"model"})
+
+
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name in _LAZY or name in _SUBMODULES:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        if name in _SUBMODULES:
+            value = importlib.import_module(f"{__name__}.{name}")
+        else:
+            value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'jupyter_deploy' has no attribute {name!r}")

@@ -43,8 +43,8 @@ def test_import_loads_no_machine_learning_framework():
 
 
 def test_import_loads_neither_grpc_nor_pandas_nor_pydantic():
-    # (protobuf still comes in, through the SDK's signatures: issue 18 takes it out.)
+    # (tests/test_imports.py checks more: protobuf, yaml, ipywidgets, and %load_ext.)
     out = subprocess.run([sys.executable, "-c", "import sys, jupyter_deploy; print(sorted(m for m in "
-                          "('grpc', 'pandas', 'pydantic', 'IPython') if m in sys.modules))"],
+                          "('grpc', 'pandas', 'pydantic', 'IPython', 'google.protobuf') if m in sys.modules))"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

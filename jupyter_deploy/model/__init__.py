@@ -26,22 +26,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._model_class import ModelClass
-from ._transformer import Transformer
-from .signature import MethodSpec, ParamSpec, TypeNode
-from .types import Audio, Concept, Frame, Region, Video
-
-#: The loader, imported on first use: a model.py that only needs ModelClass should not
-#: pay for the codec, config parsing and the batcher.
-_LOADER = frozenset({"CallFailed", "ModelHost", "load_folder"})
+#: Each public name's module, imported on first use (PEP 562). The loader (``_host``): a
+#: model.py that only needs ModelClass should not pay for the codec, config parsing and the
+#: batcher. The rest: importing ``jupyter_deploy.model.types`` (as the notebook's renderers
+#: do at ``%load_ext``) should not build the signature machinery.
+_LAZY = {
+    "CallFailed": "_host", "ModelHost": "_host", "load_folder": "_host",
+    "ModelClass": "_model_class", "Transformer": "_transformer",
+    "MethodSpec": "signature", "ParamSpec": "signature", "TypeNode": "signature",
+    "Audio": "types", "Concept": "types", "Frame": "types", "Region": "types", "Video": "types",
+}
 
 __all__ = ["Audio", "CallFailed", "Concept", "Frame", "MethodSpec", "ModelClass", "ModelHost",
            "ParamSpec", "Region", "Transformer", "TypeNode", "Video", "load_folder"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LOADER:
-        from . import _host
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
-        return getattr(_host, name)
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        if module != "_host":  # the loader stays out of the namespace, as it always has
+            globals()[name] = value
+        return value
     raise AttributeError(f"module 'jupyter_deploy.model' has no attribute {name!r}")

@@ -26,11 +26,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._lazy import LazyModule
 from ..errors import ModelDefinitionError
-from ..proto import runner_pb2 as pb
 from . import types as dtypes
+
+if TYPE_CHECKING:
+    from ..proto import runner_pb2 as pb
+else:  # protobuf only when a signature crosses the wire, not at `import jupyter_deploy`
+    pb = LazyModule("jupyter_deploy.proto.runner_pb2", globals(), "pb")
 
 #: Keywords the client uses to route a call; a model parameter may not take them.
 ROUTING_KEYWORDS = frozenset({"deployment_id", "compute_cluster_id", "nodepool_id"})

@@ -11,12 +11,12 @@ from typing import Any
 
 
 def load_ipython_extension(ip: Any) -> None:
-    from .magics import load_ipython_extension as load
+    from ._extension import load_ipython_extension as load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    from .magics import unload_ipython_extension as unload
+    from ._extension import unload_ipython_extension as unload
 
     unload(ip)

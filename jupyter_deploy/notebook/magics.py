@@ -31,26 +31,36 @@ import symtable
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import (
-    Magics,
-    line_cell_magic,
-    line_magic,
-    magics_class,
-    needs_local_scope,
-    no_var_expand,
-    output_can_be_silenced,
-)
-from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Float
 
 from ..errors import DeployError, DeploymentError, IdError, ModelDefinitionError, ModelError
 from ..ids import default_deployment_id
+
+# The magics class, its grammar and the entry points live in ``_extension`` (what %load_ext
+# loads); they are names of this module too, as they were before it was split.
+from ._extension import (  # noqa: F401 - re-exported
+    _CELL_NAMESPACE,
+    _MAGIC_NAMES,
+    DeployMagics,
+    _arguments,
+    _call_arguments,
+    _expression,
+    _int,
+    _magic_arguments,
+    _method_value,
+    _ParsedOnFirstUse,
+    _read_value,
+    _text,
+    _Typed,
+    _variable,
+    _variable_name,
+    load_ipython_extension,
+    unload_ipython_extension,
+)
 
 __all__ = ["DeployMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -62,7 +72,6 @@ _BUILTINS = (frozenset(dir(builtins)) - {"display", "get_ipython", "__IPYTHON__"
     "__builtins__", "__annotations__", "__dict__"}
 _VAR = re.compile(r"\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 _MODEL_FRAME = re.compile(r'File "(?:[^"]*/)?1/model\.py", line (\d+)')
-_MAGIC_NAMES = {"line": ("deploy", "predict", "stream"), "cell": ("deploy",)}
 
 
 # ---------------------------------------------------------------- small display helpers
@@ -248,8 +257,6 @@ def _media(node: Any) -> bool:
 # Each argument's ``type`` reads its token in the notebook ($var, {expr}, a literal, text),
 # in the namespaces of the cell being run, which ``parse_line`` makes current.
 
-_CELL_NAMESPACE: ContextVar[_Namespace] = ContextVar("jupyter_deploy_cell_namespace")
-
 
 def parse_line(magic: Any, line: str, ns: _Namespace) -> argparse.Namespace:
     """``magic``'s arguments in ``line`` (options anywhere), their values read through ``ns``.
@@ -267,53 +274,6 @@ def parse_line(magic: Any, line: str, ns: _Namespace) -> argparse.Namespace:
         _CELL_NAMESPACE.reset(current)
 
 
-def _text(token: str) -> str:
-    """An option's text: ``$var`` / ``{expr}`` expanded (to str), quotes removed."""
-    return _CELL_NAMESPACE.get().text(token)
-
-
-def _int(token: str) -> int:
-    return int(_text(token))
-
-
-_int.__name__ = "int"  # argparse names the type in its message: "invalid int value: 'many'"
-
-
-def _variable(option: str) -> Callable[[str], Any]:
-    """``--bytes VAR`` / ``--input VAR``: the value of a name (or ``$name`` / ``{expr}``)."""
-    def variable(token: str) -> Any:
-        return _CELL_NAMESPACE.get().variable(token, option)
-
-    return variable
-
-
-def _expression(option: str) -> Callable[[str], Any]:
-    """``--sample EXPR``: a Python expression (or ``$name`` / ``{expr}``) evaluated in the notebook."""
-    def expression(token: str) -> Any:
-        ns = _CELL_NAMESPACE.get()
-        found, value = ns.reference(token)
-        return value if found else ns.eval(token, f"{option} {token}")
-
-    return expression
-
-
-class _Typed:
-    """A literal read from the line (``123``), with its text: a ``str`` parameter takes the text
-    (``%predict writer 123`` sends "123"), any other the value (``_as_declared``)."""
-
-    def __init__(self, value: Any, text: str):
-        self.value, self.text = value, text
-
-
-def _read_value(token: str) -> Any:
-    ns = _CELL_NAMESPACE.get()
-    found, value = ns.reference(token)
-    if found:  # $var / {expr}: the notebook's value, as it is
-        return value
-    value = ns.value(token)
-    return value if isinstance(value, str) else _Typed(value, token)
-
-
 def _as_declared(param: Any, value: Any) -> Any:
     """A value for ``param`` (None: no such parameter): a literal's text where it takes text."""
     if not isinstance(value, _Typed):
@@ -322,55 +282,6 @@ def _as_declared(param: Any, value: Any) -> Any:
     if node is not None and node.kind == "optional" and node.args and value.value is not None:
         node = node.args[0]
     return value.text if node is not None and node.kind == "str" else value.value
-
-
-def _method_value(token: str) -> tuple[str | None, Any]:
-    """A method's argument: ``(name, value)`` for ``name=value``, else ``(None, value)``."""
-    name, sep, value = token.partition("=")
-    if sep and name.isidentifier() and token[:1] not in "\"'{$[(":
-        return name, _read_value(value)
-    return None, _read_value(token)
-
-
-def _variable_name(token: str) -> str:
-    if not token.isidentifier():
-        raise UsageError(f"-o takes a variable name, not {token!r}")
-    return token
-
-
-def _arguments(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Several ``@argument`` decorators as one, their arguments listed in the order given."""
-    def apply(fn: Any) -> Any:
-        for decorate in reversed(decorators):
-            fn = decorate(fn)
-        return fn
-
-    return apply
-
-
-def _call_arguments(*own: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``%predict``'s and ``%stream``'s arguments: the model, the method's values, ``own``
-    (``--method`` and the magic's own options), media, routing and ``-o``."""
-    return _arguments(
-        argument("model_id", type=_text, help="the model: MODEL_ID, or USER/APP/models/MODEL_ID"),
-        argument("args", nargs="*", metavar="ARG", type=_method_value,
-                 help="a value for the method's first parameter, and/or name=value; values are "
-                      "Python literals, $var or {expression} from the notebook, else plain text"),
-        *own,
-        argument("--url", default=None, metavar="U", type=_text,
-                 help="fill the method's first media parameter by URL"),
-        argument("--file", default=None, metavar="PATH", type=_text,
-                 help="fill the method's first media parameter from a file"),
-        argument("--bytes", default=None, metavar="VAR", type=_variable("--bytes"),
-                 help="fill the method's first media parameter with the bytes in VAR"),
-        argument("--deployment-id", default=None, type=_text, help="call this deployment"),
-        argument("--cluster", default=None, type=_text,
-                 help="call the deployment on this cluster (with --nodepool)"),
-        argument("--nodepool", default=None, type=_text,
-                 help="call the deployment on this nodepool (with --cluster)"),
-        argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
-                 help="also store the result in VAR"),
-    )
 
 
 # ---------------------------------------------------------------- checking a cell
@@ -522,433 +433,310 @@ def _concise(e: DeployError, deployment_id: str, from_cell: bool = True) -> Depl
     return short
 
 
-# ---------------------------------------------------------------- the magics
+# ---------------------------------------------------------------- the magics' work
+# Each magic of ``DeployMagics`` (in ``_extension``) runs its ``run_*`` function here, with
+# the magics instance as ``self``.
 
 
-@magics_class
-class DeployMagics(Magics):
-    """``%%deploy``, ``%predict`` and ``%stream`` (see each one's ``?`` for its options)."""
+def _model_key(self, address: str) -> tuple[str, str, str]:
+    from ..client._api import parse_model_url
 
-    wait_timeout = Float(600.0, config=True, help="Seconds %%deploy waits for the deployment to be ready.")
-    progress_interval = Float(0.25, config=True,
-                              help="Seconds between two updates of %%deploy's progress line.")
-
-    def __init__(self, shell: Any = None, client: Any = None, **kwargs: Any):
-        super().__init__(shell=shell, **kwargs)
-        self._client = client
-        self._models: dict[tuple[str, str, str], Any] = {}
-
-    # ------------------------------------------------------------ plumbing
-
-    @property
-    def client(self) -> Any:
-        """The ``Client`` the magics use, made (and the daemon started) on first use."""
-        if self._client is None:
-            from ..client import Client
-
-            self._client = Client()
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._models.clear()
-
-    def _live(self) -> bool:
-        return getattr(self.shell, "kernel", None) is not None
-
-    def _store(self, name: str | None, value: Any) -> None:
-        if name:
-            self.shell.user_ns[name] = value
-
-    def _model_key(self, address: str) -> tuple[str, str, str]:
-        from ..client._api import parse_model_url
-
-        if "/" in address:
-            try:
-                return parse_model_url(address)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-        return ("", "default", address)
-
-    def _model(self, address: str, method: str) -> Any:
-        """The registry's view of a model (cached; reread when the method is not known)."""
-        from ..client import Model
-
-        key = self._model_key(address)
-        model = self._models.get(key)
-        if model is None or method not in model.methods:
-            user, app, model_id = key
-            model = Model(model_id=model_id, user_id=user or None, app_id=app, client=self.client)
-            self._models[key] = model
-        if method not in model.methods:
-            from ..ids import model_name
-
-            name = model_name(key[0] or self.client.user_id, key[1], key[2])
-            raise UsageError(f"model {name} has no method {method!r} "
-                             f"(methods: {', '.join(model.specs) or 'none'})")
-        return model
-
-    # ------------------------------------------------------------ %%deploy
-
-    @line_cell_magic
-    @no_var_expand
-    @needs_local_scope
-    @output_can_be_silenced
-    @magic_arguments()
-    @argument("model_id", type=_text, help="the model's id (letters, digits, - and _)")
-    @argument("--nodepool", default=None, type=_text,
-              help="the nodepool to deploy on (default: local)")
-    @argument("--cluster", default=None, type=_text,
-              help="the nodepool's compute cluster (default: local)")
-    @argument("--deployment-id", default=None, type=_text,
-              help="the deployment's id (default: the model id)")
-    @argument("--app-id", default=None, type=_text,
-              help="the app that holds the model (default: default)")
-    @argument("--config", default=None, metavar="FILE", type=_text,
-              help="a config.yaml, or a deployment YAML, whose keys override the defaults")
-    @argument("--requirements", default=None, metavar='"PKG PKG"', type=_text,
-              help="the model's requirements.txt, as one quoted list")
-    @argument("--min-replicas", type=_int, default=None,
-              help="at least this many replicas (autoscale_config.min_replicas; 0: scale to zero when idle)")
-    @argument("--max-replicas", type=_int, default=None,
-              help="at most this many replicas (autoscale_config.max_replicas; default: --min-replicas)")
-    @argument("--local", action="store_true",
-              help="load and test in this kernel only (no upload); the model object is put in the "
-                   "namespace under the class's name")
-    @argument("--no-test", action="store_true",
-              help="do not run the model's test() (in the kernel with --local, else on the first replica)")
-    @argument("--reload", default="auto", choices=("auto", "never"), type=_text,
-              help="auto (the default): when only method bodies changed since the running version, swap "
-                   "the new code into the running replicas, keeping their loaded state (hot reload); "
-                   "never: always start new replicas")
-    @argument("--object", default=None, metavar="NAME", type=_variable("--object"),
-              help="line form (%%deploy MODEL_ID --object NAME): package this trained object of the "
-                   "notebook (a scikit-learn, XGBoost, LightGBM or PyTorch model, a transformers "
-                   "pipeline) and deploy it")
-    @argument("--sample", default=None, metavar="EXPR", type=_expression("--sample"),
-              help="with --object: a few input rows (a DataFrame or an array; an expression such as "
-                   "X_test.head()) whose columns and dtypes every call is checked against, and on which "
-                   "the first replica must reproduce the notebook's predictions")
-    @argument("-o", "--output", default=None, metavar="VAR", type=_variable_name,
-              help="also store the Deployment (or, with --local, the local model) in VAR")
-    def deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
-        """Deploy the ModelClass subclass in the cell, or (line form) a trained object.
-
-        ``%deploy MODEL_ID --object NAME [--sample EXPR]`` packages the notebook's
-        variable NAME with ``jupyter_deploy.package`` and deploys the folder it wrote,
-        as the cell form does (every other option works the same).
-
-        Writes the model folder ($JUPYTER_DEPLOY_HOME/notebook_models/MODEL_ID),
-        checks the cell without loading weights (syntax, names used but defined
-        only in the notebook, then the class and its signatures in a subprocess),
-        uploads a new version, creates the deployment on the nodepool or rolls out
-        the new version on the existing one, waits until it is ready and returns
-        the Deployment. The first replica runs load_model() and test(); a failing
-        test fails the deploy with the test's error. Values may be $var or {expr}.
-
-        Re-running the cell after changing only method bodies (not load_model, __init__,
-        class attributes, imports, --requirements or --config) swaps the new code into the
-        running replicas, which keep their loaded weights (hot reload; test() runs on the
-        swapped code first, and a failure keeps the old code); the ready line says "hot
-        reload", or why it was not one. --reload never starts new replicas instead.
-        """
-        args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
-        if cell is None:
-            if args.object is None:
-                raise UsageError("%deploy (one %) deploys a trained object: %deploy MODEL_ID --object NAME "
-                                 "[--sample EXPR]; for a model written in a cell, %%deploy is a cell magic: start "
-                                 "the cell with %%deploy MODEL_ID and put its code (a ModelClass subclass) below")
-            return self._deploy_object(args)
-        if args.object is not None or args.sample is not None:
-            raise UsageError("--object and --sample are for the line form: %deploy MODEL_ID --object NAME; "
-                             "%%deploy deploys the ModelClass in its cell")
-        if not cell.strip():
-            raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
-        _check_replica_flags(args.min_replicas, args.max_replicas)
-        check_cell_source(cell, self.shell.user_ns)
-        file_config = _read_yaml(args.config) if args.config else {}
-        model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
-        deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
-        if args.local:
-            return self._deploy_local(args, cell, model_part)
-        return self._deploy(args, cell, model_part, deployment_part)
-
-    def _config(self, args: Any, base: dict, model_part: dict, user_id: str) -> dict:
-        """``base`` with the --config file's model sections over it, and the ids the line gives."""
-        config = _merge(base, model_part)
-        ids = {"id": args.model_id, "user_id": user_id}
-        if args.app_id:
-            ids["app_id"] = args.app_id
-        config["model"] = {**config.get("model", {}), **ids}
-        return config
-
-    def _folder(self, args: Any, cell: str, model_part: dict, user_id: str) -> Path:
-        from ..config import default_config
-        from ..folder import write_model_folder
-        from ..paths import home
-
-        config = self._config(args, default_config(args.model_id, user_id=user_id,
-                                                   app_id=args.app_id or "default"), model_part, user_id)
-        requirements = " ".join((args.requirements or "").replace(",", " ").split())
-        folder = home() / "notebook_models" / args.model_id
-        return write_model_folder(cell, folder, model_id=args.model_id, config=config,
-                                  requirements=requirements.split())
-
-    def _deploy_local(self, args: Any, cell: str | None, model_part: dict, folder: Path | None = None) -> Any:
-        from ..folder import model_class_names, model_file
-        from ..local import load_local
-
-        if folder is None:
-            folder = self._folder(args, cell, model_part, "local")
+    if "/" in address:
         try:
-            model = load_local(folder, run_test=not args.no_test)
-        except DeployError:
+            return parse_model_url(address)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    return ("", "default", address)
+
+
+def _model(self, address: str, method: str) -> Any:
+    """The registry's view of a model (cached; reread when the method is not known)."""
+    from ..client import Model
+
+    key = _model_key(self, address)
+    model = self._models.get(key)
+    if model is None or method not in model.methods:
+        user, app, model_id = key
+        model = Model(model_id=model_id, user_id=user or None, app_id=app, client=self.client)
+        self._models[key] = model
+    if method not in model.methods:
+        from ..ids import model_name
+
+        name = model_name(key[0] or self.client.user_id, key[1], key[2])
+        raise UsageError(f"model {name} has no method {method!r} "
+                         f"(methods: {', '.join(model.specs) or 'none'})")
+    return model
+
+
+def run_deploy(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
+    args = parse_line(self.deploy, line, _Namespace(self.shell.user_ns, local_ns))
+    if cell is None:
+        if args.object is None:
+            raise UsageError("%deploy (one %) deploys a trained object: %deploy MODEL_ID --object NAME "
+                             "[--sample EXPR]; for a model written in a cell, %%deploy is a cell magic: start "
+                             "the cell with %%deploy MODEL_ID and put its code (a ModelClass subclass) below")
+        return _deploy_object(self, args)
+    if args.object is not None or args.sample is not None:
+        raise UsageError("--object and --sample are for the line form: %deploy MODEL_ID --object NAME; "
+                         "%%deploy deploys the ModelClass in its cell")
+    if not cell.strip():
+        raise UsageError("%%deploy needs the model's code (a ModelClass subclass) in the cell")
+    _check_replica_flags(args.min_replicas, args.max_replicas)
+    check_cell_source(cell, self.shell.user_ns)
+    file_config = _read_yaml(args.config) if args.config else {}
+    model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
+    deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
+    if args.local:
+        return _deploy_local(self, args, cell, model_part)
+    return _deploy(self, args, cell, model_part, deployment_part)
+
+
+def _config(self, args: Any, base: dict, model_part: dict, user_id: str) -> dict:
+    """``base`` with the --config file's model sections over it, and the ids the line gives."""
+    config = _merge(base, model_part)
+    ids = {"id": args.model_id, "user_id": user_id}
+    if args.app_id:
+        ids["app_id"] = args.app_id
+    config["model"] = {**config.get("model", {}), **ids}
+    return config
+
+
+def _folder(self, args: Any, cell: str, model_part: dict, user_id: str) -> Path:
+    from ..config import default_config
+    from ..folder import write_model_folder
+    from ..paths import home
+
+    config = _config(self, args, default_config(args.model_id, user_id=user_id,
+                                               app_id=args.app_id or "default"), model_part, user_id)
+    requirements = " ".join((args.requirements or "").replace(",", " ").split())
+    folder = home() / "notebook_models" / args.model_id
+    return write_model_folder(cell, folder, model_id=args.model_id, config=config,
+                              requirements=requirements.split())
+
+
+def _deploy_local(self, args: Any, cell: str | None, model_part: dict, folder: Path | None = None) -> Any:
+    from ..folder import model_class_names, model_file
+    from ..local import load_local
+
+    if folder is None:
+        folder = _folder(self, args, cell, model_part, "local")
+    try:
+        model = load_local(folder, run_test=not args.no_test)
+    except DeployError:
+        raise
+    except Exception as e:  # noqa: BLE001 - load_model() or test() raised: the model's own frames
+        raise _model_error(e, folder) from None
+    name = model_class_names(cell if cell is not None else model_file(folder).read_text())[0]
+    self.shell.user_ns[name] = model
+    self._store(args.output, model)
+    has_test = getattr(type(model.model), "test", None) is not None
+    tested = "" if args.no_test else (", test() passed" if has_test else ", no test() defined")
+    print(f"{name}: loaded in this kernel{tested}; call {name}.{next(iter(model.specs), 'predict')}(...)")
+    return model
+
+
+def _deploy_object(self, args: Any) -> Any:
+    """The line form: package ``--object``, then deploy (or, with --local, load) its folder."""
+    import yaml
+
+    from ..config import dump_config
+    from ..packaging import package
+
+    _check_replica_flags(args.min_replicas, args.max_replicas)
+    file_config = _read_yaml(args.config) if args.config else {}
+    model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
+    deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
+    requirements = (args.requirements or "").replace(",", " ").split()
+    try:
+        folder = package(args.object, args.model_id, sample=args.sample, requirements=requirements)
+    except (ValueError, FileExistsError) as e:
+        if isinstance(e, DeployError):
             raise
-        except Exception as e:  # noqa: BLE001 - load_model() or test() raised: the model's own frames
-            raise _model_error(e, folder) from None
-        name = model_class_names(cell if cell is not None else model_file(folder).read_text())[0]
-        self.shell.user_ns[name] = model
-        self._store(args.output, model)
-        has_test = getattr(type(model.model), "test", None) is not None
-        tested = "" if args.no_test else (", test() passed" if has_test else ", no test() defined")
-        print(f"{name}: loaded in this kernel{tested}; call {name}.{next(iter(model.specs), 'predict')}(...)")
-        return model
+        raise UsageError(str(e)) from None
+    user_id = "local" if args.local else self.client.user_id
+    if model_part or args.app_id or user_id != "local":
+        # The config the line and --config give, over the one package() wrote (its notes kept).
+        path = folder / "config.yaml"
+        text = path.read_text()
+        notes = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+        path.write_text(notes + dump_config(_config(self, args, yaml.safe_load(text), model_part, user_id)))
+    if args.local:
+        return _deploy_local(self, args, None, model_part, folder)
+    return _deploy(self, args, None, model_part, deployment_part, folder)
 
-    def _deploy_object(self, args: Any) -> Any:
-        """The line form: package ``--object``, then deploy (or, with --local, load) its folder."""
-        import yaml
 
-        from ..config import dump_config
-        from ..packaging import package
+def _deploy(self, args: Any, cell: str | None, model_part: dict, deployment_part: dict,
+            folder: Path | None = None) -> Any:
+    progress = _Progress(self._live(), self.progress_interval)
+    try:
+        deployment_id = args.deployment_id or default_deployment_id(args.model_id, "--deployment-id")
+    except IdError as e:
+        raise UsageError(str(e)) from None
+    progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
+    client = self.client
+    if folder is None:
+        folder = _folder(self, args, cell, model_part, client.user_id)
+    config = dict(deployment_part)
+    scale = {k: v for k, v in (("min_replicas", args.min_replicas),
+                               ("max_replicas", args.max_replicas)) if v is not None}
+    if scale:
+        config = _merge(config, {"autoscale_config": scale})
+    config["run_test"] = not args.no_test
 
-        _check_replica_flags(args.min_replicas, args.max_replicas)
-        file_config = _read_yaml(args.config) if args.config else {}
-        model_part = {k: v for k, v in file_config.items() if k in _MODEL_CONFIG_KEYS}
-        deployment_part = {k: v for k, v in file_config.items() if k not in _MODEL_CONFIG_KEYS}
-        requirements = (args.requirements or "").replace(",", " ").split()
-        try:
-            folder = package(args.object, args.model_id, sample=args.sample, requirements=requirements)
-        except (ValueError, FileExistsError) as e:
-            if isinstance(e, DeployError):
-                raise
-            raise UsageError(str(e)) from None
-        user_id = "local" if args.local else self.client.user_id
-        if model_part or args.app_id or user_id != "local":
-            # The config the line and --config give, over the one package() wrote (its notes kept).
-            path = folder / "config.yaml"
-            text = path.read_text()
-            notes = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-            path.write_text(notes + dump_config(self._config(args, yaml.safe_load(text), model_part, user_id)))
-        if args.local:
-            return self._deploy_local(args, None, model_part, folder)
-        return self._deploy(args, None, model_part, deployment_part, folder)
+    def show(rollout: Any) -> None:
+        r = rollout.readiness
+        uploading = rollout.action == "upload"
+        # Printed (outside a kernel) once per step; updated in place (throttled) in one.
+        key = "upload" if uploading else None if r is None else (
+            r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in getattr(r, "steps", ())))
+        progress.show(rollout.describe(), key, force=r is None and not uploading)
 
-    def _deploy(self, args: Any, cell: str | None, model_part: dict, deployment_part: dict,
-                folder: Path | None = None) -> Any:
-        progress = _Progress(self._live(), self.progress_interval)
-        try:
-            deployment_id = args.deployment_id or default_deployment_id(args.model_id, "--deployment-id")
-        except IdError as e:
-            raise UsageError(str(e)) from None
-        progress.show(f"{args.model_id}: checking and uploading ...", "upload", force=True)
-        client = self.client
-        if folder is None:
-            folder = self._folder(args, cell, model_part, client.user_id)
-        config = dict(deployment_part)
-        scale = {k: v for k, v in (("min_replicas", args.min_replicas),
-                                   ("max_replicas", args.max_replicas)) if v is not None}
-        if scale:
-            config = _merge(config, {"autoscale_config": scale})
-        config["run_test"] = not args.no_test
+    try:
+        deployment = client.deploy(
+            folder, args.model_id, deployment_id=deployment_id, app_id=args.app_id,
+            nodepool_id=args.nodepool, compute_cluster_id=args.cluster, timeout=self.wait_timeout,
+            progress=show, hot=None if args.reload == "auto" else False, **config)
+    except DeploymentError as e:
+        progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
+                      force=True)
+        raise _concise(e, deployment_id, from_cell=cell is not None) from None
+    finally:
+        self._models.pop(_model_key(self, args.model_id), None)
+        self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
+    progress.show(deployment.rollout.summary(), "ready", force=True)
+    self._store(args.output, deployment)
+    return deployment
 
-        def show(rollout: Any) -> None:
-            r = rollout.readiness
-            uploading = rollout.action == "upload"
-            # Printed (outside a kernel) once per step; updated in place (throttled) in one.
-            key = "upload" if uploading else None if r is None else (
-                r.state, r.ready, r.current, r.reason, tuple(step for _, step, _ in getattr(r, "steps", ())))
-            progress.show(rollout.describe(), key, force=r is None and not uploading)
+# ------------------------------------------------------------ %predict / %stream
 
-        try:
-            deployment = client.deploy(
-                folder, args.model_id, deployment_id=deployment_id, app_id=args.app_id,
-                nodepool_id=args.nodepool, compute_cluster_id=args.cluster, timeout=self.wait_timeout,
-                progress=show, hot=None if args.reload == "auto" else False, **config)
-        except DeploymentError as e:
-            progress.show(f"{args.model_id}: deployment {deployment_id} failed (see below)", "failed",
-                          force=True)
-            raise _concise(e, deployment_id, from_cell=cell is not None) from None
-        finally:
-            self._models.pop(self._model_key(args.model_id), None)
-            self._models.pop((client.user_id, args.app_id or "default", args.model_id), None)
-        progress.show(deployment.rollout.summary(), "ready", force=True)
-        self._store(args.output, deployment)
-        return deployment
 
-    # ------------------------------------------------------------ %predict / %stream
+def _call(self, args: Any, method: str) -> tuple[Any, Any, Callable[[], Any]]:
+    """The model, the method's spec, and a thunk that makes the call."""
+    if bool(args.cluster) != bool(args.nodepool):
+        raise UsageError("--cluster and --nodepool go together; give both")
+    if args.deployment_id and args.cluster:
+        raise UsageError("give --deployment-id, or --cluster with --nodepool, not both")
+    media = [(flag, value) for flag, value in (("url", args.url), ("filepath", args.file),
+                                                ("bytes", args.bytes)) if value is not None]
+    if len(media) > 1:
+        raise UsageError("give one of --url, --file and --bytes")
+    routing = {k: v for k, v in (("deployment_id", args.deployment_id),
+                                 ("compute_cluster_id", args.cluster),
+                                 ("nodepool_id", args.nodepool)) if v}
+    positional, named = [], {}
+    for name, value in args.args:
+        if name is not None:
+            if name in named:
+                raise UsageError(f"{name}= given twice")
+            named[name] = value
+        else:
+            if named:
+                raise UsageError(f"positional value {value!r} after name=value arguments")
+            positional.append(value)
+    model = _model(self, args.model_id, method)
+    spec = model.specs[method]
+    taken: list[str] = []  # parameters filled by an option: positional values fill the others
+    stream_input = getattr(args, "input", None)
+    if stream_input is not None:
+        if spec.stream_param is None:
+            raise UsageError(f"{method}() takes no input stream; --input is for stream-stream "
+                             f"methods (those taking an Iterator), e.g. --method stream")
+        named[spec.stream_param.name] = stream_input
+        taken.append(spec.stream_param.name)
+    by, value = None, None
+    if media:
+        flag, value = media[0]
+        option = f"--{'file' if flag == 'filepath' else flag}"
+        by = model.methods.get(f"{method}_by_{flag}")
+        if by is None:
+            raise UsageError(f"{method}() has no image, audio, video or bytes parameter to fill with {option}")
+        media_param = next(p.name for p in spec.params if _media(p.type))
+        if media_param in taken:
+            raise UsageError(f"{option} and --input both fill {media_param}; give one")
+        taken.append(media_param)
+    if taken:
+        rest = [p.name for p in spec.params if p.name not in taken and p.name not in named]
+        if len(positional) > len(rest):
+            raise UsageError(f"too many values for {method}(): besides {', '.join(taken)} it takes "
+                             f"{', '.join(rest) or 'nothing'}")
+        named.update(zip(rest, positional))
+        positional = []
+    params = {p.name: p for p in spec.params}
+    free = [p for p in spec.params if p.name not in named]
+    positional = [_as_declared(free[i] if i < len(free) else None, v) for i, v in enumerate(positional)]
+    named = {k: _as_declared(params.get(k), v) for k, v in named.items()}
+    if by is not None:
+        return model, spec, lambda: by(value, **named, **routing)
+    fn = model.methods[method]
+    return model, spec, lambda: fn(*positional, **named, **routing)
 
-    def _call(self, args: Any, method: str) -> tuple[Any, Any, Callable[[], Any]]:
-        """The model, the method's spec, and a thunk that makes the call."""
-        if bool(args.cluster) != bool(args.nodepool):
-            raise UsageError("--cluster and --nodepool go together; give both")
-        if args.deployment_id and args.cluster:
-            raise UsageError("give --deployment-id, or --cluster with --nodepool, not both")
-        media = [(flag, value) for flag, value in (("url", args.url), ("filepath", args.file),
-                                                    ("bytes", args.bytes)) if value is not None]
-        if len(media) > 1:
-            raise UsageError("give one of --url, --file and --bytes")
-        routing = {k: v for k, v in (("deployment_id", args.deployment_id),
-                                     ("compute_cluster_id", args.cluster),
-                                     ("nodepool_id", args.nodepool)) if v}
-        positional, named = [], {}
-        for name, value in args.args:
-            if name is not None:
-                if name in named:
-                    raise UsageError(f"{name}= given twice")
-                named[name] = value
-            else:
-                if named:
-                    raise UsageError(f"positional value {value!r} after name=value arguments")
-                positional.append(value)
-        model = self._model(args.model_id, method)
-        spec = model.specs[method]
-        taken: list[str] = []  # parameters filled by an option: positional values fill the others
-        stream_input = getattr(args, "input", None)
-        if stream_input is not None:
-            if spec.stream_param is None:
-                raise UsageError(f"{method}() takes no input stream; --input is for stream-stream "
-                                 f"methods (those taking an Iterator), e.g. --method stream")
-            named[spec.stream_param.name] = stream_input
-            taken.append(spec.stream_param.name)
-        by, value = None, None
-        if media:
-            flag, value = media[0]
-            option = f"--{'file' if flag == 'filepath' else flag}"
-            by = model.methods.get(f"{method}_by_{flag}")
-            if by is None:
-                raise UsageError(f"{method}() has no image, audio, video or bytes parameter to fill with {option}")
-            media_param = next(p.name for p in spec.params if _media(p.type))
-            if media_param in taken:
-                raise UsageError(f"{option} and --input both fill {media_param}; give one")
-            taken.append(media_param)
-        if taken:
-            rest = [p.name for p in spec.params if p.name not in taken and p.name not in named]
-            if len(positional) > len(rest):
-                raise UsageError(f"too many values for {method}(): besides {', '.join(taken)} it takes "
-                                 f"{', '.join(rest) or 'nothing'}")
-            named.update(zip(rest, positional))
-            positional = []
-        params = {p.name: p for p in spec.params}
-        free = [p for p in spec.params if p.name not in named]
-        positional = [_as_declared(free[i] if i < len(free) else None, v) for i, v in enumerate(positional)]
-        named = {k: _as_declared(params.get(k), v) for k, v in named.items()}
-        if by is not None:
-            return model, spec, lambda: by(value, **named, **routing)
-        fn = model.methods[method]
-        return model, spec, lambda: fn(*positional, **named, **routing)
 
-    @line_magic
-    @no_var_expand
-    @needs_local_scope
-    @output_can_be_silenced
-    @magic_arguments()
-    @_call_arguments(
-        argument("--method", default="predict", type=_text,
-                 help="the method to call (default: predict)"),
-        argument("--form", action="store_true",
-                 help="show a form built from the method's signature instead of calling it"),
-    )
-    def predict(self, line: str, local_ns: dict | None = None) -> Any:
-        """Call a deployed model's method and return the decoded result.
+def run_predict(self, line: str, local_ns: dict | None = None) -> Any:
+    args = parse_line(self.predict, line, _Namespace(self.shell.user_ns, local_ns))
+    method = args.method
+    if args.form:
+        from .widgets import predict_form
 
-        ``x = %predict echo hi`` assigns it; ``%predict echo text=$name`` takes a
-        value from the notebook. A streaming method's output is consumed as
-        %stream does. Without routing options the model's default deployment serves.
-        """
-        args = parse_line(self.predict, line, _Namespace(self.shell.user_ns, local_ns))
-        method = args.method
-        if args.form:
-            from .widgets import predict_form
+        return predict_form(_model(self, args.model_id, method), method)
+    _, spec, call = _call(self, args, method)
+    result = _consume(self, call(), spec) if spec.shape != "unary" else call()
+    self._store(args.output, result)
+    return result
 
-            return predict_form(self._model(args.model_id, method), method)
-        _model, spec, call = self._call(args, method)
-        result = self._consume(call(), spec) if spec.shape != "unary" else call()
-        self._store(args.output, result)
-        return result
 
-    @line_magic
-    @no_var_expand
-    @needs_local_scope
-    @output_can_be_silenced
-    @magic_arguments()
-    @_call_arguments(
-        argument("--method", default=None, type=_text,
-                 help="the method (default: generate; with --input: stream)"),
-        argument("--input", default=None, metavar="VAR", type=_variable("--input"),
-                 help="an iterable (a list, a generator) in VAR to stream in: calls a "
-                      "stream-stream method"),
-    )
-    def stream(self, line: str, local_ns: dict | None = None) -> Any:
-        """Call a streaming method and show its chunks as they come.
+def run_stream(self, line: str, local_ns: dict | None = None) -> Any:
+    args = parse_line(self.stream, line, _Namespace(self.shell.user_ns, local_ns))
+    method = args.method or ("stream" if args.input is not None else "generate")
+    _, spec, call = _call(self, args, method)
+    if spec.shape == "unary":
+        raise UsageError(f"{method}() is unary (it returns one value); call it with %predict")
+    if spec.shape == "bidi" and args.input is None:
+        raise UsageError(f"{method}() takes a stream of inputs: give it with --input VAR")
+    result = _consume(self, call(), spec)
+    self._store(args.output, result)
+    return result
 
-        Returns the joined text when the method yields str, else the list of
-        items. Interrupting the kernel (the stop button) cancels the call on the
-        server and keeps what was received. End the line with ; to show the
-        chunks only.
-        """
-        args = parse_line(self.stream, line, _Namespace(self.shell.user_ns, local_ns))
-        method = args.method or ("stream" if args.input is not None else "generate")
-        _model, spec, call = self._call(args, method)
-        if spec.shape == "unary":
-            raise UsageError(f"{method}() is unary (it returns one value); call it with %predict")
-        if spec.shape == "bidi" and args.input is None:
-            raise UsageError(f"{method}() takes a stream of inputs: give it with --input VAR")
-        result = self._consume(call(), spec)
-        self._store(args.output, result)
-        return result
 
-    def _consume(self, items: Iterator[Any], spec: Any) -> Any:
-        """Read a stream to its end (or to an interrupt), showing each item; the joined result."""
-        view_cls = _optional("jupyter_deploy.notebook.widgets", "StreamView")
-        view = view_cls() if view_cls is not None else None
-        text = spec.returns.kind == "str"
-        received: list[Any] = []
-        wrote = False
-        interrupted = False
-        progress = _Progress(self._live(), 0.25) if view is None and not text else None
-        started = time.monotonic()
-        try:
-            if view is not None:
-                view.consume(items)  # keeps every item: ``received`` is its list, below
-            else:
-                for item in items:
-                    received.append(item)
-                    if isinstance(item, str):
-                        sys.stdout.write(item)
-                        wrote = True
-                    elif progress is not None and progress.live:
-                        rate = len(received) / max(1e-9, time.monotonic() - started)
-                        progress.show(f"{len(received)} items ({rate:.1f}/s)")
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()  # cancels the call on the server (the model's generator is closed)
-            if view is not None:
-                view.close()
-                received = view.items
-        if wrote:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        if interrupted:
-            print(f"(interrupted after {len(received)} item{'s' if len(received) != 1 else ''}; the call "
-                  "was cancelled; what was received is kept)", file=sys.stderr, flush=True)
-        if text:
-            return StreamedText("".join(str(i) for i in received))._made_here()
-        return StreamedItems(received)._made_here()
+def _consume(self, items: Iterator[Any], spec: Any) -> Any:
+    """Read a stream to its end (or to an interrupt), showing each item; the joined result."""
+    view_cls = _optional("jupyter_deploy.notebook.widgets", "StreamView")
+    view = view_cls() if view_cls is not None else None
+    text = spec.returns.kind == "str"
+    received: list[Any] = []
+    wrote = False
+    interrupted = False
+    progress = _Progress(self._live(), 0.25) if view is None and not text else None
+    started = time.monotonic()
+    try:
+        if view is not None:
+            view.consume(items)  # keeps every item: ``received`` is its list, below
+        else:
+            for item in items:
+                received.append(item)
+                if isinstance(item, str):
+                    sys.stdout.write(item)
+                    wrote = True
+                elif progress is not None and progress.live:
+                    rate = len(received) / max(1e-9, time.monotonic() - started)
+                    progress.show(f"{len(received)} items ({rate:.1f}/s)")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # cancels the call on the server (the model's generator is closed)
+        if view is not None:
+            view.close()
+            received = view.items
+    if wrote:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if interrupted:
+        print(f"(interrupted after {len(received)} item{'s' if len(received) != 1 else ''}; the call "
+              "was cancelled; what was received is kept)", file=sys.stderr, flush=True)
+    if text:
+        return StreamedText("".join(str(i) for i in received))._made_here()
+    return StreamedItems(received)._made_here()
 
 
 class _ShownLive:
@@ -985,7 +773,7 @@ class StreamedItems(_ShownLive, list):
     """What ``%stream`` returns for other items."""
 
 
-# ---------------------------------------------------------------- extension entry points
+# ---------------------------------------------------------------- how a Deployment displays
 
 
 def _deployment_bundle(deployment: Any) -> Any:
@@ -997,45 +785,6 @@ def _deployment_bundle(deployment: Any) -> Any:
     if card is None:
         return None
     return card(deployment)._repr_mimebundle_()
-
-
-_DEPLOYMENT = ("jupyter_deploy.client._api", "Deployment")
-
-
-def _formatter(ip: Any) -> Any:
-    return getattr(getattr(ip, "display_formatter", None), "mimebundle_formatter", None)
-
-
-def load_ipython_extension(ip: Any) -> None:
-    """Register the magics (``%load_ext jupyter_deploy``); no daemon is contacted here."""
-    from .render import register_formatters
-
-    ip.register_magics(DeployMagics(ip))
-    register_formatters(ip)  # results render by type (concepts as a table with bars, ...)
-    formatter = _formatter(ip)
-    if formatter is not None:  # a returned or displayed Deployment shows as its card
-        formatter.for_type_by_name(*_DEPLOYMENT, _deployment_bundle)
-
-
-def unload_ipython_extension(ip: Any) -> None:
-    """Remove the magics and close the client (``%unload_ext`` / ``%reload_ext``)."""
-    manager = ip.magics_manager
-    instance = manager.registry.pop(DeployMagics.__name__, None)
-    for kind, names in _MAGIC_NAMES.items():
-        for name in names:
-            fn = manager.magics[kind].get(name)
-            if fn is not None and isinstance(getattr(fn, "__self__", None), DeployMagics):
-                del manager.magics[kind][name]
-    if instance is not None:
-        instance.close()
-        if instance in getattr(ip, "configurables", []):
-            ip.configurables.remove(instance)
-    from .render import unregister_formatters
-
-    unregister_formatters(ip)
-    formatter = _formatter(ip)
-    if formatter is not None:
-        formatter.pop(".".join(_DEPLOYMENT), None)
 
 
 def _check_replica_flags(min_replicas: int | None, max_replicas: int | None) -> None:

@@ -37,6 +37,10 @@ from typing import Any
 
 from ..model.types import Audio, Concept, Frame, Region, Video
 
+# The IPython formatters (registered by name, so %load_ext imports neither this module nor
+# model.types); they call ``render``.
+from ._formatters import register_formatters, unregister_formatters
+
 __all__ = [
     "MAX_MEDIA_BYTES",
     "Rendered",
@@ -491,56 +495,3 @@ def _dataclass_bundle(value: Any, input_image: Any, max_media: int, depth: int) 
     caption = f"<caption style='text-align:left;font-weight:bold'>{html.escape(type(value).__name__)}</caption>"
     return {"text/html": f"<table style='border-collapse:collapse'>{caption}<tbody>{rows}</tbody></table>",
             "text/plain": plain}
-
-
-# ---------------------------------------------------------------- IPython formatters
-
-_OUR_TYPES = (Concept, Region, Frame, Audio, Video)
-_MIMES = ("text/html", "image/png")
-_saved: dict[int, dict[tuple[str, type], Any]] = {}
-
-
-def _formatter_for(mime: str) -> Any:
-    def format_value(obj: Any) -> Any:
-        return render(obj).data.get(mime)
-    format_value.__name__ = f"jupyter_deploy_{mime.replace('/', '_')}"
-    return format_value
-
-
-def _list_formatter_for(mime: str) -> Any:
-    # Only a list made wholly of Concepts or Regions (what a model returns) is ours to
-    # render; for any other list this answers None and IPython shows it as it always does.
-    def format_list(obj: Any) -> Any:
-        if obj and all(isinstance(x, Concept) for x in obj) or obj and all(isinstance(x, Region) for x in obj):
-            return render(obj).data.get(mime)
-        return None
-    format_list.__name__ = f"jupyter_deploy_list_{mime.replace('/', '_')}"
-    return format_list
-
-
-def register_formatters(ip: Any) -> None:
-    """Let IPython show Concept, Region, Frame, Audio and Video (and lists of Concepts or
-    Regions, as a model returns them) by ``render``; other values are shown as always."""
-    if ip is None or id(ip) in _saved:
-        return
-    previous: dict[tuple[str, type], Any] = {}
-    for mime in _MIMES:
-        formatter = ip.display_formatter.formatters[mime]
-        for typ in _OUR_TYPES:
-            previous[(mime, typ)] = formatter.for_type(typ, _formatter_for(mime))
-        previous[(mime, list)] = formatter.for_type(list, _list_formatter_for(mime))
-    _saved[id(ip)] = previous
-
-
-def unregister_formatters(ip: Any) -> None:
-    """Undo ``register_formatters`` (what was registered before comes back)."""
-    if ip is None:
-        return
-    previous = _saved.pop(id(ip), None)
-    if previous is None:
-        return
-    for (mime, typ), old in previous.items():
-        formatter = ip.display_formatter.formatters[mime]
-        formatter.pop(typ, None)
-        if old is not None:
-            formatter.for_type(typ, old)
