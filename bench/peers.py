@@ -102,28 +102,18 @@ _QUICK = ("import sys, runpy; sys.argv = ['run.py'] + sys.argv[1:]; sys.path.ins
 
 # ------------------------------------------------------------------ what the peers do not measure
 
-def _fresh(code: str, runs: int) -> float:
-    """Median wall seconds of ``python -c code`` over ``runs`` fresh interpreters."""
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def import_times(runs: int) -> dict[str, float]:
-    """``import jupyter_deploy`` and ``%load_ext jupyter_deploy`` in ms, net of what they start from."""
-    bare = _fresh("pass", runs)
-    shell = ("from IPython.testing.globalipapp import start_ipython; ip = start_ipython(); "
-             "import time; t = time.perf_counter(); ip.run_line_magic('load_ext', 'jupyter_deploy'); "
-             "print(time.perf_counter() - t)")
-    load_ext = []
-    for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", shell], check=True, capture_output=True, text=True)
-        load_ext.append(float(out.stdout.strip().splitlines()[-1]))
-    return {"import_ms": (_fresh("import jupyter_deploy", runs) - bare) * 1000,
-            "bare_python_ms": bare * 1000, "load_ext_ms": statistics.median(load_ext) * 1000}
+def import_times(rounds: int) -> dict[str, float]:
+    """``import jupyter_deploy`` (net of a bare interpreter) and ``%load_ext jupyter_deploy`` (inside a
+    shell that is up), median wall ms over fresh processes, by ``bench/import_bench.py``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = Path(tmp) / "samples.json"
+        subprocess.run([sys.executable, str(ROOT / "bench" / "import_bench.py"), "--rounds", str(rounds),
+                        "--json", str(samples)], check=True, stdout=subprocess.DEVNULL)
+        data = json.loads(samples.read_text())
+    bare, imported, load_ext = data["bare"], data["import this"], data["load_ext this"]
+    return {"import_ms": statistics.median(i["wall"] - b["wall"] for i, b in zip(imported, bare)) * 1000,
+            "bare_python_ms": statistics.median(b["wall"] for b in bare) * 1000,
+            "load_ext_ms": statistics.median(x["wall"] for x in load_ext) * 1000}
 
 
 def daemon_launch_to_answer(launches: int) -> list[float]:
