@@ -7,15 +7,18 @@ daemon, with the daemon's inherited environment only, and talks to it over a
 ``SOCK_SEQPACKET`` socket (file descriptor ``--fd``):
 
 - it sends ``{"ready": pid}`` once the imports are done;
-- a request ``{"argv": [...], "env": {...}, "cwd", "umask", "user": [uid, gid, [groups]],
-  "pid_file", "port_file"}`` with the replica's log file attached (``SCM_RIGHTS``) forks a child that does
-  what a fresh runner process gets from its supervisor, then runs the runner's ``main(argv)``:
-  its own session, stdin from ``/dev/null``, stdout and stderr to the log, the request's
-  environment and nothing else, working folder, umask, groups, gid and uid (dropped for good,
-  before any model code runs), then exits with ``main``'s code. The answer is
-  ``{"pid": pid, "start_time": ...}`` (or ``{"error": why}``), after ``pid_file`` holds
-  ``"<pid> <start time> <port file>"``
-  (what finds the runner again after a daemon restart: its command line is this process's);
+- a request ``{"pid_file", "port_file"}`` with two files attached (``SCM_RIGHTS``), the
+  replica's log and the end of a stream socket of its own, forks a child. The answer is
+  ``{"pid": pid, "start_time": ...}`` (or ``{"error": why}``), once ``pid_file`` holds
+  ``"<pid> <start time> <port file>"`` (what finds the runner again after a daemon restart:
+  its command line is this process's);
+- the child reads the rest from its own socket, ``{"argv": [...], "env": {...}, "cwd",
+  "umask", "user": [uid, gid, [groups]]}``, so the template never holds a deployment's
+  secrets (every later child would get a copy of its memory), does what a fresh runner
+  process gets from its supervisor, then runs the runner's ``main(argv)``: its own session,
+  stdin from ``/dev/null``, stdout and stderr to the log, that environment and nothing else,
+  working folder, umask, groups, gid and uid (dropped for good, before any model code runs),
+  then exits with ``main``'s code;
 - each child that ends is reaped here and reported as ``{"exited": pid, "code": code}``
   (``Popen.returncode``'s convention: ``-N`` for signal N).
 
@@ -34,8 +37,8 @@ import socket
 import sys
 import traceback
 
-#: Largest request, in bytes (the environment, with the deployment's secrets, is most of it).
-MAX_MESSAGE = 4 * 2**20
+#: Largest request, in bytes (paths: the environment goes to the child on its own socket).
+MAX_MESSAGE = 65536
 
 
 def preload() -> None:
@@ -75,16 +78,25 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.sendall(json.dumps(message).encode())
 
 
-def _child(sock: socket.socket, wakeup: tuple[int, int], request: dict, log_fd: int) -> None:
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    with socket.socket(fileno=fd) as private:
+        while chunk := private.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _child(sock: socket.socket, wakeup: tuple[int, int], log_fd: int, private: int) -> None:
     """In the forked child: become the replica's runner; never returns."""
     code = 1
     try:
+        os.setsid()  # first: signals sent to the daemon's or a kernel's process group never reach it
         sock.close()
         signal.set_wakeup_fd(-1)
         for fd in wakeup:
             os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()  # signals sent to the daemon's or a kernel's process group never reach it
+        request = json.loads(_read_all(private))
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
@@ -120,15 +132,16 @@ def _child(sock: socket.socket, wakeup: tuple[int, int], request: dict, log_fd: 
 
 
 def _start(sock: socket.socket, wakeup: tuple[int, int], request: dict, fds: list[int]) -> None:
-    if len(fds) != 1:
+    if len(fds) != 2:
         for fd in fds:
             os.close(fd)
-        _send(sock, {"error": "a start request carries the replica's log file, and only that"})
+        _send(sock, {"error": "a start request carries the replica's log file and its own socket"})
         return
     pid = os.fork()
     if pid == 0:
-        _child(sock, wakeup, request, fds[0])
-    os.close(fds[0])
+        _child(sock, wakeup, *fds)
+    for fd in fds:
+        os.close(fd)
     try:
         pid_file = request["pid_file"]
         tmp = f"{pid_file}.{os.getpid()}.tmp"

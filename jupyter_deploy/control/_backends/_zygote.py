@@ -91,29 +91,43 @@ class Zygote:
         Raises:
             ZygoteUnavailable: the template is not ready within ``READY_TIMEOUT``, gone, or refused.
         """
-        request = {"argv": list(argv), "env": env, "cwd": str(cwd) if cwd else None, "umask": umask,
-                   "user": [user[0], user[1], list(user[2])] if user else None,
-                   "pid_file": str(pid_file), "port_file": str(port_file)}
+        # What the runner gets goes to it alone, on a socket of its own: the template's memory, which
+        # every later runner inherits, never holds a deployment's environment (its secrets).
+        details = json.dumps({"argv": list(argv), "env": env, "cwd": str(cwd) if cwd else None, "umask": umask,
+                              "user": [user[0], user[1], list(user[2])] if user else None}).encode()
+        request = {"pid_file": str(pid_file), "port_file": str(port_file)}
         with self._asking:
             with self._cond:
                 if not self._cond.wait_for(lambda: self._ready or self._gone, READY_TIMEOUT):
                     raise ZygoteUnavailable(f"the runner template is not ready after {READY_TIMEOUT:g} s")
                 if self._gone:
                     raise ZygoteUnavailable("the runner template has ended")
-            try:
-                socket.send_fds(self._sock, [json.dumps(request).encode()], [log_fd])
-            except OSError as e:
-                raise ZygoteUnavailable(f"cannot reach the runner template ({e})") from None
-            with self._cond:
-                if not self._cond.wait_for(lambda: self._answers or self._gone, ANSWER_TIMEOUT):
-                    self._give_up(f"no answer within {ANSWER_TIMEOUT:g} s")
-                if not self._answers:
-                    raise ZygoteUnavailable("the runner template has ended")
-                answer = self._answers.popleft()
-                if "error" in answer:
-                    raise ZygoteUnavailable(answer["error"])
-                self._exits.pop(answer["pid"], None)  # a runner of an earlier life of this pid
-                return answer["pid"], answer.get("start_time", "")
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            with ours:
+                try:
+                    socket.send_fds(self._sock, [json.dumps(request).encode()], [log_fd, theirs.fileno()])
+                except OSError as e:
+                    raise ZygoteUnavailable(f"cannot reach the runner template ({e})") from None
+                finally:
+                    theirs.close()
+                pid, started = self._answer()
+                try:
+                    ours.sendall(details)
+                except OSError:
+                    pass  # the runner ended already: its exit code says how
+            return pid, started
+
+    def _answer(self) -> tuple[int, str]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._answers or self._gone, ANSWER_TIMEOUT):
+                self._give_up(f"no answer within {ANSWER_TIMEOUT:g} s")
+            if not self._answers:
+                raise ZygoteUnavailable("the runner template has ended")
+            answer = self._answers.popleft()
+            if "error" in answer:
+                raise ZygoteUnavailable(answer["error"])
+            self._exits.pop(answer["pid"], None)  # a runner of an earlier life of this pid
+            return answer["pid"], answer.get("start_time", "")
 
     def exit_code(self, pid: int, wait: float = 0.0) -> int | None:
         """The exit code of a runner it forked, once it ended (``wait``: seconds to wait for it)."""

@@ -311,7 +311,11 @@ class LocalBackend(NodepoolBackend):
             # The runner leads its own session, so the group also reaches what the model started.
             os.killpg(handle.pid, sig)
         except ProcessLookupError:
-            pass
+            if handle.start_time:  # forked a moment ago: not yet the leader of its own session
+                try:
+                    os.kill(handle.pid, sig)
+                except ProcessLookupError:
+                    pass
 
 
 # Run as root with a clean environment: sets the groups, gid and uid (so no capability is left),
