@@ -37,6 +37,7 @@ import socket
 import sys
 import traceback
 
+_LAUNCHED_IN = os.getcwd()
 #: Largest request, in bytes (paths: the environment goes to the child on its own socket).
 MAX_MESSAGE = 65536
 
@@ -105,6 +106,8 @@ def _child(sock: socket.socket, wakeup: tuple[int, int], log_fd: int, private: i
         os.close(log_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
+            if sys.path and sys.path[0] == _LAUNCHED_IN:  # `-m` put the working folder first: the runner's
+                sys.path[0] = os.getcwd()
         if request.get("umask") is not None:
             os.umask(request["umask"])
         if request.get("user"):

@@ -150,6 +150,7 @@ class LocalBackend(NodepoolBackend):
             out.flush()
             if zygote is not None:
                 try:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)  # pid files are the daemon's, here
                     pid, started = zygote.start(
                         cmd[3:], env, out.fileno(), pid_file=self._pid_file(spec.replica_id), port_file=port_file,
                         cwd=run_as.home if run_as else None, umask=0o077 if run_as else None,
