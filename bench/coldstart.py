@@ -7,7 +7,9 @@ every 5 ms as ``../shared/peers/adapters/jupyter_deploy.py`` ``cold_start()`` do
 Beside the total, a sampler thread (1 ms) notes when the replica's port file appears
 (the runner bound its port: interpreter start + imports done) and when its health turns
 SERVING (the model loaded); the runner's process start time comes from ``/proc``
-(10 ms resolution). Also the peers' way: daemon launch -> first answer.
+(10 ms resolution; spawned runners only: a forked one has the template's command line),
+and its CPU time (user + system, 10 ms resolution) once it answered. Also the peers' way:
+daemon launch -> first answer.
 
 Interleaved A/B of two checkouts (old code vs new code, one daemon each, alternating)::
 
@@ -125,9 +127,15 @@ for i in range(runs):
     t0 = time.perf_counter()
     th = threading.Thread(target=sample, args=(marks, t0, stop), daemon=True)
     th.start()
-    deploy(f"cold{i}")
+    dep = deploy(f"cold{i}")
     marks["create returned"] = time.perf_counter() - t0
     marks["W4 s"] = first_answer(m, f"cold{i}", t0)
+    try:  # the runner's CPU time so far (user + system): what its start cost, whatever the load
+        [pid] = [r["pid"] for r in dep.status["replicas"] if r["state"] == "READY"]
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        marks["runner CPU s"] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        pass
     stop.set(); th.join()
     print(json.dumps(marks), flush=True)
     pool.delete_deployments([f"cold{i}"])
@@ -175,10 +183,10 @@ def session(tree: str, runs: int, extra_env: dict[str, str]) -> list[dict]:
     env.pop("JUPYTER_DEPLOY_PAT", None)
     daemon = subprocess.Popen([sys.executable, "-m", "jupyter_deploy", "serve", "--address", f"127.0.0.1:{port}"],
                               env=env, stdout=open(home / "daemon.out", "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              start_new_session=True, cwd=tree)  # cwd: `-m` puts it first on sys.path
     try:
         out = subprocess.run([sys.executable, "-c", CHILD, str(home), str(port), str(model), str(runs)],
-                             env=env, capture_output=True, text=True, timeout=600)
+                             env=env, capture_output=True, text=True, timeout=600, cwd=tree)
         if out.returncode:
             sys.stderr.write(out.stderr)
             raise SystemExit(f"{tree}: the bench client failed")

@@ -180,7 +180,14 @@ def serve(fd: int) -> None:
         os.set_blocking(end, False)
     signal.set_wakeup_fd(wakeup[1])
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below, through the pipe
-    _send(sock, {"ready": os.getpid()})
+    try:
+        _send(sock, {"ready": os.getpid()})
+        _answer(sock, wakeup)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon is gone: so is this; its runners stay
+
+
+def _answer(sock: socket.socket, wakeup: tuple[int, int]) -> None:
     while True:
         ready, _, _ = select.select([sock, wakeup[0]], [], [])
         if wakeup[0] in ready:

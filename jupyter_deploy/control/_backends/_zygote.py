@@ -136,12 +136,11 @@ class Zygote:
             return self._exits.get(pid)
 
     def close(self) -> None:
-        """End the template (runners it started keep running)."""
-        self._sock.close()  # it reads EOF and exits
+        """End the template (runners it started keep running, unsupervised by it); returns at once."""
         try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
+            self._sock.shutdown(socket.SHUT_RDWR)  # it reads EOF and exits; so does the reading thread
+        except OSError:
+            pass
 
     def _give_up(self, why: str) -> None:
         log.warning("runner template (pid %d): %s; runners start as fresh processes", self.popen.pid, why)

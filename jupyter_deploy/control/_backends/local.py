@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,8 @@ class LocalBackend(NodepoolBackend):
         env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
         try:
             self._zygote = _zygote.Zygote.launch(self.home, env)
+            # Ends with this backend (its thread keeps the template's object alive, not this one).
+            weakref.finalize(self, self._zygote.close)
         except OSError as e:
             log.warning("cannot start the runner template (%s); runners start as fresh processes", e)
 
