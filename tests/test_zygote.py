@@ -216,10 +216,14 @@ def test_the_backend_spawns_runners_where_the_template_cannot(tmp_path, monkeypa
     if why == "template killed":
         backend._zygote.popen.kill()
         wait_for(lambda: backend._zygote.gone, 10, "the backend to see the template gone")
-    if why == "another interpreter":
-        link = tmp_path / "python"
-        link.symlink_to(sys.executable)
-        spec = spec.__class__(**{**spec.__dict__, "python": str(link)})
+    if why == "another interpreter":  # a virtual environment's: its base interpreter, other packages
+        venv = tmp_path / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").symlink_to(sys.executable)
+        (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).parent}\n"
+                                         "include-system-site-packages = true\n")
+        assert not _zygote.runs(str(venv / "bin" / "python")) and _zygote.runs(sys.executable)
+        spec = spec.__class__(**{**spec.__dict__, "python": str(venv / "bin" / "python")})
     handle = backend.start(spec)
     try:
         assert handle.popen is not None and not handle.start_time

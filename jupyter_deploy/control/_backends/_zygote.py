@@ -176,6 +176,40 @@ class Zygote:
             pass
 
 
+def runs(python: str) -> bool:
+    """Whether a runner of the interpreter ``python`` may be forked from the template, which runs
+    the daemon's: the same executable (``python3.11`` and ``python`` link to one) in the same
+    environment (a virtual environment's interpreter links to its base one, but has its own
+    ``site-packages``)."""
+    def venv(path: str) -> str | None:
+        root = Path(os.path.abspath(path)).parent.parent
+        return str(root) if (root / "pyvenv.cfg").exists() else None
+
+    try:
+        return os.path.realpath(python) == os.path.realpath(sys.executable) and venv(python) == venv(sys.executable)
+    except OSError:
+        return False
+
+
+_prelaunched: dict[str, Zygote] = {}
+
+
+def prelaunch(home: Path, env: dict[str, str]) -> None:
+    """Start the template for ``home`` now, for the local backend made later to ``take``: the
+    daemon does it first thing, so the template imports while the daemon does (the first
+    deployment after a daemon start then forks too). Nothing happens where it is off."""
+    if enabled() and str(home) not in _prelaunched:
+        try:
+            _prelaunched[str(home)] = Zygote.launch(home, env)
+        except OSError as e:
+            log.warning("cannot start the runner template (%s); runners start as fresh processes", e)
+
+
+def take(home: Path) -> Zygote | None:
+    """The template ``prelaunch`` started for ``home`` (once), or None."""
+    return _prelaunched.pop(str(home), None)
+
+
 def process_start_time(pid: int) -> str:
     """A process's start time (``/proc/<pid>/stat``), "" when it is gone or a zombie."""
     try:

@@ -286,13 +286,13 @@ class LocalBackend(NodepoolBackend):
         return self.run_dir / f"{replica_id}.pid"
 
     def _launch_zygote(self) -> None:
-        """Start the runner template (with the daemon's inherited variables only), unless it is off."""
+        """Start the runner template (with the daemon's inherited variables only), unless it is off;
+        or take the one the daemon started for this home first thing."""
         self._zygote_launched = time.monotonic()
         if not _zygote.enabled():
             return
-        env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
         try:
-            self._zygote = _zygote.Zygote.launch(self.home, env)
+            self._zygote = _zygote.take(self.home) or _zygote.Zygote.launch(self.home, _inherited())
             # Ends with this backend (its thread keeps the template's object alive, not this one).
             weakref.finalize(self, self._zygote.close)
         except OSError as e:
@@ -339,6 +339,17 @@ for python in dict.fromkeys([cmd[0], sys.executable]):
                  if python == sys.executable else f"using the daemon's {sys.executable}"), flush=True)
 sys.exit(126)
 """
+
+
+def prelaunch_zygote(home: Path) -> None:
+    """Start the runner template for ``home`` now (the daemon, before its own imports), for the
+    local backend to take when it is made (``_zygote.prelaunch``)."""
+    _zygote.prelaunch(Path(home), _inherited())
+
+
+def _inherited() -> dict[str, str]:
+    """The daemon's variables that ``INHERITED`` names: all the runner template gets."""
+    return {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
 
 
 def runner_environment(spec: ReplicaSpec, environ: dict[str, str] | None = None) -> dict[str, str]:
