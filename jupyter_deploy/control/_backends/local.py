@@ -304,7 +304,7 @@ class LocalBackend(NodepoolBackend):
             log.warning("the runner template ended (exit code %s); starting another", self._zygote.popen.poll())
             self._launch_zygote()  # this start is a fresh process; the next ones fork again
             return None
-        if self._zygote is None or self._zygote.gone or os.path.abspath(python) != os.path.abspath(sys.executable):
+        if self._zygote is None or self._zygote.gone or not _zygote.runs(python):
             return None
         return self._zygote
 
