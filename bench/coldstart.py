@@ -206,10 +206,12 @@ def main() -> None:
     trees = dict(t.split("=", 1) for t in args.tree) or {"here": str(Path(__file__).resolve().parents[1])}
     extra = dict(e.split("=", 1) for e in args.env)
     results: dict[str, list[dict]] = {name: [] for name in trees}
+    per_round: dict[str, list[float]] = {name: [] for name in trees}  # median W4 of each round
     for rnd in range(args.rounds):
         for name, tree in trees.items():
             lines = session(tree, args.runs, extra)
             results[name].extend(lines)
+            per_round[name].append(statistics.median(line["W4 s"] for line in lines if "W4 s" in line))
             for line in lines:
                 print(f"round {rnd} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items()), flush=True)
     for name, lines in results.items():
@@ -218,6 +220,11 @@ def main() -> None:
         for k in keys:
             vals = [line[k] for line in lines if k in line]
             print(f"  {k:16s} {statistics.median(vals):.3f}  ({min(vals):.3f}-{max(vals):.3f}, n={len(vals)})")
+    first, *others = trees
+    for name in others:  # interleaved rounds: the ratio within each round moves less than either
+        ratios = [b / a for a, b in zip(per_round[first], per_round[name])]
+        print(f"== W4 {name} / {first}: median of per-round ratios {statistics.median(ratios):.3f} "
+              f"({', '.join(f'{r:.3f}' for r in ratios)})")
 
 
 if __name__ == "__main__":
