@@ -29,6 +29,7 @@ stopped or was killed); runners it started keep running, and the next daemon re-
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -63,6 +64,10 @@ def preload() -> None:
     from . import __main__, _limits, _ray_actor, _service, _telemetry  # noqa: F401
 
     _batcher.BatcherSettings.from_mapping({"enabled": True, "max_batch_size": 2, "max_latency_ms": 1})
+    try:  # the same-host data plane's, where installed (a module only: no context before the fork)
+        import zmq  # noqa: F401
+    except ImportError:
+        pass
 
 
 def start_time(pid: int) -> str:
@@ -175,6 +180,10 @@ def serve(fd: int) -> None:
     """Answer start requests on the socket ``fd`` until its other end closes."""
     sock = socket.socket(fileno=fd)
     preload()
+    # What is imported now stays out of the collector's way: children neither scan it nor, by
+    # touching its objects' reference counts in a collection, copy its pages.
+    gc.collect()
+    gc.freeze()
     wakeup = os.pipe()
     for end in wakeup:
         os.set_blocking(end, False)
