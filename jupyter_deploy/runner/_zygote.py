@@ -122,10 +122,10 @@ def _child(sock: socket.socket, wakeup: tuple[int, int], log_fd: int, private: i
             os.setresuid(uid, uid, uid)  # all three: no way back to the daemon's user
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [sys.argv[0], *request["argv"]]
-        from .__main__ import main
+        from . import __main__ as runner
 
-        code = main(request["argv"])
+        sys.argv = [runner.__file__, *request["argv"]]  # as `python -m jupyter_deploy.runner` has it
+        code = runner.main(request["argv"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - say why in the replica's log, then exit like a crashed runner

@@ -286,8 +286,8 @@ class LocalBackend(NodepoolBackend):
         return [Node(socket.gethostname(), {}, self.host.cpus, self.host.memory, gpus)]
 
     def close(self) -> None:
-        # The runner template stays: it reports the exits of the runners it forked for as long as
-        # this process lives (they outlive the daemon, which re-adopts them; so does it, until then).
+        # The runner template stays until this backend is gone (weakref.finalize) or the process
+        # ends: meanwhile it reports the exits of the runners it forked, which outlive the daemon.
         for channel, _ in self._health.values():
             channel.close()
         self._health.clear()
