@@ -31,6 +31,7 @@ from jupyter_deploy.control._home import sandboxed
 pytestmark = pytest.mark.timeout(240)
 
 CANARY = "canary-" + secrets.token_hex(16)
+SECRET = "secret-" + secrets.token_hex(16)
 
 PROBE = '''
 import os, sys
@@ -102,10 +103,28 @@ def probe(home, tmp_path_factory):
     folder = tmp_path_factory.mktemp("probe")
     write_model(folder, PROBE, model_id="probe")
     client.upload_model(folder)
+    client.set_secret("probe_key", SECRET)
     deployment = client.compute_cluster("local").nodepool("local").create_deployment(
-        "probe", worker={"model": {"id": "probe"}})
+        "probe", worker={"model": {"id": "probe"}}, secrets=[{"id": "probe_key", "env_var": "PROBE_KEY"}])
     deployment.wait_until_ready(120)
     return client, deployment
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether the process's writable memory holds ``needle`` (PermissionError where it cannot be read)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except (OSError, ValueError, OverflowError):
+                continue
+    return False
 
 
 def _ready_pid(deployment) -> int:
@@ -124,9 +143,16 @@ def test_a_forked_runner_serves_with_a_clean_environment_as_its_owner(home, prob
     assert CANARY not in repr(env) and "ZYGOTE_CANARY" not in env
     assert "JUPYTER_DEPLOY_HOME" not in env and "JUPYTER_DEPLOY_VERIFY_KEY" not in env
     assert env["DEPLOYMENT_ID"] == "probe" and env["PYTHONUNBUFFERED"] == "1"
-    # The template itself holds only the daemon's inherited variables.
+    assert env["PROBE_KEY"] == SECRET  # its own secret, which went to it alone:
+    # the template holds only the daemon's inherited variables, and none of a deployment's (every
+    # runner it forks later gets a copy of its memory).
     template = _template(home)
     assert CANARY.encode() not in Path(f"/proc/{template}/environ").read_bytes()
+    try:
+        assert not _memory_holds(template, SECRET.encode())
+        assert _memory_holds(me["pid"], SECRET.encode())  # (the search finds it where it is)
+    except PermissionError:
+        pass  # not root: another process's memory is out of reach
     # A pid file names it for a daemon that restarts (its command line cannot).
     pid, started, port_file = _zygote.read_pid_file(next((home / "run").glob("*.pid")))
     assert pid == me["pid"] and started == _zygote.process_start_time(pid) and port_file.name.endswith(".port")
