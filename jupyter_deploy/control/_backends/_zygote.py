@@ -46,8 +46,10 @@ class ZygoteUnavailable(Exception):
 def enabled(environ: dict[str, str] | None = None) -> bool:
     """Whether runners start from the template (on, unless ``JUPYTER_DEPLOY_RUNNER_ZYGOTE=off``)."""
     value = (os.environ if environ is None else environ).get(SWITCH_ENV, "")
+    # Linux: a forked runner is known by its pid and start time (/proc), and the template's
+    # messages keep their bounds (SOCK_SEQPACKET).
     return value.strip().lower() not in ("off", "0", "false", "no") and hasattr(socket, "SOCK_SEQPACKET") \
-        and hasattr(os, "fork")
+        and hasattr(os, "fork") and os.path.exists("/proc/self/stat")
 
 
 class Zygote:
