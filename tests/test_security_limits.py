@@ -385,8 +385,24 @@ def test_a_stop_that_hangs_still_ends_the_process_by_the_deadline():
 
 
 def _runner_pids(home: Path) -> list[int]:
+    """Runners of ``home``: spawned ones name their port file under it; those the runner template
+    forked have the template's command line (the template itself is the daemon's child)."""
     out = subprocess.run(["pgrep", "-f", f"{home}/run/"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    pids = [int(p) for p in out.stdout.split()]
+    out = subprocess.run(["pgrep", "-f", f"jupyter_deploy.runner._zygote .*--home {home}"],
+                         capture_output=True, text=True)
+    try:
+        daemon = daemon_pid(home)
+    except (OSError, ValueError):
+        daemon = -1
+    for pid in map(int, out.stdout.split()):
+        try:
+            parent = int(Path(f"/proc/{pid}/status").read_text().split("PPid:")[1].split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # gone
+        if parent != daemon:
+            pids.append(pid)
+    return pids
 
 
 def test_delete_answers_while_replicas_start_and_sigterm_stops_the_daemon_under_load(tmp_path_factory, tmp_path):

@@ -84,9 +84,6 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
 
         serve(Path("~/.jupyter_deploy").expanduser(), "127.0.0.1:0")  # port 0: any free port
     """
-    from ._plane import ControlPlane
-    from ._service import make_server
-
     home = Path(home or paths.home())
     # Runners, their environments and their logs live under the same home as the state.
     os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
@@ -94,6 +91,12 @@ def serve(home: Path | None = None, address: str = DEFAULT_ADDRESS, tls_cert: st
     credentials = _tls_credentials(host, tls_cert, tls_key)
     _home.prepare(home)
     lock = _take_lock(home)
+    from ._backends.local import prelaunch_zygote
+
+    prelaunch_zygote(home)  # the runner template imports while this process does (below)
+    from ._plane import ControlPlane
+    from ._service import make_server
+
     signalled: list[int] = []
     _on_signals(signalled)
     stopping = threading.Event()
