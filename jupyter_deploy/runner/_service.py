@@ -139,9 +139,9 @@ class RunnerService:
     def predict(self, request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
         try:
             self._authorize(context)
-            self._admit(request, context)
+            time_left = self._admit(request, context)
             with self._slots:
-                return self.host.call(request, _time_left(context))
+                return self.host.call(request, time_left)
         except CallFailed as e:
             _abort(context, e)
 
@@ -227,7 +227,8 @@ class RunnerService:
             self._slots.release()
         return taken == self._max_concurrency
 
-    def _admit(self, request: Any, context: grpc.ServicerContext) -> None:
+    def _admit(self, request: Any, context: grpc.ServicerContext) -> float | None:
+        """Refuse a call the runner cannot serve now; the seconds it has left (None: no deadline)."""
         if isinstance(request, _Rejected):
             raise invalid(request.message)
         if not self.ready.is_set():
@@ -237,10 +238,10 @@ class RunnerService:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+        return _time_left(remaining)
 
 
-def _time_left(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+def _time_left(remaining: float | None) -> float | None:
     # grpc reports a call without a deadline as one that ends centuries from now,
     # which overflows a thread wait: treat it as no deadline.
     return remaining if remaining is not None and remaining < _NO_DEADLINE else None
@@ -258,19 +259,35 @@ def _items(first: pb.StreamRequest, rest: Iterator[Any]) -> Iterator[pb.Value]:
 
 
 def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
-    """Send a stream's items as they come, waiting ones together, then its end or error."""
-    pump = Pump(source)
-    context.add_callback(pump.stop)  # cancelled, deadline passed, or connection lost
+    """Send a stream's items as they come, waiting ones together, then its end or error.
+
+    The first item is made and sent on this thread: handed over by a producer thread it
+    waited for that thread to give up the GIL, one or two switch intervals (5 ms) behind a
+    fast generator's next items. From the second on a Pump makes them, so they pile up
+    (and go out together) while one is sent.
+    """
     count = 0
+    pump: Pump | None = None
     try:
-        for batch in pump.batches():
-            count += len(batch)
-            yield pb.StreamResponse(items=batch)
+        first = next(source, None)
+        if first is not None:
+            count = 1
+            yield pb.StreamResponse(items=[first])
+            pump = Pump(source)  # the source is the pump's from here: its thread closes it
+            context.add_callback(pump.stop)  # cancelled, deadline passed, or connection lost
+            for batch in pump.batches():
+                count += len(batch)
+                yield pb.StreamResponse(items=batch)
     except CallFailed as e:
         yield pb.StreamResponse(error=e.to_proto())
         return
     finally:
-        pump.stop()
+        if pump is not None:
+            pump.stop()
+        else:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # cut off before the pump started (or it ended): the model's finally runs now
     if context.is_active():
         yield pb.StreamResponse(end=pb.End(count=count))
 
