@@ -41,10 +41,10 @@ def cpu_s(pid: int) -> float:
 # ---------------------------------------------------------------- the client process
 
 def child(args: argparse.Namespace) -> None:
-    import grpc
-
     token = os.environ.get("AB_TOKEN", "")
     if args.kind == "floor":
+        import grpc  # (only here: the client package sets grpc up before it loads)
+
         def make():
             ch = grpc.insecure_channel(args.address)
             echo, chunks = ch.unary_unary("/bench.Floor/Echo"), ch.unary_stream("/bench.Floor/Chunks")
