@@ -274,7 +274,10 @@ def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterat
             count = 1
             yield pb.StreamResponse(items=[first])
             pump = Pump(source)  # the source is the pump's from here: its thread closes it
-            context.add_callback(pump.stop)  # cancelled, deadline passed, or connection lost
+            # Cancelled, deadline passed, or connection lost; grpc refuses the callback of a call
+            # that already ended (while its first item went out): stop at once then.
+            if not context.add_callback(pump.stop):
+                pump.stop()
             for batch in pump.batches():
                 count += len(batch)
                 yield pb.StreamResponse(items=batch)
