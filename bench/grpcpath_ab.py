@@ -148,6 +148,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--window", type=float, default=3.0)
+    p.add_argument("--runner-env-a", action="append", default=[], metavar="KEY=VALUE",
+                   help="set in runner A's environment (to A/B a switch on one tree: --base .)")
     p.add_argument("--child", action="store_true")
     p.add_argument("--kind")
     p.add_argument("--address")
@@ -171,6 +173,8 @@ def main() -> int:
             tel.mkdir(parents=True)
             env = dict(os.environ, PYTHONPATH=str(tree), JUPYTER_DEPLOY_TELEMETRY=str(tel),
                        JUPYTER_DEPLOY_VERIFY_KEY=_tokens.public_bytes(key).hex(), DEPLOYMENT_ID=DEPLOYMENT)
+            if name == "A":
+                env.update(kv.split("=", 1) for kv in args.runner_env_a)
             servers[name] = Server([sys.executable, "-m", "jupyter_deploy.runner", "--model-path", str(MODEL_DIR),
                                     "--no-env"], env, "jupyter_deploy runner: listening on ")
         results: dict[str, list[dict]] = {k: [] for k in servers}

@@ -298,7 +298,17 @@ class ModelHost:
                 raise self.model_failure(e) from None
         if self.transformer is not None:
             out = self._postprocess(spec, out)
-        return pb.PredictResponse(output=self._encode_output(spec, out))
+        response = pb.PredictResponse()
+        kind = spec.returns.kind
+        # Plain text and bytes set in place: an encoded Value passed to PredictResponse is
+        # copied into it, once more per call (and per megabyte).
+        if kind == "str" and type(out) is str:
+            response.output.str = out
+        elif kind == "bytes" and type(out) is bytes:
+            response.output.bytes = out
+        else:
+            response.output.CopyFrom(self._encode_output(spec, out))
+        return response
 
     # ------------------------------------------------------------ the transformer
 
