@@ -292,8 +292,13 @@ def main(argv: list[str] | None = None) -> int:
             server.stop(0)
             return code
 
+    import gc
+
     from grpc_health.v1 import health_pb2
 
+    # What exists now (modules, the model and its weights) lives as long as the runner: out of
+    # the collector's sight, a full collection no longer walks it in the middle of a call.
+    gc.freeze()
     service.ready.set()
     for name in ("", "jupyter_deploy.v1.Runner"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

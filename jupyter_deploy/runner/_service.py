@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
@@ -234,6 +235,11 @@ class RunnerService:
         except Exception as e:  # noqa: BLE001 - the new test() raised: the model's own error
             error = self.host.model_failure(e)
         else:
+            # The runner froze what it loaded (gc.freeze, see __main__): the old code's cycles are
+            # among it, and would never be collected. Collect them, then freeze what is left.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
             os.environ["MODEL_VERSION"] = request.version_id
             if self.recorder is not None:
                 self.recorder.version = request.version_id
