@@ -150,6 +150,8 @@ def main() -> int:
     p.add_argument("--window", type=float, default=3.0)
     p.add_argument("--runner-env-a", action="append", default=[], metavar="KEY=VALUE",
                    help="set in runner A's environment (to A/B a switch on one tree: --base .)")
+    p.add_argument("--client-env-a", action="append", default=[], metavar="KEY=VALUE",
+                   help="set in the environment of A's client processes")
     p.add_argument("--child", action="store_true")
     p.add_argument("--kind")
     p.add_argument("--address")
@@ -184,6 +186,8 @@ def main() -> int:
             for name in order[r % 3:] + order[:r % 3]:
                 tree = trees.get(name, NEW)
                 env = dict(os.environ, PYTHONPATH=str(tree), AB_TOKEN=token)
+                if name == "A":
+                    env.update(kv.split("=", 1) for kv in args.client_env_a)
                 out = subprocess.run([sys.executable, str(NEW / "bench" / "grpcpath_ab.py"), "--child",
                                       "--kind", "floor" if name == "floor" else "runner",
                                       "--address", servers[name].address, "--server-pid",
