@@ -115,6 +115,12 @@ class Kitchen(ModelClass):
         raise RuntimeError(f"broke after {n}")
 
     @ModelClass.method
+    def grpc_experiments(self) -> str:
+        import os
+
+        return os.environ.get("GRPC_EXPERIMENTS", "")
+
+    @ModelClass.method
     def first_then_wait(self, marker: str) -> Iterator[str]:
         yield threading.current_thread().name
         deadline = time.monotonic() + 30
@@ -352,6 +358,21 @@ def test_error_mid_stream_arrives_after_the_items_before_it(client):
     assert "model.py" in e.value.remote_traceback
     assert "jupyter_deploy/runner" not in e.value.remote_traceback
     assert_still_serving(client)
+
+
+def test_the_runner_serves_without_grpcs_event_engine_listener(client):
+    # Its connections are then read by the server's own poll (one thread hop less per call).
+    assert "-event_engine_listener" in client.grpc_experiments().split(",")
+
+
+@pytest.mark.parametrize("given, served", [("event_engine_listener", "event_engine_listener"),
+                                           ("-event_engine_client", "-event_engine_client,-event_engine_listener")])
+def test_grpc_experiments_given_to_the_runner(start_runner, monkeypatch, given, served):
+    monkeypatch.setenv("GRPC_EXPERIMENTS", given)
+    r = start_runner(KITCHEN)
+    client = r.client()
+    client.wait_ready(timeout=60)
+    assert client.grpc_experiments() == served
 
 
 def test_first_stream_item_is_sent_before_the_second_exists(client, tmp_path):
