@@ -115,6 +115,20 @@ class Kitchen(ModelClass):
         raise RuntimeError(f"broke after {n}")
 
     @ModelClass.method
+    def grpc_experiments(self) -> str:
+        import os
+
+        return os.environ.get("GRPC_EXPERIMENTS", "")
+
+    @ModelClass.method
+    def first_then_wait(self, marker: str) -> Iterator[str]:
+        yield threading.current_thread().name
+        deadline = time.monotonic() + 30
+        while not Path(marker).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "released" if Path(marker).exists() else "timed out"
+
+    @ModelClass.method
     def endless(self, marker: str) -> Iterator[int]:
         i = 0
         try:
@@ -344,6 +358,51 @@ def test_error_mid_stream_arrives_after_the_items_before_it(client):
     assert "model.py" in e.value.remote_traceback
     assert "jupyter_deploy/runner" not in e.value.remote_traceback
     assert_still_serving(client)
+
+
+def test_the_runner_serves_without_grpcs_event_engine_listener(client):
+    # Its connections are then read by the server's own poll (one thread hop less per call).
+    assert "-event_engine_listener" in client.grpc_experiments().split(",")
+
+
+@pytest.mark.parametrize("given, served", [("event_engine_listener", "event_engine_listener"),
+                                           ("-event_engine_client", "-event_engine_client,-event_engine_listener")])
+def test_grpc_experiments_given_to_the_runner(start_runner, monkeypatch, given, served):
+    monkeypatch.setenv("GRPC_EXPERIMENTS", given)
+    r = start_runner(KITCHEN)
+    client = r.client()
+    client.wait_ready(timeout=60)
+    assert client.grpc_experiments() == served
+
+
+def test_first_stream_item_is_sent_before_the_second_exists(client, tmp_path):
+    marker = tmp_path / "go"
+    gen = client.first_then_wait(str(marker))
+    first = next(gen)  # the model now waits for the marker before it makes its second item
+    # Made on the call's own thread ("runner_N"), not handed over by a producer thread.
+    assert first.startswith("runner"), first
+    marker.touch()
+    assert list(gen) == ["released"]
+
+
+def test_a_stream_that_fails_before_its_first_item_sends_only_the_error(client):
+    request = pb.PredictRequest(method="fail_after", args=[pb.Entry(key="n", value=pb.Value(int=0))])
+    responses = list(client._stub.Generate(request, timeout=10))
+    assert len(responses) == 1 and responses[0].error.type == "RuntimeError"
+    with pytest.raises(ModelError, match="broke after 0"):
+        list(client.fail_after(0))
+
+
+def test_arguments_are_checked_as_python_binds_them(client):
+    assert client.predict("a", 3, sep="+") == "a+a+a"
+    assert client.predict(text="a", times=1) == "a"
+    assert client.predict("a", times=2) == "a-a"
+    for args, kwargs, says in [(("a",), {"text": "b"}, "multiple values"), ((), {}, "missing"),
+                               (("a",), {"bogus": 1}, "unexpected keyword"),
+                               (("a", 2, "-"), {}, "too many positional"),
+                               ((), {"times": 2}, "missing")]:
+        with pytest.raises(InputError, match=says):
+            client.predict(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- stopping streams

@@ -27,7 +27,7 @@ from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class,
 from ..proto import runner_pb2 as pb
 from ._batcher import Batcher, BatcherSettings, BatchTimeout
 from ._model_class import Deferred, ModelClass
-from .codec import decode_args, decode_value, encode_value
+from .codec import Mismatch, args_decoder, decode_value, encoder
 from .signature import UNARY, MethodSpec, method_to_proto
 
 
@@ -81,6 +81,8 @@ class ModelHost:
         #: The module the model class was defined in: a hot reload builds the new one from it.
         self.module = sys.modules.get(self.cls.__module__)
         self.instance: ModelClass | None = None
+        #: Per method: (its spec, argument decoder, output encoder); see ``_rules``.
+        self._compiled: dict[str, tuple[MethodSpec, Any, Any]] = {}
         self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
@@ -262,9 +264,16 @@ class ModelHost:
             raise invalid(f"method '{name}' is {spec.shape.replace('_', '-')}; call it with {rpc}")
         return spec
 
+    def _rules(self, spec: MethodSpec) -> tuple[Any, Any]:
+        """The method's argument decoder and output encoder, worked out on its first call."""
+        rules = self._compiled.get(spec.name)
+        if rules is None or rules[0] is not spec:  # (a hot reload brings new specs: new rules)
+            rules = self._compiled[spec.name] = (spec, args_decoder(spec), encoder(spec.returns))
+        return rules[1], rules[2]
+
     def _kwargs(self, spec: MethodSpec, request: pb.PredictRequest) -> dict[str, Any]:
         try:
-            return decode_args(spec, request.args)
+            return self._rules(spec)[0](request.args)
         except InputError as e:
             raise invalid(str(e)) from None
 
@@ -289,7 +298,17 @@ class ModelHost:
                 raise self.model_failure(e) from None
         if self.transformer is not None:
             out = self._postprocess(spec, out)
-        return pb.PredictResponse(output=self._encode_output(spec, out))
+        response = pb.PredictResponse()
+        kind = spec.returns.kind
+        # Plain text and bytes set in place: an encoded Value passed to PredictResponse is
+        # copied into it, once more per call (and per megabyte).
+        if kind == "str" and type(out) is str:
+            response.output.str = out
+        elif kind == "bytes" and type(out) is bytes:
+            response.output.bytes = out
+        else:
+            response.output.CopyFrom(self._encode_output(spec, out))
+        return response
 
     # ------------------------------------------------------------ the transformer
 
@@ -414,10 +433,11 @@ class ModelHost:
 
     def _encode_output(self, spec: MethodSpec, out: Any) -> pb.Value:
         try:
-            return encode_value(spec.returns, out, f"{spec.name}() returned a value that")
-        except InputError as e:
+            return self._rules(spec)[1](out)
+        except (Mismatch, InputError) as e:
+            message = e.describe(f"{spec.name}() returned a value that") if isinstance(e, Mismatch) else str(e)
             raise CallFailed("INTERNAL", "ReturnTypeError",
-                             str(e).replace("that: ", "that does not fit its annotation: ", 1)) from None
+                             message.replace("that: ", "that does not fit its annotation: ", 1)) from None
 
     def model_failure(self, e: BaseException) -> CallFailed:
         """A model exception as a CallFailed, its traceback trimmed to the model's own frames.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import queue
 import threading
 import time
 from concurrent import futures
@@ -68,8 +70,11 @@ class RouteTokens:
     def check(self, context: grpc.ServicerContext, op: str = "") -> None:
         """Pass a call whose token is good for ``op`` ("" for a call into the model, "reload" for a
         hot reload, which only the control plane signs); raise CallFailed(UNAUTHENTICATED) otherwise."""
-        token = next((value for key, value in context.invocation_metadata()
-                      if key == _wire.ROUTE_TOKEN_KEY), None)
+        token = None
+        for key, value in context.invocation_metadata():
+            if key == _ROUTE_TOKEN_KEY:
+                token = value
+                break
         expires, granted = self._good.get(token, (None, "")) if token else (None, "")
         now = time.time()
         if expires is None or expires < now:
@@ -88,6 +93,37 @@ class RouteTokens:
                              f"not for {op or 'calls into the model'}")
 
 
+_ROUTE_TOKEN_KEY = _wire.ROUTE_TOKEN_KEY
+
+
+class _Slots:
+    """A counting semaphore whose acquire and release are C calls (tokens in a SimpleQueue):
+    ``threading.BoundedSemaphore`` is Python code around a Condition, several microseconds
+    per call on the request path. ``with slots:`` takes one; ``acquire(timeout)`` too."""
+
+    def __init__(self, n: int):
+        self._tokens: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(n):
+            self._tokens.put(None)
+        self._get, self._put = self._tokens.get, self._tokens.put
+
+    def __enter__(self) -> None:
+        self._get()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._put(None)
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        try:
+            self._get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def release(self) -> None:
+        self._put(None)
+
+
 class RunnerService:
     """Serves Describe, Predict, Generate and Stream for one ModelHost.
 
@@ -100,7 +136,7 @@ class RunnerService:
         self.host = host
         self.ready = threading.Event()
         self.stopping = threading.Event()
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = _Slots(max_concurrency)
         self._max_concurrency = max_concurrency
         self._tokens = tokens
         self.recorder = recorder
@@ -139,9 +175,9 @@ class RunnerService:
     def predict(self, request: Any, context: grpc.ServicerContext) -> pb.PredictResponse:
         try:
             self._authorize(context)
-            self._admit(request, context)
+            time_left = self._admit(request, context)
             with self._slots:
-                return self.host.call(request, _time_left(context))
+                return self.host.call(request, time_left)
         except CallFailed as e:
             _abort(context, e)
 
@@ -199,6 +235,11 @@ class RunnerService:
         except Exception as e:  # noqa: BLE001 - the new test() raised: the model's own error
             error = self.host.model_failure(e)
         else:
+            # The runner froze what it loaded (gc.freeze, see __main__): the old code's cycles are
+            # among it, and would never be collected. Collect them, then freeze what is left.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
             os.environ["MODEL_VERSION"] = request.version_id
             if self.recorder is not None:
                 self.recorder.version = request.version_id
@@ -227,7 +268,8 @@ class RunnerService:
             self._slots.release()
         return taken == self._max_concurrency
 
-    def _admit(self, request: Any, context: grpc.ServicerContext) -> None:
+    def _admit(self, request: Any, context: grpc.ServicerContext) -> float | None:
+        """Refuse a call the runner cannot serve now; the seconds it has left (None: no deadline)."""
         if isinstance(request, _Rejected):
             raise invalid(request.message)
         if not self.ready.is_set():
@@ -237,10 +279,10 @@ class RunnerService:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+        return _time_left(remaining)
 
 
-def _time_left(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+def _time_left(remaining: float | None) -> float | None:
     # grpc reports a call without a deadline as one that ends centuries from now,
     # which overflows a thread wait: treat it as no deadline.
     return remaining if remaining is not None and remaining < _NO_DEADLINE else None
@@ -258,19 +300,38 @@ def _items(first: pb.StreamRequest, rest: Iterator[Any]) -> Iterator[pb.Value]:
 
 
 def _pumped(source: Iterator[pb.Value], context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
-    """Send a stream's items as they come, waiting ones together, then its end or error."""
-    pump = Pump(source)
-    context.add_callback(pump.stop)  # cancelled, deadline passed, or connection lost
+    """Send a stream's items as they come, waiting ones together, then its end or error.
+
+    The first item is made and sent on this thread: handed over by a producer thread it
+    waited for that thread to give up the GIL, one or two switch intervals (5 ms) behind a
+    fast generator's next items. From the second on a Pump makes them, so they pile up
+    (and go out together) while one is sent.
+    """
     count = 0
+    pump: Pump | None = None
     try:
-        for batch in pump.batches():
-            count += len(batch)
-            yield pb.StreamResponse(items=batch)
+        first = next(source, None)
+        if first is not None:
+            count = 1
+            yield pb.StreamResponse(items=[first])
+            pump = Pump(source)  # the source is the pump's from here: its thread closes it
+            # Cancelled, deadline passed, or connection lost; grpc refuses the callback of a call
+            # that already ended (while its first item went out): stop at once then.
+            if not context.add_callback(pump.stop):
+                pump.stop()
+            for batch in pump.batches():
+                count += len(batch)
+                yield pb.StreamResponse(items=batch)
     except CallFailed as e:
         yield pb.StreamResponse(error=e.to_proto())
         return
     finally:
-        pump.stop()
+        if pump is not None:
+            pump.stop()
+        else:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # cut off before the pump started (or it ended): the model's finally runs now
     if context.is_active():
         yield pb.StreamResponse(end=pb.End(count=count))
 
