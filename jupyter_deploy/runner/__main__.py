@@ -178,16 +178,23 @@ def _relative(text: str, model_dir: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    _not_dumpable()  # first, and again after the re-exec below (an exec makes a process dumpable again)
-    # Before grpc loads: with grpc's EventEngine listener off, accepted connections are iomgr
-    # endpoints that the server's own completion-queue poll reads, one thread hop less per call.
-    # Measured (bench/grpcpath_ab.py, two interleaved runs): runner CPU per W1a call 365 -> 290-310 µs,
-    # W1a p50 9-16 % lower. A GRPC_EXPERIMENTS that names the listener wins; one that names other
-    # experiments (the client's "-event_engine_client", inherited from a parent) is added to.
+def grpc_listener_off() -> None:
+    """Turn grpc's EventEngine listener off; call before grpc loads (the runner template does, too).
+
+    With it off, accepted connections are iomgr endpoints that the server's own completion-queue
+    poll reads, one thread hop less per call. Measured (bench/grpcpath_ab.py, two interleaved runs):
+    runner CPU per W1a call 365 -> 290-310 µs, W1a p50 9-16 % lower. A GRPC_EXPERIMENTS that names
+    the listener wins; one that names other experiments (the client's "-event_engine_client",
+    inherited from a parent) is added to.
+    """
     experiments = os.environ.get("GRPC_EXPERIMENTS", "")
     if "event_engine_listener" not in experiments:
         os.environ["GRPC_EXPERIMENTS"] = ",".join(filter(None, (experiments, "-event_engine_listener")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    _not_dumpable()  # first, and again after the re-exec below (an exec makes a process dumpable again)
+    grpc_listener_off()
     args = _parser().parse_args(argv)
     say = lambda msg: print(f"jupyter_deploy runner: {msg}", flush=True)  # noqa: E731
     fail = lambda msg: print(f"jupyter_deploy runner: {msg}", file=sys.stderr, flush=True)  # noqa: E731

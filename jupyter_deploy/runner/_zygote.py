@@ -46,6 +46,9 @@ MAX_MESSAGE = 65536
 def preload() -> None:
     """Import what a runner imports on its way to serving, so its children need not; and build
     what its first use would (pydantic's validators and plugin scan, for the batcher's settings)."""
+    from .__main__ import grpc_listener_off
+
+    grpc_listener_off()  # grpc reads its settings as it loads: the forked runners get the runner's
     import concurrent.futures.thread  # noqa: F401
     import ctypes  # noqa: F401  (the runner's non-dumpable prctl)
     import grp  # noqa: F401
