@@ -43,6 +43,9 @@ RETURN_TYPE_ERROR = "ReturnTypeError"
 VERIFY_KEY_ENV = "JUPYTER_DEPLOY_VERIFY_KEY"
 #: Where the runner builds and caches model environments (``environment``).
 ENVS_ENV = "JUPYTER_DEPLOY_ENVS"
+#: ``grpc`` turns the same-host ipc data plane off: in a client's environment its calls go over
+#: gRPC (as a remote caller's do); in a runner's, it serves no ipc socket (``runner._ipc``).
+DATA_PLANE_ENV = "JUPYTER_DEPLOY_DATA_PLANE"
 
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).

@@ -163,10 +163,11 @@ def _json_flag(text: str | None, flag: str) -> object:
         raise ValueError(f"{flag}: not valid JSON ({e})") from None
 
 
-def _write_port(path: Path, port: int) -> None:
-    # Temp file + rename: a reader polling for the file never sees it half written.
+def _write_port(path: Path, port: int, ipc_endpoint: str = "") -> None:
+    # Temp file + rename: a reader polling for the file never sees it half written. The ipc
+    # endpoint, where there is one, is its second line (the local backend reads both).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
+    tmp.write_text(f"{port}\n{ipc_endpoint}\n" if ipc_endpoint else f"{port}\n")
     os.replace(tmp, path)
 
 
@@ -176,6 +177,26 @@ def _relative(text: str, model_dir: Path) -> str:
     for root in {str(model_dir.resolve()), str(model_dir)}:
         text = text.replace(root.rstrip("/") + "/", "")
     return text
+
+
+def _start_ipc(service, max_bytes: int, say):
+    """The same-host ipc plane beside the gRPC server (see ``_ipc``); None where there is none
+    (not Linux, no pyzmq, ``JUPYTER_DEPLOY_DATA_PLANE=grpc``, or it cannot bind)."""
+    if os.environ.get(_wire.DATA_PLANE_ENV, "").lower() == "grpc":
+        return None
+    try:
+        from . import _ipc
+    except ImportError:
+        return None
+    if not _ipc.available():
+        return None
+    try:
+        ipc = _ipc.IpcServer(service, max_bytes)
+    except Exception as e:  # noqa: BLE001 - zmq refused the socket: gRPC alone still serves
+        say(f"note: no same-host ipc plane ({e}); calls go over gRPC")
+        return None
+    ipc.start()
+    return ipc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    ipc = _start_ipc(service, int(args.max_message_mb * 2**20), say)
     if args.port_file:
         try:
-            _write_port(Path(args.port_file), port)
+            _write_port(Path(args.port_file), port, ipc.endpoint if ipc is not None else "")
         except OSError as e:
             fail(f"cannot write the port file: {e}")
             server.stop(0)
@@ -311,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     service.drain(DRAIN_TIMEOUT)
     time.sleep(REFUSE_BEFORE_STOP)
     server.stop(grace=STOP_GRACE).wait()
+    if ipc is not None:
+        ipc.stop()
     service.close()  # the last call records reach the spool file
     host.close()
     return 0

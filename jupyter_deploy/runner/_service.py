@@ -68,8 +68,11 @@ class RouteTokens:
     def check(self, context: grpc.ServicerContext, op: str = "") -> None:
         """Pass a call whose token is good for ``op`` ("" for a call into the model, "reload" for a
         hot reload, which only the control plane signs); raise CallFailed(UNAUTHENTICATED) otherwise."""
-        token = next((value for key, value in context.invocation_metadata()
-                      if key == _wire.ROUTE_TOKEN_KEY), None)
+        self.check_token(next((value for key, value in context.invocation_metadata()
+                               if key == _wire.ROUTE_TOKEN_KEY), None), op)
+
+    def check_token(self, token: str | None, op: str = "") -> None:
+        """``check`` for a token given as such (the ipc plane carries it in its header frame)."""
         expires, granted = self._good.get(token, (None, "")) if token else (None, "")
         now = time.time()
         if expires is None or expires < now:

@@ -161,6 +161,11 @@ class LocalBackend(NodepoolBackend):
         port = _read_port(handle.port_file)
         return None if port is None else f"127.0.0.1:{port}"
 
+    def ipc_address(self, handle: LocalHandle) -> str:
+        """The replica's same-host ipc endpoint (the port file's second line), "" where it has none.
+        Read again after a daemon restart, as the port is: nothing else needs to remember it."""
+        return _read_port_file(handle.port_file)[1]
+
     def health(self, handle: LocalHandle) -> Health:
         rid = handle.replica_id
         if rid not in self._health:
@@ -277,18 +282,27 @@ def runner_environment(spec: ReplicaSpec, environ: dict[str, str] | None = None)
 
 
 def _read_port(path: Path) -> int | None:
+    return _read_port_file(path)[0]
+
+
+def _read_port_file(path: Path) -> tuple[int | None, str]:
+    """The port (None: none yet) and the ipc endpoint ("": none) a runner wrote to its port file."""
     try:
         # The port file's folder may belong to the runner's OS user, not to us: follow no link,
         # and do not wait on whatever else it put there (a FIFO).
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
-        return None
+        return None, ""
     try:
-        return int(os.read(fd, 64).decode(errors="replace").strip())
+        lines = os.read(fd, 256).decode(errors="replace").split("\n")
+        port = int(lines[0].strip())
     except (OSError, ValueError):
-        return None
+        return None, ""
     finally:
         os.close(fd)
+    ipc = lines[1].strip() if len(lines) > 1 else ""
+    # Only an abstract socket of ours: a runner (the model's code) names it, a client connects to it.
+    return port, ipc if ipc.startswith("ipc://@jupyter_deploy-") and ipc.isprintable() else ""
 
 
 def _cmdline(pid: int) -> str:

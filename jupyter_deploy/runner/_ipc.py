@@ -1,0 +1,302 @@
+"""The runner's same-host data plane: model calls over a zmq ROUTER on an ``ipc://`` socket.
+
+A caller on the runner's host skips gRPC's per-call machinery (most of a call's CPU time):
+it sends ``[header, token, body]`` to this socket and gets ``[call id, kind, body]`` back,
+where the bodies are the same protobuf messages the gRPC service reads and writes.
+
+Request header: ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
+``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none). Reply kinds:
+``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
+Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
+
+The calls go to the same ModelHost as the gRPC service's, with the same admission (ready,
+stopping, the same slots, so a drain covers both planes), the same route-token check and
+the same access records. Bidirectional calls stay on gRPC.
+
+The socket is a Linux abstract one (``ipc://@jupyter_deploy-<random>``): no file to own or
+clean up (runners of a sandbox run as other OS users); whoever reaches it still needs a
+route token, as for the TCP port. Elsewhere there is no ipc plane (None).
+
+One loop thread owns the ROUTER. Model calls run on worker threads (a slow model must not
+hold up other calls, and a batched method's calls must reach its batcher together); their
+replies come back to the loop over an inproc PULL socket, the ROUTER's only writer being the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from .. import _wire
+from ..model._host import CallFailed, invalid
+from ..proto import runner_pb2 as pb
+from ._pump import Pump
+
+HEADER = struct.Struct("<cQd")
+CALL_ID = struct.Struct("<Q")
+UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
+RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+
+
+def available() -> bool:
+    """Whether this platform has abstract ipc sockets (Linux) in its zmq build."""
+    return sys.platform.startswith("linux") and zmq.has("ipc")
+
+
+class IpcServer:
+    """Serves ``service``'s model calls (a RunnerService) on an abstract ipc socket.
+
+    Example::
+
+        ipc = IpcServer(service, max_bytes=64 << 20)
+        ipc.start()
+        print(ipc.endpoint)    # ipc://@jupyter_deploy-3f9c...
+        ...
+        ipc.stop()
+    """
+
+    def __init__(self, service: Any, max_bytes: int, endpoint: str | None = None):
+        self.service = service
+        self.max_bytes = max_bytes
+        self.endpoint = endpoint or f"ipc://@jupyter_deploy-{os.urandom(12).hex()}"
+        self._ctx = zmq.Context.instance()
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        # A reply to a caller that went away raises instead of vanishing: its stream is stopped.
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.SNDHWM, 0)
+        self._router.setsockopt(zmq.RCVHWM, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, max(2 * max_bytes, max_bytes + (64 << 20)))
+        self._router.bind(self.endpoint)
+        self._replies_at = f"inproc://jupyter_deploy-replies-{id(self):x}"
+        self._replies = self._ctx.socket(zmq.PULL)
+        self._replies.setsockopt(zmq.LINGER, 0)
+        self._replies.bind(self._replies_at)
+        self._local = threading.local()
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0    # workers waiting for a task
+        self._queued = 0  # tasks no worker took yet
+        self._workers = 0
+        self._max_workers = max(1, service._max_concurrency)
+        self._workers_lock = threading.Lock()
+        self._streams: dict[tuple[bytes, bytes], Pump] = {}  # (caller, call id) -> its producer
+        self._streams_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ipc-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving (after the calls in flight drained): the loop ends, the sockets close."""
+        self._stop.set()
+        self._thread.join(2.0)
+        for _ in range(self._workers):
+            self._tasks.put(None)
+
+    # ------------------------------------------------------------ the loop thread
+
+    def _loop(self) -> None:
+        router, replies = self._router, self._replies
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(200))
+                if replies in ready:
+                    # Every reply waiting, then requests: answers out before new work in.
+                    while True:
+                        try:
+                            frames = replies.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._forward(frames)
+                if router in ready:
+                    while True:
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._take(frames)
+        finally:
+            router.close(0)
+            replies.close(0)
+
+    def _forward(self, frames: list) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:  # the caller is gone (EHOSTUNREACH): stop its stream, if any
+            with self._streams_lock:
+                pump = self._streams.pop((bytes(frames[0].buffer), bytes(frames[1].buffer)), None)
+            if pump is not None:
+                pump.stop()
+
+    def _take(self, frames: list[bytes]) -> None:
+        if len(frames) < 2 or len(frames[1]) != HEADER.size:
+            return  # not ours: nothing to answer to
+        caller, header = frames[0], frames[1]
+        kind, call_id, timeout = HEADER.unpack(header)
+        cid = CALL_ID.pack(call_id)
+        if kind == PING:
+            self._router.send_multipart([caller, cid, PONG, b""], zmq.NOBLOCK)
+            return
+        if kind == CANCEL:
+            with self._streams_lock:
+                pump = self._streams.pop((caller, cid), None)
+            if pump is not None:
+                pump.stop()
+            return
+        if len(frames) != 4 or kind not in (UNARY, STREAM):
+            err = invalid("malformed ipc call: expected [header, token, body] frames").to_proto()
+            self._router.send_multipart([caller, cid, ERROR, err.SerializeToString()], zmq.NOBLOCK)
+            return
+        self._tasks.put((kind, caller, cid, timeout, frames[2], frames[3], time.monotonic()))
+        with self._workers_lock:
+            self._queued += 1
+            # Every waiting task needs a waiting worker, or calls that could run together (a
+            # batch) would queue behind each other; past the slots they wait, as gRPC's do.
+            if self._queued <= self._idle or self._workers >= self._max_workers:
+                return
+            self._workers += 1
+        threading.Thread(target=self._work, name="ipc-worker", daemon=True).start()
+
+    # ------------------------------------------------------------ worker threads
+
+    def _work(self) -> None:
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 0)
+        push.connect(self._replies_at)
+        send = push.send_multipart
+        tasks = self._tasks
+        try:
+            lock = self._workers_lock
+            while True:
+                with lock:
+                    self._idle += 1
+                task = tasks.get()
+                if task is None:
+                    return
+                with lock:
+                    self._idle -= 1
+                    self._queued -= 1
+                if task[0] == UNARY:
+                    send(self._unary(*task[1:]), copy=False)
+                else:
+                    self._generate(send, *task[1:])
+        finally:
+            push.close(0)
+
+    def _check(self, token: bytes, body: bytes, timeout: float, received: float) -> Any:
+        """The request, once the call may go to the model; CallFailed otherwise (as gRPC's handlers)."""
+        service = self.service
+        tokens = service._tokens
+        if tokens is not None:
+            tokens.check_token(token.decode(errors="replace") or None)
+        if len(body) > self.max_bytes:
+            raise invalid(f"request of {len(body)} bytes is over the runner's limit of {self.max_bytes} "
+                          "bytes (start the runner with a larger --max-message-mb)")
+        try:
+            request = pb.PredictRequest.FromString(body)
+        except Exception:
+            raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
+        if not service.ready.is_set():
+            raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
+        if service.stopping.is_set():
+            raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
+        if timeout > 0 and time.monotonic() - received >= timeout:
+            raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+        return request
+
+    def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
+               received: float) -> list:
+        recorder = self.service.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        request = None
+        try:
+            request = self._check(token, body, timeout, received)
+            with self.service._slots:
+                left = timeout - (time.monotonic() - received) if timeout > 0 else None
+                response = self.service.host.call(request, left)
+        except CallFailed as e:
+            if recorder is not None:
+                recorder.end(started, wall, "unary", request, None, e.code,
+                             {"code": e.code, "type": e.type, "message": e.message},
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+            return [caller, cid, ERROR, e.to_proto().SerializeToString()]
+        except Exception as e:  # noqa: BLE001 - a bug of ours: the caller gets it as gRPC's UNKNOWN
+            failed = CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
+            if recorder is not None:
+                recorder.end(started, wall, "unary", request, None, "UNKNOWN",
+                             {"code": "UNKNOWN", "type": failed.type, "message": failed.message},
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+            return [caller, cid, ERROR, failed.to_proto().SerializeToString()]
+        if recorder is not None:
+            recorder.end(started, wall, "unary", request, response, "OK", None,
+                         ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+        return [caller, cid, RESPONSE, response.SerializeToString()]
+
+    def _generate(self, send: Any, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
+                  received: float) -> None:
+        from ._telemetry import _Outputs
+
+        recorder = self.service.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        out = _Outputs(recorder.wants()[1] if recorder is not None else False)
+        request = None
+        key = (caller, cid)
+        try:
+            try:
+                request = self._check(token, body, timeout, received)
+            except CallFailed as e:
+                out.status, out.error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+                send([caller, cid, ERROR, e.to_proto().SerializeToString()])
+                return
+            with self.service._slots:
+                try:
+                    pump = Pump(self.service.host.stream(request, shape="server_stream"))
+                except CallFailed as e:
+                    out.status, out.error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+                    send([caller, cid, ERROR, e.to_proto().SerializeToString()])
+                    return
+                with self._streams_lock:
+                    self._streams[key] = pump
+                deadline = received + timeout if timeout > 0 else None
+                count = 0
+                try:
+                    for batch in pump.batches():
+                        count += len(batch)
+                        resp = pb.StreamResponse(items=batch)
+                        out.see(resp)
+                        send([caller, cid, ITEMS, resp.SerializeToString()])
+                        if deadline is not None and time.monotonic() > deadline:
+                            pump.stop()
+                            out.status = "DEADLINE_EXCEEDED"
+                            return
+                    cancelled = key not in self._streams
+                    if cancelled:  # stopped by the caller (cancel, or gone): no end frame
+                        out.status = "CANCELLED"
+                        return
+                    resp = pb.StreamResponse(end=pb.End(count=count))
+                except CallFailed as e:
+                    resp = pb.StreamResponse(error=e.to_proto())
+                finally:
+                    pump.stop()
+                    with self._streams_lock:
+                        self._streams.pop(key, None)
+                out.see(resp)
+                send([caller, cid, ITEMS, resp.SerializeToString()])
+        finally:
+            if recorder is not None:
+                recorder.end(started, wall, "server_stream", (request, None), out.kept(), out.status, out.error,
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),), bytes_out=out.bytes)
