@@ -1252,17 +1252,21 @@ class _RoutedTransport:
 
 def _same_host_plane(client: Client) -> bool:
     """Whether calls may take the replicas' ipc sockets: the daemon, which runs the local replicas,
-    is on this host (its address is loopback), and ``JUPYTER_DEPLOY_DATA_PLANE`` is not ``grpc``."""
-    import os
+    is on this host (its address is loopback), and ``JUPYTER_DEPLOY_DATA_PLANE`` was not ``grpc``
+    when the client first resolved a route (decided once per client)."""
+    decided = client.__dict__.get("_same_host_plane")
+    if decided is None:
+        import os
 
-    from .._address import is_loopback, split_address
+        from .._address import is_loopback, split_address
 
-    if os.environ.get(_wire.DATA_PLANE_ENV, "").strip().lower() == "grpc":
-        return False
-    try:
-        return is_loopback(split_address(client.address)[0])
-    except DeployError:
-        return False
+        try:
+            decided = (os.environ.get(_wire.DATA_PLANE_ENV, "").strip().lower() != "grpc"
+                       and is_loopback(split_address(client.address)[0]))
+        except DeployError:
+            decided = False
+        client.__dict__["_same_host_plane"] = decided
+    return decided
 
 
 def _token_expired(error: Exception) -> bool:

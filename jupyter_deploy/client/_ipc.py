@@ -49,7 +49,9 @@ class _Conn:
         self.sock = sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # a send with no replica behind it fails at once
-        self.monitor = sock.get_monitor_socket(_DISCONNECTED)
+        # Its own inproc name: pyzmq's default is named after the socket's fd, which a closed
+        # socket of another thread may have had, its monitor's name still taken.
+        self.monitor = sock.get_monitor_socket(_DISCONNECTED, addr=f"inproc://jupyter_deploy-monitor-{next(self._seq)}")
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)

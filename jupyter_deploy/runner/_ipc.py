@@ -39,6 +39,8 @@ from ..model._host import CallFailed, invalid
 from ..proto import runner_pb2 as pb
 from ._pump import Pump
 
+#: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
+INLINE_UNDER = float(os.environ.get("JD_IPC_INLINE_UNDER", "0.0002"))
 HEADER = struct.Struct("<cQd")
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
@@ -88,6 +90,8 @@ class IpcServer:
         self._workers_lock = threading.Lock()
         self._streams: dict[tuple[bytes, bytes], Pump] = {}  # (caller, call id) -> its producer
         self._streams_lock = threading.Lock()
+        self._took: dict[str, float] = {}   # method -> its calls' recent duration (s), averaged
+        self._fast: dict[str, bool] = {}    # method -> whether the loop answers it itself
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ipc-loop", daemon=True)
 
@@ -125,10 +129,20 @@ class IpcServer:
                             frames = router.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self._take(frames)
+                        try:
+                            self._take(frames)
+                        except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane
+                            print(f"jupyter_deploy runner: ipc call dropped: {type(e).__name__}: {e}",
+                                  file=sys.stderr, flush=True)
         finally:
             router.close(0)
             replies.close(0)
+
+    def _reply(self, frames: list) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:  # the caller went away meanwhile: nobody to answer
+            pass
 
     def _forward(self, frames: list) -> None:
         try:
@@ -146,7 +160,7 @@ class IpcServer:
         kind, call_id, timeout = HEADER.unpack(header)
         cid = CALL_ID.pack(call_id)
         if kind == PING:
-            self._router.send_multipart([caller, cid, PONG, b""], zmq.NOBLOCK)
+            self._reply([caller, cid, PONG, b""])
             return
         if kind == CANCEL:
             with self._streams_lock:
@@ -156,9 +170,19 @@ class IpcServer:
             return
         if len(frames) != 4 or kind not in (UNARY, STREAM):
             err = invalid("malformed ipc call: expected [header, token, body] frames").to_proto()
-            self._router.send_multipart([caller, cid, ERROR, err.SerializeToString()], zmq.NOBLOCK)
+            self._reply([caller, cid, ERROR, err.SerializeToString()])
             return
-        self._tasks.put((kind, caller, cid, timeout, frames[2], frames[3], time.monotonic()))
+        received = time.monotonic()
+        if kind == UNARY:
+            request = self._inline(frames[3])
+            if request is not None:
+                try:
+                    reply = self._unary(caller, cid, timeout, frames[2], frames[3], received, request)
+                finally:
+                    self.service._slots.release()
+                self._reply(reply)
+                return
+        self._tasks.put((kind, caller, cid, timeout, frames[2], frames[3], received))
         with self._workers_lock:
             self._queued += 1
             # Every waiting task needs a waiting worker, or calls that could run together (a
@@ -167,6 +191,37 @@ class IpcServer:
                 return
             self._workers += 1
         threading.Thread(target=self._work, name="ipc-worker", daemon=True).start()
+
+    def _inline(self, body: bytes) -> Any:
+        """The request, with a slot taken, when the loop should answer it itself: its method is
+        unary, neither batched nor async, and its calls lately took under ``INLINE_UNDER``
+        seconds. Two thread hand-overs then cost more than the call; a slower call would hold
+        up the others (and a batched one its batch), so those go to the workers. None otherwise."""
+        if len(body) > self.max_bytes:
+            return None
+        try:
+            request = pb.PredictRequest.FromString(body)
+        except Exception:
+            return None
+        if not self._fast.get(request.method, False) or not self.service._slots.acquire(blocking=False):
+            return None
+        return request
+
+    def _timed(self, request: Any, timeout: float | None) -> Any:
+        """``host.call``, learning how long the method's calls take (``_inline``)."""
+        spec = self.service.host.specs.get(request.method)
+        if spec is None or spec.batch or spec.is_async:
+            return self.service.host.call(request, timeout)
+        started = time.perf_counter()
+        try:
+            return self.service.host.call(request, timeout)
+        finally:
+            took = time.perf_counter() - started
+            avg = self._took.get(request.method)
+            avg = took if avg is None else 0.8 * avg + 0.2 * took
+            self._took[request.method] = avg
+            # A single slow call moves the method to the workers at once; back only when fast again.
+            self._fast[request.method] = avg < INLINE_UNDER and took < 4 * INLINE_UNDER
 
     # ------------------------------------------------------------ worker threads
 
@@ -195,19 +250,20 @@ class IpcServer:
         finally:
             push.close(0)
 
-    def _check(self, token: bytes, body: bytes, timeout: float, received: float) -> Any:
+    def _check(self, token: bytes, body: bytes, timeout: float, received: float, request: Any = None) -> Any:
         """The request, once the call may go to the model; CallFailed otherwise (as gRPC's handlers)."""
         service = self.service
         tokens = service._tokens
         if tokens is not None:
             tokens.check_token(token.decode(errors="replace") or None)
-        if len(body) > self.max_bytes:
-            raise invalid(f"request of {len(body)} bytes is over the runner's limit of {self.max_bytes} "
-                          "bytes (start the runner with a larger --max-message-mb)")
-        try:
-            request = pb.PredictRequest.FromString(body)
-        except Exception:
-            raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
+        if request is None:
+            if len(body) > self.max_bytes:
+                raise invalid(f"request of {len(body)} bytes is over the runner's limit of {self.max_bytes} "
+                              "bytes (start the runner with a larger --max-message-mb)")
+            try:
+                request = pb.PredictRequest.FromString(body)
+            except Exception:
+                raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
         if not service.ready.is_set():
             raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
         if service.stopping.is_set():
@@ -217,16 +273,20 @@ class IpcServer:
         return request
 
     def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
-               received: float) -> list:
+               received: float, parsed: Any = None) -> list:
+        """A unary call's reply frames. ``parsed``: the request, read by ``_inline``, which holds a slot."""
         recorder = self.service.recorder
         if recorder is not None:
             started, wall = recorder.begin()
         request = None
         try:
-            request = self._check(token, body, timeout, received)
-            with self.service._slots:
-                left = timeout - (time.monotonic() - received) if timeout > 0 else None
-                response = self.service.host.call(request, left)
+            request = self._check(token, body, timeout, received, parsed)
+            left = timeout - (time.monotonic() - received) if timeout > 0 else None
+            if parsed is not None:
+                response = self._timed(request, left)
+            else:
+                with self.service._slots:
+                    response = self._timed(request, left)
         except CallFailed as e:
             if recorder is not None:
                 recorder.end(started, wall, "unary", request, None, e.code,
