@@ -165,9 +165,15 @@ def _json_flag(text: str | None, flag: str) -> object:
 
 def _write_port(path: Path, port: int, ipc_endpoint: str = "") -> None:
     # Temp file + rename: a reader polling for the file never sees it half written. The ipc
-    # endpoint, where there is one, is its second line (the local backend reads both).
+    # endpoint, where there is one, goes to its own file first: once the port file is there, so is it.
+    if ipc_endpoint:
+        _write_atomically(_wire.ipc_file(path), f"{ipc_endpoint}\n")
+    _write_atomically(path, f"{port}\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n{ipc_endpoint}\n" if ipc_endpoint else f"{port}\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
