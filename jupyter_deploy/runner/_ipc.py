@@ -44,6 +44,14 @@ INLINE_UNDER = float(os.environ.get("JD_IPC_INLINE_UNDER", "0.0002"))
 HEADER = struct.Struct("<cQd")
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
+_END = object()
+
+
+class _Waiting:
+    """Stands for a stream's producer until it starts: a cancel meanwhile is remembered."""
+
+    def stop(self) -> None:
+        pass
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 
 
@@ -323,35 +331,46 @@ class IpcServer:
                 send([caller, cid, ERROR, e.to_proto().SerializeToString()])
                 return
             with self.service._slots:
-                try:
-                    pump = Pump(self.service.host.stream(request, shape="server_stream"))
-                except CallFailed as e:
-                    out.status, out.error = e.code, {"code": e.code, "type": e.type, "message": e.message}
-                    send([caller, cid, ERROR, e.to_proto().SerializeToString()])
-                    return
-                with self._streams_lock:
-                    self._streams[key] = pump
+                source = self.service.host.stream(request, shape="server_stream")
                 deadline = received + timeout if timeout > 0 else None
-                count = 0
+                count, pump = 0, None
+                waiting = _Waiting()  # a cancel before the producer thread starts stops it too
+                with self._streams_lock:
+                    self._streams[key] = waiting
                 try:
-                    for batch in pump.batches():
-                        count += len(batch)
-                        resp = pb.StreamResponse(items=batch)
+                    # The first item straight from this thread: no producer thread to wait for.
+                    first = next(source, _END)
+                    if first is not _END:
+                        count = 1
+                        resp = pb.StreamResponse(items=[first])
                         out.see(resp)
                         send([caller, cid, ITEMS, resp.SerializeToString()])
-                        if deadline is not None and time.monotonic() > deadline:
-                            pump.stop()
-                            out.status = "DEADLINE_EXCEEDED"
+                        pump = Pump(source)
+                        with self._streams_lock:
+                            if self._streams.get(key) is waiting:
+                                self._streams[key] = pump
+                            else:
+                                pump.stop()
+                        for batch in pump.batches():
+                            count += len(batch)
+                            resp = pb.StreamResponse(items=batch)
+                            out.see(resp)
+                            send([caller, cid, ITEMS, resp.SerializeToString()])
+                            if deadline is not None and time.monotonic() > deadline:
+                                pump.stop()
+                                out.status = "DEADLINE_EXCEEDED"
+                                return
+                        if key not in self._streams:  # stopped by the caller (cancel, or gone): no end frame
+                            out.status = "CANCELLED"
                             return
-                    cancelled = key not in self._streams
-                    if cancelled:  # stopped by the caller (cancel, or gone): no end frame
-                        out.status = "CANCELLED"
-                        return
                     resp = pb.StreamResponse(end=pb.End(count=count))
                 except CallFailed as e:
                     resp = pb.StreamResponse(error=e.to_proto())
                 finally:
-                    pump.stop()
+                    if pump is not None:
+                        pump.stop()
+                    else:
+                        source.close()
                     with self._streams_lock:
                         self._streams.pop(key, None)
                 out.see(resp)
