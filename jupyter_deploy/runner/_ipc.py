@@ -100,6 +100,10 @@ class IpcServer:
         self._streams_lock = threading.Lock()
         self._took: dict[str, float] = {}   # method -> its calls' recent duration (s), averaged
         self._fast: dict[str, bool] = {}    # method -> whether the loop answers it itself
+        host = service.host
+        #: Methods whose calls go to their batcher from the loop itself (``_submit``).
+        self._batched = frozenset(name for name, spec in host.specs.items()
+                                  if spec.batch and name in host.batchers and host.transformer is None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ipc-loop", daemon=True)
 
@@ -181,15 +185,22 @@ class IpcServer:
             self._reply([caller, cid, ERROR, err.SerializeToString()])
             return
         received = time.monotonic()
-        if kind == UNARY:
-            request = self._inline(frames[3])
+        if kind == UNARY and len(frames[3]) <= self.max_bytes:
+            try:
+                request = pb.PredictRequest.FromString(frames[3])
+            except Exception:
+                request = None  # the worker's check says what is wrong with it
             if request is not None:
-                try:
-                    reply = self._unary(caller, cid, timeout, frames[2], frames[3], received, request)
-                finally:
-                    self.service._slots.release()
-                self._reply(reply)
-                return
+                if request.method in self._batched:
+                    if self._submit(caller, cid, timeout, frames[2], request, received):
+                        return
+                elif self._fast.get(request.method, False) and self.service._slots.acquire(blocking=False):
+                    try:
+                        reply = self._unary(caller, cid, timeout, frames[2], frames[3], received, request)
+                    finally:
+                        self.service._slots.release()
+                    self._reply(reply)
+                    return
         self._tasks.put((kind, caller, cid, timeout, frames[2], frames[3], received))
         with self._workers_lock:
             self._queued += 1
@@ -200,20 +211,50 @@ class IpcServer:
             self._workers += 1
         threading.Thread(target=self._work, name="ipc-worker", daemon=True).start()
 
-    def _inline(self, body: bytes) -> Any:
-        """The request, with a slot taken, when the loop should answer it itself: its method is
-        unary, neither batched nor async, and its calls lately took under ``INLINE_UNDER``
-        seconds. Two thread hand-overs then cost more than the call; a slower call would hold
-        up the others (and a batched one its batch), so those go to the workers. None otherwise."""
-        if len(body) > self.max_bytes:
-            return None
+    def _submit(self, caller: bytes, cid: bytes, timeout: float, token: bytes, request: Any,
+                received: float) -> bool:
+        """Hand a call of a batched method to its batcher without waiting for the batch: the
+        loop goes on taking calls (a batch fills from calls that all went through this one
+        thread), and the reply goes out from the batcher's thread. False when no slot is free
+        (the workers then take it, waiting for one)."""
+        service = self.service
+        if not service._slots.acquire(blocking=False):
+            return False
+        recorder = service.recorder
+        started, wall = recorder.begin() if recorder is not None else (0.0, 0.0)
+        metadata = ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),)
+
+        def then(result: Any) -> None:
+            service._slots.release()
+            if isinstance(result, CallFailed):
+                frames = [caller, cid, ERROR, result.to_proto().SerializeToString()]
+                if recorder is not None:
+                    recorder.end(started, wall, "unary", request, None, result.code,
+                                 {"code": result.code, "type": result.type, "message": result.message}, metadata)
+            else:
+                frames = [caller, cid, RESPONSE, result.SerializeToString()]
+                if recorder is not None:
+                    recorder.end(started, wall, "unary", request, result, "OK", None, metadata)
+            self._push().send_multipart(frames)
+
         try:
-            request = pb.PredictRequest.FromString(body)
-        except Exception:
-            return None
-        if not self._fast.get(request.method, False) or not self.service._slots.acquire(blocking=False):
-            return None
-        return request
+            self._check(token, b"", timeout, received, request)
+            left = timeout - (time.monotonic() - received) if timeout > 0 else None
+            if not service.host.call_nowait(request, left, then):  # _batched holds only batched methods
+                raise CallFailed("INTERNAL", "RunnerError", f"method {request.method!r} has no batcher")
+        except CallFailed as e:
+            then(e)
+        return True
+
+    def _push(self) -> Any:
+        """This thread's PUSH socket to the loop (replies from workers and batchers)."""
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self._local.push = self._ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.setsockopt(zmq.SNDHWM, 0)
+            push.connect(self._replies_at)
+        return push
 
     def _timed(self, request: Any, timeout: float | None) -> Any:
         """``host.call``, learning how long the method's calls take (``_inline``)."""
@@ -234,10 +275,7 @@ class IpcServer:
     # ------------------------------------------------------------ worker threads
 
     def _work(self) -> None:
-        push = self._ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDHWM, 0)
-        push.connect(self._replies_at)
+        push = self._push()
         send = push.send_multipart
         tasks = self._tasks
         try:
