@@ -63,7 +63,7 @@ class _Conn:
             deadline = time.monotonic() + CONNECT_TIMEOUT
             while True:  # IMMEDIATE: the send waits until the connection is made
                 try:
-                    sock.send_multipart([HEADER.pack(PING, cid, 0.0), b"", b""], zmq.NOBLOCK)
+                    sock.send_multipart([HEADER.pack(PING, cid, 0.0), b""], zmq.NOBLOCK)
                     break
                 except zmq.Again:
                     if time.monotonic() > deadline:
@@ -99,11 +99,9 @@ class _Conn:
         want = struct.pack("<Q", cid)
         sock, monitor = self.sock, self.monitor
         while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                frames = None
-            if frames is not None:
+            # Asked before a poll (no exception when nothing is there: a reply is never instant).
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = sock.recv_multipart()
                 if frames[0] == want:
                     return frames
                 continue
@@ -165,7 +163,7 @@ class IpcTransport:
         cid = next(conn.ids)
         timeout = self.timeout
         try:
-            conn.send([HEADER.pack(UNARY, cid, timeout or 0.0), self._token, request.SerializeToString()])
+            conn.send([HEADER.pack(UNARY, cid, timeout or 0.0) + self._token, request.SerializeToString()])
             frames = conn.recv(cid, None if timeout is None else time.monotonic() + timeout)
         except _Gone as e:
             raise RunnerError(f"UNAVAILABLE: replica at {self.endpoint}: {e}", "UNAVAILABLE") from None
@@ -187,7 +185,7 @@ class IpcTransport:
         deadline = None if timeout is None else time.monotonic() + timeout
         ended = False
         try:
-            conn.send([HEADER.pack(STREAM, cid, timeout or 0.0), self._token, request.SerializeToString()])
+            conn.send([HEADER.pack(STREAM, cid, timeout or 0.0) + self._token, request.SerializeToString()])
             while True:
                 frames = conn.recv(cid, deadline)
                 if frames[1] != ITEMS:
@@ -210,7 +208,7 @@ class IpcTransport:
         finally:
             if not ended:  # the caller stopped early (or the deadline passed): stop the model's generator
                 try:
-                    conn.send([HEADER.pack(CANCEL, cid, 0.0), b"", b""])
+                    conn.send([HEADER.pack(CANCEL, cid, 0.0), b""])
                 except _Gone:
                     pass
 

@@ -1,11 +1,12 @@
 """The runner's same-host data plane: model calls over a zmq ROUTER on an ``ipc://`` socket.
 
 A caller on the runner's host skips gRPC's per-call machinery (most of a call's CPU time):
-it sends ``[header, token, body]`` to this socket and gets ``[call id, kind, body]`` back,
+it sends ``[header and token, body]`` to this socket and gets ``[call id, kind, body]`` back,
 where the bodies are the same protobuf messages the gRPC service reads and writes.
 
-Request header: ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
-``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none). Reply kinds:
+The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
+``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none), followed by the
+route token (one frame less to send per call). Reply kinds:
 ``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
 Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
 
@@ -128,19 +129,13 @@ class IpcServer:
             while not self._stop.is_set():
                 ready = dict(poller.poll(200))
                 if replies in ready:
-                    # Every reply waiting, then requests: answers out before new work in.
-                    while True:
-                        try:
-                            frames = replies.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._forward(frames)
+                    # Every reply waiting, then requests: answers out before new work in. EVENTS
+                    # says whether more wait without the exception an empty NOBLOCK recv raises.
+                    while replies.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._forward(replies.recv_multipart(copy=False))
                 if router in ready:
-                    while True:
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                    while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        frames = router.recv_multipart()
                         try:
                             self._take(frames)
                         except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane
@@ -166,10 +161,11 @@ class IpcServer:
                 pump.stop()
 
     def _take(self, frames: list[bytes]) -> None:
-        if len(frames) < 2 or len(frames[1]) != HEADER.size:
+        if len(frames) < 2 or len(frames[1]) < HEADER.size:
             return  # not ours: nothing to answer to
         caller, header = frames[0], frames[1]
-        kind, call_id, timeout = HEADER.unpack(header)
+        kind, call_id, timeout = HEADER.unpack_from(header)
+        token = header[HEADER.size:]
         cid = CALL_ID.pack(call_id)
         if kind == PING:
             self._reply([caller, cid, PONG, b""])
@@ -180,28 +176,29 @@ class IpcServer:
             if pump is not None:
                 pump.stop()
             return
-        if len(frames) != 4 or kind not in (UNARY, STREAM):
-            err = invalid("malformed ipc call: expected [header, token, body] frames").to_proto()
+        if len(frames) != 3 or kind not in (UNARY, STREAM):
+            err = invalid("malformed ipc call: expected [header and token, body] frames").to_proto()
             self._reply([caller, cid, ERROR, err.SerializeToString()])
             return
         received = time.monotonic()
-        if kind == UNARY and len(frames[3]) <= self.max_bytes:
+        body = frames[2]
+        if kind == UNARY and len(body) <= self.max_bytes:
             try:
-                request = pb.PredictRequest.FromString(frames[3])
+                request = pb.PredictRequest.FromString(body)
             except Exception:
                 request = None  # the worker's check says what is wrong with it
             if request is not None:
                 if request.method in self._batched:
-                    if self._submit(caller, cid, timeout, frames[2], request, received):
+                    if self._submit(caller, cid, timeout, token, request, received):
                         return
                 elif self._fast.get(request.method, False) and self.service._slots.acquire(blocking=False):
                     try:
-                        reply = self._unary(caller, cid, timeout, frames[2], frames[3], received, request)
+                        reply = self._unary(caller, cid, timeout, token, body, received, request)
                     finally:
                         self.service._slots.release()
                     self._reply(reply)
                     return
-        self._tasks.put((kind, caller, cid, timeout, frames[2], frames[3], received))
+        self._tasks.put((kind, caller, cid, timeout, token, body, received))
         with self._workers_lock:
             self._queued += 1
             # Every waiting task needs a waiting worker, or calls that could run together (a
