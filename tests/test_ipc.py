@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import write_model
-from daemon_helpers import isolated_home, wait_for
+from daemon_helpers import alive, daemon_pid, isolated_home, wait_for
 
 from jupyter_deploy import Client, Deployment, InputError, ModelError, RunnerError
 from jupyter_deploy.client._ipc import IpcTransport
@@ -289,3 +289,45 @@ def test_a_killed_replica_of_two_costs_no_call(echo):
     fresh = client.model("ipcecho")
     assert fresh.predict("back", deployment_id="ipc") == "echo: back"
     assert all(isinstance(t, IpcTransport) for t in _transports(fresh))
+
+
+def test_a_replica_that_stops_answering_is_taken_as_gone(echo):
+    """A runner that hangs (SIGSTOP) keeps its socket open: the call's ping finds it silent."""
+    client, _ = echo
+    wait_for(lambda: len(_ready(client)) == 2 and len(_transports(client.model("ipcecho"))) == 2, 60,
+             "a route to both replicas")
+    transports = _transports(client.model("ipcecho"))
+    request = pb.PredictRequest(method="predict")
+    request.args.add(key="text").value.str = "hi"
+    for t in transports:
+        assert t.unary(request).str == "echo: hi"
+    pid = _ready(client)[0]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        outcomes = []
+        for t in transports:
+            started = time.monotonic()
+            outcomes.append((_outcome(lambda: t.unary(request).str)[:2], time.monotonic() - started < 30))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert sorted(o[0][0] for o in outcomes) == ["RunnerError", "ok"], outcomes
+    assert all(o[1] for o in outcomes)
+    failed = next(o[0][1] for o in outcomes if o[0][0] == "RunnerError")
+    assert failed.startswith("UNAVAILABLE") and "stopped answering" in failed
+
+
+def test_a_restarted_daemon_routes_over_ipc_to_the_replicas_it_adopted(echo):
+    """Last: it kills the daemon. The new one learns each adopted replica's endpoint again."""
+    client, home = echo
+    before = sorted(t.endpoint for t in _transports(client.model("ipcecho")))
+    pid = daemon_pid(home)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 20, "the daemon to die")
+    fresh = Client()  # starts a new daemon, which adopts the running replicas
+    model = fresh.model("ipcecho")
+    wait_for(lambda: _outcome(lambda: model.predict("again", deployment_id="ipc")) == ("ok", "echo: again"),
+             60, "a call through the new daemon")
+    transports = _transports(model)
+    assert all(isinstance(t, IpcTransport) for t in transports)
+    assert sorted(t.endpoint for t in transports) == before
+    fresh.close()

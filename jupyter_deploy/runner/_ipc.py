@@ -127,23 +127,29 @@ class IpcServer:
         poller.register(replies, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(200))
-                if replies in ready:
-                    # Every reply waiting, then requests: answers out before new work in. EVENTS
-                    # says whether more wait without the exception an empty NOBLOCK recv raises.
-                    while replies.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        self._forward(replies.recv_multipart(copy=False))
-                if router in ready:
-                    while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        frames = router.recv_multipart()
-                        try:
-                            self._take(frames)
-                        except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane
-                            print(f"jupyter_deploy runner: ipc call dropped: {type(e).__name__}: {e}",
-                                  file=sys.stderr, flush=True)
+                try:
+                    self._turn(poller, router, replies)
+                except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane (callers would wait)
+                    print(f"jupyter_deploy runner: ipc loop: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         finally:
             router.close(0)
             replies.close(0)
+
+    def _turn(self, poller: Any, router: Any, replies: Any) -> None:
+        """One wake of the loop: every reply waiting goes out, then the calls waiting come in."""
+        ready = dict(poller.poll(200))
+        if replies in ready:
+            # EVENTS says whether more wait, without the exception an empty NOBLOCK read raises.
+            while replies.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._forward(replies.recv_multipart(copy=False))
+        if router in ready:
+            while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = router.recv_multipart()
+                try:
+                    self._take(frames)
+                except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
+                    print(f"jupyter_deploy runner: ipc call dropped: {type(e).__name__}: {e}",
+                          file=sys.stderr, flush=True)
 
     def _reply(self, frames: list) -> None:
         try:
@@ -380,6 +386,9 @@ class IpcServer:
                         resp = pb.StreamResponse(items=[first])
                         out.see(resp)
                         send([caller, cid, ITEMS, resp.SerializeToString()])
+                        # Let the loop thread, which zmq just woke, take the GIL and send it on:
+                        # else it waits while this thread and the producer run (up to a switch interval).
+                        time.sleep(0.0002)
                         pump = Pump(source)
                         with self._streams_lock:
                             if self._streams.get(key) is waiting:
