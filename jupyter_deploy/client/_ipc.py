@@ -30,6 +30,9 @@ UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 #: Seconds a replica's ipc socket gets to answer the first ping before its calls go over gRPC.
 CONNECT_TIMEOUT = 2.0
+#: Requests larger than this (bytes) go over gRPC: the runner's ipc socket caps a message at
+#: 64 MiB over its --max-message-mb and drops the connection of a caller that sends more.
+LARGE = 32 << 20
 #: Seconds a call waits without hearing from the runner before it pings it (see ``_Conn.recv``).
 QUIET = 5.0
 #: A call's wait wakes this often (ms) to see whether the replica went away.
@@ -172,10 +175,14 @@ class IpcTransport:
         conn = self._conn()
         if conn is None:
             return self.grpc.unary(request)
+        body = request.SerializeToString()
+        if len(body) > LARGE:
+            # Where a size limit answers it (INVALID_ARGUMENT with the limit), not zmq's message cap.
+            return self.grpc.unary(request)
         cid = next(conn.ids)
         timeout = self.timeout
         try:
-            conn.send([HEADER.pack(UNARY, cid, timeout or 0.0) + self._token, request.SerializeToString()])
+            conn.send([HEADER.pack(UNARY, cid, timeout or 0.0) + self._token, body])
             frames = conn.recv(cid, None if timeout is None else time.monotonic() + timeout)
         except _Gone as e:
             raise RunnerError(f"UNAVAILABLE: replica at {self.endpoint}: {e}", "UNAVAILABLE") from None
@@ -187,7 +194,7 @@ class IpcTransport:
 
     def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]:
         conn = self._conn()
-        if conn is None:
+        if conn is None or request.ByteSize() > LARGE:
             return self.grpc.server_stream(request)
         return self._stream(conn, request)
 

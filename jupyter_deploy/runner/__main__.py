@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    from ._ray_actor import PARENT_ENV
+
+    # A Ray actor's runner serves callers on other hosts: gRPC only (see _start_ipc).
+    supervised = bool(os.environ.get(PARENT_ENV))
     _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
-    ipc = _start_ipc(service, int(args.max_message_mb * 2**20), say)
+    ipc = None if supervised else _start_ipc(service, int(args.max_message_mb * 2**20), say)
     if args.port_file:
         try:
             _write_port(Path(args.port_file), port, ipc.endpoint if ipc is not None else "")
