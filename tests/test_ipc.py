@@ -291,6 +291,30 @@ def test_a_killed_replica_of_two_costs_no_call(echo):
     assert all(isinstance(t, IpcTransport) for t in _transports(fresh))
 
 
+def test_dropped_transports_leave_no_socket_open(echo):
+    """Routes are renewed, threads end: each drops its sockets, or the process runs out of them."""
+    client, _ = echo
+    good = _transports(client.model("ipcecho"))[0]
+    request = pb.PredictRequest(method="predict")
+    request.args.add(key="text").value.str = "hi"
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def once() -> None:
+        assert IpcTransport(good.endpoint, good._token.decode(), None, good.grpc).unary(request).str == "echo: hi"
+
+    once()
+    before = open_files()
+    for _ in range(200):
+        once()
+    for _ in range(20):
+        t = threading.Thread(target=once)
+        t.start()
+        t.join(30)
+    assert open_files() < before + 20
+
+
 def test_a_replica_that_stops_answering_is_taken_as_gone(echo):
     """A runner that hangs (SIGSTOP) keeps its socket open: the call's ping finds it silent."""
     client, _ = echo

@@ -37,7 +37,10 @@ LARGE = 32 << 20
 QUIET = 5.0
 #: A call's wait wakes this often (ms) to see whether the replica went away.
 _SLICE_MS = 100
-_DISCONNECTED = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_MONITOR_STOPPED
+# Gone, or never there: a connect to an abstract name nobody binds is refused at once, and zmq
+# then says CONNECT_RETRIED (instead of waiting out CONNECT_TIMEOUT for it).
+_DISCONNECTED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_MONITOR_STOPPED
+                 | zmq.EVENT_CONNECT_RETRIED)
 
 
 class _Gone(Exception):
@@ -68,7 +71,7 @@ class _Conn:
                     sock.send_multipart([HEADER.pack(PING, cid, 0.0), b""], zmq.NOBLOCK)
                     break
                 except zmq.Again:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline or self._went_away():
                         raise _Gone("no ipc connection") from None
                     time.sleep(0.001)
             self.recv(cid, deadline)
@@ -79,13 +82,32 @@ class _Conn:
             self.close()
             raise
 
+    def _went_away(self) -> bool:
+        """Read the monitor's events: whether the replica's socket closed (or never was)."""
+        monitor = self.monitor
+        while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = monitor.recv_multipart()
+            if struct.unpack("=H", event[0][:2])[0] & _DISCONNECTED:
+                self.gone = True
+        return self.gone
+
     def close(self) -> None:
+        if self.sock.closed:
+            return
         try:
             self.sock.disable_monitor()
         except zmq.ZMQError:
             pass
         self.monitor.close(0)
         self.sock.close(0)
+
+    def __del__(self) -> None:
+        # pyzmq leaves a dropped socket (and its monitor) open: a route renewed or a thread
+        # ended would keep its sockets until the process's limit is reached.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def send(self, frames: list) -> None:
         if self.gone:
@@ -102,7 +124,7 @@ class _Conn:
         A call that hears nothing for ``QUIET`` seconds pings the runner: a runner that does not
         answer the ping either is taken as gone (``_Gone``), as one whose socket closed is."""
         want = struct.pack("<Q", cid)
-        sock, monitor = self.sock, self.monitor
+        sock = self.sock
         heard = time.monotonic()
         ping: tuple[bytes, float] | None = None
         while True:
@@ -125,10 +147,7 @@ class _Conn:
             # monitor says whether the replica went away.
             if sock.poll(ms):
                 continue
-            while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                event = monitor.recv_multipart()
-                if struct.unpack("=H", event[0][:2])[0] & _DISCONNECTED:
-                    self.gone = True
+            self._went_away()
             now = time.monotonic()
             if ping is None and now - heard > QUIET:
                 ping_id = next(self.ids)
@@ -157,19 +176,34 @@ class IpcTransport:
         self.grpc = grpc
         self._local = threading.local()
         self._unreachable = False
+        self._gone = False  # a call found the replica gone: every thread's calls fail at once
 
     def __repr__(self) -> str:
         return f"<IpcTransport {self.endpoint}>"
 
     def _conn(self) -> _Conn | None:
+        if self._gone:
+            raise self._unavailable("the replica went away")
         conn = getattr(self._local, "conn", None)
         if conn is None and not self._unreachable:
             try:
                 conn = self._local.conn = _Conn(self.endpoint)
             except _Gone:
-                # Never answered (another network namespace, an older runner): gRPC from now on.
+                # Never answered (gone, another network namespace, an older runner): gRPC from
+                # now on, which tells a replica that is gone (UNAVAILABLE) from one it reaches.
                 self._unreachable = True
         return conn
+
+    def _lost(self, conn: _Conn, why: BaseException) -> RunnerError:
+        """The replica went away under ``conn``: close it (sockets are few: zmq's limit is
+        per process), and fail this transport's later calls at once."""
+        self._gone = True
+        self._local.conn = None
+        conn.close()
+        return self._unavailable(str(why))
+
+    def _unavailable(self, why: str) -> RunnerError:
+        return RunnerError(f"UNAVAILABLE: replica at {self.endpoint}: {why}", "UNAVAILABLE")
 
     def unary(self, request: pb.PredictRequest) -> pb.Value:
         conn = self._conn()
@@ -185,7 +219,7 @@ class IpcTransport:
             conn.send([HEADER.pack(UNARY, cid, timeout or 0.0) + self._token, body])
             frames = conn.recv(cid, None if timeout is None else time.monotonic() + timeout)
         except _Gone as e:
-            raise RunnerError(f"UNAVAILABLE: replica at {self.endpoint}: {e}", "UNAVAILABLE") from None
+            raise self._lost(conn, e) from None
         except TimeoutError:
             raise RunnerError("DEADLINE_EXCEEDED: Deadline Exceeded", "DEADLINE_EXCEEDED") from None
         if frames[1] == RESPONSE:
@@ -221,7 +255,7 @@ class IpcTransport:
                     return
         except _Gone as e:
             ended = True
-            raise RunnerError(f"UNAVAILABLE: replica at {self.endpoint}: {e}", "UNAVAILABLE") from None
+            raise self._lost(conn, e) from None
         except TimeoutError:
             raise RunnerError("DEADLINE_EXCEEDED: Deadline Exceeded", "DEADLINE_EXCEEDED") from None
         finally:
