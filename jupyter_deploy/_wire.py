@@ -43,6 +43,16 @@ RETURN_TYPE_ERROR = "ReturnTypeError"
 VERIFY_KEY_ENV = "JUPYTER_DEPLOY_VERIFY_KEY"
 #: Where the runner builds and caches model environments (``environment``).
 ENVS_ENV = "JUPYTER_DEPLOY_ENVS"
+def ipc_file(port_file):
+    """Where a runner started with ``--port-file PATH`` writes its ipc endpoint (``runner._ipc``):
+    beside it, ``.port`` becoming ``.ipc``. A file of its own, so that readers of the port file
+    (the Ray actor, older daemons) still read just a port."""
+    return port_file.with_suffix(".ipc")
+
+
+#: ``grpc`` turns the same-host ipc data plane off: in a client's environment its calls go over
+#: gRPC (as a remote caller's do); in a runner's, it serves no ipc socket (``runner._ipc``).
+DATA_PLANE_ENV = "JUPYTER_DEPLOY_DATA_PLANE"
 
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).

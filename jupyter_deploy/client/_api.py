@@ -910,10 +910,12 @@ class Model(MethodMirror):
         if bool(compute_cluster_id) != bool(nodepool_id):
             raise ValueError("compute_cluster_id and nodepool_id go together; give both")
         route = (deployment_id or "", compute_cluster_id or "", nodepool_id or "")
-        with self._lock:
-            transport = self._transports.get(route)
-            if transport is None:
-                transport = self._transports[route] = _RoutedTransport(self, route)
+        transport = self._transports.get(route)  # no lock once it exists: a call's hot path
+        if transport is None:
+            with self._lock:
+                transport = self._transports.get(route)
+                if transport is None:
+                    transport = self._transports[route] = _RoutedTransport(self, route)
         return transport
 
     # ------------------------------------------------------------ registry
@@ -1015,7 +1017,7 @@ class _RoutedTransport:
     def __init__(self, model: Model, route: tuple):
         self.model = model
         self.route = route
-        self._transports: list[GrpcTransport] = []
+        self._transports: list[Any] = []  # GrpcTransport or IpcTransport, one per replica
         self._turn = itertools.count()
         self._renew_at = 0.0
         self._expires_at = 0.0  # when the cached route's token lapses
@@ -1028,10 +1030,12 @@ class _RoutedTransport:
     def _current(self, refresh: bool = False) -> GrpcTransport:
         """The transport of the next call (in turn over the route's replicas), the route resolved
         first when it is stale, or always with ``refresh``."""
+        if not (refresh or self._stale()):
+            # No lock: the cached route's fields are replaced, never changed in place, and a call
+            # that reads them as one resolve replaces them still gets a replica of a valid route.
+            transports = self._transports
+            return transports[next(self._turn) % len(transports)]
         with self._lock:
-            if not (refresh or self._stale()):
-                transports = self._transports
-                return transports[next(self._turn) % len(transports)]
             # A route whose token is still good serves while one caller resolves it again: calls
             # must not wait on the daemon (it may be away, or restarting) while their route is valid.
             serving = not refresh and self._valid()
@@ -1076,9 +1080,16 @@ class _RoutedTransport:
         if route.deployment_id != self._deployment_id:  # the first resolve
             seen = routes.version(route.deployment_id)
         metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
+        addresses = list(route.addresses) or [route.address]
         transports = [
             GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
-            for address in (list(route.addresses) or [route.address])]
+            for address in addresses]
+        ipc = list(route.ipc_addresses)
+        if len(ipc) == len(addresses) and any(ipc) and _same_host_plane(client):
+            from ._ipc import IpcTransport
+
+            transports = [IpcTransport(endpoint, route.token, client.timeout, grpc) if endpoint else grpc
+                          for endpoint, grpc in zip(ipc, transports)]
         # Renew at half the token's life: the other half lets the route serve on while the daemon
         # is away (restarting); sooner where the daemon says replicas may come and go
         # (autoscaling) and no pushed route changes tell us when.
@@ -1237,6 +1248,25 @@ class _RoutedTransport:
             yield from transports
         raise RunnerError(f"deployment {self._deployment_id or '/'.join(filter(None, self.route))}: "
                           f"no replica answered within {REPLICA_WAIT:g} s", "UNAVAILABLE")
+
+
+def _same_host_plane(client: Client) -> bool:
+    """Whether calls may take the replicas' ipc sockets: the daemon, which runs the local replicas,
+    is on this host (its address is loopback), and ``JUPYTER_DEPLOY_DATA_PLANE`` was not ``grpc``
+    when the client first resolved a route (decided once per client)."""
+    decided = client.__dict__.get("_same_host_plane")
+    if decided is None:
+        import os
+
+        from .._address import is_loopback, split_address
+
+        try:
+            decided = (os.environ.get(_wire.DATA_PLANE_ENV, "").strip().lower() != "grpc"
+                       and is_loopback(split_address(client.address)[0]))
+        except DeployError:
+            decided = False
+        client.__dict__["_same_host_plane"] = decided
+    return decided
 
 
 def _token_expired(error: Exception) -> bool:

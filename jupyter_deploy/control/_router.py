@@ -107,6 +107,7 @@ class Router:
                          deployment_id=row["id"], user_id=row["user_id"], version_id=version_id,
                          description=version.description if version.HasField("description")
                          else pb.ModelDescription(), addresses=addresses,
+                         ipc_addresses=self.scheduler.ipc_addresses(row["user_id"], row["id"], addresses),
                          refresh_at=now() + self.refresh_seconds if scaling else 0.0)
 
     def _route(self, user_id: str, deployment_id: str, on_demand: bool = False) -> tuple[str, str]:

@@ -124,6 +124,8 @@ class _Replica:
     #: STOPPING: when it was asked to drain (``stop`` follows ``grace`` seconds later).
     stop_at: float | None = None
     grace: float = 0.0
+    #: Its same-host ipc endpoint once read ("" none), for routes (``addresses``).
+    ipc: str | None = None
 
 
 @dataclass
@@ -299,6 +301,22 @@ class Scheduler:
             return []
         return [r["address"] for r in pool if r["version_id"] == version_id]
 
+    def ipc_addresses(self, user_id: str, deployment_id: str, addresses: list[str]) -> list[str]:
+        """The same-host ipc endpoint of the READY replica at each of ``addresses`` ("" where none)."""
+        try:
+            pool = self._pool(user_id, deployment_id)[1]
+        except NotFound:
+            return [""] * len(addresses)
+        by_address = {}
+        for r in pool:
+            run = self._runtime.get(r["id"])
+            if run is None or run.backend is None or run.handle is None:
+                continue
+            if run.ipc is None:
+                run.ipc = run.backend.ipc_address(run.handle)
+            by_address[r["address"]] = run.ipc
+        return [by_address.get(a, "") for a in addresses]
+
     def _pool(self, user_id: str, deployment_id: str) -> tuple[Any, list[Any]]:
         """The deployment's row and the READY replicas calls go to: during a rollout those of the old
         spec, until the switch (when they become DRAINING); else the current ones."""
@@ -306,7 +324,7 @@ class Scheduler:
                              "AND id = ? AND desired != 'deleted'", (user_id, deployment_id))
         if dep is None:
             raise NotFound(f"deployment {deployment_id!r} not found for user {user_id!r}")
-        ready = self.store.query("SELECT address, version_id, spec FROM replicas WHERE user_id = ? AND "
+        ready = self.store.query("SELECT id, address, version_id, spec FROM replicas WHERE user_id = ? AND "
                                  "deployment_id = ? AND state = ? AND address IS NOT NULL ORDER BY started_at, id",
                                  (user_id, deployment_id, READY))
         spec = _spec(dep)

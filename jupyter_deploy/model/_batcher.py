@@ -72,9 +72,9 @@ class _Pending:
     """One queued call. ``done`` is a lock held until the outcome is set: a bare lock
     costs a fraction of an Event, and there is one per call."""
 
-    __slots__ = ("args", "queued", "expires", "taken", "done", "outcome")
+    __slots__ = ("args", "queued", "expires", "taken", "done", "outcome", "then")
 
-    def __init__(self, args: Any, queued: float, expires: float):
+    def __init__(self, args: Any, queued: float, expires: float, then: Callable[[Any], None] | None = None):
         self.args = args
         self.queued = queued
         self.expires = expires
@@ -82,10 +82,16 @@ class _Pending:
         self.done = threading.Lock()
         self.done.acquire()
         self.outcome: Any = None
+        self.then = then  # submit_nowait's callback
 
     def finish(self, outcome: Any) -> None:
         self.outcome = outcome
         self.done.release()
+        if self.then is not None:
+            try:
+                self.then(outcome)
+            except BaseException:  # noqa: BLE001 - the callback's caller is gone; the batcher goes on
+                pass
 
 
 class Batcher:
@@ -150,6 +156,25 @@ class Batcher:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def submit_nowait(self, args: Any, timeout: float | None, then: Callable[[Any], None]) -> None:
+        """Queue one call without waiting: ``then(outcome)`` runs on the batcher's thread once its
+        batch ran (the outcome, or a BatchTimeout/exception instance). A call whose deadline (or
+        ``timeout_ms``) passed before its batch was taken gets a BatchTimeout; unlike ``submit``,
+        that is noticed when the next batch is taken. For a caller that serves many calls from
+        one thread (the runner's ipc loop) and must not block on any of them."""
+        wait = self._queue_timeout if timeout is None else min(timeout, self._queue_timeout)
+        now = time.monotonic()
+        pending = _Pending(args, now, now + wait, then)
+        with self._cond:
+            if self._closed:
+                raise BatchTimeout(f"{self.name}(): the runner is stopping")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"batcher-{self.name}", daemon=True)
+                self._thread.start()
+            self._queue.append(pending)
+            if len(self._queue) == 1 or len(self._queue) == self._max:
+                self._cond.notify()
 
     def close(self) -> None:
         """Stop the worker after the batch it is running; calls still queued fail."""

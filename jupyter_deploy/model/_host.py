@@ -20,7 +20,7 @@ import threading
 import traceback
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError, InputError, ModelDefinitionError
 from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class, model_file
@@ -309,6 +309,38 @@ class ModelHost:
         else:
             response.output.CopyFrom(self._encode_output(spec, out))
         return response
+
+    def call_nowait(self, request: pb.PredictRequest, timeout: float | None,
+                    then: Callable[[pb.PredictResponse | CallFailed], None]) -> bool:
+        """Serve one unary call of a method with a batcher without waiting for its batch:
+        ``then(response or CallFailed)`` runs on the batcher's thread. False (nothing done)
+        for any other method; CallFailed for bad input, as ``call`` raises it."""
+        spec = self.specs.get(request.method)
+        if spec is None or not spec.batch or spec.shape != UNARY or self.transformer is not None:
+            return False
+        batcher = self.batchers.get(spec.name)
+        if batcher is None:
+            return False
+        kwargs = self._kwargs(spec, request)
+
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, BatchTimeout):
+                then(CallFailed("DEADLINE_EXCEEDED", "BatchTimeout", str(outcome)))
+            elif isinstance(outcome, CallFailed):
+                then(outcome)
+            elif isinstance(outcome, BaseException):
+                then(self.model_failure(outcome))
+            else:
+                try:
+                    then(pb.PredictResponse(output=self._encode_output(spec, outcome)))
+                except CallFailed as e:
+                    then(e)
+
+        try:
+            batcher.submit_nowait(kwargs, timeout, done)
+        except BatchTimeout as e:
+            raise CallFailed("DEADLINE_EXCEEDED", "BatchTimeout", str(e)) from None
+        return True
 
     # ------------------------------------------------------------ the transformer
 

@@ -415,7 +415,7 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., deployment_id: _Optional[str] = ..., compute_cluster_id: _Optional[str] = ..., nodepool_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at", "retry_after", "reason", "user_id")
+    __slots__ = ("address", "token", "expires_at", "deployment_id", "version_id", "description", "addresses", "refresh_at", "retry_after", "reason", "user_id", "ipc_addresses")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +427,7 @@ class Route(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    IPC_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     address: str
     token: str
     expires_at: float
@@ -438,7 +439,8 @@ class Route(_message.Message):
     retry_after: float
     reason: str
     user_id: str
-    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ..., retry_after: _Optional[float] = ..., reason: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+    ipc_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[float] = ..., deployment_id: _Optional[str] = ..., version_id: _Optional[str] = ..., description: _Optional[_Union[_runner_pb2.ModelDescription, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., refresh_at: _Optional[float] = ..., retry_after: _Optional[float] = ..., reason: _Optional[str] = ..., user_id: _Optional[str] = ..., ipc_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("kinds", "ids", "user_id")

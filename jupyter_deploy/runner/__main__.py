@@ -163,10 +163,17 @@ def _json_flag(text: str | None, flag: str) -> object:
         raise ValueError(f"{flag}: not valid JSON ({e})") from None
 
 
-def _write_port(path: Path, port: int) -> None:
-    # Temp file + rename: a reader polling for the file never sees it half written.
+def _write_port(path: Path, port: int, ipc_endpoint: str = "") -> None:
+    # Temp file + rename: a reader polling for the file never sees it half written. The ipc
+    # endpoint, where there is one, goes to its own file first: once the port file is there, so is it.
+    if ipc_endpoint:
+        _write_atomically(_wire.ipc_file(path), f"{ipc_endpoint}\n")
+    _write_atomically(path, f"{port}\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -190,6 +197,26 @@ def grpc_listener_off() -> None:
     experiments = os.environ.get("GRPC_EXPERIMENTS", "")
     if "event_engine_listener" not in experiments:
         os.environ["GRPC_EXPERIMENTS"] = ",".join(filter(None, (experiments, "-event_engine_listener")))
+
+
+def _start_ipc(service, max_bytes: int, say):
+    """The same-host ipc plane beside the gRPC server (see ``_ipc``); None where there is none
+    (not Linux, no pyzmq, ``JUPYTER_DEPLOY_DATA_PLANE=grpc``, or it cannot bind)."""
+    if os.environ.get(_wire.DATA_PLANE_ENV, "").lower() == "grpc":
+        return None
+    try:
+        from . import _ipc
+    except ImportError:
+        return None
+    if not _ipc.available():
+        return None
+    try:
+        ipc = _ipc.IpcServer(service, max_bytes)
+    except Exception as e:  # noqa: BLE001 - zmq refused the socket: gRPC alone still serves
+        say(f"note: no same-host ipc plane ({e}); calls go over gRPC")
+        return None
+    ipc.start()
+    return ipc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             argv = [python, "-m", "jupyter_deploy.runner", *(argv if argv is not None else sys.argv[1:]), "--no-env"]
             os.execv(python, argv)
 
+    from ._ray_actor import PARENT_ENV
+
+    # A Ray actor's runner serves callers on other hosts: gRPC only (see _start_ipc).
+    supervised = bool(os.environ.get(PARENT_ENV))
     _exit_with_parent()
     # After the re-exec above, which must carry the key along to the model's environment.
     try:
@@ -279,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    ipc = None if supervised else _start_ipc(service, int(args.max_message_mb * 2**20), say)
     if args.port_file:
         try:
-            _write_port(Path(args.port_file), port)
+            _write_port(Path(args.port_file), port, ipc.endpoint if ipc is not None else "")
         except OSError as e:
             fail(f"cannot write the port file: {e}")
             server.stop(0)
@@ -331,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     service.drain(DRAIN_TIMEOUT)
     time.sleep(REFUSE_BEFORE_STOP)
     server.stop(grace=STOP_GRACE).wait()
+    if ipc is not None:
+        ipc.stop()
     service.close()  # the last call records reach the spool file
     host.close()
     return 0

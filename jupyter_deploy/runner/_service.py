@@ -75,6 +75,10 @@ class RouteTokens:
             if key == _ROUTE_TOKEN_KEY:
                 token = value
                 break
+        self.check_token(token, op)
+
+    def check_token(self, token: str | None, op: str = "") -> None:
+        """``check`` for a token given as such (the ipc plane carries it in its header frame)."""
         expires, granted = self._good.get(token, (None, "")) if token else (None, "")
         now = time.time()
         if expires is None or expires < now:

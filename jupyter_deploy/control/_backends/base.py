@@ -187,6 +187,11 @@ class NodepoolBackend(ABC):
     def address(self, handle: ReplicaHandle) -> str | None:
         """``host:port`` of the replica's gRPC server, reachable from clients; None until it listens."""
 
+    def ipc_address(self, handle: ReplicaHandle) -> str:
+        """The replica's same-host ipc endpoint (``runner._ipc``) for callers on its host; "" where
+        it has none (the default: backends whose replicas are on other hosts)."""
+        return ""
+
     @abstractmethod
     def health(self, handle: ReplicaHandle) -> Health:
         """Ask the replica's ``grpc.health.v1`` service (at most about a second).

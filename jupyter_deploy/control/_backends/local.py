@@ -103,6 +103,7 @@ class LocalHandle(ReplicaHandle):
     popen: subprocess.Popen | None = None
     zygote: _zygote.Zygote | None = None
     start_time: str = ""
+    ipc: str | None = None  # its ipc endpoint once read ("" none)
 
 
 class LocalBackend(NodepoolBackend):
@@ -132,6 +133,7 @@ class LocalBackend(NodepoolBackend):
         port_file = (run_as.run_dir if run_as else self.run_dir) / f"{spec.replica_id}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
+        _wire.ipc_file(port_file).unlink(missing_ok=True)
         notes = []
         python = shutil.which(spec.python)
         if python is None:
@@ -201,6 +203,13 @@ class LocalBackend(NodepoolBackend):
         port = _read_port(handle.port_file)
         return None if port is None else f"127.0.0.1:{port}"
 
+    def ipc_address(self, handle: LocalHandle) -> str:
+        """The replica's same-host ipc endpoint (its ipc file, beside the port file), "" where it has
+        none. Read again after a daemon restart, as the port is: nothing else needs to remember it."""
+        if handle.ipc is None:
+            handle.ipc = _read_ipc_file(_wire.ipc_file(handle.port_file))
+        return handle.ipc
+
     def health(self, handle: LocalHandle) -> Health:
         rid = handle.replica_id
         if rid not in self._health:
@@ -237,6 +246,7 @@ class LocalBackend(NodepoolBackend):
         handle.port_file.unlink(missing_ok=True)
         if handle.start_time:
             self._pid_file(handle.replica_id).unlink(missing_ok=True)
+        _wire.ipc_file(handle.port_file).unlink(missing_ok=True)
 
     def list_running(self) -> list[LocalHandle]:
         """Every runner process whose command line names a port file under ``home/run/`` (or an
@@ -261,6 +271,7 @@ class LocalBackend(NodepoolBackend):
         for path in (*self.run_dir.glob("*.port"), *self.home.glob("sandboxes/*/run/*.port")):
             if path.stem not in found:
                 path.unlink(missing_ok=True)
+                _wire.ipc_file(path).unlink(missing_ok=True)
         return list(found.values())
 
     can_reload = True
@@ -375,15 +386,27 @@ def runner_environment(spec: ReplicaSpec, environ: dict[str, str] | None = None)
 
 def _read_port(path: Path) -> int | None:
     try:
-        # The port file's folder may belong to the runner's OS user, not to us: follow no link,
-        # and do not wait on whatever else it put there (a FIFO).
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    try:
-        return int(os.read(fd, 64).decode(errors="replace").strip())
+        return int(_read_small(path))
     except (OSError, ValueError):
         return None
+
+
+def _read_ipc_file(path: Path) -> str:
+    """The ipc endpoint a runner wrote ("" none). Only an abstract socket of ours: the runner (the
+    model's code) names it, and clients connect to it."""
+    try:
+        text = _read_small(path).strip()
+    except OSError:
+        return ""
+    return text if text.startswith("ipc://@jupyter_deploy-") and text.isprintable() else ""
+
+
+def _read_small(path: Path) -> str:
+    # The port file's folder may belong to the runner's OS user, not to us: follow no link,
+    # and do not wait on whatever else it put there (a FIFO).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        return os.read(fd, 256).decode(errors="replace")
     finally:
         os.close(fd)
 

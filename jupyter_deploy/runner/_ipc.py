@@ -1,0 +1,425 @@
+"""The runner's same-host data plane: model calls over a zmq ROUTER on an ``ipc://`` socket.
+
+A caller on the runner's host skips gRPC's per-call machinery (most of a call's CPU time):
+it sends ``[header and token, body]`` to this socket and gets ``[call id, kind, body]`` back,
+where the bodies are the same protobuf messages the gRPC service reads and writes.
+
+The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
+``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none), followed by the
+route token (one frame less to send per call). Reply kinds:
+``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
+Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
+
+The calls go to the same ModelHost as the gRPC service's, with the same admission (ready,
+stopping, the same slots, so a drain covers both planes), the same route-token check and
+the same access records. Bidirectional calls stay on gRPC.
+
+The socket is a Linux abstract one (``ipc://@jupyter_deploy-<random>``): no file to own or
+clean up (runners of a sandbox run as other OS users); whoever reaches it still needs a
+route token, as for the TCP port. Elsewhere there is no ipc plane (None).
+
+One loop thread owns the ROUTER. Model calls run on worker threads (a slow model must not
+hold up other calls, and a batched method's calls must reach its batcher together); their
+replies come back to the loop over an inproc PULL socket, the ROUTER's only writer being the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from .. import _wire
+from ..model._host import CallFailed, invalid
+from ..proto import runner_pb2 as pb
+from ._pump import Pump
+
+#: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
+INLINE_UNDER = float(os.environ.get("JD_IPC_INLINE_UNDER", "0.0002"))
+HEADER = struct.Struct("<cQd")
+CALL_ID = struct.Struct("<Q")
+UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
+_END = object()
+
+
+class _Waiting:
+    """Stands for a stream's producer until it starts: a cancel meanwhile is remembered."""
+
+    def stop(self) -> None:
+        pass
+RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+
+
+def available() -> bool:
+    """Whether this platform has abstract ipc sockets (Linux) in its zmq build."""
+    return sys.platform.startswith("linux") and zmq.has("ipc")
+
+
+class IpcServer:
+    """Serves ``service``'s model calls (a RunnerService) on an abstract ipc socket.
+
+    Example::
+
+        ipc = IpcServer(service, max_bytes=64 << 20)
+        ipc.start()
+        print(ipc.endpoint)    # ipc://@jupyter_deploy-3f9c...
+        ...
+        ipc.stop()
+    """
+
+    def __init__(self, service: Any, max_bytes: int, endpoint: str | None = None):
+        self.service = service
+        self.max_bytes = max_bytes
+        self.endpoint = endpoint or f"ipc://@jupyter_deploy-{os.urandom(12).hex()}"
+        self._ctx = zmq.Context.instance()
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        # A reply to a caller that went away raises instead of vanishing: its stream is stopped.
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.SNDHWM, 0)
+        self._router.setsockopt(zmq.RCVHWM, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, max(2 * max_bytes, max_bytes + (64 << 20)))
+        self._router.bind(self.endpoint)
+        self._replies_at = f"inproc://jupyter_deploy-replies-{id(self):x}"
+        self._replies = self._ctx.socket(zmq.PULL)
+        self._replies.setsockopt(zmq.LINGER, 0)
+        self._replies.bind(self._replies_at)
+        self._local = threading.local()
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0    # workers waiting for a task
+        self._queued = 0  # tasks no worker took yet
+        self._workers = 0
+        self._max_workers = max(1, service._max_concurrency)
+        self._workers_lock = threading.Lock()
+        self._streams: dict[tuple[bytes, bytes], Pump] = {}  # (caller, call id) -> its producer
+        self._streams_lock = threading.Lock()
+        self._took: dict[str, float] = {}   # method -> its calls' recent duration (s), averaged
+        self._fast: dict[str, bool] = {}    # method -> whether the loop answers it itself
+        host = service.host
+        #: Methods whose calls go to their batcher from the loop itself (``_submit``).
+        self._batched = frozenset(name for name, spec in host.specs.items()
+                                  if spec.batch and name in host.batchers and host.transformer is None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ipc-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving (after the calls in flight drained): the loop ends, the sockets close."""
+        self._stop.set()
+        self._thread.join(2.0)
+        for _ in range(self._workers):
+            self._tasks.put(None)
+
+    # ------------------------------------------------------------ the loop thread
+
+    def _loop(self) -> None:
+        router, replies = self._router, self._replies
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._turn(poller, router, replies)
+                except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane (callers would wait)
+                    print(f"jupyter_deploy runner: ipc loop: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        finally:
+            router.close(0)
+            replies.close(0)
+
+    def _turn(self, poller: Any, router: Any, replies: Any) -> None:
+        """One wake of the loop: every reply waiting goes out, then the calls waiting come in."""
+        ready = dict(poller.poll(200))
+        if replies in ready:
+            # EVENTS says whether more wait, without the exception an empty NOBLOCK read raises.
+            while replies.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._forward(replies.recv_multipart(copy=False))
+        if router in ready:
+            while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = router.recv_multipart()
+                try:
+                    self._take(frames)
+                except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
+                    print(f"jupyter_deploy runner: ipc call dropped: {type(e).__name__}: {e}",
+                          file=sys.stderr, flush=True)
+
+    def _reply(self, frames: list) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:  # the caller went away meanwhile: nobody to answer
+            pass
+
+    def _forward(self, frames: list) -> None:
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:  # the caller is gone (EHOSTUNREACH): stop its stream, if any
+            with self._streams_lock:
+                pump = self._streams.pop((bytes(frames[0].buffer), bytes(frames[1].buffer)), None)
+            if pump is not None:
+                pump.stop()
+
+    def _take(self, frames: list[bytes]) -> None:
+        if len(frames) < 2 or len(frames[1]) < HEADER.size:
+            return  # not ours: nothing to answer to
+        caller, header = frames[0], frames[1]
+        kind, call_id, timeout = HEADER.unpack_from(header)
+        token = header[HEADER.size:]
+        cid = CALL_ID.pack(call_id)
+        if kind == PING:
+            self._reply([caller, cid, PONG, b""])
+            return
+        if kind == CANCEL:
+            with self._streams_lock:
+                pump = self._streams.pop((caller, cid), None)
+            if pump is not None:
+                pump.stop()
+            return
+        if len(frames) != 3 or kind not in (UNARY, STREAM):
+            err = invalid("malformed ipc call: expected [header and token, body] frames").to_proto()
+            self._reply([caller, cid, ERROR, err.SerializeToString()])
+            return
+        received = time.monotonic()
+        body = frames[2]
+        if kind == UNARY and len(body) <= self.max_bytes:
+            try:
+                request = pb.PredictRequest.FromString(body)
+            except Exception:
+                request = None  # the worker's check says what is wrong with it
+            if request is not None:
+                if request.method in self._batched:
+                    if self._submit(caller, cid, timeout, token, request, received):
+                        return
+                elif self._fast.get(request.method, False) and self.service._slots.acquire(blocking=False):
+                    try:
+                        reply = self._unary(caller, cid, timeout, token, body, received, request)
+                    finally:
+                        self.service._slots.release()
+                    self._reply(reply)
+                    return
+        self._tasks.put((kind, caller, cid, timeout, token, body, received))
+        with self._workers_lock:
+            self._queued += 1
+            # Every waiting task needs a waiting worker, or calls that could run together (a
+            # batch) would queue behind each other; past the slots they wait, as gRPC's do.
+            if self._queued <= self._idle or self._workers >= self._max_workers:
+                return
+            self._workers += 1
+        threading.Thread(target=self._work, name="ipc-worker", daemon=True).start()
+
+    def _submit(self, caller: bytes, cid: bytes, timeout: float, token: bytes, request: Any,
+                received: float) -> bool:
+        """Hand a call of a batched method to its batcher without waiting for the batch: the
+        loop goes on taking calls (a batch fills from calls that all went through this one
+        thread), and the reply goes out from the batcher's thread. False when no slot is free
+        (the workers then take it, waiting for one)."""
+        service = self.service
+        if not service._slots.acquire(blocking=False):
+            return False
+        recorder = service.recorder
+        started, wall = recorder.begin() if recorder is not None else (0.0, 0.0)
+        metadata = ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),)
+
+        def then(result: Any) -> None:
+            service._slots.release()
+            if isinstance(result, CallFailed):
+                frames = [caller, cid, ERROR, result.to_proto().SerializeToString()]
+                if recorder is not None:
+                    recorder.end(started, wall, "unary", request, None, result.code,
+                                 {"code": result.code, "type": result.type, "message": result.message}, metadata)
+            else:
+                frames = [caller, cid, RESPONSE, result.SerializeToString()]
+                if recorder is not None:
+                    recorder.end(started, wall, "unary", request, result, "OK", None, metadata)
+            self._push().send_multipart(frames)
+
+        try:
+            self._check(token, b"", timeout, received, request)
+            left = timeout - (time.monotonic() - received) if timeout > 0 else None
+            if not service.host.call_nowait(request, left, then):  # _batched holds only batched methods
+                raise CallFailed("INTERNAL", "RunnerError", f"method {request.method!r} has no batcher")
+        except CallFailed as e:
+            then(e)
+        return True
+
+    def _push(self) -> Any:
+        """This thread's PUSH socket to the loop (replies from workers and batchers)."""
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self._local.push = self._ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.setsockopt(zmq.SNDHWM, 0)
+            push.connect(self._replies_at)
+        return push
+
+    def _timed(self, request: Any, timeout: float | None) -> Any:
+        """``host.call``, learning how long the method's calls take (``_inline``)."""
+        spec = self.service.host.specs.get(request.method)
+        if spec is None or spec.batch or spec.is_async:
+            return self.service.host.call(request, timeout)
+        started = time.perf_counter()
+        try:
+            return self.service.host.call(request, timeout)
+        finally:
+            took = time.perf_counter() - started
+            avg = self._took.get(request.method)
+            avg = took if avg is None else 0.8 * avg + 0.2 * took
+            self._took[request.method] = avg
+            # A single slow call moves the method to the workers at once; back only when fast again.
+            self._fast[request.method] = avg < INLINE_UNDER and took < 4 * INLINE_UNDER
+
+    # ------------------------------------------------------------ worker threads
+
+    def _work(self) -> None:
+        push = self._push()
+        send = push.send_multipart
+        tasks = self._tasks
+        try:
+            lock = self._workers_lock
+            while True:
+                with lock:
+                    self._idle += 1
+                task = tasks.get()
+                if task is None:
+                    return
+                with lock:
+                    self._idle -= 1
+                    self._queued -= 1
+                if task[0] == UNARY:
+                    send(self._unary(*task[1:]), copy=False)
+                else:
+                    self._generate(send, *task[1:])
+        finally:
+            push.close(0)
+
+    def _check(self, token: bytes, body: bytes, timeout: float, received: float, request: Any = None) -> Any:
+        """The request, once the call may go to the model; CallFailed otherwise (as gRPC's handlers)."""
+        service = self.service
+        tokens = service._tokens
+        if tokens is not None:
+            tokens.check_token(token.decode(errors="replace") or None)
+        if request is None:
+            if len(body) > self.max_bytes:
+                raise invalid(f"request of {len(body)} bytes is over the runner's limit of {self.max_bytes} "
+                              "bytes (start the runner with a larger --max-message-mb)")
+            try:
+                request = pb.PredictRequest.FromString(body)
+            except Exception:
+                raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
+        if not service.ready.is_set():
+            raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
+        if service.stopping.is_set():
+            raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
+        if timeout > 0 and time.monotonic() - received >= timeout:
+            raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+        return request
+
+    def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
+               received: float, parsed: Any = None) -> list:
+        """A unary call's reply frames. ``parsed``: the request, read by ``_inline``, which holds a slot."""
+        recorder = self.service.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        request = None
+        try:
+            request = self._check(token, body, timeout, received, parsed)
+            left = timeout - (time.monotonic() - received) if timeout > 0 else None
+            if parsed is not None:
+                response = self._timed(request, left)
+            else:
+                with self.service._slots:
+                    response = self._timed(request, left)
+        except CallFailed as e:
+            if recorder is not None:
+                recorder.end(started, wall, "unary", request, None, e.code,
+                             {"code": e.code, "type": e.type, "message": e.message},
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+            return [caller, cid, ERROR, e.to_proto().SerializeToString()]
+        except Exception as e:  # noqa: BLE001 - a bug of ours: the caller gets it as gRPC's UNKNOWN
+            failed = CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
+            if recorder is not None:
+                recorder.end(started, wall, "unary", request, None, "UNKNOWN",
+                             {"code": "UNKNOWN", "type": failed.type, "message": failed.message},
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+            return [caller, cid, ERROR, failed.to_proto().SerializeToString()]
+        if recorder is not None:
+            recorder.end(started, wall, "unary", request, response, "OK", None,
+                         ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
+        return [caller, cid, RESPONSE, response.SerializeToString()]
+
+    def _generate(self, send: Any, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
+                  received: float) -> None:
+        from ._telemetry import _Outputs
+
+        recorder = self.service.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        out = _Outputs(recorder.wants()[1] if recorder is not None else False)
+        request = None
+        key = (caller, cid)
+        try:
+            try:
+                request = self._check(token, body, timeout, received)
+            except CallFailed as e:
+                out.status, out.error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+                send([caller, cid, ERROR, e.to_proto().SerializeToString()])
+                return
+            with self.service._slots:
+                source = self.service.host.stream(request, shape="server_stream")
+                deadline = received + timeout if timeout > 0 else None
+                count, pump = 0, None
+                waiting = _Waiting()  # a cancel before the producer thread starts stops it too
+                with self._streams_lock:
+                    self._streams[key] = waiting
+                try:
+                    # The first item straight from this thread: no producer thread to wait for.
+                    first = next(source, _END)
+                    if first is not _END:
+                        count = 1
+                        resp = pb.StreamResponse(items=[first])
+                        out.see(resp)
+                        send([caller, cid, ITEMS, resp.SerializeToString()])
+                        # Let the loop thread, which zmq just woke, take the GIL and send it on:
+                        # else it waits while this thread and the producer run (up to a switch interval).
+                        time.sleep(0.0002)
+                        pump = Pump(source)
+                        with self._streams_lock:
+                            if self._streams.get(key) is waiting:
+                                self._streams[key] = pump
+                            else:
+                                pump.stop()
+                        for batch in pump.batches():
+                            count += len(batch)
+                            resp = pb.StreamResponse(items=batch)
+                            out.see(resp)
+                            send([caller, cid, ITEMS, resp.SerializeToString()])
+                            if deadline is not None and time.monotonic() > deadline:
+                                pump.stop()
+                                out.status = "DEADLINE_EXCEEDED"
+                                return
+                        if key not in self._streams:  # stopped by the caller (cancel, or gone): no end frame
+                            out.status = "CANCELLED"
+                            return
+                    resp = pb.StreamResponse(end=pb.End(count=count))
+                except CallFailed as e:
+                    resp = pb.StreamResponse(error=e.to_proto())
+                finally:
+                    if pump is not None:
+                        pump.stop()
+                    else:
+                        source.close()
+                    with self._streams_lock:
+                        self._streams.pop(key, None)
+                out.see(resp)
+                send([caller, cid, ITEMS, resp.SerializeToString()])
+        finally:
+            if recorder is not None:
+                recorder.end(started, wall, "server_stream", (request, None), out.kept(), out.status, out.error,
+                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),), bytes_out=out.bytes)
