@@ -41,7 +41,7 @@ from ..proto import runner_pb2 as pb
 from ._pump import Pump
 
 #: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
-INLINE_UNDER = float(os.environ.get("JD_IPC_INLINE_UNDER", "0.0002"))
+INLINE_UNDER = 0.0002
 HEADER = struct.Struct("<cQd")
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
@@ -148,8 +148,16 @@ class IpcServer:
                 try:
                     self._take(frames)
                 except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
-                    print(f"jupyter_deploy runner: ipc call dropped: {type(e).__name__}: {e}",
+                    print(f"jupyter_deploy runner: ipc call failed: {type(e).__name__}: {e}",
                           file=sys.stderr, flush=True)
+                    self._fail(frames, e)
+
+    def _fail(self, frames: list[bytes], e: Exception) -> None:
+        """Answer a call a bug of ours dropped with gRPC's UNKNOWN, so its caller does not wait."""
+        if len(frames) >= 2 and len(frames[1]) >= HEADER.size:
+            failed = CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
+            cid = CALL_ID.pack(HEADER.unpack_from(frames[1])[1])
+            self._reply([frames[0], cid, ERROR, failed.to_proto().SerializeToString()])
 
     def _reply(self, frames: list) -> None:
         try:

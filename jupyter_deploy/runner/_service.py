@@ -117,9 +117,10 @@ class _Slots:
     def __exit__(self, *exc: Any) -> None:
         self._put(None)
 
-    def acquire(self, timeout: float | None = None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """As ``threading.Semaphore.acquire``: False when no slot came free (in ``timeout``)."""
         try:
-            self._get(timeout=timeout)
+            self._get(blocking, timeout)
         except queue.Empty:
             return False
         return True
