@@ -131,19 +131,7 @@ class Batcher:
         the call raises ``BatchTimeout``; once its batch started, it waits for it.
         """
         wait = self._queue_timeout if timeout is None else min(timeout, self._queue_timeout)
-        now = time.monotonic()
-        pending = _Pending(args, now, now + wait)
-        with self._cond:
-            if self._closed:
-                raise BatchTimeout(f"{self.name}(): the runner is stopping")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=f"batcher-{self.name}", daemon=True)
-                self._thread.start()
-            self._queue.append(pending)
-            # Wake the worker only when it has something new to decide: a first call
-            # starts its wait, a full batch ends it. Other arrivals need no wake-up.
-            if len(self._queue) == 1 or len(self._queue) == self._max:
-                self._cond.notify()
+        pending = self._enqueue(args, wait)
         if not pending.done.acquire(True, wait):
             with self._cond:
                 if not pending.taken and pending.outcome is None:
@@ -163,7 +151,9 @@ class Batcher:
         ``timeout_ms``) passed before its batch was taken gets a BatchTimeout; unlike ``submit``,
         that is noticed when the next batch is taken. For a caller that serves many calls from
         one thread (the runner's ipc loop) and must not block on any of them."""
-        wait = self._queue_timeout if timeout is None else min(timeout, self._queue_timeout)
+        self._enqueue(args, self._queue_timeout if timeout is None else min(timeout, self._queue_timeout), then)
+
+    def _enqueue(self, args: Any, wait: float, then: Callable[[Any], None] | None = None) -> _Pending:
         now = time.monotonic()
         pending = _Pending(args, now, now + wait, then)
         with self._cond:
@@ -173,8 +163,11 @@ class Batcher:
                 self._thread = threading.Thread(target=self._work, name=f"batcher-{self.name}", daemon=True)
                 self._thread.start()
             self._queue.append(pending)
+            # Wake the worker only when it has something new to decide: a first call
+            # starts its wait, a full batch ends it. Other arrivals need no wake-up.
             if len(self._queue) == 1 or len(self._queue) == self._max:
                 self._cond.notify()
+        return pending
 
     def close(self) -> None:
         """Stop the worker after the batch it is running; calls still queued fail."""
