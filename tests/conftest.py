@@ -26,29 +26,10 @@ def jupyter_deploy_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     old = os.environ.get("JUPYTER_DEPLOY_HOME")
     os.environ["JUPYTER_DEPLOY_HOME"] = str(home)
     yield home
-    _stop_daemon_of(home)
     if old is None:
         os.environ.pop("JUPYTER_DEPLOY_HOME", None)
     else:
         os.environ["JUPYTER_DEPLOY_HOME"] = old
-
-
-def _stop_daemon_of(home: Path, timeout: float = 15.0) -> None:
-    """SIGTERM the daemon a test autostarted in ``home`` (it stops its runners, its runner template
-    and its gateway), so none outlives the suite and the temporary home pytest removes."""
-    from jupyter_deploy.client._daemon import _alive, discover
-
-    record = discover(home)
-    if record is None:
-        return
-    pid = int(record["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def write_model(root: Path, source: str, model_id: str = "test") -> Path:
