@@ -321,12 +321,7 @@ class IpcServer:
                 request = pb.PredictRequest.FromString(body)
             except Exception:
                 raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
-        if not service.ready.is_set():
-            raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
-        if service.stopping.is_set():
-            raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
-        if timeout > 0 and time.monotonic() - received >= timeout:
-            raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+        service.admit(timeout - (time.monotonic() - received) if timeout > 0 else None)
         return request
 
     def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,

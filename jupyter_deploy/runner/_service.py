@@ -277,14 +277,19 @@ class RunnerService:
         """Refuse a call the runner cannot serve now; the seconds it has left (None: no deadline)."""
         if isinstance(request, _Rejected):
             raise invalid(request.message)
+        remaining = context.time_remaining()
+        self.admit(remaining)
+        return _time_left(remaining)
+
+    def admit(self, remaining: float | None) -> None:
+        """Refuse a call, over either plane, that the runner cannot serve now: loading, stopping,
+        or ``remaining`` (its seconds left; None: no deadline) already gone."""
         if not self.ready.is_set():
             raise CallFailed("UNAVAILABLE", "NotReady", "the model is still loading; retry when health says SERVING")
         if self.stopping.is_set():
             raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
-        remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
-        return _time_left(remaining)
 
 
 def _time_left(remaining: float | None) -> float | None:
