@@ -91,6 +91,7 @@ def child(args: argparse.Namespace) -> None:
     # W1b: 16 threads, each its own client, 1 s warm-up then a 3 s window.
     clients = [make()[0] for _ in range(16)]
     counts = [0] * 16
+    every = [0] * 16
     start = time.perf_counter() + 1.0
     end = start + args.window
     def work(i: int) -> None:
@@ -100,14 +101,19 @@ def child(args: argparse.Namespace) -> None:
             if t0 >= end:
                 break
             e()
+            every[i] += 1
             if t0 >= start:
                 counts[i] += 1
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(16)]
+    c0, s0 = time.process_time(), cpu_s(args.server_pid)
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    c1, s1 = time.process_time(), cpu_s(args.server_pid)
     out["w1b"] = sum(counts) / args.window
+    out["w1b_client_cpu_us"] = (c1 - c0) / sum(every) * 1e6
+    out["w1b_server_cpu_us"] = (s1 - s0) / sum(every) * 1e6
     print("AB " + json.dumps(out), flush=True)
 
 
@@ -201,7 +207,8 @@ def main() -> int:
                 results[name].append(res)
                 print(f"round {r} {name:5s} p50 {res['w1a_p50']:7.1f} us  w1b {res['w1b']:7.0f}/s  "
                       f"ttfc {' '.join(f'{x:.0f}' for x in res['w2_ttfc'])} us  {res['w2_rate']:7.0f} ch/s  "
-                      f"cpu client {res['client_cpu_us']:.0f} server {res['server_cpu_us']:.0f} us/call",
+                      f"cpu client {res['client_cpu_us']:.0f} server {res['server_cpu_us']:.0f} us/call, "
+                      f"under W1b {res['w1b_client_cpu_us']:.0f} / {res['w1b_server_cpu_us']:.0f}",
                       flush=True)
         print(f"\nload average at the end: {os.getloadavg()}")
         for name in ("A", "B"):
