@@ -10,6 +10,8 @@ import inspect
 import re
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -291,3 +293,39 @@ def test_a_deployment_batches_and_the_registry_shows_element_types(client, tmp_p
     assert results == [f"d:{2 * i}" for i in range(32)]
     assert max(model.batch_sizes()) > 1
     assert any("inference batcher: predict" in line for line in deployment.logs(50))
+
+
+def test_the_next_batch_runs_while_the_last_ones_replies_are_still_going_out() -> None:
+    # submit_nowait's callbacks (the ipc plane's reply encoding and sending) run off the batch
+    # thread: a slow reply of batch 1 must not hold the model idle for batch 2.
+    from jupyter_deploy.model._batcher import Batcher, BatcherSettings
+
+    ran: list[list[int]] = []
+    release = threading.Event()
+    second_ran = threading.Event()
+
+    def run_batch(batch: list) -> list:
+        ran.append(list(batch))
+        if len(ran) == 2:
+            second_ran.set()
+        return [x * 10 for x in batch]
+
+    got: list = []
+
+    def slow_then(outcome) -> None:
+        got.append(outcome)
+        release.wait(10)
+
+    b = Batcher("m", run_batch, BatcherSettings(max_batch_size=1, max_latency_ms=1))
+    try:
+        b.submit_nowait(1, 5.0, slow_then)
+        b.submit_nowait(2, 5.0, got.append)
+        assert second_ran.wait(5), "the second batch waited for the first one's reply to be sent"
+        release.set()
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [10, 20]  # replies still go out in batch order
+    finally:
+        release.set()
+        b.close()

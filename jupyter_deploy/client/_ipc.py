@@ -26,6 +26,10 @@ from ..proto import runner_pb2 as pb
 from ._methods import call_error
 
 HEADER = struct.Struct("<cQd")
+# zmq's int-level flags and calls below: pyzmq's sugar (enum flags, a Poller per poll, RCVMORE
+# read as an enum) costs more per call than the zmq call itself.
+_POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
+_MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 #: Seconds a replica's ipc socket gets to answer the first ping before its calls go over gRPC.
@@ -112,8 +116,12 @@ class _Conn:
     def send(self, frames: list) -> None:
         if self.gone:
             raise _Gone("the replica went away")
+        sock = self.sock
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            # IMMEDIATE: with no replica connected the first frame fails, and nothing is sent.
+            for frame in frames[:-1]:
+                sock.send(frame, _MORE)
+            sock.send(frames[-1], _NOBLOCK, copy=False)
         except zmq.Again:
             self.gone = True
             raise _Gone("the replica is not connected") from None
@@ -129,8 +137,10 @@ class _Conn:
         ping: tuple[bytes, float] | None = None
         while True:
             # Asked before a poll (no exception when nothing is there: a reply is never instant).
-            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = sock.recv_multipart()
+            if sock.get(_EVENTS) & _POLLIN:
+                frames = [sock.recv()]
+                while sock.get(_RCVMORE):
+                    frames.append(sock.recv())
                 if frames[0] == want:
                     return frames
                 if ping is not None and frames[0] == ping[0]:
@@ -145,7 +155,7 @@ class _Conn:
                     raise TimeoutError
             # The reply socket alone (cheaper than a poller over two); between slices, the
             # monitor says whether the replica went away.
-            if sock.poll(ms):
+            if zmq.zmq_poll([(sock, _POLLIN)], ms):
                 continue
             self._went_away()
             now = time.monotonic()

@@ -5,7 +5,9 @@ and returns a list. Each caller's thread hands its decoded arguments to the
 method's ``Batcher`` and waits; one worker thread per method takes what has
 queued, up to ``max_batch_size``, waiting at most ``max_latency_ms`` after the
 oldest call arrived for more to join, calls the model once, and hands every
-caller its own result (or the batch's error).
+caller its own result (or the batch's error). Callers that did not wait
+(``submit_nowait``: the runner's ipc plane) get theirs from a second thread, so
+the model starts on the next batch while the last one's replies are encoded and sent.
 
 The settings come from a deployment's ``inference_batcher`` section (checked by
 ``jupyter_deploy.configs.BatcherConfig``, which the control plane uses too) or from
@@ -21,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -120,6 +123,9 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._thread: threading.Thread | None = None
+        # submit_nowait's callbacks (encode and send a reply) run here, not on the batch thread,
+        # so the next batch goes to the model while the last one's replies go out.
+        self._finishing: queue.SimpleQueue | None = None
         #: Sizes of the batches run, for tests and the benchmark (the last 10,000).
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=10_000)
 
@@ -208,6 +214,8 @@ class Batcher:
         while True:
             batch = self._take()
             if batch is None:
+                if self._finishing is not None:
+                    self._finishing.put(None)  # after the last batch's replies
                 return
             if not batch:
                 continue
@@ -216,5 +224,27 @@ class Batcher:
                 outcomes = self._run_batch([p.args for p in batch])
             except BaseException as e:  # run_batch should not raise; never leave a caller hanging
                 outcomes = [e] * len(batch)
+            later = []
             for p, outcome in zip(batch, outcomes):
+                if p.then is None:
+                    p.finish(outcome)  # wakes a waiting submit(): cheap
+                else:
+                    later.append((p, outcome))
+            if later:
+                self._finish_later(later)
+
+    def _finish_later(self, finished: list[tuple[_Pending, Any]]) -> None:
+        if self._finishing is None:
+            self._finishing = queue.SimpleQueue()
+            threading.Thread(target=self._finish, args=(self._finishing,), name=f"batcher-{self.name}-replies",
+                             daemon=True).start()
+        self._finishing.put(finished)
+
+    @staticmethod
+    def _finish(finishing: queue.SimpleQueue) -> None:
+        while True:
+            finished = finishing.get()
+            if finished is None:
+                return
+            for p, outcome in finished:
                 p.finish(outcome)

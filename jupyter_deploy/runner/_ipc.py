@@ -21,6 +21,7 @@ route token, as for the TCP port. Elsewhere there is no ipc plane (None).
 One loop thread owns the ROUTER. Model calls run on worker threads (a slow model must not
 hold up other calls, and a batched method's calls must reach its batcher together); their
 replies come back to the loop over an inproc PULL socket, the ROUTER's only writer being the loop.
+Replies of batched calls go into an outbox instead, which wakes the loop once per batch.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ._pump import Pump
 #: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
 INLINE_UNDER = 0.0002
 HEADER = struct.Struct("<cQd")
+_POLLIN, _EVENTS, _MORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.SNDMORE | zmq.NOBLOCK)
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 _END = object()
@@ -91,6 +93,10 @@ class IpcServer:
         self._replies.setsockopt(zmq.LINGER, 0)
         self._replies.bind(self._replies_at)
         self._local = threading.local()
+        # Replies of batched calls, sent by the loop: a batch's replies wake it once, not once each.
+        self._outbox: list[list] = []
+        self._outbox_lock = threading.Lock()
+        self._outbox_woken = False
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = 0    # workers waiting for a task
         self._queued = 0  # tasks no worker took yet
@@ -122,35 +128,51 @@ class IpcServer:
 
     def _loop(self) -> None:
         router, replies = self._router, self._replies
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(replies, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 try:
-                    self._turn(poller, router, replies)
+                    self._turn(router, replies)
                 except Exception as e:  # noqa: BLE001 - a bug of ours must not end the plane (callers would wait)
                     print(f"jupyter_deploy runner: ipc loop: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         finally:
             router.close(0)
             replies.close(0)
 
-    def _turn(self, poller: Any, router: Any, replies: Any) -> None:
+    def _turn(self, router: Any, replies: Any) -> None:
         """One wake of the loop: every reply waiting goes out, then the calls waiting come in."""
-        ready = dict(poller.poll(200))
-        if replies in ready:
-            # EVENTS says whether more wait, without the exception an empty NOBLOCK read raises.
-            while replies.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._forward(replies.recv_multipart(copy=False))
-        if router in ready:
-            while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = router.recv_multipart()
-                try:
-                    self._take(frames)
-                except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
-                    print(f"jupyter_deploy runner: ipc call failed: {type(e).__name__}: {e}",
-                          file=sys.stderr, flush=True)
-                    self._fail(frames, e)
+        # zmq's int-level calls: pyzmq's sugar (enum flags, a Poller per call) costs more than the call.
+        zmq.zmq_poll([(router, _POLLIN), (replies, _POLLIN)], 200)
+        # EVENTS says whether more wait, without the exception an empty NOBLOCK read raises.
+        while replies.get(_EVENTS) & _POLLIN:
+            frames = replies.recv_multipart(copy=False)
+            if len(frames) == 1:
+                self._send_outbox()
+            else:
+                self._forward(frames)
+        while router.get(_EVENTS) & _POLLIN:
+            frames = router.recv_multipart()
+            try:
+                self._take(frames)
+            except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
+                print(f"jupyter_deploy runner: ipc call failed: {type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
+                self._fail(frames, e)
+
+    def _send_outbox(self) -> None:
+        with self._outbox_lock:
+            out, self._outbox, self._outbox_woken = self._outbox, [], False
+        for frames in out:
+            self._reply(frames)
+
+    def _post(self, frames: list) -> None:
+        """Have the loop send ``frames`` (from any thread): into the outbox, waking the loop only
+        when it was not woken already (a batch's replies go out on one wake)."""
+        with self._outbox_lock:
+            self._outbox.append(frames)
+            if self._outbox_woken:
+                return
+            self._outbox_woken = True
+        self._push().send(b"")
 
     def _fail(self, frames: list[bytes], e: Exception) -> None:
         """Answer a call a bug of ours dropped with gRPC's UNKNOWN, so its caller does not wait."""
@@ -160,8 +182,13 @@ class IpcServer:
             self._reply([frames[0], cid, ERROR, failed.to_proto().SerializeToString()])
 
     def _reply(self, frames: list) -> None:
+        send = self._router.send
         try:
-            self._router.send_multipart(frames, zmq.NOBLOCK)
+            # (A caller gone fails the first frame, EHOSTUNREACH: none of the message goes out.)
+            send(frames[0], _MORE)
+            send(frames[1], _MORE)
+            send(frames[2], _MORE)
+            send(frames[3], zmq.NOBLOCK)
         except zmq.ZMQError:  # the caller went away meanwhile: nobody to answer
             pass
 
@@ -246,7 +273,7 @@ class IpcServer:
                 frames = [caller, cid, RESPONSE, result.SerializeToString()]
                 if recorder is not None:
                     recorder.end(started, wall, "unary", request, result, "OK", None, metadata)
-            self._push().send_multipart(frames)
+            self._post(frames)
 
         try:
             self._check(token, b"", timeout, received, request)
