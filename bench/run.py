@@ -24,6 +24,10 @@ just the floor's W1b and W3 (no daemon).
 ``--only http`` runs W1, W2 and W5 through the daemon's HTTP gateway (``bench/gateway_bench.py``:
 REST JSON, SSE, base64 and multipart images, OIP v2 REST) beside the gRPC client and the floor.
 
+``--only peers`` runs issue 18's table (``bench/peers.py``): the shared peers' driver on the
+floor, jupyter_deploy (same-host and over gRPC) and, where their venvs exist, BentoML and
+Ray Serve, in one run with the load average.
+
 ``--only ray`` measures the Ray backend beside the local one: a one-node Ray cluster
 started on loopback (``tests/ray_helpers.py``), the bench model deployed on a Ray
 nodepool and on ``local/local`` of the same daemon, W1a, W1b and W2 of both through
@@ -581,11 +585,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not for the record)")
     p.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (at least 2)")
-    p.add_argument("--only", choices=["w3", "http", "ray"], default=None,
+    p.add_argument("--only", choices=["w3", "http", "ray", "peers"], default=None,
                    help="w3: only the floor's W1b and W3, batching on and off (no daemon); "
                         "http: W1, W2 and W5 through the HTTP gateway beside gRPC and the floor; "
-                        "ray: the Ray backend beside the local one and the floor")
+                        "ray: the Ray backend beside the local one and the floor; "
+                        "peers: issue 18's table beside the floor, BentoML and Ray Serve (bench/peers.py)")
     args = p.parse_args(argv)
+    if args.only == "peers":
+        if str(BENCH) not in sys.path:
+            sys.path.insert(0, str(BENCH))
+        import peers
+
+        return peers.main([*(["--quick"] if args.quick else []), *(["--record"] if args.record else []),
+                           *(["--repeats", str(args.repeats)] if args.repeats else [])])
     only_w3 = args.only == "w3"
     s = QUICK if args.quick else FULL
     if args.repeats is not None:
