@@ -138,9 +138,7 @@ class _Conn:
         while True:
             # Asked before a poll (no exception when nothing is there: a reply is never instant).
             if sock.get(_EVENTS) & _POLLIN:
-                frames = [sock.recv()]
-                while sock.get(_RCVMORE):
-                    frames.append(sock.recv())
+                frames = _read(sock)
                 if frames[0] == want:
                     return frames
                 if ping is not None and frames[0] == ping[0]:
@@ -277,6 +275,19 @@ class IpcTransport:
 
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]:
         return self.grpc.bidi(request, items)
+
+
+def _read(sock: Any) -> list[bytes]:
+    """The next reply as ``[call id, kind, body]``: the runner sends a small one as one frame."""
+    first = sock.recv()
+    if not sock.get(_RCVMORE):
+        return [first[:8], first[8:9], first[9:]]
+    frames = [first, sock.recv()]
+    while sock.get(_RCVMORE):
+        frames.append(sock.recv())
+    if len(frames) == 2:  # [call id and kind, body]
+        return [first[:8], first[8:9], frames[1]]
+    return frames
 
 
 def _error(frames: list[bytes]) -> Exception:

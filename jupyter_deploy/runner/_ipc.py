@@ -6,7 +6,8 @@ where the bodies are the same protobuf messages the gRPC service reads and write
 
 The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
 ``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none), followed by the
-route token (one frame less to send per call). Reply kinds:
+route token (one frame less to send per call). A reply is ``[call id, kind, body]`` or, for a
+body under ``JOIN_UNDER`` bytes, the three joined in one frame (the client reads both). Reply kinds:
 ``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
 Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
 
@@ -44,7 +45,11 @@ from ._pump import Pump
 #: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
 INLINE_UNDER = 0.0002
 HEADER = struct.Struct("<cQd")
-_POLLIN, _EVENTS, _MORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.SNDMORE | zmq.NOBLOCK)
+_POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
+_MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
+#: Reply bodies up to this many bytes share a frame with the call id and kind (copying them
+#: costs less than a frame more).
+JOIN_UNDER = 16 << 10
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 _END = object()
@@ -150,7 +155,9 @@ class IpcServer:
             else:
                 self._forward(frames)
         while router.get(_EVENTS) & _POLLIN:
-            frames = router.recv_multipart()
+            frames = [router.recv()]
+            while router.get(_RCVMORE):
+                frames.append(router.recv())
             try:
                 self._take(frames)
             except Exception as e:  # noqa: BLE001 - one bad call must not hold up the others
@@ -182,13 +189,18 @@ class IpcServer:
             self._reply([frames[0], cid, ERROR, failed.to_proto().SerializeToString()])
 
     def _reply(self, frames: list) -> None:
+        """Send ``[caller, call id, kind, body]``; a small body goes in one frame with the call id
+        and kind (each frame is a zmq call that lets go of the GIL and takes it back)."""
+        caller, cid, kind, body = frames
         send = self._router.send
         try:
             # (A caller gone fails the first frame, EHOSTUNREACH: none of the message goes out.)
-            send(frames[0], _MORE)
-            send(frames[1], _MORE)
-            send(frames[2], _MORE)
-            send(frames[3], zmq.NOBLOCK)
+            send(caller, _MORE)
+            if len(body) <= JOIN_UNDER:
+                send(cid + kind + body, _NOBLOCK)
+            else:
+                send(cid + kind, _MORE)
+                send(body, _NOBLOCK, copy=False)
         except zmq.ZMQError:  # the caller went away meanwhile: nobody to answer
             pass
 
