@@ -26,8 +26,9 @@ from ..proto import runner_pb2 as pb
 from ._methods import call_error
 
 HEADER = struct.Struct("<cQd")
-UNARY, STREAM, CANCEL, CREDIT, PING = b"u", b"s", b"c", b"k", b"p"
+UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+CREDIT = b"k"
 COUNT = struct.Struct("<I")
 #: A stream's item messages consumed before they are acknowledged (a credit): half the runner's
 #: window of 32 messages or 4 MiB (``runner._ipc.WINDOW``), so the runner never waits on a

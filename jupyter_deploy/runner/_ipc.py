@@ -56,19 +56,20 @@ from ._pump import Pump
 INLINE_UNDER = 0.0002
 HEADER = struct.Struct("<cQd")
 CALL_ID = struct.Struct("<Q")
-UNARY, STREAM, CANCEL, CREDIT, PING = b"u", b"s", b"c", b"k", b"p"
-RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
+_END = object()
+CREDIT = b"k"
 COUNT = struct.Struct("<I")
 #: Item messages a stream may have sent and not acknowledged (``client._ipc`` acks every half).
-#: A count, so small items cost no byte accounting on the caller's side; with a byte cap beside
-#: it, so messages of up to ``Pump``'s 1 MiB each (or one larger item) do not pile up by the 32.
+#: Messages, not items: a message carries every item that waited (a batch), so a window of
+#: items would cut a fast stream's batches short. With a byte cap beside it, so messages of up
+#: to ``Pump``'s 1 MiB each (or one larger item) do not pile up by the 32.
 WINDOW = 32
 #: Bytes of those messages (one more message always goes out, however large, once under it).
 WINDOW_BYTES = 4 << 20
 #: Seconds between the checks, while a stream waits on its window, that its caller is still there.
 PROBE_EVERY = 1.0
 _NO_CALL = CALL_ID.pack(0)
-_END = object()
 
 
 class _Window:
@@ -128,6 +129,9 @@ class _Window:
                 if not self._cond.wait(wait):
                     probe()  # its failure (in the loop thread) stops this window
             return not self.stopped
+
+
+RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 
 
 def available() -> bool:
