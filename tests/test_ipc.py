@@ -9,7 +9,10 @@ replica, and that ``JUPYTER_DEPLOY_DATA_PLANE=grpc`` turns it off.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -64,6 +67,21 @@ class Echo(ModelClass):
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+    @ModelClass.method
+    def flood(self, size: int, folder: str, n: int = 0) -> Iterator[bytes]:
+        """``n`` items (0: no end) of ``size`` bytes as fast as it can, each starting with its
+        index; writes its process id to ``folder``/pid, and how many it made to ``folder``/closed."""
+        import os
+        import pathlib
+        pathlib.Path(folder, "pid").write_text(str(os.getpid()))
+        made, filler = 0, b"x" * size
+        try:
+            while not n or made < n:
+                yield made.to_bytes(8, "little") + filler[8:]
+                made += 1
+        finally:
+            pathlib.Path(folder, "closed").write_text(str(made))
 '''
 
 
@@ -255,6 +273,116 @@ def test_every_ipc_call_is_in_the_access_log(echo):
     assert sorted(df.status) == sorted(["OK"] * 7 + ["UNKNOWN"])
     assert set(df.caller) == {"local"}
     assert df.request_id.is_unique
+
+
+ITEM = 256 << 10  # a stream's item in the flow-control tests: 16 fill the runner's 4 MiB window
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def _closed(folder) -> int | None:
+    """How many items the model's generator made, once it was closed; None before."""
+    path = folder / "closed"
+    return int(path.read_text()) if path.exists() and path.read_text() else None
+
+
+def test_a_slow_reader_of_an_endless_stream_keeps_the_runner_small(echo, tmp_path):
+    """The runner sends a stream only as far as its caller's credit (a window of messages and
+    bytes): an endless stream of 256 KiB items read slowly would otherwise pile up in its
+    queues as fast as the model makes them (gigabytes in the test's few seconds)."""
+    client, _ = echo
+    before = {r["pid"]: _rss_mib(r["pid"]) for r in _ready(client)}
+    items = client.model("ipcecho").flood(ITEM, str(tmp_path), deployment_id="ipc")
+    try:
+        assert int.from_bytes(next(items)[:8], "little") == 0
+        pid = int((tmp_path / "pid").read_text())
+        base, peak, got = before[pid], 0.0, 1
+        end = time.monotonic() + 4
+        for _ in range(20):  # and 4 s: read a few, sleep, read a few
+            if time.monotonic() > end:
+                break
+            time.sleep(0.4)
+            peak = max(peak, _rss_mib(pid) - base)
+            if peak > 200:
+                break  # no window: stop before it takes the machine's memory
+            for _ in range(4):
+                assert int.from_bytes(next(items)[:8], "little") == got
+                got += 1
+        assert peak < 100, f"the runner grew by {peak:.0f} MiB under a slow reader"
+        assert _closed(tmp_path) is None  # endless: still there, waiting for its reader
+    finally:
+        items.close()
+    made = wait_for(lambda: _closed(tmp_path), 10, "the model's generator to be closed")
+    # What the model made past what was read is bounded by the window and the runner's queue.
+    assert made - got < 100, (made, got)
+
+
+def test_a_stream_longer_than_its_window_comes_whole_and_in_order(echo, tmp_path):
+    client, _ = echo
+    n = 100  # 25 MiB: several windows, each waiting for the caller's credit
+    items = client.model("ipcecho").flood(ITEM, str(tmp_path), n=n, deployment_id="ipc")
+    got = [next(items)]
+    time.sleep(0.5)  # the runner fills its window and waits
+    got.extend(items)
+    assert [int.from_bytes(x[:8], "little") for x in got] == list(range(n))
+    assert all(len(x) == ITEM and x[8:] == b"x" * (ITEM - 8) for x in got)
+    assert wait_for(lambda: _closed(tmp_path), 10, "the model's generator to end") == n
+    # Many small items, batched into messages: whole and in order as well.
+    assert list(client.model("ipcecho").generate("s", n=20000, deployment_id="ipc")) == [
+        f"s{i}" for i in range(20000)]
+
+
+def test_a_cancel_while_the_stream_waits_on_its_window_stops_the_model(echo, tmp_path):
+    client, _ = echo
+    model = client.model("ipcecho")
+    items = model.flood(ITEM, str(tmp_path), deployment_id="ipc")
+    next(items)
+    time.sleep(1.0)  # the window fills; the runner waits for credit, the model behind it
+    assert _closed(tmp_path) is None
+    items.close()
+    made = wait_for(lambda: _closed(tmp_path), 10, "the model's generator to be closed")
+    assert made < 100, made
+    assert model.predict("after", deployment_id="ipc") == "echo: after"  # its slot is free again
+
+
+def test_the_deadline_runs_while_the_stream_waits_on_its_window(echo, tmp_path):
+    client = Client(timeout=2.0)
+    try:
+        items = client.model("ipcecho").flood(ITEM, str(tmp_path), deployment_id="ipc")
+        next(items)
+        # Nobody reads: the runner, waiting on the window, ends the stream at its deadline itself.
+        wait_for(lambda: _closed(tmp_path), 15, "the runner to stop the stream at its deadline")
+        with pytest.raises(RunnerError) as e:
+            for _ in range(1000):  # what was sent within the window, then the deadline
+                next(items)
+        assert e.value.code == "DEADLINE_EXCEEDED"
+    finally:
+        client.close()
+
+
+def test_a_caller_killed_while_its_stream_waits_stops_the_model(echo, tmp_path):
+    """A killed caller sends no cancel: the runner's probe while it waits finds it gone."""
+    script = (
+        "import sys\n"
+        "from jupyter_deploy import Client\n"
+        f"items = Client().model('ipcecho').flood({ITEM}, {str(tmp_path)!r}, deployment_id='ipc')\n"
+        "next(items)\n"
+        "print('reading', flush=True)\n"
+        "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline() == b"reading\n"
+        time.sleep(0.5)  # the window fills
+        assert _closed(tmp_path) is None
+    finally:
+        proc.kill()
+        proc.wait(30)
+    made = wait_for(lambda: _closed(tmp_path), 15, "the model's generator to be closed")
+    assert made < 100, made
 
 
 def test_a_killed_replica_of_two_costs_no_call(echo):

@@ -32,6 +32,13 @@ _POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
 _MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+CREDIT = b"k"
+COUNT = struct.Struct("<I")
+#: A stream's item messages consumed before they are acknowledged (a credit): half the runner's
+#: window of 32 messages or 4 MiB (``runner._ipc.WINDOW``), so the runner never waits on a
+#: caller that already consumed what it sent.
+ACK_EVERY = 16
+ACK_BYTES = 2 << 20
 #: Seconds a replica's ipc socket gets to answer the first ping before its calls go over gRPC.
 CONNECT_TIMEOUT = 2.0
 #: Requests larger than this (bytes) go over gRPC: the runner's ipc socket caps a message at
@@ -245,6 +252,7 @@ class IpcTransport:
         timeout = self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         ended = False
+        unacked = unacked_bytes = 0  # messages consumed and not yet acknowledged
         try:
             conn.send([HEADER.pack(STREAM, cid, timeout or 0.0) + self._token, request.SerializeToString()])
             while True:
@@ -261,6 +269,12 @@ class IpcTransport:
                 if resp.HasField("end"):
                     ended = True
                     return
+                # Consumed (the caller asked for the item after its last): the runner may send more.
+                unacked += 1
+                unacked_bytes += len(frames[2])
+                if unacked >= ACK_EVERY or unacked_bytes >= ACK_BYTES:
+                    conn.send([HEADER.pack(CREDIT, cid, 0.0), COUNT.pack(unacked)])
+                    unacked = unacked_bytes = 0
         except _Gone as e:
             ended = True
             raise self._lost(conn, e) from None

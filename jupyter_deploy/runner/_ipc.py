@@ -5,11 +5,23 @@ it sends ``[header and token, body]`` to this socket and gets ``[call id, kind, 
 where the bodies are the same protobuf messages the gRPC service reads and writes.
 
 The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
-``c`` cancel a stream, ``p`` ping), call id, timeout in seconds (0: none), followed by the
-route token (one frame less to send per call). A reply is ``[call id, kind, body]`` or, for a
-body under ``JOIN_UNDER`` bytes, the three joined in one frame (the client reads both). Reply kinds:
+``c`` cancel a stream, ``k`` credit a stream, ``p`` ping), call id, timeout in seconds (0: none),
+followed by the route token (one frame less to send per call). A reply is ``[call id, kind, body]``
+or, for a body under ``JOIN_UNDER`` bytes, the three joined in one frame (the client reads both).
+Reply kinds:
 ``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
 Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
+
+Streams are flow-controlled, as gRPC's are: a stream may have ``WINDOW`` item messages, and
+``WINDOW_BYTES`` bytes of them, sent and not yet acknowledged; then its sender waits (on its
+worker thread, the slot still held, its deadline still running) and the model's generator
+waits behind its ``Pump``'s bounded queue. The caller acknowledges what it consumed with
+``[header k, struct("<I") count of item messages]``, every half window, so a fast stream costs
+a credit per ``WINDOW // 2`` messages, not one per message. Neither cancel nor credit carries a
+token: they act only on the streams of the connection they come from. While a stream waits on
+its window it sends its caller a ``p`` of call id 0 (which no call has, so callers drop it)
+every ``PROBE_EVERY`` seconds: a caller that went away without a cancel (killed) fails that
+send, which stops its streams.
 
 The calls go to the same ModelHost as the gRPC service's, with the same admission (ready,
 stopping, the same slots, so a drain covers both planes), the same route-token check and
@@ -27,6 +39,7 @@ Replies of batched calls go into an outbox instead, which wakes the loop once pe
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import struct
@@ -53,13 +66,79 @@ JOIN_UNDER = 16 << 10
 CALL_ID = struct.Struct("<Q")
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 _END = object()
+CREDIT = b"k"
+COUNT = struct.Struct("<I")
+#: Item messages a stream may have sent and not acknowledged (``client._ipc`` acks every half).
+#: Messages, not items: a message carries every item that waited (a batch), so a window of
+#: items would cut a fast stream's batches short. With a byte cap beside it, so messages of up
+#: to ``Pump``'s 1 MiB each (or one larger item) do not pile up by the 32.
+WINDOW = 32
+#: Bytes of those messages (one more message always goes out, however large, once under it).
+WINDOW_BYTES = 4 << 20
+#: Seconds between the checks, while a stream waits on its window, that its caller is still there.
+PROBE_EVERY = 1.0
+_NO_CALL = CALL_ID.pack(0)
 
 
-class _Waiting:
-    """Stands for a stream's producer until it starts: a cancel meanwhile is remembered."""
+class _Window:
+    """A stream's credit window, and its stop: a cancel before its Pump exists is remembered.
+
+    The worker sending the stream calls ``sent`` and ``room``; the loop thread calls ``ack``
+    (a credit) and ``stop`` (a cancel, or the caller gone)."""
+
+    __slots__ = ("_cond", "_sizes", "_bytes", "stopped", "_pump")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._sizes: collections.deque[int] = collections.deque()  # unacknowledged messages' sizes
+        self._bytes = 0
+        self.stopped = False
+        self._pump: Pump | None = None
+
+    def attach(self, pump: Pump) -> None:
+        with self._cond:
+            self._pump = pump
+            stopped = self.stopped
+        if stopped:
+            pump.stop()
 
     def stop(self) -> None:
-        pass
+        with self._cond:
+            self.stopped = True
+            pump = self._pump
+            self._cond.notify_all()
+        if pump is not None:
+            pump.stop()
+
+    def sent(self, size: int) -> None:
+        """Count a message about to go out (before it does: its credit may come back at once)."""
+        with self._cond:
+            self._sizes.append(size)
+            self._bytes += size
+
+    def ack(self, count: int) -> None:
+        """The caller consumed the ``count`` oldest messages not yet acknowledged."""
+        with self._cond:
+            sizes = self._sizes
+            for _ in range(min(count, len(sizes))):
+                self._bytes -= sizes.popleft()
+            self._cond.notify_all()
+
+    def room(self, deadline: float | None, probe: Any) -> bool:
+        """Wait until another message may go out: False once stopped or past ``deadline``.
+        ``probe()`` every ``PROBE_EVERY`` seconds of waiting sees whether the caller is there."""
+        with self._cond:
+            while (len(self._sizes) >= WINDOW or self._bytes >= WINDOW_BYTES) and not self.stopped:
+                wait = PROBE_EVERY
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return False
+                if not self._cond.wait(wait):
+                    probe()  # its failure (in the loop thread) stops this window
+            return not self.stopped
+
+
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 
 
@@ -108,7 +187,7 @@ class IpcServer:
         self._workers = 0
         self._max_workers = max(1, service._max_concurrency)
         self._workers_lock = threading.Lock()
-        self._streams: dict[tuple[bytes, bytes], Pump] = {}  # (caller, call id) -> its producer
+        self._streams: dict[tuple[bytes, bytes], _Window] = {}  # (caller, call id) -> its window
         self._streams_lock = threading.Lock()
         self._took: dict[str, float] = {}   # method -> its calls' recent duration (s), averaged
         self._fast: dict[str, bool] = {}    # method -> whether the loop answers it itself
@@ -207,11 +286,12 @@ class IpcServer:
     def _forward(self, frames: list) -> None:
         try:
             self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError:  # the caller is gone (EHOSTUNREACH): stop its stream, if any
+        except zmq.ZMQError:  # the caller is gone (EHOSTUNREACH): stop its streams, if any
+            caller = bytes(frames[0].buffer)
             with self._streams_lock:
-                pump = self._streams.pop((bytes(frames[0].buffer), bytes(frames[1].buffer)), None)
-            if pump is not None:
-                pump.stop()
+                gone = [self._streams.pop(key) for key in [key for key in self._streams if key[0] == caller]]
+            for window in gone:
+                window.stop()
 
     def _take(self, frames: list[bytes]) -> None:
         if len(frames) < 2 or len(frames[1]) < HEADER.size:
@@ -223,11 +303,17 @@ class IpcServer:
         if kind == PING:
             self._reply([caller, cid, PONG, b""])
             return
+        if kind == CREDIT:
+            with self._streams_lock:
+                window = self._streams.get((caller, cid))
+            if window is not None and len(frames) == 3 and len(frames[2]) == COUNT.size:
+                window.ack(COUNT.unpack(frames[2])[0])
+            return
         if kind == CANCEL:
             with self._streams_lock:
-                pump = self._streams.pop((caller, cid), None)
-            if pump is not None:
-                pump.stop()
+                window = self._streams.pop((caller, cid), None)
+            if window is not None:
+                window.stop()
             return
         if len(frames) != 3 or kind not in (UNARY, STREAM):
             err = invalid("malformed ipc call: expected [header and token, body] frames").to_proto()
@@ -416,10 +502,10 @@ class IpcServer:
             with self.service._slots:
                 source = self.service.host.stream(request, shape="server_stream")
                 deadline = received + timeout if timeout > 0 else None
-                count, pump = 0, None
-                waiting = _Waiting()  # a cancel before the producer thread starts stops it too
+                count, pump, late = 0, None, False
+                window = _Window()
                 with self._streams_lock:
-                    self._streams[key] = waiting
+                    self._streams[key] = window
                 try:
                     # The first item straight from this thread: no producer thread to wait for.
                     first = next(source, _END)
@@ -427,27 +513,39 @@ class IpcServer:
                         count = 1
                         resp = pb.StreamResponse(items=[first])
                         out.see(resp)
-                        send([caller, cid, ITEMS, resp.SerializeToString()])
+                        data = resp.SerializeToString()
+                        window.sent(len(data))
+                        send([caller, cid, ITEMS, data])
                         # Let the loop thread, which zmq just woke, take the GIL and send it on:
                         # else it waits while this thread and the producer run (up to a switch interval).
                         time.sleep(0.0002)
                         pump = Pump(source)
-                        with self._streams_lock:
-                            if self._streams.get(key) is waiting:
-                                self._streams[key] = pump
-                            else:
-                                pump.stop()
+                        window.attach(pump)  # stopped already (a cancel): stops it
+                        probe = [caller, _NO_CALL, PONG, b""]
+
+                        def knock() -> None:
+                            send(probe)
+
                         for batch in pump.batches():
                             count += len(batch)
                             resp = pb.StreamResponse(items=batch)
                             out.see(resp)
-                            send([caller, cid, ITEMS, resp.SerializeToString()])
+                            data = resp.SerializeToString()
+                            window.sent(len(data))
+                            send([caller, cid, ITEMS, data])
+                            # Before the next batch is taken: a full window holds the items back
+                            # in the Pump, whose bounded queue holds the model's generator back.
+                            if not window.room(deadline, knock):
+                                late = not window.stopped
+                                break
                             if deadline is not None and time.monotonic() > deadline:
-                                pump.stop()
-                                out.status = "DEADLINE_EXCEEDED"
-                                return
-                        if key not in self._streams:  # stopped by the caller (cancel, or gone): no end frame
+                                late = True
+                                break
+                        if window.stopped:  # stopped by the caller (cancel, or gone): no end frame
                             out.status = "CANCELLED"
+                            return
+                        if late:  # the caller's own deadline ends its side
+                            out.status = "DEADLINE_EXCEEDED"
                             return
                     resp = pb.StreamResponse(end=pb.End(count=count))
                 except CallFailed as e:

@@ -32,26 +32,34 @@ class Pump:
     """
 
     def __init__(self, source: Iterator[pb.Value], max_items: int = 4096, max_bytes: int = 1 << 20,
-                 max_queue: int = 16384):
+                 max_queue: int = 16384, max_queue_bytes: int = 4 << 20):
         self._source = source
-        self._items: collections.deque = collections.deque()
+        self._items: collections.deque = collections.deque()  # (item, its size)
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._done = False
         self._error: BaseException | None = None
         self._stopped = False
         self._max_items, self._max_bytes, self._max_queue = max_items, max_bytes, max_queue
+        # Large items fill a count bound slowly: 16384 items of 1 MiB would be 16 GiB waiting.
+        self._max_queue_bytes = max_queue_bytes
         self._thread = threading.Thread(target=self._produce, name="stream-producer", daemon=True)
         self._thread.start()
 
     def _produce(self) -> None:
         try:
             for item in self._source:
+                kind = item.WhichOneof("kind")
+                size = len(item.str) if kind == "str" else 16 if kind in _SMALL else item.ByteSize()
                 with self._cond:
-                    while len(self._items) >= self._max_queue and not self._stopped:
-                        self._cond.wait(0.1)  # the consumer is slower: hold the model back
+                    # The consumer is slower: hold the model back (its sends wake this wait).
+                    while ((len(self._items) >= self._max_queue or self._queued_bytes >= self._max_queue_bytes)
+                           and not self._stopped):
+                        self._cond.wait(0.1)
                     if self._stopped:
                         break
-                    self._items.append(item)
+                    self._items.append((item, size))
+                    self._queued_bytes += size
                     first = len(self._items) == 1
                     self._cond.notify_all()
                 if first:
@@ -86,11 +94,10 @@ class Pump:
                     return
                 batch, size = [], 0
                 while self._items and len(batch) < self._max_items and size < self._max_bytes:
-                    item = self._items.popleft()
+                    item, n = self._items.popleft()
                     batch.append(item)
-                    kind = item.WhichOneof("kind")
-                    size += (len(item.str) if kind == "str" else 16 if kind in _SMALL
-                             else item.ByteSize())
+                    size += n
+                self._queued_bytes -= size
                 done = self._done and not self._items
                 self._cond.notify_all()
             if batch:
