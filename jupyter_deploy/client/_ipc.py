@@ -26,9 +26,9 @@ from ..proto import runner_pb2 as pb
 from ._methods import call_error
 
 HEADER = struct.Struct("<cQd")
-# zmq's int-level flags and calls below: pyzmq's sugar (enum flags, a Poller per poll, RCVMORE
-# read as an enum) costs more per call than the zmq call itself.
-_POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
+# zmq's int-level flags below: pyzmq's sugar (enum flags, RCVMORE read as an enum) costs more
+# per call than the zmq call itself.
+_RCVMORE = int(zmq.RCVMORE)
 _MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
@@ -73,6 +73,7 @@ class _Conn:
         self.monitor = sock.get_monitor_socket(_DISCONNECTED, addr=f"inproc://jupyter_deploy-monitor-{next(self._seq)}")
         self.ids = itertools.count(1)
         self.gone = False
+        self._waits = -1  # the socket's RCVTIMEO (ms) as last set
         sock.connect(endpoint)
         try:
             cid = next(self.ids)
@@ -143,14 +144,6 @@ class _Conn:
         heard = time.monotonic()
         ping: tuple[bytes, float] | None = None
         while True:
-            # Asked before a poll (no exception when nothing is there: a reply is never instant).
-            if sock.get(_EVENTS) & _POLLIN:
-                frames = _read(sock)
-                if frames[0] == want:
-                    return frames
-                if ping is not None and frames[0] == ping[0]:
-                    ping, heard = None, time.monotonic()
-                continue
             if self.gone:
                 raise _Gone("the replica went away")
             ms = _SLICE_MS
@@ -158,9 +151,21 @@ class _Conn:
                 ms = min(ms, int((deadline - time.monotonic()) * 1000) + 1)
                 if ms <= 0:
                     raise TimeoutError
-            # The reply socket alone (cheaper than a poller over two); between slices, the
-            # monitor says whether the replica went away.
-            if zmq.zmq_poll([(sock, _POLLIN)], ms):
+            if ms != self._waits:
+                sock.setsockopt(zmq.RCVTIMEO, ms)
+                self._waits = ms
+            # A blocking read, up to a slice (one zmq call, where a poll and then a read are two,
+            # each letting go of the GIL and taking it back); between slices, the monitor says
+            # whether the replica went away.
+            try:
+                frames = _read(sock)
+            except zmq.Again:
+                pass
+            else:
+                if frames[0] == want:
+                    return frames
+                if ping is not None and frames[0] == ping[0]:
+                    ping, heard = None, time.monotonic()
                 continue
             self._went_away()
             now = time.monotonic()
