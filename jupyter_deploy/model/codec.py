@@ -533,12 +533,15 @@ def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = 
 
 
 def add_raw(request: pb.PredictRequest, raw: dict[str, Any]) -> pb.PredictRequest:
-    """``request`` with the ``bytes`` arguments ``encode_request`` kept apart put back in."""
+    """A copy of ``request`` with the ``bytes`` arguments ``encode_request`` kept apart put back
+    in (a copy: a call that fails over to another replica sends ``request`` and ``raw`` again)."""
+    whole = pb.PredictRequest()
+    whole.CopyFrom(request)
     for key, value in raw.items():
-        entry = request.args.add()
+        entry = whole.args.add()
         entry.key = key
         entry.value.bytes = value
-    return request
+    return whole
 
 
 def raw_size(raw: dict[str, Any]) -> int:

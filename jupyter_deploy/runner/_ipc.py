@@ -499,9 +499,9 @@ class IpcServer:
             reply = [caller, cid, ERROR, failed.to_proto().SerializeToString()]
         if recorder is not None:
             if raw and request is not None and recorder.wants()[0]:
-                # The inference log reads the inputs from the request: the call is done with it, so
-                # the bytes go back in (a copy, only while inputs are logged).
-                add_raw(request, raw)
+                # The inference log reads the inputs from the request: the bytes go back in (a
+                # copy, only while inputs are logged).
+                request = add_raw(request, raw)
             recorder.end(started, wall, "unary", request, response, status, error,
                          ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),),
                          bytes_in=-1 if size is None else size)
