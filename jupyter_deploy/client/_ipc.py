@@ -30,6 +30,8 @@ HEADER = struct.Struct("<cQd")
 # per call than the zmq call itself.
 _RCVMORE = int(zmq.RCVMORE)
 _MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
+#: Frames from this size on are sent from the caller's object, not copied (pyzmq's own threshold).
+_COPY_UNDER = zmq.COPY_THRESHOLD
 UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 CREDIT = b"k"
@@ -128,7 +130,8 @@ class _Conn:
         try:
             # IMMEDIATE: with no replica connected the first frame fails, and nothing is sent.
             for frame in frames[:-1]:
-                sock.send(frame, _MORE)
+                # A large bytes argument's frame (``unary``) goes without a copy, as the last does.
+                sock.send(frame, _MORE, copy=len(frame) < _COPY_UNDER)
             sock.send(frames[-1], _NOBLOCK, copy=False)
         except zmq.Again:
             self.gone = True
