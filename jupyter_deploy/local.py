@@ -17,6 +17,7 @@ from .client._methods import MethodMirror, call_error
 from .errors import ConfigError, ModelDefinitionError
 from .folder import model_folder_for
 from .model._host import CallFailed, ModelHost, TransformerLoadError
+from .model.codec import add_raw
 from .proto import runner_pb2 as pb
 
 
@@ -50,7 +51,9 @@ class _LocalTransport:
     def __init__(self, host: ModelHost):
         self._host = host
 
-    def unary(self, request: pb.PredictRequest) -> pb.Value:
+    def unary(self, request: pb.PredictRequest, raw: dict[str, bytes] | None = None) -> pb.Value:
+        if raw:
+            request = add_raw(request, raw)
         request = pb.PredictRequest.FromString(request.SerializeToString())
         try:
             response = self._host.call(request)

@@ -644,3 +644,48 @@ def test_media_references_are_only_read_on_the_callers_side(png: pathlib.Path) -
     with pytest.raises(InputError, match="expected PIL.Image.Image, got PosixPath"):
         encode_value(node, png, "x")
     assert encode_value(node, png, "x", media_refs=True).image.format == "encoded"
+
+
+# ------------------------------------------------------------------ bytes arguments sent apart
+
+
+class Blobs(ModelClass):
+    @ModelClass.method
+    def put(self, first: bytes, second: bytes, name: str = "", maybe: Optional[bytes] = None) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("size", [0, 127, 128, (1 << 14) - 1, 1 << 14, 1 << 16, (1 << 21) + 5])
+def test_raw_arguments_count_and_decode_as_inside_the_request(size):
+    from jupyter_deploy.model.codec import add_raw, args_decoder, encode_request, raw_size
+
+    spec = Blobs.method_specs()["put"]
+    kwargs = {"first": b"a" * size, "second": b"b" * 70_000, "name": "n", "maybe": b"m" * 70_000}
+    whole = encode_request(spec, kwargs)
+    raw: dict = {}
+    apart = encode_request(spec, kwargs, raw=raw)
+    # Only plain ``bytes`` parameters from 64 KiB on go apart (not Optional[bytes], not str).
+    assert sorted(raw) == (["first", "second"] if size >= 1 << 16 else ["second"])
+    assert apart.ByteSize() + raw_size(raw) == whole.ByteSize()
+    assert add_raw(apart, raw).ByteSize() == whole.ByteSize() and len(apart.args) == 4 - len(raw)
+    decode = args_decoder(spec)
+    assert decode(apart.args, raw) == decode(whole.args) == kwargs
+
+
+def test_raw_arguments_fail_as_inside_the_request():
+    from jupyter_deploy.model.codec import args_decoder
+
+    decode = args_decoder(Blobs.method_specs()["put"])
+    big = b"x" * 70_000
+
+    def error(entries, raw=None) -> str:
+        with pytest.raises(InputError) as e:
+            decode(entries, raw)
+        return str(e.value)
+
+    as_bytes = lambda key: [pb.Entry(key=key, value=pb.Value(bytes=big))]  # noqa: E731
+    for key in ("name", "nope"):  # declared str; not a parameter
+        assert error([], {key: big, "first": big, "second": big}) == error(
+            as_bytes(key) + as_bytes("first") + as_bytes("second"))
+    assert error([], {"first": big}) == error(as_bytes("first")) == "put() missing required parameter(s): second"
+    assert decode([], {"first": big, "second": big, "maybe": big})["maybe"] == big  # Optional[bytes] decodes it too

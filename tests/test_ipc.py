@@ -8,6 +8,7 @@ replica, and that ``JUPYTER_DEPLOY_DATA_PLANE=grpc`` turns it off.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import signal
@@ -23,6 +24,7 @@ from daemon_helpers import alive, daemon_pid, isolated_home, wait_for
 from jupyter_deploy import Client, Deployment, InputError, ModelError, RunnerError
 from jupyter_deploy.client._ipc import IpcTransport
 from jupyter_deploy.client._runner_client import GrpcTransport
+from jupyter_deploy.model import codec
 from jupyter_deploy.proto import runner_pb2 as pb
 
 pytestmark = pytest.mark.timeout(300)
@@ -82,6 +84,15 @@ class Echo(ModelClass):
                 made += 1
         finally:
             pathlib.Path(folder, "closed").write_text(str(made))
+
+    @ModelClass.method
+    def echo_bytes(self, data: bytes) -> bytes:
+        assert type(data) is bytes, type(data)
+        return data
+
+    @ModelClass.method
+    def join(self, first: bytes, second: bytes, sep: str = "|") -> bytes:
+        return first + sep.encode() + second
 '''
 
 
@@ -383,6 +394,116 @@ def test_a_caller_killed_while_its_stream_waits_stops_the_model(echo, tmp_path):
         proc.wait(30)
     made = wait_for(lambda: _closed(tmp_path), 15, "the model's generator to be closed")
     assert made < 100, made
+
+
+def until(read, accept, timeout: float, what: str):
+    """``read()`` once ``accept`` holds for it (polled, bounded)."""
+    box = []
+
+    def check() -> bool:
+        box[:] = [read()]
+        return bool(accept(box[0]))
+    wait_for(check, timeout, what)
+    return box[0]
+
+
+def test_large_bytes_arguments_round_trip_apart_from_the_request(echo):
+    client, _ = echo
+    model = client.model("ipcecho")
+    for size in (1 << 16, 1 << 20, 5 << 20):  # from the threshold up
+        data = os.urandom(size)
+        assert model.echo_bytes(data, deployment_id="ipc") == data
+    first, second = os.urandom(3 << 20), os.urandom(1 << 20)
+    assert model.join(first, second, "--", deployment_id="ipc") == first + b"--" + second
+    assert model.join(first, b"small", deployment_id="ipc") == first + b"|small"  # one apart, one inside
+    assert model.echo_bytes(b"tiny", deployment_id="ipc") == b"tiny"
+    # The same through one replica's transport, the arguments kept apart as the client does.
+    ipc = _transports(model)[0]
+    assert isinstance(ipc, IpcTransport)
+    raw: dict = {}
+    request = codec.encode_request(model.specs["join"], {"first": first, "second": second, "sep": "+"}, raw=raw)
+    assert sorted(raw) == ["first", "second"] and [e.key for e in request.args] == ["sep"]
+    assert ipc.unary(request, raw).bytes == first + b"+" + second
+
+
+def test_large_bytes_arguments_fail_as_over_grpc(echo):
+    """The runner decodes a bytes argument sent apart as it would one inside the request: one
+    its method declares otherwise (a caller with an older signature) or does not have fails alike."""
+    client, _ = echo
+    ipc = _transports(client.model("ipcecho"))[0]
+    big = os.urandom(1 << 20)
+    cases = [
+        (pb.PredictRequest(method="predict"), {"text": big}),           # declared str
+        (pb.PredictRequest(method="echo_bytes"), {"nope": big}),        # no such parameter
+        (pb.PredictRequest(method="join"), {"first": big}),             # one missing
+        (pb.PredictRequest(method="nope"), {"data": big}),              # no such method
+    ]
+    for request, raw in cases:
+        with pytest.raises(InputError) as by_ipc:
+            ipc.unary(request, raw)
+        with pytest.raises(InputError) as by_grpc:
+            ipc.grpc.unary(request, raw)
+        assert str(by_ipc.value) == str(by_grpc.value)
+        assert not request.args  # the bytes stayed out of the caller's request (a failover sends it again)
+    assert "predict() parameter 'text'" in _outcome(lambda: ipc.unary(*cases[0]))[1]
+    assert "unexpected parameter 'nope'" in _outcome(lambda: ipc.unary(*cases[1]))[1]
+
+
+def test_large_bytes_arguments_are_logged_as_over_grpc(echo, monkeypatch):
+    """Access records count a call's bytes the same either way; the inference log keeps them."""
+    client, _ = echo
+    deployment = Deployment("ipc", client=client)
+    over_grpc, over_ipc = _grpc_model(monkeypatch), client.model("ipcecho")
+    deployment.update(inference_logger={"mode": "all", "max_inline_bytes": 100})
+    try:
+        def applied() -> bool:
+            since = time.time()
+            over_ipc.predict("probe", deployment_id="ipc")
+            over_ipc.predict("probe", deployment_id="ipc")  # both replicas
+            rows = until(lambda: deployment.inference_logs(since=since), lambda d: len(d) >= 2, 15, "records")
+            return all(r is not None for r in rows.inputs)
+        wait_for(applied, 30, "mode all to apply on both replicas")
+        since = time.time()
+        big = os.urandom(1 << 20)
+        assert over_ipc.join(big, b"x", deployment_id="ipc") == big + b"|x"
+        assert over_grpc.join(big, b"x", deployment_id="ipc") == big + b"|x"
+        df = until(lambda: deployment.inference_logs(since=since), lambda d: len(d) >= 2, 15, "two records")
+        rows = df.to_dict("records")
+        assert [r["method"] for r in rows] == ["join", "join"]
+        digest = {"bytes": {"size": 1 << 20, "sha256": hashlib.sha256(big).hexdigest()}}
+        for row in rows:
+            assert row["inputs"]["first"] == digest
+            assert row["inputs"]["second"]["bytes"]["size"] == 1
+        access = until(lambda: deployment.access_logs(since=since), lambda d: len(d) >= 2, 15, "two records")
+        assert len(set(access.bytes_in)) == 1 and access.bytes_in.iloc[0] > 1 << 20
+    finally:
+        deployment.update(inference_logger={"mode": "none"})
+
+
+def test_large_bytes_over_the_runners_limit_are_refused_as_over_grpc(start_runner, tmp_path):
+    from jupyter_deploy import _wire
+
+    port_file = tmp_path / "port"
+    r = start_runner(MODEL, "--max-message-mb", "0.5", "--port-file", str(port_file))
+    runner = r.client()
+    runner.wait_ready(timeout=60)
+    endpoint = _wire.ipc_file(port_file).read_text().strip()
+    grpc = GrpcTransport(runner._stub, 30)
+    ipc = IpcTransport(endpoint, "", 30, grpc)
+    spec = runner.specs["echo_bytes"]
+    small = os.urandom(100_000)
+    raw: dict = {}
+    assert ipc.unary(codec.encode_request(spec, {"data": small}, raw=raw), raw).bytes == small
+    assert raw  # it went apart
+    for size in (600_000, (1 << 20) - 3):
+        raw = {}
+        request = codec.encode_request(spec, {"data": os.urandom(size)}, raw=raw)
+        with pytest.raises(InputError, match="over the runner's limit") as by_ipc:
+            ipc.unary(request, raw)
+        with pytest.raises(InputError) as by_grpc:
+            grpc.unary(pb.PredictRequest.FromString(request.SerializeToString()), raw)
+        assert str(by_ipc.value) == str(by_grpc.value)
+    assert ipc.unary(codec.encode_request(spec, {"data": small}, raw=raw), raw).bytes == small
 
 
 def test_a_killed_replica_of_two_costs_no_call(echo):

@@ -1124,18 +1124,18 @@ class _RoutedTransport:
         raise ControlPlaneError(f"deployment {route.deployment_id}: {route.reason} (no replica came up "
                                 f"within {START_WAIT:g} s)", "FAILED_PRECONDITION")
 
-    def unary(self, request: pb.PredictRequest) -> pb.Value:
+    def unary(self, request: pb.PredictRequest, raw: dict[str, bytes] | None = None) -> pb.Value:
         transport = None
         try:
             transport = self._current()
-            return transport.unary(request)
+            return transport.unary(request, raw)
         except (RunnerError, ControlPlaneError) as e:
             if not self._retryable(e):
                 raise
             failure = e
         for transport in self._fallbacks(transport, failure):
             try:
-                return transport.unary(request)
+                return transport.unary(request, raw)
             except RunnerError as e:
                 if e.code != "UNAVAILABLE":
                     raise

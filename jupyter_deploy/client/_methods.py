@@ -24,7 +24,9 @@ _MEDIA = frozenset({"bytes", "image", "audio", "video"})
 
 
 class Transport(Protocol):
-    def unary(self, request: pb.PredictRequest) -> pb.Value: ...
+    # ``raw``: large ``bytes`` arguments kept out of ``request`` (``codec.encode_request``); a
+    # transport that cannot send them apart puts them back in (``codec.add_raw``).
+    def unary(self, request: pb.PredictRequest, raw: dict[str, bytes] | None = None) -> pb.Value: ...
     def server_stream(self, request: pb.PredictRequest) -> Iterator[pb.Value]: ...
     def bidi(self, request: pb.PredictRequest, items: Iterator[pb.Value]) -> Iterator[pb.Value]: ...
 
@@ -110,9 +112,11 @@ def _method(spec: MethodSpec, transport: Transport | Routes,
             arguments = bind(args, kwargs)
         except TypeError as e:
             raise InputError(f"{spec.name}(): {e}") from None
-        request = encode_request(spec, arguments)
         if spec.shape == UNARY:
-            return _decoded(decode_out, chosen.unary(request), what)
+            raw: dict[str, bytes] = {}
+            request = encode_request(spec, arguments, raw=raw)
+            return _decoded(decode_out, chosen.unary(request, raw) if raw else chosen.unary(request), what)
+        request = encode_request(spec, arguments)
         if spec.shape == BIDI:
             items = _encoded_items(stream.type, arguments.get(stream.name), spec.name, stream.name)
             return _decoded_stream(decode_out, chosen.bidi(request, items), what)

@@ -10,6 +10,7 @@ import grpc
 
 from .. import _wire
 from ..errors import DeployError, InputError, RunnerError
+from ..model.codec import add_raw
 from ..model.signature import method_from_proto
 from ..proto import runner_pb2 as pb
 from ..proto import runner_pb2_grpc
@@ -116,7 +117,9 @@ class GrpcTransport:
         self.timeout = timeout
         self.metadata = metadata  # the route token, for runners started by the control plane
 
-    def unary(self, request: pb.PredictRequest) -> pb.Value:
+    def unary(self, request: pb.PredictRequest, raw: dict[str, bytes] | None = None) -> pb.Value:
+        if raw:
+            request = add_raw(request, raw)
         try:
             return self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata).output
         except grpc.RpcError as e:

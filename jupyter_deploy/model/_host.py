@@ -271,16 +271,19 @@ class ModelHost:
             rules = self._compiled[spec.name] = (spec, args_decoder(spec), encoder(spec.returns))
         return rules[1], rules[2]
 
-    def _kwargs(self, spec: MethodSpec, request: pb.PredictRequest) -> dict[str, Any]:
+    def _kwargs(self, spec: MethodSpec, request: pb.PredictRequest,
+                raw: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            return self._rules(spec)[0](request.args)
+            return self._rules(spec)[0](request.args, raw)
         except InputError as e:
             raise invalid(str(e)) from None
 
-    def call(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
-        """Serve one unary call."""
+    def call(self, request: pb.PredictRequest, timeout: float | None = None,
+             raw: dict[str, Any] | None = None) -> pb.PredictResponse:
+        """Serve one unary call. ``raw``: ``bytes`` arguments that came beside the request
+        (``codec.encode_request``), by parameter name."""
         spec = self.spec(request.method, UNARY)
-        kwargs = self._kwargs(spec, request)
+        kwargs = self._kwargs(spec, request, raw)
         if self.transformer is not None:
             kwargs = self._preprocess(spec, kwargs)
         if spec.batch:

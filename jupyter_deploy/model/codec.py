@@ -499,13 +499,22 @@ def _decode_image(m: pb.Image) -> Any:
 # ------------------------------------------------------------------ calls
 
 
-def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = True) -> pb.PredictRequest:
-    """A PredictRequest for a call's (non-stream) arguments, given by parameter name."""
+def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = True,
+                   raw: dict[str, bytes] | None = None, raw_from: int = 1 << 16) -> pb.PredictRequest:
+    """A PredictRequest for a call's (non-stream) arguments, given by parameter name.
+
+    With ``raw`` (a dict to fill), ``bytes`` arguments of ``raw_from`` bytes or more go
+    there instead of into the request: a transport that can send them beside the request
+    (the ipc plane) saves the copies into and out of the protobuf; any other puts them back
+    with ``add_raw``."""
     request = pb.PredictRequest(method=spec.name)
     for p in spec.params:
         if p.stream or p.name not in kwargs:
             continue
         value = kwargs[p.name]
+        if raw is not None and type(value) is bytes and len(value) >= raw_from and p.type.kind == "bytes":
+            raw[p.name] = value
+            continue
         entry = request.args.add()
         entry.key = p.name
         kind = p.type.kind
@@ -521,6 +530,30 @@ def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = 
             except Mismatch as e:
                 raise InputError(e.describe(f"{spec.name}() parameter", p.name)) from None
     return request
+
+
+def add_raw(request: pb.PredictRequest, raw: dict[str, Any]) -> pb.PredictRequest:
+    """A copy of ``request`` with the ``bytes`` arguments ``encode_request`` kept apart put back
+    in (a copy: a call that fails over to another replica sends ``request`` and ``raw`` again)."""
+    whole = pb.PredictRequest()
+    whole.CopyFrom(request)
+    for key, value in raw.items():
+        entry = whole.args.add()
+        entry.key = key
+        entry.value.bytes = value
+    return whole
+
+
+def raw_size(raw: dict[str, Any]) -> int:
+    """How many bytes ``raw``'s arguments add to a serialized PredictRequest (``add_raw``):
+    the size limits and access records count a request the same whichever way it came."""
+    return sum(_field_size(_field_size(len(key.encode())) + _field_size(_field_size(len(value))))
+               for key, value in raw.items())
+
+
+def _field_size(n: int) -> int:
+    """A length-delimited field of ``n`` bytes, with its one-byte tag (fields 1-15) and length."""
+    return 1 + ((n.bit_length() + 6) // 7 or 1) + n
 
 
 def encode_args(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = True) -> list[pb.Entry]:
@@ -541,7 +574,10 @@ def args_decoder(spec: MethodSpec) -> Callable[[Any], dict[str, Any]]:
     decoders = {p.name: decoder(p.type) for p in spec.params if not p.stream}
     required = [p.name for p in spec.params if not p.stream and not p.has_default]
 
-    def decode(entries: Any) -> dict[str, Any]:
+    plain = frozenset(p.name for p in spec.params if not p.stream and p.type.kind == "bytes")
+
+    def decode(entries: Any, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``raw``: arguments sent as bytes beside the request (``encode_request``)."""
         out = {}
         for e in entries:
             key = e.key
@@ -553,6 +589,21 @@ def args_decoder(spec: MethodSpec) -> Callable[[Any], dict[str, Any]]:
                 out[key] = dec(e.value)
             except Mismatch as m:
                 raise InputError(m.describe(f"{spec.name}() parameter", key)) from None
+        if raw:
+            for key, value in raw.items():
+                if key in plain:
+                    out[key] = value
+                    continue
+                dec = decoders.get(key)
+                if dec is None:
+                    raise InputError(f"{spec.name}() got an unexpected parameter '{key}' "
+                                     f"(parameters: {', '.join(by_name) or 'none'})")
+                # Declared otherwise (the caller's signature is older than the model's): decoded
+                # as the same bytes in a request would be, so it fails or passes the same way.
+                try:
+                    out[key] = dec(pb.Value(bytes=value))
+                except Mismatch as m:
+                    raise InputError(m.describe(f"{spec.name}() parameter", key)) from None
         if not all(name in out for name in required):
             missing = [name for name in required if name not in out]
             raise InputError(f"{spec.name}() missing required parameter(s): {', '.join(missing)}")

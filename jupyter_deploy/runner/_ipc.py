@@ -6,8 +6,12 @@ where the bodies are the same protobuf messages the gRPC service reads and write
 
 The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
 ``c`` cancel a stream, ``k`` credit a stream, ``p`` ping), call id, timeout in seconds (0: none),
-followed by the route token (one frame less to send per call). A reply is ``[call id, kind, body]``
-or, for a body under ``JOIN_UNDER`` bytes, the three joined in one frame (the client reads both).
+followed by the route token (one frame less to send per call). A unary call may carry large
+``bytes`` arguments outside its PredictRequest: ``[header and token, body, names, value, ...]``,
+where ``names`` is the arguments' names joined by NUL and each value one frame
+(``codec.encode_request``): they skip the protobuf's copies, and count as in the request for
+its size limit and records. A reply is ``[call id, kind, body]`` or, for a body under
+``JOIN_UNDER`` bytes, the three joined in one frame (the client reads both).
 Reply kinds:
 ``r`` a PredictResponse, ``i`` a StreamResponse (items, then its end or error), ``e`` an
 Error (the call failed before it started or, for a unary call, in the model), ``p`` pong.
@@ -52,8 +56,10 @@ import zmq
 
 from .. import _wire
 from ..model._host import CallFailed, invalid
+from ..model.codec import add_raw, raw_size
 from ..proto import runner_pb2 as pb
 from ._pump import Pump
+from ._service import Refused, read_message
 
 #: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
 INLINE_UNDER = 0.0002
@@ -140,6 +146,18 @@ class _Window:
 
 
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
+
+
+def _raw(frames: list[bytes]) -> dict[str, bytes] | None:
+    """A unary call's bytes arguments sent apart (``[names, value, ...]`` after its body), by
+    name; None when the frames do not say that."""
+    names = frames[3].split(b"\0")
+    if len(names) != len(frames) - 4:
+        return None
+    try:
+        return {name.decode(): value for name, value in zip(names, frames[4:])}
+    except UnicodeDecodeError:
+        return None
 
 
 def available() -> bool:
@@ -315,29 +333,34 @@ class IpcServer:
             if window is not None:
                 window.stop()
             return
-        if len(frames) != 3 or kind not in (UNARY, STREAM):
-            err = invalid("malformed ipc call: expected [header and token, body] frames").to_proto()
+        raw = _raw(frames) if kind == UNARY and len(frames) > 3 else None
+        if (len(frames) != 3 and raw is None) or kind not in (UNARY, STREAM):
+            err = invalid("malformed ipc call: expected [header and token, body] frames, then "
+                          "[names, value, ...] for a unary call's bytes arguments").to_proto()
             self._reply([caller, cid, ERROR, err.SerializeToString()])
             return
         received = time.monotonic()
         body = frames[2]
-        if kind == UNARY and len(body) <= self.max_bytes:
+        if kind == UNARY and len(body) + (raw_size(raw) if raw else 0) <= self.max_bytes:
             try:
                 request = pb.PredictRequest.FromString(body)
             except Exception:
                 request = None  # the worker's check says what is wrong with it
             if request is not None:
-                if request.method in self._batched:
+                if request.method in self._batched and raw is None:
                     if self._submit(caller, cid, timeout, token, request, received):
                         return
                 elif self._fast.get(request.method, False) and self.service._slots.acquire(blocking=False):
                     try:
-                        reply = self._unary(caller, cid, timeout, token, body, received, request)
+                        reply = self._unary(caller, cid, timeout, token, body, received, raw, request)
                     finally:
                         self.service._slots.release()
                     self._reply(reply)
                     return
-        self._tasks.put((kind, caller, cid, timeout, token, body, received))
+        if kind == UNARY:
+            self._tasks.put((kind, caller, cid, timeout, token, body, received, raw))
+        else:
+            self._tasks.put((kind, caller, cid, timeout, token, body, received))
         with self._workers_lock:
             self._queued += 1
             # Every waiting task needs a waiting worker, or calls that could run together (a
@@ -392,14 +415,14 @@ class IpcServer:
             push.connect(self._replies_at)
         return push
 
-    def _timed(self, request: Any, timeout: float | None) -> Any:
+    def _timed(self, request: Any, timeout: float | None, raw: dict[str, bytes] | None = None) -> Any:
         """``host.call``, learning how long the method's calls take (``_inline``)."""
         spec = self.service.host.specs.get(request.method)
         if spec is None or spec.batch or spec.is_async:
-            return self.service.host.call(request, timeout)
+            return self.service.host.call(request, timeout, raw)
         started = time.perf_counter()
         try:
-            return self.service.host.call(request, timeout)
+            return self.service.host.call(request, timeout, raw)
         finally:
             took = time.perf_counter() - started
             avg = self._took.get(request.method)
@@ -432,55 +455,57 @@ class IpcServer:
         finally:
             push.close(0)
 
-    def _check(self, token: bytes, body: bytes, timeout: float, received: float, request: Any = None) -> Any:
-        """The request, once the call may go to the model; CallFailed otherwise (as gRPC's handlers)."""
+    def _check(self, token: bytes, body: bytes, timeout: float, received: float, request: Any = None,
+               size: int | None = None) -> Any:
+        """The request, once the call may go to the model; CallFailed otherwise (as gRPC's handlers).
+        ``size``: the request's, where its bytes arguments came apart from ``body``."""
         service = self.service
         tokens = service._tokens
         if tokens is not None:
             tokens.check_token(token.decode(errors="replace") or None)
         if request is None:
-            if len(body) > self.max_bytes:
-                raise invalid(f"request of {len(body)} bytes is over the runner's limit of {self.max_bytes} "
-                              "bytes (start the runner with a larger --max-message-mb)")
             try:
-                request = pb.PredictRequest.FromString(body)
-            except Exception:
-                raise invalid(f"malformed PredictRequest message ({len(body)} bytes)") from None
+                request = read_message(pb.PredictRequest, body, self.max_bytes, size)
+            except Refused as e:
+                raise invalid(str(e)) from None
         service.admit(timeout - (time.monotonic() - received) if timeout > 0 else None)
         return request
 
     def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
-               received: float, parsed: Any = None) -> list:
-        """A unary call's reply frames. ``parsed``: the request, read by ``_inline``, which holds a slot."""
+               received: float, raw: dict[str, bytes] | None = None, parsed: Any = None) -> list:
+        """A unary call's reply frames. ``raw``: its bytes arguments that came apart from ``body``;
+        ``parsed``: the request, read by ``_inline``, which holds a slot."""
         recorder = self.service.recorder
         if recorder is not None:
             started, wall = recorder.begin()
+        size = len(body) + raw_size(raw) if raw else None
         request = None
+        response = status = error = None
         try:
-            request = self._check(token, body, timeout, received, parsed)
+            request = self._check(token, body, timeout, received, parsed, size)
             left = timeout - (time.monotonic() - received) if timeout > 0 else None
             if parsed is not None:
-                response = self._timed(request, left)
+                response = self._timed(request, left, raw)
             else:
                 with self.service._slots:
-                    response = self._timed(request, left)
+                    response = self._timed(request, left, raw)
+            status, reply = "OK", [caller, cid, RESPONSE, response.SerializeToString()]
         except CallFailed as e:
-            if recorder is not None:
-                recorder.end(started, wall, "unary", request, None, e.code,
-                             {"code": e.code, "type": e.type, "message": e.message},
-                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
-            return [caller, cid, ERROR, e.to_proto().SerializeToString()]
+            status, error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+            reply = [caller, cid, ERROR, e.to_proto().SerializeToString()]
         except Exception as e:  # noqa: BLE001 - a bug of ours: the caller gets it as gRPC's UNKNOWN
             failed = CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
-            if recorder is not None:
-                recorder.end(started, wall, "unary", request, None, "UNKNOWN",
-                             {"code": "UNKNOWN", "type": failed.type, "message": failed.message},
-                             ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
-            return [caller, cid, ERROR, failed.to_proto().SerializeToString()]
+            status, error = "UNKNOWN", {"code": "UNKNOWN", "type": failed.type, "message": failed.message}
+            reply = [caller, cid, ERROR, failed.to_proto().SerializeToString()]
         if recorder is not None:
-            recorder.end(started, wall, "unary", request, response, "OK", None,
-                         ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),))
-        return [caller, cid, RESPONSE, response.SerializeToString()]
+            if raw and request is not None and recorder.wants()[0]:
+                # The inference log reads the inputs from the request: the bytes go back in (a
+                # copy, only while inputs are logged).
+                request = add_raw(request, raw)
+            recorder.end(started, wall, "unary", request, response, status, error,
+                         ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),),
+                         bytes_in=-1 if size is None else size)
+        return reply
 
     def _generate(self, send: Any, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
                   received: float) -> None:

@@ -31,19 +31,31 @@ class _Rejected:
         self.message = message
 
 
+class Refused(Exception):
+    """A request message the runner does not read (``read_message``); says why."""
+
+
+def read_message(message_type: Any, data: bytes, max_bytes: int, size: int | None = None) -> Any:
+    """``data`` parsed as ``message_type``; Refused when it is over ``max_bytes`` or malformed.
+    ``size``: the whole request's, where part of it came apart from ``data`` (the ipc plane)."""
+    size = len(data) if size is None else size
+    if size > max_bytes:
+        raise Refused(f"request of {size} bytes is over the runner's limit of "
+                      f"{max_bytes} bytes (start the runner with a larger --max-message-mb)")
+    try:
+        return message_type.FromString(data)
+    except Exception:
+        raise Refused(f"malformed {message_type.__name__} message ({size} bytes)") from None
+
+
 def _reader(message_type: Any, max_bytes: int) -> Callable[[bytes], Any]:
     # Parse here rather than in grpc: an oversize or malformed message then gets
     # INVALID_ARGUMENT with a readable reason instead of grpc's generic failures.
-    from_string = message_type.FromString
-
     def read(data: bytes) -> Any:
-        if len(data) > max_bytes:
-            return _Rejected(f"request of {len(data)} bytes is over the runner's limit of "
-                             f"{max_bytes} bytes (start the runner with a larger --max-message-mb)")
         try:
-            return from_string(data)
-        except Exception:
-            return _Rejected(f"malformed {message_type.__name__} message ({len(data)} bytes)")
+            return read_message(message_type, data, max_bytes)
+        except Refused as e:
+            return _Rejected(str(e))
     return read
 
 
