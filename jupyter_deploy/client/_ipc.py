@@ -36,6 +36,10 @@ UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 RESPONSE, ITEMS, ERROR, PONG = b"r", b"i", b"e", b"p"
 CREDIT = b"k"
 COUNT = struct.Struct("<I")
+#: A unary call with a small body and no bytes frames: header, token length, token and body in
+#: one frame (each frame is a zmq call that lets go of the GIL and takes it back).
+JOINED, TOKEN_LEN = b"j", struct.Struct("<H")
+JOIN_UNDER = 16 << 10
 #: A stream's item messages consumed before they are acknowledged (a credit): half the runner's
 #: window of 32 messages or 4 MiB (``runner._ipc.WINDOW``), so the runner never waits on a
 #: caller that already consumed what it sent.
@@ -244,7 +248,11 @@ class IpcTransport:
             return self.grpc.unary(request, raw)
         cid = next(conn.ids)
         timeout = self.timeout
-        frames[0] = HEADER.pack(UNARY, cid, timeout or 0.0) + self._token
+        if raw or len(body) > JOIN_UNDER:
+            frames[0] = HEADER.pack(UNARY, cid, timeout or 0.0) + self._token
+        else:
+            token = self._token
+            frames = [HEADER.pack(JOINED, cid, timeout or 0.0) + TOKEN_LEN.pack(len(token)) + token + body]
         try:
             conn.send(frames)
             frames = conn.recv(cid, None if timeout is None else time.monotonic() + timeout)

@@ -6,7 +6,9 @@ where the bodies are the same protobuf messages the gRPC service reads and write
 
 The header frame is ``struct("<cQd")`` = kind (``u`` unary Predict, ``s`` server-stream Generate,
 ``c`` cancel a stream, ``k`` credit a stream, ``p`` ping), call id, timeout in seconds (0: none),
-followed by the route token (one frame less to send per call). A unary call may carry large
+followed by the route token (one frame less to send per call). A unary call whose body is small
+(and has no bytes frames) may come as one frame instead, kind ``j``: the header, then
+``struct("<H")`` the token's length, the token and the body. A unary call may carry large
 ``bytes`` arguments outside its PredictRequest: ``[header and token, body, names, value, ...]``,
 where ``names`` is the arguments' names joined by NUL and each value one frame
 (``codec.encode_request``): they skip the protobuf's copies, and count as in the request for
@@ -74,6 +76,7 @@ UNARY, STREAM, CANCEL, PING = b"u", b"s", b"c", b"p"
 _END = object()
 CREDIT = b"k"
 COUNT = struct.Struct("<I")
+JOINED, TOKEN_LEN = b"j", struct.Struct("<H")
 #: Item messages a stream may have sent and not acknowledged (``client._ipc`` acks every half).
 #: Messages, not items: a message carries every item that waited (a batch), so a window of
 #: items would cut a fast stream's batches short. With a byte cap beside it, so messages of up
@@ -316,7 +319,13 @@ class IpcServer:
             return  # not ours: nothing to answer to
         caller, header = frames[0], frames[1]
         kind, call_id, timeout = HEADER.unpack_from(header)
-        token = header[HEADER.size:]
+        if kind == JOINED and len(frames) == 2 and len(header) >= HEADER.size + TOKEN_LEN.size:
+            # [header, token length, token, body] in one frame: read as the two frames they stand for.
+            start = HEADER.size + TOKEN_LEN.size
+            end = start + TOKEN_LEN.unpack_from(header, HEADER.size)[0]
+            kind, token, frames = UNARY, header[start:end], [caller, header, header[end:]]
+        else:
+            token = header[HEADER.size:]
         cid = CALL_ID.pack(call_id)
         if kind == PING:
             self._reply([caller, cid, PONG, b""])
