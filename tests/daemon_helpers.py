@@ -56,6 +56,17 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def until(read, accept, timeout: float, what: str):
+    """``read()`` once ``accept`` holds for it (polled, bounded)."""
+    box = []
+
+    def check() -> bool:
+        box[:] = [read()]
+        return bool(accept(box[0]))
+    wait_for(check, timeout, what)
+    return box[0]
+
+
 def wait_for_state(client, deployment_id: str, state, timeout: float, what: str = "") -> str:
     """Wait on the daemon's pushed changes until the deployment's state is ``state`` (or, a
     callable, until it says yes to the state); the state. Polls only where the daemon refuses

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from daemon_helpers import daemon_pid, isolated_home, wait_for
+from daemon_helpers import daemon_pid, isolated_home, until, wait_for
 
 from jupyter_deploy import Client, Deployment, ModelError, Nodepool, NotFoundError
 from jupyter_deploy.notebook.widgets import DeploymentCard
@@ -85,17 +85,6 @@ def echo(home, tmp_path_factory):
         "echo", worker={"model": {"id": "echo"}})
     deployment.wait_until_ready(120)
     return deployment
-
-
-def until(read, accept, timeout: float, what: str):
-    """``read()`` once ``accept`` holds for it (polled, bounded)."""
-    box = []
-
-    def check() -> bool:
-        box[:] = [read()]
-        return bool(accept(box[0]))
-    wait_for(check, timeout, what)
-    return box[0]
 
 
 def _logs(deployment: Deployment, n: int, inference: bool = False, since: float | None = None):

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from conftest import write_model
-from daemon_helpers import alive, daemon_pid, isolated_home, wait_for
+from daemon_helpers import alive, daemon_pid, isolated_home, until, wait_for
 
 from jupyter_deploy import Client, Deployment, InputError, ModelError, RunnerError
 from jupyter_deploy.client._ipc import IpcTransport
@@ -394,17 +394,6 @@ def test_a_caller_killed_while_its_stream_waits_stops_the_model(echo, tmp_path):
         proc.wait(30)
     made = wait_for(lambda: _closed(tmp_path), 15, "the model's generator to be closed")
     assert made < 100, made
-
-
-def until(read, accept, timeout: float, what: str):
-    """``read()`` once ``accept`` holds for it (polled, bounded)."""
-    box = []
-
-    def check() -> bool:
-        box[:] = [read()]
-        return bool(accept(box[0]))
-    wait_for(check, timeout, what)
-    return box[0]
 
 
 def test_large_bytes_arguments_round_trip_apart_from_the_request(echo):
