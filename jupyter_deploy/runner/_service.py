@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import gc
 import os
 import queue
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -127,90 +127,6 @@ class _Slots:
 
     def release(self) -> None:
         self._put(None)
-
-
-class _Done:
-    """What ``_Workers.submit`` returns: the part of a Future that grpc uses (``add_done_callback``).
-
-    A callback added before the task ends runs on the worker when it does; one added after runs at
-    once. Both sides pop the callbacks from a deque (a C call each): whichever pops one runs it, so
-    it runs exactly once, without a lock.
-    """
-
-    __slots__ = ("_callbacks", "_done")
-
-    def __init__(self) -> None:
-        self._callbacks: collections.deque = collections.deque()
-        self._done = False
-
-    def add_done_callback(self, fn: Callable[[Any], Any]) -> None:
-        self._callbacks.append(fn)
-        if self._done:
-            self._run_callbacks()
-
-    def done(self) -> bool:
-        return self._done
-
-    def _finish(self) -> None:
-        self._done = True
-        self._run_callbacks()
-
-    def _run_callbacks(self) -> None:
-        pop = self._callbacks.popleft
-        while True:
-            try:
-                fn = pop()
-            except IndexError:
-                return
-            try:
-                fn(self)
-            except Exception:  # noqa: BLE001, S110 - as a Future does: one callback's bug stops no other
-                pass
-
-
-class _Workers:
-    """The gRPC server's thread pool: ``ThreadPoolExecutor``'s behaviour (a thread per call in
-    flight, up to ``max_workers``, started when none is idle, kept) at a third of its cost per call.
-
-    ``ThreadPoolExecutor.submit`` builds a Future (a Condition), and its threads take a shared
-    Python Semaphore (another Condition) around every task: about 10 µs of interpreter time per
-    call, and one more lock that 16 callers' threads contend for. Here the queue of tasks and the
-    count of idle threads are ``SimpleQueue``s (C calls), and what grpc reads back is ``_Done``.
-    Measured (one submitter, 16 tasks in flight): 8.5-10.5 -> 2.9-3.4 µs CPU per task.
-    """
-
-    def __init__(self, max_workers: int, name: str = "runner"):
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle: queue.SimpleQueue = queue.SimpleQueue()  # one token per thread waiting for a task
-        self._max, self._name = max_workers, name
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()  # held only to start a thread
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Done:
-        done = _Done()
-        self._tasks.put((done, fn, args, kwargs))
-        try:
-            self._idle.get_nowait()  # a thread that waits takes it
-        except queue.Empty:
-            with self._lock:
-                if len(self._threads) < self._max:
-                    thread = threading.Thread(target=self._work, name=f"{self._name}_{len(self._threads)}",
-                                              daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
-        return done
-
-    def _work(self) -> None:
-        get, idle = self._tasks.get, self._idle.put
-        while True:
-            done, fn, args, kwargs = get()
-            try:
-                fn(*args, **kwargs)
-            except BaseException:  # noqa: BLE001, S110 - as ThreadPoolExecutor: grpc's tasks report their own
-                pass
-            done._finish()
-            del done, fn, args, kwargs  # nothing of this call outlives it while the thread waits
-            idle(None)
 
 
 class RunnerService:
@@ -483,7 +399,7 @@ def make_server(host: ModelHost, address: str, *, max_concurrency: int = 32,
     service = RunnerService(host, max_concurrency, RouteTokens(*auth) if auth else None, recorder)
     server = grpc.server(
         # Headroom beyond the model's slots so health checks and Describe never queue behind calls.
-        _Workers(max_workers=max_concurrency + 4),
+        futures.ThreadPoolExecutor(max_workers=max_concurrency + 4, thread_name_prefix="runner"),
         options=[
             # grpc's own cap only bounds memory: it sits well above ours so that an oversize
             # request reaches _reader and gets its readable INVALID_ARGUMENT, not
