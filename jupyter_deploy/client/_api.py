@@ -39,8 +39,6 @@ from ._watch import Event, RouteWatch, changes, ticks, watch
 
 ROUTING = ("deployment_id", "compute_cluster_id", "nodepool_id")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-#: A model's calls to a replica take a connection of their own (see ``Client.route_channel``).
-_ROUTE_CHANNEL_OPTIONS = [*_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
 def _hot_mode(hot: bool | None) -> str:
@@ -106,7 +104,6 @@ class Client:
         self._stub = control_pb2_grpc.ControlPlaneStub(self._channel)
         self._reconnect_lock = threading.Lock()
         self._runner_channels: dict[str, grpc.Channel] = {}
-        self._route_channels: weakref.WeakSet = weakref.WeakSet()  # closed with the client
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)
@@ -170,27 +167,9 @@ class Client:
                 channel = self._runner_channels[address] = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
             return channel
 
-    def route_channel(self, address: str) -> grpc.Channel:
-        """A channel to a replica with a connection of its own, for one ``Model``'s route.
-
-        Sixteen threads, each calling through its own ``Model``, over one shared connection
-        (``runner_channel``) went 0.78-0.85x as fast as the bare-grpcio floor, whose clients each
-        have their own; with one connection per route, 1.22x faster than over the shared one
-        (median of eight interleaved rounds of W1b, ../shared/peers; per round 0.88-1.53x). A
-        channel dropped from a route is closed once no call holds it; ``close`` closes the rest.
-        """
-        channel = grpc.insecure_channel(address, options=_ROUTE_CHANNEL_OPTIONS)
-        with self._lock:
-            self._route_channels.add(channel)
-        return channel
-
     def close(self) -> None:
         self._routes.close()
         for channel in self._runner_channels.values():
-            channel.close()
-        with self._lock:
-            route_channels = list(self._route_channels)
-        for channel in route_channels:
             channel.close()
         self._channel.close()
 
@@ -1039,7 +1018,6 @@ class _RoutedTransport:
         self.model = model
         self.route = route
         self._transports: list[Any] = []  # GrpcTransport or IpcTransport, one per replica
-        self._channels: dict[str, grpc.Channel] = {}  # this route's own connection to each replica
         self._turn = itertools.count()
         self._renew_at = 0.0
         self._expires_at = 0.0  # when the cached route's token lapses
@@ -1103,9 +1081,9 @@ class _RoutedTransport:
             seen = routes.version(route.deployment_id)
         metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
         addresses = list(route.addresses) or [route.address]
-        channels = {address: self._channels.get(address) or client.route_channel(address) for address in addresses}
-        transports = [GrpcTransport(runner_pb2_grpc.RunnerStub(channels[address]), client.timeout, metadata)
-                      for address in addresses]
+        transports = [
+            GrpcTransport(runner_pb2_grpc.RunnerStub(client.runner_channel(address)), client.timeout, metadata)
+            for address in addresses]
         ipc = list(route.ipc_addresses)
         if len(ipc) == len(addresses) and any(ipc) and _same_host_plane(client):
             from ._ipc import IpcTransport
@@ -1121,7 +1099,6 @@ class _RoutedTransport:
         with self._lock:
             self._deployment_id, self._owner, self._seen = route.deployment_id, route.user_id, seen
             self._transports, self._expires_at, self._renew_at = transports, route.expires_at, renew_at
-            self._channels = channels
 
     def _resolve(self) -> cpb.Route:
         """The route; while the deployment starts a replica (woken from zero), resolve again when
