@@ -3,9 +3,10 @@
 A call's handler gives the recorder a tuple (when, how long, status, and
 references to the request and the response); a background thread turns the
 tuples into JSON lines every ``interval`` seconds and appends them to a spool
-file that the control plane reads and stores. On the request path that is two
-clock reads, a lock held for a few additions, and a deque append; encoding,
-sizes and the inference logger's JSON all happen on the background thread.
+file that the control plane reads and stores. On the request path that is three
+clock reads and two deque appends, no lock; the counters (requests, errors, calls
+in flight and their average), encoding, sizes and the inference logger's JSON all
+are worked out on the background thread.
 
 Files (the control plane names the directory in ``$JUPYTER_DEPLOY_TELEMETRY``,
 one per replica; without it nothing is recorded):
@@ -160,11 +161,14 @@ class CallRecorder:
         self.stream_param = stream_param or (lambda method: "items")
         self.version = os.environ.get("MODEL_VERSION", "")
         self.started_at = time.time()
-        self._buffer: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._busy = 0.0            # in-flight calls integrated over time since the last tick
-        self._changed = self._last_tick = time.perf_counter()
+        # The request path only appends (a C call each, atomic under the GIL: no lock for the
+        # handler threads to contend for); the tick drains both and keeps the counts.
+        self._buffer: collections.deque = collections.deque()  # one tuple per call that ended
+        self._starts: collections.deque = collections.deque()  # perf_counter of each call begun
+        self._in_flight = 0         # calls begun but not ended, as of the last tick
+        self._last_tick = time.perf_counter()
+        self._ended_sum = 0.0       # sum of the end times of calls that ended since the last tick
+        self._ended = 0             # calls that ended since the last tick
         self.requests = self.errors = 0
         self.last_request_at = 0.0
         self._callers: dict[str, str] = {}
@@ -192,10 +196,7 @@ class CallRecorder:
     def begin(self) -> tuple[float, float]:
         """A call starts: ``(perf_counter, wall time)`` to hand back to ``end``."""
         t = time.perf_counter()
-        with self._lock:
-            self._busy += self._in_flight * (t - self._changed)
-            self._changed = t
-            self._in_flight += 1
+        self._starts.append(t)
         return t, time.time()
 
     def end(self, started: float, wall: float, shape: str, request: Any, response: Any, status: str,
@@ -205,17 +206,9 @@ class CallRecorder:
         For streams ``request`` is ``(start, items)`` and ``response`` the list of items kept
         (or None), with their byte counts given.
         """
-        t = time.perf_counter()
-        with self._lock:
-            self._busy += self._in_flight * (t - self._changed)
-            self._changed = t
-            self._in_flight -= 1
-            self.requests += 1
-            if status != "OK":
-                self.errors += 1
         self.last_request_at = wall
-        self._buffer.append((wall, (t - started) * 1000.0, shape, request, response, status, error, metadata,
-                             bytes_in, bytes_out))
+        self._buffer.append((wall, time.perf_counter(), started, shape, request, response, status, error,
+                             metadata, bytes_in, bytes_out))
 
     def wants(self) -> tuple[bool, bool]:
         """Whether a call starting now should keep its (inputs, outputs) for the inference log."""
@@ -290,8 +283,27 @@ class CallRecorder:
 
     def _flush(self) -> None:
         lines = []
-        while self._buffer:
-            lines.append(self._line(self._buffer.popleft()))
+        pop = self._buffer.popleft
+        ended = errors = 0
+        ended_sum = 0.0
+        try:
+            while True:
+                try:
+                    item = pop()
+                except IndexError:
+                    break
+                ended += 1
+                ended_sum += item[1]
+                if item[6] != "OK":
+                    errors += 1
+                lines.append(self._line(item))
+        finally:
+            # Counted whatever happens to the lines: a record that failed to format, or a full
+            # disk below, loses lines, never the load figures.
+            self._ended += ended
+            self._ended_sum += ended_sum
+            self.requests += ended
+            self.errors += errors
         if not lines:
             return
         if self._file is None or self._file.tell() >= self.segment_bytes:
@@ -307,12 +319,29 @@ class CallRecorder:
         self._file.flush()
 
     def _write_stats(self) -> None:
+        # Calls drained here began no later than their ends drained by _flush before: the count in
+        # flight never goes below zero. The clock is read after both drains, so each time drained
+        # is at most ``t``. Calls in flight integrated over [last tick, t]: each call is counted
+        # from max(its start, last tick) to min(its end, t), so
+        #   busy = sum(ends) - sum(starts) + in_flight(t) * t - in_flight(last tick) * last tick
+        # (a call that read its clock just before the last tick but was drained after it counts
+        # from its start: microseconds, once).
+        pop = self._starts.popleft
+        begun = 0
+        begun_sum = 0.0
+        while True:
+            try:
+                begun_sum += pop()
+            except IndexError:
+                break
+            begun += 1
         t = time.perf_counter()
-        with self._lock:
-            busy = self._busy + self._in_flight * (t - self._changed)
-            span = t - self._last_tick
-            self._busy, self._changed, self._last_tick = 0.0, t, t
-            in_flight = self._in_flight
+        before, t0 = self._in_flight, self._last_tick
+        in_flight = before + begun - self._ended
+        busy = self._ended_sum - begun_sum + in_flight * t - before * t0
+        span = t - t0
+        busy = min(max(busy, 0.0), (before + begun) * span)
+        self._in_flight, self._last_tick, self._ended, self._ended_sum = in_flight, t, 0, 0.0
         stats = {_wire.STAT_TIME: time.time(), "pid": os.getpid(), "started_at": self.started_at,
                  _wire.STAT_IN_FLIGHT: in_flight,
                  _wire.STAT_QUEUED: max(0, in_flight - self.capacity),
@@ -327,7 +356,8 @@ class CallRecorder:
     # ------------------------------------------------------------ records
 
     def _line(self, item: tuple) -> str:
-        wall, latency, shape, request, response, status, error, metadata, bytes_in, bytes_out = item
+        wall, ended, started, shape, request, response, status, error, metadata, bytes_in, bytes_out = item
+        latency = (ended - started) * 1000.0
         start = request[0] if shape != "unary" else request
         method = start.method if isinstance(start, pb.PredictRequest) else ""
         request_id = (start.request_id if method else "") or self._new_id()
