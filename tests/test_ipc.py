@@ -138,6 +138,27 @@ def _outcome(call):
         return type(e).__name__, str(e), getattr(e, "code", None)
 
 
+def test_each_models_route_has_its_own_grpc_connection_up_to_a_bound(echo, monkeypatch):
+    # Threads that each call through their own Model must not all share one HTTP/2 connection
+    # (a remote caller's W1b): each route gets its own, up to ROUTE_CONNECTIONS per replica.
+    from jupyter_deploy.client import _api
+
+    monkeypatch.setattr(_api, "ROUTE_CONNECTIONS", 2)
+    monkeypatch.setenv("JUPYTER_DEPLOY_DATA_PLANE", "grpc")
+    client = Client()
+    try:
+        models = [client.model("ipcecho") for _ in range(3)]
+        for i, model in enumerate(models):
+            for _ in range(2):  # both replicas, in turn
+                assert model.predict(f"m{i}", deployment_id="ipc") == f"echo: m{i}"
+        channels = client._route_channels
+        assert len(channels) == 2  # two replicas
+        for chans in channels.values():
+            assert len(chans) == 2 and chans[0] is not chans[1]  # the third route shares one
+    finally:
+        client.close()
+
+
 def test_a_model_call_goes_over_ipc_by_default(echo):
     client, _ = echo
     model = client.model("ipcecho")
