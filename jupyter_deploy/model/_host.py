@@ -27,7 +27,7 @@ from ..folder import TRANSFORMER_FILE, load_model_class, load_transformer_class,
 from ..proto import runner_pb2 as pb
 from ._batcher import Batcher, BatcherSettings, BatchTimeout
 from ._model_class import Deferred, ModelClass
-from .codec import Mismatch, args_decoder, decode_value, encoder
+from .codec import Mismatch, args_decoder, decode_value, encoder, set_plain
 from .signature import UNARY, MethodSpec, method_to_proto
 
 
@@ -301,15 +301,11 @@ class ModelHost:
                 raise self.model_failure(e) from None
         if self.transformer is not None:
             out = self._postprocess(spec, out)
+        return self._response(spec, out)
+
+    def _response(self, spec: MethodSpec, out: Any) -> pb.PredictResponse:
         response = pb.PredictResponse()
-        kind = spec.returns.kind
-        # Plain text and bytes set in place: an encoded Value passed to PredictResponse is
-        # copied into it, once more per call (and per megabyte).
-        if kind == "str" and type(out) is str:
-            response.output.str = out
-        elif kind == "bytes" and type(out) is bytes:
-            response.output.bytes = out
-        else:
+        if not set_plain(response.output, spec.returns.kind, out):
             response.output.CopyFrom(self._encode_output(spec, out))
         return response
 
@@ -335,7 +331,7 @@ class ModelHost:
                 then(self.model_failure(outcome))
             else:
                 try:
-                    then(pb.PredictResponse(output=self._encode_output(spec, outcome)))
+                    then(self._response(spec, outcome))
                 except CallFailed as e:
                     then(e)
 

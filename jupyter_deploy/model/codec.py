@@ -499,6 +499,19 @@ def _decode_image(m: pb.Image) -> Any:
 # ------------------------------------------------------------------ calls
 
 
+def set_plain(target: pb.Value, kind: str, value: Any) -> bool:
+    """Set text or bytes ``value`` into ``target`` in place (a Value built first, then copied
+    into its parent, copies the payload once per level: it shows on megabyte images); False,
+    and ``target`` untouched, for any other value, which the caller encodes."""
+    if kind == "str" and type(value) is str:
+        target.str = value
+    elif kind == "bytes" and type(value) is bytes:
+        target.bytes = value
+    else:
+        return False
+    return True
+
+
 def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = True,
                    raw: dict[str, bytes] | None = None, raw_from: int = 1 << 16) -> pb.PredictRequest:
     """A PredictRequest for a call's (non-stream) arguments, given by parameter name.
@@ -517,14 +530,7 @@ def encode_request(spec: MethodSpec, kwargs: dict[str, Any], media_refs: bool = 
             continue
         entry = request.args.add()
         entry.key = p.name
-        kind = p.type.kind
-        # Set plain text and bytes in place: building a Value and then an Entry copies
-        # the payload once per level, which shows on megabyte images (W5).
-        if kind == "str" and type(value) is str:
-            entry.value.str = value
-        elif kind == "bytes" and type(value) is bytes:
-            entry.value.bytes = value
-        else:
+        if not set_plain(entry.value, p.type.kind, value):
             try:
                 entry.value.MergeFrom(encoder(p.type, media_refs)(value))
             except Mismatch as e:
