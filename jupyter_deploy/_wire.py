@@ -53,6 +53,9 @@ def ipc_file(port_file):
 #: ``grpc`` turns the same-host ipc data plane off: in a client's environment its calls go over
 #: gRPC (as a remote caller's do); in a runner's, it serves no ipc socket (``runner._ipc``).
 DATA_PLANE_ENV = "JUPYTER_DEPLOY_DATA_PLANE"
+#: ``0`` (or ``off``) in a client's environment: its concurrent unary calls over gRPC go one RPC
+#: each, not combined into PredictMany RPCs (``client._combine``).
+COMBINE_ENV = "JUPYTER_DEPLOY_COMBINE"
 
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import threading
 import time
 import weakref
@@ -31,6 +32,7 @@ from ..model.signature import method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import control_pb2_grpc, runner_pb2_grpc
 from ..proto import runner_pb2 as pb
+from ._combine import IN_FLIGHT, Combiner
 from ._errors import control_error
 from ._methods import MethodMirror
 from ._rollout import Readiness, Rollout, deployment_id_for, model_folder, roll_out, wait_ready
@@ -109,6 +111,8 @@ class Client:
         self._runner_channels: dict[str, grpc.Channel] = {}
         self._route_channels: dict[str, list[grpc.Channel]] = {}  # address -> up to ROUTE_CONNECTIONS
         self._route_turn = itertools.count()
+        self._combiners: dict[str, Combiner] = {}  # address -> its runner's (see ``combiner``)
+        self._combine = os.environ.get(_wire.COMBINE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)
@@ -189,6 +193,20 @@ class Client:
                 channels.append(grpc.insecure_channel(address, options=_ROUTE_CHANNEL_OPTIONS))
                 return channels[-1]
             return channels[next(self._route_turn) % len(channels)]
+
+    def combiner(self, address: str) -> Combiner | None:
+        """This client's ``Combiner`` of unary calls to the runner at ``address``: calls made
+        while others are out go together in one RPC (see ``_combine``); None where
+        ``JUPYTER_DEPLOY_COMBINE=0`` turned combining off."""
+        if not self._combine:
+            return None
+        with self._lock:
+            combiner = self._combiners.get(address)
+        if combiner is None:
+            channels = [self.route_channel(address) for _ in range(IN_FLIGHT)]
+            with self._lock:
+                combiner = self._combiners.setdefault(address, Combiner(channels))
+        return combiner
 
     def close(self) -> None:
         self._routes.close()
@@ -1110,7 +1128,8 @@ class _RoutedTransport:
         metadata = ((_wire.ROUTE_TOKEN_KEY, route.token),)
         addresses = list(route.addresses) or [route.address]
         channels = {address: self._channels.get(address) or client.route_channel(address) for address in addresses}
-        transports = [GrpcTransport(runner_pb2_grpc.RunnerStub(channels[address]), client.timeout, metadata)
+        transports = [GrpcTransport(runner_pb2_grpc.RunnerStub(channels[address]), client.timeout, metadata,
+                                    client.combiner(address))
                       for address in addresses]
         ipc = list(route.ipc_addresses)
         if len(ipc) == len(addresses) and any(ipc) and _same_host_plane(client):
@@ -1285,8 +1304,6 @@ def _same_host_plane(client: Client) -> bool:
     when the client first resolved a route (decided once per client)."""
     decided = client.__dict__.get("_same_host_plane")
     if decided is None:
-        import os
-
         from .._address import is_loopback, split_address
 
         try:

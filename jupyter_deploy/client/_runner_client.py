@@ -112,14 +112,19 @@ class GrpcTransport:
     """Moves encoded calls to a runner over gRPC (see ``_methods.Transport``)."""
 
     def __init__(self, stub: runner_pb2_grpc.RunnerStub, timeout: float | None,
-                 metadata: tuple[tuple[str, str], ...] | None = None):
+                 metadata: tuple[tuple[str, str], ...] | None = None, combiner: Any = None):
         self._stub = stub
         self.timeout = timeout
         self.metadata = metadata  # the route token, for runners started by the control plane
+        # The process's ``_combine.Combiner`` to this runner: unary calls made while others are
+        # out go in one RPC with them (needs a route token, which each combined call carries).
+        self.combiner = combiner if metadata else None
 
     def unary(self, request: pb.PredictRequest, raw: dict[str, bytes] | None = None) -> pb.Value:
         if raw:
             request = add_raw(request, raw)
+        if self.combiner is not None:
+            return self.combiner.call(request, self.metadata[0][1], self.timeout)
         try:
             return self._stub.Predict(request, timeout=self.timeout, metadata=self.metadata).output
         except grpc.RpcError as e:

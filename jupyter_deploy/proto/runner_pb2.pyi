@@ -313,6 +313,36 @@ class Error(_message.Message):
     traceback: str
     def __init__(self, code: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
+class PredictBatch(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[BatchedCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[BatchedCall, _Mapping]]] = ...) -> None: ...
+
+class BatchedCall(_message.Message):
+    __slots__ = ("request", "token", "timeout")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    request: PredictRequest
+    token: str
+    timeout: float
+    def __init__(self, request: _Optional[_Union[PredictRequest, _Mapping]] = ..., token: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class PredictBatchResponse(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[BatchedReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[BatchedReply, _Mapping]]] = ...) -> None: ...
+
+class BatchedReply(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: PredictResponse
+    error: Error
+    def __init__(self, response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
 class ReloadRequest(_message.Message):
     __slots__ = ("model_path", "version_id", "run_test")
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class RunnerStub(object):
                 request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictRequest.SerializeToString,
                 response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictMany = channel.unary_unary(
+                '/jupyter_deploy.v1.Runner/PredictMany',
+                request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatch.SerializeToString,
+                response_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatchResponse.FromString,
+                _registered_method=True)
         self.Generate = channel.unary_stream(
                 '/jupyter_deploy.v1.Runner/Generate',
                 request_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictRequest.SerializeToString,
@@ -76,6 +81,12 @@ class RunnerServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Predict(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictMany(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +123,11 @@ def add_RunnerServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictRequest.FromString,
                     response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictMany,
+                    request_deserializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatch.FromString,
+                    response_serializer=jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatchResponse.SerializeToString,
             ),
             'Generate': grpc.unary_stream_rpc_method_handler(
                     servicer.Generate,
@@ -183,6 +199,33 @@ class Runner(object):
             '/jupyter_deploy.v1.Runner/Predict',
             jupyter__deploy_dot_proto_dot_runner__pb2.PredictRequest.SerializeToString,
             jupyter__deploy_dot_proto_dot_runner__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jupyter_deploy.v1.Runner/PredictMany',
+            jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatch.SerializeToString,
+            jupyter__deploy_dot_proto_dot_runner__pb2.PredictBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

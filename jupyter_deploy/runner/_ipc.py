@@ -63,8 +63,6 @@ from ..proto import runner_pb2 as pb
 from ._pump import Pump
 from ._service import Refused, read_message
 
-#: Seconds under which a method's calls are answered by the loop thread itself (``_inline``).
-INLINE_UNDER = 0.0002
 HEADER = struct.Struct("<cQd")
 _POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
 _MORE, _NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
@@ -210,12 +208,6 @@ class IpcServer:
         self._workers_lock = threading.Lock()
         self._streams: dict[tuple[bytes, bytes], _Window] = {}  # (caller, call id) -> its window
         self._streams_lock = threading.Lock()
-        self._took: dict[str, float] = {}   # method -> its calls' recent duration (s), averaged
-        self._fast: dict[str, bool] = {}    # method -> whether the loop answers it itself
-        host = service.host
-        #: Methods whose calls go to their batcher from the loop itself (``_submit``).
-        self._batched = frozenset(name for name, spec in host.specs.items()
-                                  if spec.batch and name in host.batchers and host.transformer is None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ipc-loop", daemon=True)
 
@@ -355,15 +347,16 @@ class IpcServer:
                 request = pb.PredictRequest.FromString(body)
             except Exception:
                 request = None  # the worker's check says what is wrong with it
+            service = self.service
             if request is not None:
-                if request.method in self._batched and raw is None:
+                if service.batched(request.method) and raw is None:
                     if self._submit(caller, cid, timeout, token, request, received):
                         return
-                elif self._fast.get(request.method, False) and self.service._slots.acquire(blocking=False):
+                elif service.fast(request.method) and service._slots.acquire(blocking=False):
                     try:
                         reply = self._unary(caller, cid, timeout, token, body, received, raw, request)
                     finally:
-                        self.service._slots.release()
+                        service._slots.release()
                     self._reply(reply)
                     return
         if kind == UNARY:
@@ -408,7 +401,7 @@ class IpcServer:
         try:
             self._check(token, b"", timeout, received, request)
             left = timeout - (time.monotonic() - received) if timeout > 0 else None
-            if not service.host.call_nowait(request, left, then):  # _batched holds only batched methods
+            if not service.host.call_nowait(request, left, then):  # only batched methods come here
                 raise CallFailed("INTERNAL", "RunnerError", f"method {request.method!r} has no batcher")
         except CallFailed as e:
             then(e)
@@ -423,22 +416,6 @@ class IpcServer:
             push.setsockopt(zmq.SNDHWM, 0)
             push.connect(self._replies_at)
         return push
-
-    def _timed(self, request: Any, timeout: float | None, raw: dict[str, bytes] | None = None) -> Any:
-        """``host.call``, learning how long the method's calls take (``_inline``)."""
-        spec = self.service.host.specs.get(request.method)
-        if spec is None or spec.batch or spec.is_async:
-            return self.service.host.call(request, timeout, raw)
-        started = time.perf_counter()
-        try:
-            return self.service.host.call(request, timeout, raw)
-        finally:
-            took = time.perf_counter() - started
-            avg = self._took.get(request.method)
-            avg = took if avg is None else 0.8 * avg + 0.2 * took
-            self._took[request.method] = avg
-            # A single slow call moves the method to the workers at once; back only when fast again.
-            self._fast[request.method] = avg < INLINE_UNDER and took < 4 * INLINE_UNDER
 
     # ------------------------------------------------------------ worker threads
 
@@ -494,10 +471,10 @@ class IpcServer:
             request = self._check(token, body, timeout, received, parsed, size)
             left = timeout - (time.monotonic() - received) if timeout > 0 else None
             if parsed is not None:
-                response = self._timed(request, left, raw)
+                response = self.service.timed(request, left, raw)
             else:
                 with self.service._slots:
-                    response = self._timed(request, left, raw)
+                    response = self.service.timed(request, left, raw)
             status, reply = "OK", [caller, cid, RESPONSE, response.SerializeToString()]
         except CallFailed as e:
             status, error = e.code, {"code": e.code, "type": e.type, "message": e.message}

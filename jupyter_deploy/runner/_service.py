@@ -22,6 +22,8 @@ from ._pump import Pump
 from ._telemetry import CallRecorder, recorded_generate, recorded_stream, recorded_unary
 
 SERVICE = "jupyter_deploy.v1.Runner"
+#: Seconds under which a method's calls are answered by the thread that read them (``fast``).
+INLINE_UNDER = 0.0002
 
 
 class _Rejected:
@@ -157,6 +159,10 @@ class RunnerService:
         self._max_concurrency = max_concurrency
         self._tokens = tokens
         self.recorder = recorder
+        self._took: dict[str, float] = {}  # method -> its calls' recent duration (s), averaged
+        self._fast: dict[str, bool] = {}   # method -> whether its calls run where they were read
+        self._fanout: futures.ThreadPoolExecutor | None = None  # PredictMany's calls of slow methods
+        self._fanout_lock = threading.Lock()
 
     def handlers(self, max_bytes: int) -> dict[str, grpc.RpcMethodHandler]:
         write = pb.StreamResponse.SerializeToString
@@ -171,6 +177,9 @@ class RunnerService:
                 pb.ModelDescription.SerializeToString),
             "Predict": grpc.unary_unary_rpc_method_handler(
                 predict, _reader(pb.PredictRequest, max_bytes), pb.PredictResponse.SerializeToString),
+            # Not wrapped in a recorder: each of its calls is recorded as a Predict of its own.
+            "PredictMany": grpc.unary_unary_rpc_method_handler(
+                self.predict_many, _reader(pb.PredictBatch, max_bytes), pb.PredictBatchResponse.SerializeToString),
             "Generate": grpc.unary_stream_rpc_method_handler(
                 generate, _reader(pb.PredictRequest, max_bytes), write),
             "Stream": grpc.stream_stream_rpc_method_handler(
@@ -181,8 +190,40 @@ class RunnerService:
 
     def close(self) -> None:
         """Flush the call records (after the server stopped)."""
+        if self._fanout is not None:
+            self._fanout.shutdown(wait=False)
         if self.recorder is not None:
             self.recorder.close()
+
+    # ------------------------------------------------------------ how a method's calls run
+
+    def batched(self, method: str) -> bool:
+        """Whether ``method``'s unary calls can go to its batcher without waiting (``call_nowait``)."""
+        host = self.host
+        spec = host.specs.get(method)
+        return spec is not None and spec.batch and method in host.batchers and host.transformer is None
+
+    def fast(self, method: str) -> bool:
+        """Whether ``method``'s calls have been taking under ``INLINE_UNDER`` seconds (``timed``):
+        then the thread that read a call runs it, rather than handing it to another (which
+        costs more than such a call)."""
+        return self._fast.get(method, False)
+
+    def timed(self, request: Any, timeout: float | None, raw: dict[str, bytes] | None = None) -> Any:
+        """``host.call``, learning how long the method's calls take (``fast``)."""
+        spec = self.host.specs.get(request.method)
+        if spec is None or spec.batch or spec.is_async:
+            return self.host.call(request, timeout, raw)
+        started = time.perf_counter()
+        try:
+            return self.host.call(request, timeout, raw)
+        finally:
+            took = time.perf_counter() - started
+            avg = self._took.get(request.method)
+            avg = took if avg is None else 0.8 * avg + 0.2 * took
+            self._took[request.method] = avg
+            # A single slow call makes the method slow at once; fast again only on average.
+            self._fast[request.method] = avg < INLINE_UNDER and took < 4 * INLINE_UNDER
 
     # ------------------------------------------------------------ handlers
 
@@ -197,6 +238,108 @@ class RunnerService:
                 return self.host.call(request, time_left)
         except CallFailed as e:
             _abort(context, e)
+
+    def predict_many(self, batch: Any, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
+        """Serve a PredictBatch: each call checked (its own token and deadline), admitted, run and
+        recorded as a Predict of its own, and answered in its own reply.
+
+        Calls of a method with a batcher go to it together, without waiting for each other;
+        calls of a ``fast`` method run on this thread one after the other; the others at once,
+        on threads of their own, each taking a slot as a Predict does.
+        """
+        if isinstance(batch, _Rejected):
+            _abort(context, invalid(batch.message))
+        received = time.monotonic()
+        rpc_left = _time_left(context.time_remaining())
+        calls = batch.calls
+        replies: list[Any] = [None] * len(calls)
+        pending = _Latch()
+        slow = []
+        for i, call in enumerate(calls):
+            method = call.request.method
+            if self.batched(method):
+                pending.add()
+                self._one_nowait(call, received, replies, i, pending)
+            elif self.fast(method):
+                replies[i] = self._one(call, received)
+            else:
+                slow.append(i)
+        if slow:
+            pool = self._pool()
+            waits = [pool.submit(self._one, calls[i], received) for i in slow[1:]]
+            replies[slow[0]] = self._one(calls[slow[0]], received)
+            for i, wait in zip(slow[1:], waits):
+                replies[i] = wait.result()
+        if not pending.wait(rpc_left):
+            late = CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "no answer from the batcher in time").to_proto()
+            replies = [reply or pb.BatchedReply(error=late) for reply in replies]
+        return pb.PredictBatchResponse(replies=replies)
+
+    def _pool(self) -> futures.ThreadPoolExecutor:
+        with self._fanout_lock:
+            if self._fanout is None:
+                self._fanout = futures.ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="runner-many")
+            return self._fanout
+
+    def _begin(self, call: Any, received: float) -> float | None:
+        """A batched call may go to the model: its token checked and it admitted; its seconds left."""
+        if self._tokens is not None:
+            self._tokens.check_token(call.token or None)
+        left = call.timeout - (time.monotonic() - received) if call.timeout > 0 else None
+        self.admit(left)
+        return left
+
+    def _one(self, call: Any, received: float) -> pb.BatchedReply:
+        """One call of a PredictBatch, run on this thread."""
+        recorder = self.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        response = error = None
+        try:
+            left = self._begin(call, received)
+            with self._slots:
+                response = self.timed(call.request, left)
+            reply, status = pb.BatchedReply(response=response), "OK"
+        except Exception as e:  # noqa: BLE001 - a bug of ours is the caller's UNKNOWN, as for a Predict
+            failed = e if isinstance(e, CallFailed) else CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
+            reply, status = pb.BatchedReply(error=failed.to_proto()), failed.code
+            error = {"code": failed.code, "type": failed.type, "message": failed.message}
+        if recorder is not None:
+            recorder.end(started, wall, "unary", call.request, response, status, error,
+                         ((_ROUTE_TOKEN_KEY, call.token),))
+        return reply
+
+    def _one_nowait(self, call: Any, received: float, replies: list, i: int, pending: "_Latch") -> None:
+        """One call of a PredictBatch handed to its method's batcher; its reply lands in
+        ``replies[i]`` from the batcher's thread, which then counts ``pending`` down."""
+        recorder = self.recorder
+        if recorder is not None:
+            started, wall = recorder.begin()
+        slot = False
+
+        def then(result: Any) -> None:
+            if slot:
+                self._slots.release()
+            if isinstance(result, CallFailed):
+                replies[i], status = pb.BatchedReply(error=result.to_proto()), result.code
+                error = {"code": result.code, "type": result.type, "message": result.message}
+                response = None
+            else:
+                replies[i], status, error, response = pb.BatchedReply(response=result), "OK", None, result
+            if recorder is not None:
+                recorder.end(started, wall, "unary", call.request, response, status, error,
+                             ((_ROUTE_TOKEN_KEY, call.token),))
+            pending.done()
+
+        try:
+            left = self._begin(call, received)
+            slot = self._slots.acquire(timeout=left)
+            if not slot:
+                raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed waiting for a slot")
+            if not self.host.call_nowait(call.request, left, then):
+                raise CallFailed("INTERNAL", "RunnerError", f"method {call.request.method!r} has no batcher")
+        except CallFailed as e:
+            then(e)
 
     def generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
         try:
@@ -302,6 +445,32 @@ class RunnerService:
             raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+
+
+class _Latch:
+    """Counts a PredictBatch's calls handed to a batcher; ``wait`` until each answered."""
+
+    __slots__ = ("_lock", "_count", "_zero")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._zero = threading.Event()
+        self._zero.set()
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+            self._zero.clear()
+
+    def done(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0:
+                self._zero.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._zero.wait(timeout)
 
 
 def _time_left(remaining: float | None) -> float | None:
