@@ -23,9 +23,10 @@ _ISOLATED = ("JUPYTER_DEPLOY_HOME", "JUPYTER_DEPLOY_ADDRESS", "JUPYTER_DEPLOY_PA
 @contextlib.contextmanager
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, name: str = "home",
                   **env: str) -> Iterator[Path]:
-    """A fresh JUPYTER_DEPLOY_HOME (plus ``env``) for the block; its daemon and runners die after."""
+    """A fresh JUPYTER_DEPLOY_HOME (plus ``env``) for the block; its daemon and runners die after,
+    and the environment is as before."""
     home = tmp_path_factory.mktemp(name)
-    old = {k: os.environ.get(k) for k in _ISOLATED}
+    old = {k: os.environ.get(k) for k in (*_ISOLATED, *env)}
     for k in _ISOLATED:
         os.environ.pop(k, None)
     os.environ.update(JUPYTER_DEPLOY_HOME=str(home), **env)
