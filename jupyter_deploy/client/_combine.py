@@ -12,9 +12,10 @@ leader whose RPC came back while calls wait takes the next batch out of the queu
 it to the first of them to send. A call that finds nobody waiting goes as a plain
 ``Predict``, so a lone caller's latency is that of a plain call.
 
-Measured (16 threads calling back to back, each through its own ``Model``; bench/README.md):
-with bare grpcio, 16 connections of one call each did 2,890-3,190 calls/s, one combiner
-with 2 RPCs in flight 10,900-11,800.
+Measured (W1b of ../shared/peers: 16 threads calling back to back, each through its own
+``Model``, over gRPC; two interleaved rounds on this 2-core machine): 6,930-7,240 calls/s
+combined, 3,790-3,850 with ``JUPYTER_DEPLOY_COMBINE=0`` (one RPC per call), the bare-grpcio
+floor 3,180-3,640.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from ..proto import runner_pb2_grpc
 from ._methods import call_error
 from ._runner_client import rpc_error
 
-#: RPCs out at once per runner: one being answered while the next one fills (2 measured
-#: best: 1 left the runner idle while the caller read replies, 4 no faster than 2).
+#: RPCs out at once per runner: one being answered while the next one fills. Measured on W1b:
+#: 1 gave 6,150-6,680 calls/s (the runner idle while the caller reads replies), 2 gave
+#: 6,060-7,240, 3 and 4 only 3,600-4,500 (smaller batches, more RPCs).
 IN_FLIGHT = 2
 #: Calls in one PredictBatch, at most.
 MAX_CALLS = 64
