@@ -3,7 +3,8 @@
 The workloads and their timing are the peers' own (``../shared/peers``, its README): this
 script runs its ``run.py`` once per system, each with the Python that has that system's
 dependencies, and puts every figure in one table with its ratio to the floor measured in
-the same run. jupyter_deploy is measured twice: as a caller on the replica's host gets it
+the same run. It runs one repeat of every system per round, flipping their order every round,
+so that a machine whose speed drifts during the run (a shared one does) weighs on all alike. jupyter_deploy is measured twice: as a caller on the replica's host gets it
 (the default, the same-host data plane) and as a remote caller gets it (gRPC, with
 ``JUPYTER_DEPLOY_DATA_PLANE=grpc``). Peers run where their venvs exist
 (``bash ../shared/peers/setup_venvs.sh`` makes them under /tmp/peers-venvs).
@@ -70,27 +71,39 @@ def systems(wanted: list[str] | None) -> list[tuple[str, str, str, dict]]:
 
 
 def run_peers(peers: Path, out: Path, picked: list, repeats: int, quick: bool) -> dict:
-    """Run the peers' driver once per system; returns the merged results (label -> system result)."""
+    """Run the peers' driver for every system, one repeat at a time: round after round, the
+    systems in turn, the order flipped every round (a machine that slows down or speeds up over
+    the run then weighs on every system alike, not on whichever ran first). Returns the merged
+    results (label -> system result, the rounds' runs in order)."""
     merged: dict = {"meta": {}, "systems": {}}
-    for label, adapter, python, extra in picked:
-        part = out / f"{label}.json"
-        args = ["--system", adapter, "--repeats", str(repeats), "--out", str(part)]
-        argv = [python, "-c", _QUICK, *args] if quick else [python, "run.py", *args]
-        load_before = os.getloadavg()[0]
-        print(f"== {label} ({python})", flush=True)
-        started = time.monotonic()
-        done = subprocess.run(argv, cwd=peers, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **extra},
-                              timeout=1800)
-        if done.returncode != 0 or not part.exists():
-            print(f"!! {label}: run.py exited {done.returncode}", flush=True)
-            continue
-        data = json.loads(part.read_text())
-        result = next(iter(data["systems"].values()))
-        result["system"] = label
-        result["load_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-        result["bench_wall_s"] = round(time.monotonic() - started, 1)
-        merged["meta"] = data.get("meta", {})
-        merged["systems"][label] = result
+    for round_ in range(repeats):
+        for label, adapter, python, extra in (picked if round_ % 2 == 0 else picked[::-1]):
+            part = out / f"{label}.{round_ + 1}.json"
+            args = ["--system", adapter, "--repeats", "1", "--out", str(part)]
+            argv = [python, "-c", _QUICK, *args] if quick else [python, "run.py", *args]
+            load_before = os.getloadavg()[0]
+            print(f"== {label} ({python}), round {round_ + 1} of {repeats}", flush=True)
+            started = time.monotonic()
+            done = subprocess.run(argv, cwd=peers, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **extra},
+                                  timeout=1800)
+            if done.returncode != 0 or not part.exists():
+                print(f"!! {label}: run.py exited {done.returncode}", flush=True)
+                continue
+            data = json.loads(part.read_text())
+            result = next(iter(data["systems"].values()))
+            loads = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            wall = round(time.monotonic() - started, 1)
+            merged["meta"] = data.get("meta", {})
+            kept = merged["systems"].get(label)
+            if kept is None:
+                result.update(system=label, load_before_after=loads, bench_wall_s=wall)
+                merged["systems"][label] = result
+                continue
+            for workload, runs in result.get("runs", {}).items():
+                kept.setdefault("runs", {}).setdefault(workload, []).extend(runs)
+            kept.setdefault("failures", {}).update(result.get("failures", {}))
+            kept["load_before_after"] += loads
+            kept["bench_wall_s"] = round(kept["bench_wall_s"] + wall, 1)
     return merged
 
 
@@ -237,8 +250,10 @@ def table(merged: dict, extra: dict) -> str:
                   f"{extra['import_ms']:.0f}", f"{'met' if extra['import_ms'] <= 40 else 'not met'} (≤ 40)")
         extra_row("`%load_ext jupyter_deploy` ms", f"{extra['load_ext_ms']:.0f}",
                   f"{'met' if extra['load_ext_ms'] <= 20 else 'not met'} (≤ 20)")
-    loads = ", ".join(f"{n} {S[n]['load_before_after'][0]}→{S[n]['load_before_after'][1]}" for n in S)
-    return "\n".join(lines) + f"\n\nLoad average (1 min) before→after each system: {loads}.\n"
+    def rounds(pairs: list) -> str:
+        return " / ".join(f"{a}→{b}" for a, b in zip(pairs[::2], pairs[1::2]))
+    loads = ", ".join(f"{n} {rounds(S[n]['load_before_after'])}" for n in S)
+    return "\n".join(lines) + f"\n\nLoad average (1 min) before→after each system, per round: {loads}.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
