@@ -460,7 +460,7 @@ class IpcServer:
     def _unary(self, caller: bytes, cid: bytes, timeout: float, token: bytes, body: bytes,
                received: float, raw: dict[str, bytes] | None = None, parsed: Any = None) -> list:
         """A unary call's reply frames. ``raw``: its bytes arguments that came apart from ``body``;
-        ``parsed``: the request, read by ``_inline``, which holds a slot."""
+        ``parsed``: the request, read by the loop (a ``fast`` method), which holds a slot."""
         recorder = self.service.recorder
         if recorder is not None:
             started, wall = recorder.begin()

@@ -144,10 +144,10 @@ class _Slots:
 
 
 class RunnerService:
-    """Serves Describe, Predict, Generate and Stream for one ModelHost.
+    """Serves Describe, Predict, PredictMany, Generate and Stream for one ModelHost.
 
     With ``tokens``, every Predict, Generate and Stream call must carry a valid
-    route token; Describe and health never need one.
+    route token, and every call of a PredictMany its own; Describe and health never need one.
     """
 
     def __init__(self, host: ModelHost, max_concurrency: int, tokens: RouteTokens | None = None,
