@@ -9,6 +9,8 @@ together, and not wait for each other's slow calls.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent import futures
@@ -173,6 +175,40 @@ def test_every_combined_call_is_in_the_access_log(echo):
     assert len(df) == 40
     assert set(df.method) == {"predict"} and set(df.status) == {"OK"}
     assert set(df.caller) == {"local"}
+
+
+def test_calls_combined_when_their_replica_is_killed_are_made_again(echo):
+    """A batch that reached no runner (UNAVAILABLE) fails each of its calls as a Predict would:
+    each is made again, on the replica that replaces the killed one; none is lost."""
+    client, _ = echo
+    _combiner(client)
+    models = [client.model("combecho") for _ in range(8)]
+    answers, failures = [0] * 8, []
+    stop = threading.Event()
+
+    def run(i: int) -> None:
+        while not stop.is_set():
+            try:
+                assert models[i].predict(f"k{i}", deployment_id="comb") == f"echo: k{i}"
+                answers[i] += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    before = sum(answers)
+    (replica,) = Deployment("comb", client=client).status["replicas"]
+    os.kill(replica["pid"], signal.SIGKILL)
+    wait_for(lambda: [r["state"] for r in Deployment("comb", client=client).status["replicas"]
+                      if r["pid"] != replica["pid"]] == ["READY"], 60, "a new READY replica")
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(90)
+    assert not failures, failures[:3]
+    assert before > 0 and sum(answers) > before
 
 
 def _runner(client: Client) -> tuple[grpc.Channel, str]:
