@@ -97,8 +97,7 @@ class Combiner:
         try:
             if batch is not None:
                 self._send(batch)
-            while not call.done.wait():
-                pass
+            call.done.wait()
             while call.lead is not None:  # handed a batch to send (one holding this call)
                 batch, call.lead = call.lead, None
                 self._send(batch)
@@ -129,8 +128,8 @@ class Combiner:
         return batch
 
     def _send(self, batch: list[_Call]) -> None:
-        """Send ``batch`` in one RPC and answer its calls; first hand the next batch, if calls
-        wait, to the thread of its first call."""
+        """Send ``batch`` in one RPC; then hand the next batch, if calls wait, to the thread of
+        its first call, and answer this batch's calls."""
         now = time.monotonic()
         live = []
         for call in batch:
