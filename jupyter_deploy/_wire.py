@@ -56,6 +56,13 @@ DATA_PLANE_ENV = "JUPYTER_DEPLOY_DATA_PLANE"
 #: ``0`` (or ``off``) in a client's environment: its concurrent unary calls over gRPC go one RPC
 #: each, not combined into PredictMany RPCs (``client._combine``).
 COMBINE_ENV = "JUPYTER_DEPLOY_COMBINE"
+#: A caller's combined calls to one runner (the client's and the gateway's ``_combine``): RPCs
+#: out at once, calls in one PredictBatch at most, and the request size from which a call goes
+#: alone. Two in flight measured best: one being answered while the next one fills (W1b over
+#: gRPC: 1 gave 6,150-6,680 calls/s, 2 gave 6,060-7,240, 3 and 4 only 3,600-4,500).
+COMBINE_IN_FLIGHT = 2
+COMBINE_MAX_CALLS = 64
+COMBINE_UNDER = 64 << 10
 
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).

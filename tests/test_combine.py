@@ -20,8 +20,7 @@ import pytest
 from conftest import write_model
 from daemon_helpers import isolated_home, wait_for
 
-from jupyter_deploy import Client, Deployment, ModelError
-from jupyter_deploy import _wire
+from jupyter_deploy import Client, Deployment, ModelError, _wire
 from jupyter_deploy.client._combine import Combiner
 from jupyter_deploy.client._runner_client import GrpcTransport
 from jupyter_deploy.proto import runner_pb2 as pb

@@ -418,6 +418,40 @@ def test_a_hundred_concurrent_streams(env):
         assert items == [f"s{i}-{k}" for k in range(20)] + [None], items
 
 
+def test_a_hundred_concurrent_unary_calls_each_get_their_own_answer(env):
+    """Concurrent unary calls to one replica go to it combined (``gateway._combine``): each must
+    still get its own answer and its own model error, and be recorded (bad input is refused by
+    the gateway itself, beside them)."""
+    from jupyter_deploy import Deployment
+
+    def body(i: int) -> tuple[str, dict]:
+        return [("predict", {"text": f"c{i}"}), ("boom", {"x": i}), ("predict", {"text": i})][i % 3]
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[int, dict]:
+        method, payload = body(i)
+        r = await client.post(f"/v1/deployments/kinds/methods/{method}", json=payload)
+        return r.status_code, r.json()
+
+    async def many() -> list[tuple[int, dict]]:
+        async with httpx.AsyncClient(base_url=env["url"], timeout=60, limits=httpx.Limits(max_connections=100),
+                                     headers={"Authorization": f"Bearer {env['token']}"}) as client:
+            return await asyncio.wait_for(asyncio.gather(*(one(client, i) for i in range(100))), 120)
+
+    since = time.time()
+    for i, (status, out) in enumerate(asyncio.run(many())):
+        if i % 3 == 0:
+            assert (status, out) == (200, {"output": f"echo: c{i}"})
+        elif i % 3 == 1:
+            assert (status, out["error"]["message"]) == (500, f"ValueError: boom {i}")
+        else:
+            assert status == 400 and out["error"]["parameter"] == "text", out
+    deployment = Deployment("kinds", client=env["client"])
+    wait_for(lambda: len(deployment.access_logs(since=since)) >= 67, 20, "67 access records")
+    time.sleep(0.5)  # and no more: each call that reached the model once
+    logs = deployment.access_logs(since=since)
+    assert sorted(logs.status.value_counts().to_dict().items()) == [("OK", 34), ("UNKNOWN", 33)]
+
+
 # ---------------------------------------------------------------- supervision
 
 

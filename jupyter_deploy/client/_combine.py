@@ -32,14 +32,7 @@ from ..proto import runner_pb2_grpc
 from ._methods import call_error
 from ._runner_client import rpc_error
 
-#: RPCs out at once per runner: one being answered while the next one fills. Measured on W1b:
-#: 1 gave 6,150-6,680 calls/s (the runner idle while the caller reads replies), 2 gave
-#: 6,060-7,240, 3 and 4 only 3,600-4,500 (smaller batches, more RPCs).
-IN_FLIGHT = 2
-#: Calls in one PredictBatch, at most.
-MAX_CALLS = 64
-#: Requests of more bytes than this go on their own (a batch stays a small message).
-COMBINE_UNDER = 64 << 10
+IN_FLIGHT, MAX_CALLS, COMBINE_UNDER = _wire.COMBINE_IN_FLIGHT, _wire.COMBINE_MAX_CALLS, _wire.COMBINE_UNDER
 
 
 class _Call:

@@ -32,6 +32,7 @@ from .. import _wire
 from ..model.signature import MethodSpec, method_from_proto
 from ..proto import control_pb2 as cpb
 from ..proto import runner_pb2 as pb
+from ._combine import Combiner, Failed
 
 #: Seconds a call waits for a deployment that is starting a replica (woken from zero).
 START_WAIT = float(os.environ.get("JUPYTER_DEPLOY_GATEWAY_START_WAIT", 30.0))
@@ -140,6 +141,7 @@ class Route:
     renew_at: float
     specs: dict[str, MethodSpec]
     description: pb.ModelDescription
+    token: str = ""  # the route token again, for combined calls (each carries its own)
     _turn: Any = field(default_factory=itertools.count)
 
     def pick(self) -> str:
@@ -156,10 +158,14 @@ class _Entry:
 
 
 class _Stubs:
-    def __init__(self, channel: grpc.aio.Channel):
+    def __init__(self, channel: grpc.aio.Channel, combine: bool):
         self.channel = channel
         self.predict = channel.unary_unary(_RUNNER + "Predict", request_serializer=pb.PredictRequest.SerializeToString,
                                            response_deserializer=pb.PredictResponse.FromString)
+        # Concurrent unary calls to this runner go together (``_combine``), unless turned off.
+        self.combiner = Combiner(self.predict, channel.unary_unary(
+            _RUNNER + "PredictMany", request_serializer=pb.PredictBatch.SerializeToString,
+            response_deserializer=pb.PredictBatchResponse.FromString)) if combine else None
         self.generate = channel.unary_stream(_RUNNER + "Generate",
                                              request_serializer=pb.PredictRequest.SerializeToString,
                                              response_deserializer=pb.StreamResponse.FromString)
@@ -185,6 +191,7 @@ class Routes:
         self._refused: dict[str, float] = {}  # token -> until when it is refused without asking
         self._specs: dict[str, dict[str, MethodSpec]] = {}  # version id -> its methods
         self._stubs: OrderedDict[str, _Stubs] = OrderedDict()
+        self._combine = os.environ.get(_wire.COMBINE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
 
     async def close(self) -> None:
         for stubs in self._stubs.values():
@@ -302,14 +309,14 @@ class Routes:
             renew_at = min(renew_at, route.refresh_at)
         return Route(route.deployment_id, route.user_id, route.version_id,
                      list(route.addresses) or [route.address], grpc.aio.Metadata((_wire.ROUTE_TOKEN_KEY, route.token)),
-                     route.expires_at, renew_at, specs, route.description)
+                     route.expires_at, renew_at, specs, route.description, route.token)
 
     # ------------------------------------------------------------ runners
 
     def stubs(self, address: str) -> _Stubs:
         stubs = self._stubs.get(address)
         if stubs is None:
-            stubs = self._stubs[address] = _Stubs(grpc.aio.insecure_channel(address, options=_OPTIONS))
+            stubs = self._stubs[address] = _Stubs(grpc.aio.insecure_channel(address, options=_OPTIONS), self._combine)
             if len(self._stubs) > MAX_CHANNELS:
                 _, old = self._stubs.popitem(last=False)
                 asyncio.ensure_future(old.channel.close(grace=30))
@@ -345,9 +352,19 @@ class Routes:
         deadline = 0.0
         renewed = False
         while True:
+            stubs = self.stubs(address)
             try:
-                response = await self.stubs(address).predict(request, metadata=route.metadata, timeout=timeout)
-                return response.output
+                if stubs.combiner is not None:
+                    return await stubs.combiner.call(request, route.metadata, route.token, timeout)
+                return (await stubs.predict(request, metadata=route.metadata, timeout=timeout)).output
+            except Failed as e:  # the runner's answer to a combined call: as a Predict's status
+                if e.code == "UNAUTHENTICATED" and not renewed:
+                    renewed = True
+                    route = await self.route(pat, target, refresh=True)
+                    address = route.pick()
+                    continue
+                if e.code != "UNAVAILABLE":
+                    raise from_status(e.code, e.message, e.type) from None
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED and not renewed:
