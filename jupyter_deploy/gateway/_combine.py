@@ -40,6 +40,7 @@ class Combiner:
         self._predict, self._many = predict, many
         self._queue: list[tuple[pb.PredictRequest, str, float | None, asyncio.Future]] = []
         self._in_flight = 0
+        self._sending: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.supported = True
 
     async def call(self, request: pb.PredictRequest, metadata: grpc.aio.Metadata, token: str,
@@ -69,7 +70,9 @@ class Combiner:
             batch = self._queue[:_wire.COMBINE_MAX_CALLS]
             del self._queue[:_wire.COMBINE_MAX_CALLS]
             self._in_flight += 1
-            asyncio.ensure_future(self._send(batch))
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list) -> None:
         try:
