@@ -41,6 +41,10 @@ class CallFailed(Exception):
     def to_proto(self) -> pb.Error:
         return pb.Error(code=self.code, type=self.type, message=self.message, traceback=self.traceback)
 
+    def record(self) -> dict[str, str]:
+        """The error as a call's access record keeps it (``CallRecorder.end``)."""
+        return {"code": self.code, "type": self.type, "message": self.message}
+
 
 class TransformerLoadError(Exception):
     """The transformer's constructor or ``load()`` raised; the message names it."""

@@ -378,34 +378,13 @@ class IpcServer:
         loop goes on taking calls (a batch fills from calls that all went through this one
         thread), and the reply goes out from the batcher's thread. False when no slot is free
         (the workers then take it, waiting for one)."""
-        service = self.service
-        if not service._slots.acquire(blocking=False):
-            return False
-        recorder = service.recorder
-        started, wall = recorder.begin() if recorder is not None else (0.0, 0.0)
-        metadata = ((_wire.ROUTE_TOKEN_KEY, token.decode(errors="replace")),)
-
-        def then(result: Any) -> None:
-            service._slots.release()
+        def reply(result: Any) -> None:
             if isinstance(result, CallFailed):
-                frames = [caller, cid, ERROR, result.to_proto().SerializeToString()]
-                if recorder is not None:
-                    recorder.end(started, wall, "unary", request, None, result.code,
-                                 {"code": result.code, "type": result.type, "message": result.message}, metadata)
+                self._post([caller, cid, ERROR, result.to_proto().SerializeToString()])
             else:
-                frames = [caller, cid, RESPONSE, result.SerializeToString()]
-                if recorder is not None:
-                    recorder.end(started, wall, "unary", request, result, "OK", None, metadata)
-            self._post(frames)
+                self._post([caller, cid, RESPONSE, result.SerializeToString()])
 
-        try:
-            self._check(token, b"", timeout, received, request)
-            left = timeout - (time.monotonic() - received) if timeout > 0 else None
-            if not service.host.call_nowait(request, left, then):  # only batched methods come here
-                raise CallFailed("INTERNAL", "RunnerError", f"method {request.method!r} has no batcher")
-        except CallFailed as e:
-            then(e)
-        return True
+        return self.service.submit(request, token.decode(errors="replace"), timeout, received, reply, wait=False)
 
     def _push(self) -> Any:
         """This thread's PUSH socket to the loop (replies from workers and batchers)."""
@@ -477,11 +456,11 @@ class IpcServer:
                     response = self.service.timed(request, left, raw)
             status, reply = "OK", [caller, cid, RESPONSE, response.SerializeToString()]
         except CallFailed as e:
-            status, error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+            status, error = e.code, e.record()
             reply = [caller, cid, ERROR, e.to_proto().SerializeToString()]
         except Exception as e:  # noqa: BLE001 - a bug of ours: the caller gets it as gRPC's UNKNOWN
             failed = CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
-            status, error = "UNKNOWN", {"code": "UNKNOWN", "type": failed.type, "message": failed.message}
+            status, error = "UNKNOWN", failed.record()
             reply = [caller, cid, ERROR, failed.to_proto().SerializeToString()]
         if recorder is not None:
             if raw and request is not None and recorder.wants()[0]:
@@ -507,7 +486,7 @@ class IpcServer:
             try:
                 request = self._check(token, body, timeout, received)
             except CallFailed as e:
-                out.status, out.error = e.code, {"code": e.code, "type": e.type, "message": e.message}
+                out.status, out.error = e.code, e.record()
                 send([caller, cid, ERROR, e.to_proto().SerializeToString()])
                 return
             with self.service._slots:

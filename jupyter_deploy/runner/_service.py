@@ -255,11 +255,17 @@ class RunnerService:
         replies: list[Any] = [None] * len(calls)
         pending = _Latch()
         slow = []
+        def answer(i: int) -> Callable[[Any], None]:
+            def then(result: Any) -> None:
+                replies[i] = _reply(result)
+                pending.done()
+            return then
+
         for i, call in enumerate(calls):
             method = call.request.method
             if self.batched(method):
                 pending.add()
-                self._one_nowait(call, received, replies, i, pending)
+                self.submit(call.request, call.token, call.timeout, received, answer(i))
             elif self.fast(method):
                 replies[i] = self._one(call, received)
             else:
@@ -281,11 +287,12 @@ class RunnerService:
                 self._fanout = futures.ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="runner-many")
             return self._fanout
 
-    def _begin(self, call: Any, received: float) -> float | None:
-        """A batched call may go to the model: its token checked and it admitted; its seconds left."""
+    def admitted(self, token: str, timeout: float, received: float) -> float | None:
+        """Check a call's route token and admit it (``admit``); its seconds left. ``timeout``: its
+        seconds as sent (0: none), counted from ``received``."""
         if self._tokens is not None:
-            self._tokens.check_token(call.token or None)
-        left = call.timeout - (time.monotonic() - received) if call.timeout > 0 else None
+            self._tokens.check_token(token or None)
+        left = timeout - (time.monotonic() - received) if timeout > 0 else None
         self.admit(left)
         return left
 
@@ -296,50 +303,53 @@ class RunnerService:
             started, wall = recorder.begin()
         response = error = None
         try:
-            left = self._begin(call, received)
+            left = self.admitted(call.token, call.timeout, received)
             with self._slots:
                 response = self.timed(call.request, left)
-            reply, status = pb.BatchedReply(response=response), "OK"
+            status = "OK"
         except Exception as e:  # noqa: BLE001 - a bug of ours is the caller's UNKNOWN, as for a Predict
             failed = e if isinstance(e, CallFailed) else CallFailed("UNKNOWN", type(e).__name__, f"the runner failed: {e}")
-            reply, status = pb.BatchedReply(error=failed.to_proto()), failed.code
-            error = {"code": failed.code, "type": failed.type, "message": failed.message}
+            status, error = failed.code, failed.record()
         if recorder is not None:
             recorder.end(started, wall, "unary", call.request, response, status, error,
                          ((_ROUTE_TOKEN_KEY, call.token),))
-        return reply
+        return _reply(response if error is None else failed)
 
-    def _one_nowait(self, call: Any, received: float, replies: list, i: int, pending: "_Latch") -> None:
-        """One call of a PredictBatch handed to its method's batcher; its reply lands in
-        ``replies[i]`` from the batcher's thread, which then counts ``pending`` down."""
+    def submit(self, request: Any, token: str, timeout: float, received: float,
+               reply: Callable[[Any], None], wait: bool = True) -> bool:
+        """Hand a unary call of a ``batched`` method to its batcher without waiting for the batch
+        (either plane): its token checked, it admitted, a slot held until it is answered, and it
+        recorded as a Predict. ``reply(response or CallFailed)`` runs on the batcher's thread (on
+        this one for a call refused). ``timeout``: its seconds as sent (0: none), counted from
+        ``received``. ``wait=False``: no waiting for a slot; False (nothing done) when none is free."""
+        if not wait and not self._slots.acquire(blocking=False):
+            return False
+        held = [not wait]
         recorder = self.recorder
-        if recorder is not None:
-            started, wall = recorder.begin()
-        slot = False
+        started, wall = recorder.begin() if recorder is not None else (0.0, 0.0)
 
         def then(result: Any) -> None:
-            if slot:
+            if held[0]:
                 self._slots.release()
-            if isinstance(result, CallFailed):
-                replies[i], status = pb.BatchedReply(error=result.to_proto()), result.code
-                error = {"code": result.code, "type": result.type, "message": result.message}
-                response = None
-            else:
-                replies[i], status, error, response = pb.BatchedReply(response=result), "OK", None, result
             if recorder is not None:
-                recorder.end(started, wall, "unary", call.request, response, status, error,
-                             ((_ROUTE_TOKEN_KEY, call.token),))
-            pending.done()
+                metadata = ((_ROUTE_TOKEN_KEY, token),)
+                if isinstance(result, CallFailed):
+                    recorder.end(started, wall, "unary", request, None, result.code, result.record(), metadata)
+                else:
+                    recorder.end(started, wall, "unary", request, result, "OK", None, metadata)
+            reply(result)
 
         try:
-            left = self._begin(call, received)
-            slot = self._slots.acquire(timeout=left)
-            if not slot:
-                raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed waiting for a slot")
-            if not self.host.call_nowait(call.request, left, then):
-                raise CallFailed("INTERNAL", "RunnerError", f"method {call.request.method!r} has no batcher")
+            left = self.admitted(token, timeout, received)
+            if not held[0]:
+                held[0] = self._slots.acquire(timeout=left)
+                if not held[0]:
+                    raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed waiting for a slot")
+            if not self.host.call_nowait(request, left, then):
+                raise CallFailed("INTERNAL", "RunnerError", f"method {request.method!r} has no batcher")
         except CallFailed as e:
             then(e)
+        return True
 
     def generate(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.StreamResponse]:
         try:
@@ -445,6 +455,13 @@ class RunnerService:
             raise CallFailed("UNAVAILABLE", "Stopping", "the runner is stopping; resolve the route again")
         if remaining is not None and remaining <= 0:
             raise CallFailed("DEADLINE_EXCEEDED", "TimeoutError", "the call's deadline passed before it started")
+
+
+def _reply(result: Any) -> pb.BatchedReply:
+    """A PredictBatch's reply to one call: its response, or its CallFailed."""
+    if isinstance(result, CallFailed):
+        return pb.BatchedReply(error=result.to_proto())
+    return pb.BatchedReply(response=result)
 
 
 class _Latch:
