@@ -64,6 +64,12 @@ COMBINE_IN_FLIGHT = 2
 COMBINE_MAX_CALLS = 64
 COMBINE_UNDER = 64 << 10
 
+
+def combining(environ: dict) -> bool:
+    """Whether a process with ``environ`` (``os.environ``) combines its concurrent calls to a
+    runner: ``COMBINE_ENV`` not set off."""
+    return environ.get(COMBINE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+
 # ---------------------------------------------------------------- telemetry spool
 # A runner writes, the control plane reads (``runner._telemetry``, ``control._calllog``).
 

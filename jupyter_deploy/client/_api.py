@@ -112,7 +112,7 @@ class Client:
         self._route_channels: dict[str, list[grpc.Channel]] = {}  # address -> up to ROUTE_CONNECTIONS
         self._route_turn = itertools.count()
         self._combiners: dict[str, Combiner] = {}  # address -> its runner's (see ``combiner``)
-        self._combine = os.environ.get(_wire.COMBINE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+        self._combine = _wire.combining(os.environ)
         self._lock = threading.Lock()
         self._routes = RouteWatch(self._stub, self._metadata)
         weakref.finalize(self, self._routes.close)

@@ -191,7 +191,7 @@ class Routes:
         self._refused: dict[str, float] = {}  # token -> until when it is refused without asking
         self._specs: dict[str, dict[str, MethodSpec]] = {}  # version id -> its methods
         self._stubs: OrderedDict[str, _Stubs] = OrderedDict()
-        self._combine = os.environ.get(_wire.COMBINE_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+        self._combine = _wire.combining(os.environ)
 
     async def close(self) -> None:
         for stubs in self._stubs.values():
@@ -357,23 +357,18 @@ class Routes:
                 if stubs.combiner is not None:
                     return await stubs.combiner.call(request, route.metadata, route.token, timeout)
                 return (await stubs.predict(request, metadata=route.metadata, timeout=timeout)).output
-            except Failed as e:  # the runner's answer to a combined call: as a Predict's status
-                if e.code == "UNAUTHENTICATED" and not renewed:
+            except (Failed, grpc.aio.AioRpcError) as e:
+                # A combined call's own error (Failed, as a Predict's status) or the RPC's: the
+                # same retries either way.
+                combined = isinstance(e, Failed)
+                code = e.code if combined else e.code().name
+                if code == "UNAUTHENTICATED" and not renewed:
                     renewed = True
                     route = await self.route(pat, target, refresh=True)
                     address = route.pick()
                     continue
-                if e.code != "UNAVAILABLE":
-                    raise from_status(e.code, e.message, e.type) from None
-            except grpc.aio.AioRpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.UNAUTHENTICATED and not renewed:
-                    renewed = True
-                    route = await self.route(pat, target, refresh=True)
-                    address = route.pick()
-                    continue
-                if code != grpc.StatusCode.UNAVAILABLE:
-                    raise from_rpc(e) from None
+                if code != "UNAVAILABLE":
+                    raise (from_status(e.code, e.message, e.type) if combined else from_rpc(e)) from None
             tried.add(address)
             deadline = deadline or time.monotonic() + REPLICA_WAIT
             route, address = await self._failover(pat, target, route, tried, deadline)
